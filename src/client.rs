@@ -1,0 +1,1 @@
+//! The tutorial's client: connect, send one message, print the reply. (Being written.)

@@ -1,0 +1,248 @@
+//! The protocol API: the one trait an embedder implements, and the context it works through.
+//!
+//! This module owns the contract between a server model (reactor or threads) and protocol
+//! code. It must not touch sockets or `mio`: a handler sees bytes and a [`Context`], so the
+//! same protocol runs unchanged under every model.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::{CloseReason, ConnId};
+
+/// A protocol: per-connection session state plus the callbacks a server model drives.
+///
+/// One handler value serves every connection of a server (and every worker), so it is
+/// shared by reference (`&self`). State that belongs to one connection lives in
+/// [`Handler::Session`]; state shared between connections (a chat room, a key-value store)
+/// lives in the handler behind its own lock.
+///
+/// # Contract
+///
+/// - [`open`](Handler::open) is called once per accepted connection, before any input.
+/// - [`data`](Handler::data) is called with *all* unconsumed input of the connection. It
+///   returns how many bytes it consumed, from the front. Bytes it does not consume stay
+///   buffered and are offered again, with new bytes appended, when more arrive. Returning
+///   `0` means "I need more bytes". After a non-zero return with input left, `data` is
+///   called again at once, so a handler may consume one frame per call.
+///   A handler that consumes nothing while the buffered input reaches the input cap has its
+///   connection closed with [`CloseReason::InputLimit`].
+/// - [`timer`](Handler::timer) fires once per [`Context::set_timer`].
+/// - [`close`](Handler::close) is called exactly once per opened connection, with the
+///   reason, after which the connection id is dead: output sent to it is discarded.
+/// - No callback is made for a connection after `close`, and no callback ever sees a socket.
+///
+/// # Example
+///
+/// ```
+/// use tcp_reactor::{Context, Handler};
+///
+/// /// Replies to each byte with its upper-case form.
+/// struct Upper;
+///
+/// impl Handler for Upper {
+///     type Session = ();
+///     fn open(&self, _ctx: &mut Context<'_>) {}
+///     fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+///         for byte in input {
+///             ctx.write(&[byte.to_ascii_uppercase()]);
+///         }
+///         input.len()
+///     }
+/// }
+/// # let _ = tcp_reactor::Server::new(Upper);
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// State kept for one connection from `open` to `close`.
+    type Session: Send + 'static;
+
+    /// A connection was accepted; return its session. May already write output.
+    fn open(&self, ctx: &mut Context<'_>) -> Self::Session;
+
+    /// Input arrived: consume a prefix of `input` and return its length (`<= input.len()`).
+    fn data(&self, session: &mut Self::Session, ctx: &mut Context<'_>, input: &[u8]) -> usize;
+
+    /// The timer set with [`Context::set_timer`] expired.
+    fn timer(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>) {}
+
+    /// The connection is gone; `reason` says why. Nothing can be sent to it any more.
+    fn close(&self, _session: Self::Session, _id: ConnId, _reason: CloseReason) {}
+
+    /// Bytes sent to a client refused because the server is full, before closing it.
+    fn busy_reply(&self) -> &[u8] {
+        b""
+    }
+}
+
+/// How a handler asked to close its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseRequest {
+    /// Flush queued output, then close.
+    AfterFlush,
+    /// Drop at once, discarding queued output.
+    Now,
+}
+
+/// A change to the connection's handler timer, requested during a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerRequest {
+    /// Fire at this instant.
+    Set(Instant),
+    /// Do not fire.
+    Cancel,
+}
+
+/// What a callback asked the server model to do beyond writing its own output.
+#[derive(Debug, Default)]
+pub(crate) struct Actions {
+    /// Close the connection, if set.
+    pub(crate) close: Option<CloseRequest>,
+    /// Change the handler timer, if set.
+    pub(crate) timer: Option<TimerRequest>,
+}
+
+/// Output addressed to other connections, collected during a callback and delivered by
+/// the server model afterwards (the sender's own buffer is borrowed while it runs).
+///
+/// One byte arena and one index, both reused, so broadcasting allocates nothing once warm.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    /// Every message's bytes, back to back.
+    bytes: Vec<u8>,
+    /// `(destination, end offset in bytes)` per message, in order.
+    index: Vec<(ConnId, usize)>,
+}
+
+impl Outbox {
+    /// Queue `data` for connection `to`.
+    pub(crate) fn push(&mut self, to: ConnId, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.index.push((to, self.bytes.len()));
+    }
+
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Hand every queued message to `deliver`, in order, and empty the outbox.
+    pub(crate) fn drain(&mut self, mut deliver: impl FnMut(ConnId, &[u8])) {
+        let mut start = 0;
+        for &(to, end) in &self.index {
+            deliver(to, &self.bytes[start..end]);
+            start = end;
+        }
+        self.bytes.clear();
+        self.index.clear();
+    }
+}
+
+/// What a handler can do while it runs: write output, reach other connections, close,
+/// and set a timer. Built by the server model for the duration of one callback.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Which connection this callback is about.
+    id: ConnId,
+    /// The peer's address, for logging.
+    peer: SocketAddr,
+    /// When the current turn of the server began.
+    now: Instant,
+    /// This connection's unsent output.
+    out: &'a mut Vec<u8>,
+    /// Close and timer requests.
+    actions: &'a mut Actions,
+    /// Output to other connections.
+    outbox: &'a mut Outbox,
+}
+
+impl<'a> Context<'a> {
+    /// Assemble a context; only server models do this.
+    pub(crate) fn new(
+        id: ConnId,
+        peer: SocketAddr,
+        now: Instant,
+        out: &'a mut Vec<u8>,
+        actions: &'a mut Actions,
+        outbox: &'a mut Outbox,
+    ) -> Self {
+        Context {
+            id,
+            peer,
+            now,
+            out,
+            actions,
+            outbox,
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The time the server's current turn began (cheaper than `Instant::now`).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Queue `bytes` for this connection. They are sent in order, after earlier output.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued for this connection and not yet sent (useful for a handler's own
+    /// backpressure decisions).
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queue `bytes` for another connection, by id. Bytes for a connection that is gone
+    /// (or is this one: use [`write`](Context::write)) are dropped.
+    pub fn send_to(&mut self, to: ConnId, bytes: &[u8]) {
+        if to == self.id {
+            self.write(bytes);
+        } else {
+            self.outbox.push(to, bytes);
+        }
+    }
+
+    /// Close this connection once its queued output has been sent. No more input is
+    /// delivered to the handler.
+    pub fn close(&mut self) {
+        if self.actions.close.is_none() {
+            self.actions.close = Some(CloseRequest::AfterFlush);
+        }
+    }
+
+    /// Drop this connection at once, discarding queued output.
+    pub fn abort(&mut self) {
+        self.actions.close = Some(CloseRequest::Now);
+    }
+
+    /// Call [`Handler::timer`] for this connection after `after` (replacing any timer
+    /// already set).
+    pub fn set_timer(&mut self, after: Duration) {
+        self.actions.timer = Some(TimerRequest::Set(self.now + after));
+    }
+
+    /// Cancel the timer set with [`set_timer`](Context::set_timer), if any.
+    pub fn cancel_timer(&mut self) {
+        self.actions.timer = Some(TimerRequest::Cancel);
+    }
+}
+
+impl io::Write for Context<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Context::write(self, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

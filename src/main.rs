@@ -1,0 +1,3 @@
+//! The `tcp-reactor` command line. (Being written.)
+
+fn main() {}
