@@ -2,5 +2,11 @@
 //! bytes out, no sockets, so each runs under every model.
 
 mod echo;
+pub mod http;
+pub mod resp;
+#[cfg(test)]
+mod testkit;
 
 pub use echo::Echo;
+pub use http::Http;
+pub use resp::Resp;
