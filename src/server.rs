@@ -113,6 +113,7 @@ pub(crate) struct Shared {
     /// Reactor model: one mailbox per worker, for `send_to` across workers.
     pub(crate) mailboxes: reactor::Mailboxes,
     /// Threads model: every live client, for `send_to` between client threads.
+    #[allow(dead_code)]
     pub(crate) registry: threads::Registry,
 }
 
@@ -330,7 +331,11 @@ impl Drop for Running {
 
 /// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when
 /// several workers share the address.
-fn listen(addr: SocketAddr, config: &Config, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+fn listen(
+    addr: SocketAddr,
+    config: &Config,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.
