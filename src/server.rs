@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{Config, Handler, Stats, reactor, threads};
+use crate::{Config, Handler, Stats, mailbox, reactor, threads};
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +111,7 @@ pub(crate) struct WorkerSetup<H> {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     /// Reactor model: one mailbox per worker, for `send_to` across workers.
-    pub(crate) mailboxes: reactor::Mailboxes,
+    pub(crate) mailboxes: mailbox::Mailboxes,
     /// Threads model: every live client, for `send_to` between client threads.
     #[allow(dead_code)]
     pub(crate) registry: threads::Registry,
@@ -197,7 +197,7 @@ impl<H: Handler> Server<H> {
         }
         let workers = listeners.len();
         let shared = Arc::new(Shared {
-            mailboxes: reactor::Mailboxes::new(workers),
+            mailboxes: mailbox::Mailboxes::new(workers),
             registry: threads::Registry::default(),
         });
         let mut runs = Vec::with_capacity(workers);
