@@ -55,3 +55,8 @@ pub use handler::{Context, Handler};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Live, Model, Running, Server, StopHandle};
 pub use stats::Stats;
+
+/// The README's code examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -342,7 +342,7 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.live.opened();
+        self.live.opened_on(self.index);
         self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
@@ -811,10 +811,17 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A closing connection ran out of time: drop it.
+    /// A closing connection ran out of time: drop it. The bound counts from the last
+    /// progress, so a large reply that a slow reader keeps draining is not cut off.
     fn expire_linger(&mut self, key: usize) {
-        let conn = &self.conns[key];
-        if conn.linger_deadline.is_none_or(|at| at > self.now) {
+        let conn = &mut self.conns[key];
+        let Some(deadline) = conn.linger_deadline else {
+            return;
+        };
+        let deadline = deadline.max(conn.last_active + self.config.linger);
+        if deadline > self.now {
+            conn.linger_deadline = Some(deadline);
+            self.timers.arm(deadline, conn.token, TimerKind::Linger);
             return;
         }
         // Flushed but the peer never sent EOF: the close itself went as planned.

@@ -33,12 +33,31 @@ pub struct Live {
     pub accepted: AtomicU64,
     /// Connections refused so far because the server was full.
     pub refused: AtomicU64,
+    /// Connections accepted so far by each worker.
+    pub accepted_by_worker: Vec<AtomicU64>,
 }
 
 impl Live {
+    /// Gauges for a server of `workers` workers.
+    pub(crate) fn new(workers: usize) -> Self {
+        Live {
+            accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ..Live::default()
+        }
+    }
+
+    /// Count a connection accepted by worker 0.
     pub(crate) fn opened(&self) {
+        self.opened_on(0);
+    }
+
+    /// Count a connection accepted by `worker`.
+    pub(crate) fn opened_on(&self, worker: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.accepted_by_worker.get(worker) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn closed(&self) {
@@ -187,7 +206,7 @@ impl<H: Handler> Server<H> {
     /// Port 0 picks a free port: see [`Running::local_addr`].
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live::new(self.workers));
         let first = listen(addr, &self.config, self.workers > 1)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -283,6 +302,15 @@ impl Running {
     /// Live gauges: connections open now, accepted and refused so far.
     pub fn live(&self) -> &Live {
         &self.live
+    }
+
+    /// Connections accepted so far by each worker, in worker order.
+    pub fn accepted_by_worker(&self) -> Vec<u64> {
+        self.live
+            .accepted_by_worker
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Connections open right now.
