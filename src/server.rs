@@ -47,6 +47,7 @@ impl Live {
     }
 
     /// Count a connection accepted by worker 0.
+    #[allow(dead_code)]
     pub(crate) fn opened(&self) {
         self.opened_on(0);
     }
