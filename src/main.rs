@@ -32,6 +32,10 @@ enum ProtocolName {
     Echo,
     /// The tutorial's server: log each message, reply `hahaha`, close.
     Seed,
+    /// HTTP/1.1: `Hello, world!` to every request, keep-alive and pipelining.
+    Http,
+    /// RESP2: an in-memory key-value store for redis-cli and redis-benchmark.
+    Resp,
 }
 
 /// Which concurrency model `serve` uses.
@@ -118,6 +122,8 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     match args.protocol {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
         ProtocolName::Seed => serve_with(protocols::Echo, config, args),
+        ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
+        ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
     }
 }
 
