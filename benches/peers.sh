@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Peer comparison: tcp-reactor's `http` against nginx and its `resp` against redis-server,
+# one worker against one worker, then two against two, all on loopback, in one run.
+#
+#   benches/peers.sh [--install]
+#
+# --install  apt-get the peers and load generators first (wrk nginx-light redis-server
+#            redis-tools). CI does not run this script and does not need these packages.
+#
+# Pinning (the machine this was written on has 2 cores):
+#   1 worker:  server on CPU 0, load generator on CPU 1 (taskset).
+#   2 workers: server and load generator share CPUs 0-1 (no core is left for the load
+#              generator alone), the same way for both peers.
+#
+# Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50),
+# REQUESTS (200000), PIPELINE (16). Prints a markdown table and appends it to
+# target/bench-report/report.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT_BASE=${PORT_BASE:-18080}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+REQUESTS=${REQUESTS:-200000}
+PIPELINE=${PIPELINE:-16}
+BODY='Hello, world!\n'
+
+if [[ ${1:-} == --install ]]; then
+    apt-get update
+    apt-get install -y wrk nginx-light redis-server redis-tools
+fi
+for tool in wrk nginx redis-server redis-benchmark taskset; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "peers.sh: $tool is missing; run benches/peers.sh --install" >&2
+        exit 1
+    fi
+done
+
+cargo build --release --quiet --bin tcp-reactor
+BIN=target/release/tcp-reactor
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Start a server in the background (pinned by the caller's taskset) and remember its pid.
+start() {
+    "$@" >"$WORK/server.log" 2>&1 &
+    PIDS+=("$!")
+}
+
+# Stop the servers started so far.
+stop_all() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+# Wait until something listens on 127.0.0.1:$1 (at most 10 s).
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "peers.sh: nothing listens on port $1; server log:" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+}
+
+# Write an nginx config for $1 workers on port $2 that returns $BODY to every request.
+nginx_conf() {
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes $1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$2 reuseport;
+        location / {
+            default_type text/plain;
+            return 200 "$BODY";
+        }
+    }
+}
+EOF
+    echo "$WORK/nginx/nginx.conf"
+}
+
+# Convert a wrk latency ("123.45us", "1.20ms", "1.01s") to milliseconds.
+to_ms() {
+    awk -v t="$1" 'BEGIN {
+        if (t ~ /us$/) { sub(/us$/, "", t); printf "%.3f", t / 1000 }
+        else if (t ~ /ms$/) { sub(/ms$/, "", t); printf "%.3f", t }
+        else if (t ~ /s$/) { sub(/s$/, "", t); printf "%.3f", t * 1000 }
+        else { printf "?" }
+    }'
+}
+
+ROWS=()
+COMMANDS=()
+
+# Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
+run_wrk() {
+    local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "http://127.0.0.1:$1/")
+    COMMANDS+=("${cmd[*]}")
+    local out
+    out=$("${cmd[@]}")
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    ROWS+=("| $4 | $5 | wrk GET / | $rps | $p50 | $p99 |")
+}
+
+# Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3; rows named $4 ($5).
+run_redis_benchmark() {
+    local cmd=(taskset -c "$2" redis-benchmark -h 127.0.0.1 -p "$1" -t ping,set,get
+        -c "$CONNS" -n "$REQUESTS" -P "$3" --csv)
+    COMMANDS+=("${cmd[*]}")
+    local test rps p50 p99
+    # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
+    while IFS=, read -r test rps _ _ p50 _ p99 _; do
+        test=${test//\"/}
+        [[ $test == test ]] && continue
+        ROWS+=("| $4 | $5 | $test -P $3 | ${rps//\"/} | ${p50//\"/} | ${p99//\"/} |")
+    done < <("${cmd[@]}" 2>/dev/null)
+}
+
+# One round: both HTTP servers and both RESP servers with $1 workers.
+round() {
+    local workers=$1 server_cpus load_cpus threads
+    if [[ $workers == 1 ]]; then
+        server_cpus=0 load_cpus=1 threads=1
+    else
+        server_cpus=0-1 load_cpus=0-1 threads=2
+    fi
+    local http=$((PORT_BASE)) nginx=$((PORT_BASE + 1)) resp=$((PORT_BASE + 2)) redis=$((PORT_BASE + 3))
+
+    start env RUST_LOG=error taskset -c "$server_cpus" "$BIN" serve --protocol http \
+        --workers "$workers" --addr "127.0.0.1:$http"
+    wait_port "$http"
+    run_wrk "$http" "$load_cpus" "$threads" "tcp-reactor http" "$workers"
+    stop_all
+
+    start taskset -c "$server_cpus" nginx -c "$(nginx_conf "$workers" "$nginx")"
+    wait_port "$nginx"
+    run_wrk "$nginx" "$load_cpus" "$threads" "nginx $(nginx -v 2>&1 | sed 's/.*\///')" "$workers"
+    stop_all
+
+    start env RUST_LOG=error taskset -c "$server_cpus" "$BIN" serve --protocol resp \
+        --workers "$workers" --addr "127.0.0.1:$resp"
+    wait_port "$resp"
+    run_redis_benchmark "$resp" "$load_cpus" 1 "tcp-reactor resp" "$workers"
+    run_redis_benchmark "$resp" "$load_cpus" "$PIPELINE" "tcp-reactor resp" "$workers"
+    stop_all
+
+    # redis has one command thread; its "2 workers" is io-threads 2 (reads and writes).
+    local redis_threads=()
+    [[ $workers != 1 ]] && redis_threads=(--io-threads "$workers" --io-threads-do-reads yes)
+    start taskset -c "$server_cpus" redis-server --port "$redis" --bind 127.0.0.1 --save '' \
+        --appendonly no --daemonize no "${redis_threads[@]}"
+    wait_port "$redis"
+    local version
+    version=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')
+    run_redis_benchmark "$redis" "$load_cpus" 1 "redis $version" "$workers"
+    run_redis_benchmark "$redis" "$load_cpus" "$PIPELINE" "redis $version" "$workers"
+    stop_all
+}
+
+round 1
+round 2
+
+report() {
+    echo "## Peer comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores)"
+    echo
+    echo "1 worker: server on CPU 0, load on CPU 1. 2 workers: server and load share CPUs 0-1."
+    echo "redis \"2 workers\" = --io-threads 2 --io-threads-do-reads yes. Latencies in ms."
+    echo
+    echo "| server | workers | load | req/s | p50 ms | p99 ms |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Load commands:"
+    echo
+    printf -- '- `%s`\n' "${COMMANDS[@]}"
+    echo
+}
+
+mkdir -p target/bench-report
+report | tee -a target/bench-report/report.md
