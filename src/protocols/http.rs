@@ -35,6 +35,10 @@ const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
 Content-Type: text/plain\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
 Request Header Fields Too Large\n";
 
+/// Interim reply to an HTTP/1.1 request with a body and `Expect: 100-continue`: the client
+/// waits for it before sending the body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Reply to a request with a `Transfer-Encoding` (chunked bodies are not decoded).
 const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
@@ -45,7 +49,8 @@ Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
 ///   body.
 /// - HTTP/1.1 keeps the connection open unless the request says `Connection: close`;
 ///   HTTP/1.0 closes it unless the request says `Connection: keep-alive`.
-/// - A request body announced by `Content-Length` is read and discarded.
+/// - A request body announced by `Content-Length` is read and discarded; the reply follows
+///   it (after a `100 Continue` when the request asked for one).
 /// - A malformed request gets `400`, an oversized head `431`, a `Transfer-Encoding` `501`;
 ///   each of these closes the connection after the reply.
 ///
@@ -61,13 +66,13 @@ pub struct Http {
     replies: [[Box<[u8]>; 3]; 2],
 }
 
-/// Per-connection state: where we are inside a request body.
+/// Per-connection state: the request being received.
 #[derive(Debug, Default)]
 pub struct HttpSession {
     /// Bytes of the current request's body not yet received; they are skipped.
     body_left: u64,
-    /// Close the connection once the body has been skipped (the reply is already queued).
-    close_after_body: bool,
+    /// The request whose reply is due once its body is in.
+    pending: Option<Head>,
 }
 
 /// What a reply says about the connection, and so which `Connection` header it carries.
@@ -103,6 +108,8 @@ struct Head {
     persist: Persist,
     /// Request body bytes that follow the head.
     body: u64,
+    /// The client waits for `100 Continue` before sending the body.
+    expect_continue: bool,
 }
 
 /// The outcome of framing the front of the input.
@@ -154,12 +161,15 @@ impl Http {
         }
     }
 
-    /// Queue the reply to the request whose head is `head`, and remember its body and
-    /// whether the connection closes once that body has been skipped.
-    fn answer(&self, session: &mut HttpSession, ctx: &mut Context<'_>, head: &Head) {
+    /// Queue the reply to `head`, whose body has been skipped; false if the connection
+    /// must now close.
+    fn answer(&self, ctx: &mut Context<'_>, head: &Head) -> bool {
         ctx.write(&self.replies[usize::from(head.head_only)][head.persist as usize]);
-        session.body_left = head.body;
-        session.close_after_body = head.persist == Persist::Close;
+        if head.persist == Persist::Close {
+            ctx.close();
+            return false;
+        }
+        true
     }
 }
 
@@ -184,8 +194,9 @@ impl Handler for Http {
                     return used;
                 }
             }
-            if session.close_after_body {
-                ctx.close();
+            if let Some(head) = session.pending.take()
+                && !self.answer(ctx, &head)
+            {
                 return used;
             }
             if used == input.len() {
@@ -194,7 +205,11 @@ impl Handler for Http {
             match frame(&input[used..]) {
                 Frame::Request(head) => {
                     used += head.len;
-                    self.answer(session, ctx, &head);
+                    if head.expect_continue && head.body > 0 {
+                        ctx.write(CONTINUE);
+                    }
+                    session.body_left = head.body;
+                    session.pending = Some(head);
                 }
                 Frame::NeedMore => return used,
                 Frame::Refused(refusal) => {
@@ -239,6 +254,7 @@ fn read_head(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, Re
     let mut body = None;
     let mut close = false;
     let mut keep_alive = false;
+    let mut expect_continue = false;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -250,6 +266,11 @@ fn read_head(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, Re
             body = Some(length);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(Refusal::NotImplemented);
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = header
+                .value
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("connection") {
             for option in header.value.split(|&byte| byte == b',') {
                 let option = option.trim_ascii();
@@ -268,6 +289,8 @@ fn read_head(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, Re
         head_only: request.method == Some("HEAD"),
         persist,
         body: body.unwrap_or(0),
+        // HTTP/1.0 clients do not know interim replies (RFC 9110, 15.2).
+        expect_continue: expect_continue && request.version == Some(1),
     })
 }
 

@@ -94,6 +94,7 @@ fn close_waits_for_the_body_to_be_read() {
         &[b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab"],
     );
     assert!(!got.closed, "closed before the body was read");
+    assert!(got.output.is_empty(), "replied before the body was read");
     let got = drive(
         &http,
         &[
@@ -103,6 +104,19 @@ fn close_waits_for_the_body_to_be_read() {
     );
     assert!(got.closed);
     assert_eq!(got.output, reference_reply(false, Some("close")));
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_reply_before_the_body() {
+    let http = Http::default();
+    let head = b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    let got = drive(&http, &[head]);
+    assert_eq!(got.output, CONTINUE);
+    let got = drive(&http, &[head, b"abc"]);
+    assert_eq!(
+        got.output,
+        [CONTINUE, &reference_reply(false, None)].concat()
+    );
 }
 
 #[test]
@@ -179,6 +193,7 @@ struct Request {
     http10: bool,
     connection: Option<&'static str>,
     extra: Vec<(String, String)>,
+    expect: bool,
     body: Vec<u8>,
 }
 
@@ -190,6 +205,9 @@ impl Request {
         );
         for (name, value) in &self.extra {
             into.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if self.expect {
+            into.extend_from_slice(b"Expect: 100-continue\r\n");
         }
         if let Some(value) = self.connection {
             into.extend_from_slice(format!("Connection: {value}\r\n").as_bytes());
@@ -210,10 +228,18 @@ impl Request {
             .connection
             .is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"));
         let head_only = self.method == "HEAD";
-        match (self.http10, close, keep) {
+        let (reply, open) = match (self.http10, close, keep) {
             (false, false, _) => (reference_reply(head_only, None), true),
             (true, false, true) => (reference_reply(head_only, Some("keep-alive")), true),
             _ => (reference_reply(head_only, Some("close")), false),
+        };
+        if self.expect && !self.http10 && !self.body.is_empty() {
+            (
+                [&b"HTTP/1.1 100 Continue\r\n\r\n"[..], &reply].concat(),
+                open,
+            )
+        } else {
+            (reply, open)
         }
     }
 }
@@ -231,20 +257,24 @@ fn request() -> impl Strategy<Value = Request> {
             "upgrade",
         ])),
         prop::collection::vec(("X-[A-Za-z]{1,8}", "[ -~]{0,30}"), 0..4),
+        any::<bool>(),
         prop::collection::vec(any::<u8>(), 0..40),
     )
-        .prop_map(|(method, path, http10, connection, extra, body)| Request {
-            method,
-            path,
-            http10,
-            connection,
-            // Header values may not end in spaces we would trim differently; keep them tidy.
-            extra: extra
-                .into_iter()
-                .map(|(n, v)| (n, v.trim().to_string()))
-                .collect(),
-            body,
-        })
+        .prop_map(
+            |(method, path, http10, connection, extra, expect, body)| Request {
+                method,
+                path,
+                http10,
+                connection,
+                // Header values may not end in spaces we would trim differently; keep them tidy.
+                extra: extra
+                    .into_iter()
+                    .map(|(n, v)| (n, v.trim().to_string()))
+                    .collect(),
+                expect,
+                body,
+            },
+        )
 }
 
 proptest! {
