@@ -1,0 +1,123 @@
+//! Chat: lines go to everyone else, whole and only once complete; an over-long line
+//! closes its sender only. Under both models.
+
+mod common;
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tcp_reactor::protocols::Chat;
+use tcp_reactor::{Config, Model, Running, Server};
+
+use common::*;
+
+for_each_model!(
+    each_line_reaches_every_other_client_and_not_its_sender,
+    a_partial_line_is_held_until_its_newline,
+    an_over_long_line_closes_only_its_sender,
+    a_line_without_newline_past_the_limit_closes_its_sender,
+);
+
+/// How long a client waits to be sure nothing arrives.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A chat room with `max_line`, and `n` clients who are all members.
+fn room(model: Model, max_line: usize, n: usize) -> (Running, Arc<Chat>, Vec<TcpStream>) {
+    let chat = Arc::new(Chat::with_max_line(max_line));
+    let running = start_server(
+        Server::from_arc(Arc::clone(&chat)),
+        model,
+        Config::default(),
+    );
+    let clients: Vec<_> = (0..n).map(|_| connect(running.local_addr())).collect();
+    eventually(&format!("{n} clients joined"), || chat.members() == n);
+    (running, chat, clients)
+}
+
+/// Split `[id] text` into its id and text.
+#[track_caller]
+fn parse(line: &str) -> (u64, &str) {
+    let rest = line
+        .strip_prefix('[')
+        .unwrap_or_else(|| panic!("no id in {line:?}"));
+    let (id, text) = rest
+        .split_once("] ")
+        .unwrap_or_else(|| panic!("no id in {line:?}"));
+    (
+        id.parse().unwrap_or_else(|_| panic!("bad id in {line:?}")),
+        text,
+    )
+}
+
+fn each_line_reaches_every_other_client_and_not_its_sender(model: Model) {
+    let (running, _chat, mut clients) = room(model, 4096, 3);
+    send(&mut clients[0], b"hello\r\n");
+    let (from_b, text_b) = {
+        let line = recv_line(&mut clients[1]);
+        let (id, text) = parse(&line);
+        (id, text.to_owned())
+    };
+    let line_c = recv_line(&mut clients[2]);
+    assert_eq!(text_b, "hello", "the \\r is stripped");
+    assert_eq!(
+        parse(&line_c),
+        (from_b, "hello"),
+        "same sender id for everyone"
+    );
+    assert_silent(&mut clients[0], QUIET);
+
+    // And back the other way, several lines in one write.
+    send(&mut clients[2], b"one\ntwo\n");
+    for reader in [0, 1] {
+        let first = recv_line(&mut clients[reader]);
+        let second = recv_line(&mut clients[reader]);
+        let (id, text) = parse(&first);
+        assert_ne!(id, from_b, "a different sender");
+        assert_eq!(text, "one");
+        assert_eq!(parse(&second), (id, "two"));
+    }
+    assert_silent(&mut clients[2], QUIET);
+    drop(running);
+}
+
+fn a_partial_line_is_held_until_its_newline(model: Model) {
+    let (running, _chat, mut clients) = room(model, 4096, 2);
+    send(&mut clients[0], b"hel");
+    assert_silent(&mut clients[1], QUIET);
+    send(&mut clients[0], b"lo wor");
+    assert_silent(&mut clients[1], QUIET);
+    send(&mut clients[0], b"ld\nnext");
+    assert_eq!(parse(&recv_line(&mut clients[1])).1, "hello world");
+    assert_silent(&mut clients[1], QUIET);
+    drop(running);
+}
+
+fn an_over_long_line_closes_only_its_sender(model: Model) {
+    let (running, chat, mut clients) = room(model, 16, 3);
+    let mut long = vec![b'x'; 100];
+    long.push(b'\n');
+    send(&mut clients[0], &long);
+    let reply = recv_to_end(&mut clients[0]);
+    assert_eq!(reply, b"error: line too long (limit 16 bytes)\n");
+    // The server lingers until the client closes too (or the linger timeout).
+    drop(clients.remove(0));
+    eventually("the sender left the room", || chat.members() == 2);
+    wait_for_connections(&running, 2);
+    assert_silent(&mut clients[0], QUIET);
+    // The others carry on.
+    send(&mut clients[0], b"still here\n");
+    assert_eq!(parse(&recv_line(&mut clients[1])).1, "still here");
+    drop(running);
+}
+
+fn a_line_without_newline_past_the_limit_closes_its_sender(model: Model) {
+    let (running, chat, mut clients) = room(model, 16, 2);
+    send(&mut clients[0], &[b'y'; 40]);
+    let reply = recv_to_end(&mut clients[0]);
+    assert_eq!(reply, b"error: line too long (limit 16 bytes)\n");
+    drop(clients.remove(0));
+    eventually("the sender left the room", || chat.members() == 1);
+    assert_silent(&mut clients[0], QUIET);
+    drop(running);
+}
