@@ -438,7 +438,7 @@ impl<H: Handler> AcceptLoop<H> {
         // Register before checking the stop flag again, so `wake` either sees this client
         // or this thread sees the flag: no client can miss the stop.
         registry.insert(id, Arc::clone(&peer));
-        live.opened();
+        live.opened_on(self.shared.index);
         self.stats.accepted += 1;
         let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.peak_connections = self.stats.peak_connections.max(open);
