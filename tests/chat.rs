@@ -3,12 +3,16 @@
 
 mod common;
 
+use std::io::Read;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 use std::time::Duration;
 
+use socket2::SockRef;
 use tcp_reactor::protocols::Chat;
-use tcp_reactor::{Config, Model, Running, Server};
+use tcp_reactor::{CloseReason, Config, Model, Running, Server};
 
 use common::*;
 
@@ -17,6 +21,8 @@ for_each_model!(
     a_partial_line_is_held_until_its_newline,
     an_over_long_line_closes_only_its_sender,
     a_line_without_newline_past_the_limit_closes_its_sender,
+    lines_cross_between_workers,
+    a_member_that_never_reads_is_closed_and_the_others_carry_on,
 );
 
 /// How long a client waits to be sure nothing arrives.
@@ -120,4 +126,89 @@ fn a_line_without_newline_past_the_limit_closes_its_sender(model: Model) {
     eventually("the sender left the room", || chat.members() == 1);
     assert_silent(&mut clients[0], QUIET);
     drop(running);
+}
+
+fn lines_cross_between_workers(model: Model) {
+    let chat = Arc::new(Chat::new());
+    let server = Server::from_arc(Arc::clone(&chat)).workers(2);
+    let running = start_server(server, model, Config::default());
+    let mut clients: Vec<_> = (0..8).map(|_| connect(running.local_addr())).collect();
+    eventually("8 clients joined", || chat.members() == 8);
+    let by_worker = running.accepted_by_worker();
+    assert_eq!(
+        by_worker.iter().sum::<u64>(),
+        8,
+        "accepted by worker: {by_worker:?}"
+    );
+    for sender in 0..clients.len() {
+        send(&mut clients[sender], format!("from {sender}\n").as_bytes());
+        for (reader, client) in clients.iter_mut().enumerate() {
+            if reader != sender {
+                assert_eq!(parse(&recv_line(client)).1, format!("from {sender}"));
+            }
+        }
+    }
+    for client in &mut clients {
+        assert_silent(client, Duration::from_millis(50));
+    }
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 8, "{stats}");
+}
+
+fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
+    // A member that reads nothing must not hold up the room: once it cannot take more
+    // (unsent output over the cap, or a send stalled past the linger time) it is closed.
+    let config = Config {
+        max_output: 512 * 1024,
+        linger: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let chat = Arc::new(Chat::new());
+    let running = start_server(Server::from_arc(Arc::clone(&chat)), model, config);
+    let mut talker = connect(running.local_addr());
+    let mut listener = connect(running.local_addr());
+    let deaf = connect(running.local_addr());
+    SockRef::from(&deaf)
+        .set_recv_buffer_size(4096)
+        .expect("set SO_RCVBUF");
+    eventually("3 clients joined", || chat.members() == 3);
+
+    // More than the kernel buffers between the server and the deaf client can hold
+    // (the send buffer alone autotunes up to `tcp_wmem`'s maximum, 4 MiB by default).
+    const LINES: usize = 12_000;
+    /// Lines the talker may be ahead of the listener, so the listener is never the one
+    /// that falls behind.
+    const AHEAD: usize = 128;
+    let line = format!("{}\n", "x".repeat(1000));
+    let received = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::clone(&received);
+    let reader = thread::spawn(move || {
+        let mut lines = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while lines < LINES {
+            let n = listener
+                .read(&mut buf)
+                .expect("the listener keeps receiving");
+            assert!(n > 0, "the listener was closed after {lines} lines");
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            progress.store(lines, Ordering::Relaxed);
+        }
+        // Keep the listener connected: it is still a member.
+        (lines, listener)
+    });
+    for sent in 0..LINES {
+        if sent % 32 == 0 {
+            eventually("the listener keeps up", || {
+                sent <= received.load(Ordering::Relaxed) + AHEAD
+            });
+        }
+        send(&mut talker, line.as_bytes());
+    }
+    let (lines, _listener) = reader.join().expect("the listener finished");
+    assert_eq!(lines, LINES);
+    eventually("the deaf member was dropped", || chat.members() == 2);
+    drop(deaf);
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1, "{stats}");
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 2, "{stats}");
 }
