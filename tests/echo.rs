@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
-use tcp_reactor::{CloseReason, Config, Model};
+use tcp_reactor::{CloseReason, Config, Model, Server};
 
 use common::*;
 
@@ -23,6 +23,7 @@ for_each_model!(
     live_connection_count_returns_to_zero_after_clients_leave,
     a_client_reset_mid_stream_disturbs_no_one_else,
     graceful_stop_closes_every_client_and_stats_add_up,
+    two_workers_share_the_port_and_stop_together,
 );
 
 /// Clients connected at once in the concurrency test.
@@ -231,4 +232,24 @@ fn graceful_stop_closes_every_client_and_stats_add_up(model: Model) {
     assert_eq!(stats.bytes_in, sent);
     assert_eq!(stats.bytes_out, sent);
     assert_eq!(stats.peak_connections, 10);
+}
+
+fn two_workers_share_the_port_and_stop_together(model: Model) {
+    let running = start_server(Server::new(Echo).workers(2), model, Config::default());
+    let mut clients: Vec<_> = (0..40).map(|_| connect(running.local_addr())).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("worker test {i}");
+        send(client, message.as_bytes());
+        assert_eq!(recv_exact(client, message.len()), message.as_bytes());
+    }
+    wait_for_connections(&running, 40);
+    let by_worker = running.accepted_by_worker();
+    assert_eq!(by_worker.len(), 2);
+    assert_eq!(by_worker.iter().sum::<u64>(), 40, "{by_worker:?}");
+    let stats = running.stop().expect("both workers stopped cleanly");
+    for client in &mut clients {
+        assert!(recv_to_end(client).is_empty(), "a clean EOF after stop");
+    }
+    assert_eq!(stats.accepted, 40);
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 40, "{stats}");
 }
