@@ -104,7 +104,7 @@ impl Registry {
 
 /// One client's socket, shared by its own thread and by threads that send it messages.
 #[derive(Debug)]
-pub(crate) struct Peer {
+struct Peer {
     /// The connection. Reads and writes go through `&TcpStream`, so no lock is needed to
     /// read while another thread writes.
     stream: TcpStream,
@@ -192,13 +192,19 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// How long a writer keeps trying while the peer takes nothing.
+/// How long a writer keeps trying while the peer takes nothing. Each `write` blocks at
+/// most the socket's send timeout (`linger`), so "timed out" means "no progress for
+/// `linger`".
 #[derive(Debug, Clone, Copy)]
 enum Patience<'a> {
-    /// The owner of the connection: as long as the server runs (this is backpressure: the
-    /// client thread reads nothing more until its client takes the reply).
+    /// The owner of an open connection: as long as the server runs (this is
+    /// backpressure: the client thread reads nothing more until its client takes the
+    /// reply, as the reactor stops reading above its high-water mark).
     WhileRunning(&'a AtomicBool),
-    /// A sender of a message, or a connection closing: until this instant.
+    /// A connection that is closing: until the first timeout, so a closing connection
+    /// goes at most `linger` without progress, as in the reactor.
+    NoStall,
+    /// A sender of a message: until this instant.
     Until(Instant),
 }
 
@@ -224,7 +230,6 @@ fn write_all(
             // The socket accepts no more bytes: the connection is unusable.
             Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
-                log::trace!("wrote {n} bytes to {:?}", stream.peer_addr().ok());
                 *written += n as u64;
                 data = &data[n..];
             }
@@ -234,6 +239,7 @@ fn write_all(
             Err(err) if is_timeout(&err) => {
                 let give_up = match patience {
                     Patience::WhileRunning(stop) => stop.load(Ordering::Relaxed),
+                    Patience::NoStall => true,
                     Patience::Until(deadline) => Instant::now() >= deadline,
                 };
                 if give_up {
@@ -675,7 +681,7 @@ impl<H: Handler> Client<H> {
 
     /// The read loop: returns how the connection must end.
     fn run(&mut self, session: &mut H::Session) -> Ending {
-        if let Some(ending) = self.after_callback() {
+        if let Some(ending) = self.after_callback(false) {
             return ending;
         }
         loop {
@@ -777,7 +783,7 @@ impl<H: Handler> Client<H> {
             self.timer = None;
             let handler = Arc::clone(&self.shared.handler);
             handler.timer(session, &mut self.fx.context(self.id, self.addr, now));
-            return self.after_callback();
+            return self.after_callback(false);
         }
         None
     }
@@ -807,7 +813,7 @@ impl<H: Handler> Client<H> {
         }
         // The handler consumed nothing of a full input buffer: it never will.
         let over_limit = !self.input.is_empty() && self.input.len() >= self.shared.config.max_input;
-        let ending = self.after_callback();
+        let ending = self.after_callback(over_limit);
         if ending.is_none() && over_limit {
             log::warn!(
                 "{} ({}): {} bytes of input not consumed",
@@ -822,7 +828,8 @@ impl<H: Handler> Client<H> {
 
     /// Carry out what a callback asked: timer, messages to others, this client's output,
     /// close. Returns how to end, if the connection must end.
-    fn after_callback(&mut self) -> Option<Ending> {
+    /// `closing` says the caller closes the connection anyway (its input is over the cap).
+    fn after_callback(&mut self, closing: bool) -> Option<Ending> {
         match self.fx.actions.timer.take() {
             Some(TimerRequest::Set(at)) => self.timer = Some(at),
             Some(TimerRequest::Cancel) => self.timer = None,
@@ -836,14 +843,15 @@ impl<H: Handler> Client<H> {
             self.fx.out.clear();
             return Some(Ending::Abrupt(CloseReason::Handler));
         }
-        if let Err(ending) = self.flush() {
+        if let Err(ending) = self.flush(closing || close.is_some()) {
             return Some(ending);
         }
         close.map(|_| Ending::Lingering(CloseReason::Handler))
     }
 
     /// Write the batch of output, all of it, in as few writes as the socket allows.
-    fn flush(&mut self) -> Result<(), Ending> {
+    /// A connection that is `closing` gives up after `linger` without progress.
+    fn flush(&mut self, closing: bool) -> Result<(), Ending> {
         if self.fx.out.is_empty() {
             return Ok(());
         }
@@ -856,9 +864,14 @@ impl<H: Handler> Client<H> {
             );
             return Err(Ending::Abrupt(CloseReason::OutputLimit));
         }
+        let patience = if closing {
+            Patience::NoStall
+        } else {
+            Patience::WhileRunning(&self.shared.stop)
+        };
+        let before = self.bytes_out;
         let result = {
             let _turn = self.peer.gate.enter(None);
-            let patience = Patience::WhileRunning(&self.shared.stop);
             write_all(
                 &self.peer.stream,
                 &self.fx.out,
@@ -866,6 +879,8 @@ impl<H: Handler> Client<H> {
                 &mut self.bytes_out,
             )
         };
+        let wrote = self.bytes_out - before;
+        log::trace!("wrote {wrote} bytes to {} ({})", self.id, self.addr);
         self.fx.out.clear();
         if self.fx.out.capacity() > self.shared.config.read_chunk.max(FIRST_READ_BUFFER) * 4 {
             // A burst of output is over: give its memory back.

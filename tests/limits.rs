@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tcp_reactor::protocols::{Chat, Echo};
@@ -16,6 +17,7 @@ for_each_model!(
     a_silent_client_is_closed_after_the_idle_timeout,
     input_the_handler_never_consumes_is_capped,
     a_handler_timer_fires_and_can_close,
+    a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
 );
 
 fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
@@ -121,4 +123,41 @@ fn a_handler_timer_fires_and_can_close(model: Model) {
     wait_for_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
+}
+
+/// Answers any input with 8 MiB and closes.
+struct Flood;
+
+impl Handler for Flood {
+    type Session = ();
+
+    fn open(&self, _ctx: &mut Context<'_>) {}
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        ctx.write(&vec![b'f'; 8 * 1024 * 1024]);
+        ctx.close();
+        input.len()
+    }
+}
+
+fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: Model) {
+    let config = Config {
+        linger: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let running = start_with(Flood, model, config);
+    let mut client = connect(running.local_addr());
+    socket2::SockRef::from(&client)
+        .set_recv_buffer_size(4096)
+        .expect("set SO_RCVBUF");
+    send(&mut client, b"go");
+    // The client reads nothing: the server must give up on the reply after the linger
+    // time without progress, not hold the connection forever.
+    let live = running.live();
+    eventually("the connection came and went", || {
+        live.accepted.load(Ordering::Relaxed) == 1 && running.connections() == 0
+    });
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::LingerTimeout), 1, "{stats}");
+    assert!(stats.bytes_out < 8 * 1024 * 1024, "{stats}");
 }
