@@ -150,10 +150,20 @@ impl Peer {
 /// whose own thread is stuck writing to a client that does not read.)
 #[derive(Debug, Default)]
 struct Gate {
-    /// True while some thread is writing.
-    busy: Mutex<bool>,
-    /// Signalled when a writer leaves.
+    /// Who holds and who waits for the turn.
+    state: Mutex<GateState>,
+    /// Signalled when a writer leaves and another waits.
     freed: Condvar,
+}
+
+/// The state behind a [`Gate`].
+#[derive(Debug, Default)]
+struct GateState {
+    /// True while some thread is writing.
+    busy: bool,
+    /// Threads waiting for their turn. Without any, leaving skips the wake-up, which is a
+    /// system call even when nobody waits: the owner's writes stay one syscall each.
+    waiting: u32,
 }
 
 /// A turn at writing; the next writer may enter when it is dropped.
@@ -161,34 +171,44 @@ struct Gate {
 struct Turn<'a>(&'a Gate);
 
 impl Gate {
+    /// The state. Nothing can panic while it is locked, so a poisoned lock is still sound.
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Wait for the turn to write, until `deadline` if given.
     fn enter(&self, deadline: Option<Instant>) -> Option<Turn<'_>> {
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        while *busy {
-            busy = match deadline {
+        let mut state = self.lock();
+        while state.busy {
+            let left = match deadline {
+                None => None,
+                Some(deadline) => Some(deadline.checked_duration_since(Instant::now())?),
+            };
+            state.waiting += 1;
+            state = match left {
                 None => self
                     .freed
-                    .wait(busy)
+                    .wait(state)
                     .unwrap_or_else(PoisonError::into_inner),
-                Some(deadline) => {
-                    let left = deadline.checked_duration_since(Instant::now())?;
-                    let (guard, _) = self
-                        .freed
-                        .wait_timeout(busy, left)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    guard
+                Some(left) => {
+                    let waited = self.freed.wait_timeout(state, left);
+                    waited.unwrap_or_else(PoisonError::into_inner).0
                 }
             };
+            state.waiting -= 1;
         }
-        *busy = true;
+        state.busy = true;
         Some(Turn(self))
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
-        self.0.freed.notify_one();
+        let mut state = self.0.lock();
+        state.busy = false;
+        if state.waiting > 0 {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -916,6 +936,8 @@ impl<H: Handler> Client<H> {
 
     /// Close the connection as `ending` says; returns the reason.
     fn end(&mut self, ending: Ending) -> CloseReason {
+        // Shut the socket explicitly rather than only dropping it: a sender may still hold
+        // the peer (and so the descriptor) for a moment.
         let stream = &self.peer.stream;
         let reason = match ending {
             Ending::Graceful(reason) => {
@@ -927,10 +949,11 @@ impl<H: Handler> Client<H> {
                 self.drain_input();
                 reason
             }
-            Ending::Abrupt(reason) => reason,
+            Ending::Abrupt(reason) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                reason
+            }
         };
-        // Shut the socket now: a sender may still hold the peer, keeping it open.
-        let _ = self.peer.stream.shutdown(Shutdown::Both);
         log::trace!("closed {} ({}): {reason}", self.id, self.addr);
         reason
     }
