@@ -461,8 +461,10 @@ impl<H: Handler> AcceptLoop<H> {
             gate: Gate::default(),
             overflowed: AtomicBool::new(false),
         });
-        // Register before checking the stop flag again, so `wake` either sees this client
-        // or this thread sees the flag: no client can miss the stop.
+        // Register before the client thread first checks the stop flag (it does before
+        // every read): `wake` either finds this client in the registry and shuts its read
+        // side, or raised the flag before the registration, and then the client thread
+        // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
         live.opened_on(self.shared.index);
         self.stats.accepted += 1;
@@ -792,7 +794,12 @@ impl<H: Handler> Client<H> {
 
     /// Close an idle client, or fire the handler's timer, when due.
     fn expire(&mut self, session: &mut H::Session) -> Option<Ending> {
+        // Most connections have no deadline at all: no need to read the clock.
+        let due = self.next_deadline()?;
         let now = Instant::now();
+        if now < due {
+            return None;
+        }
         if let Some(idle) = self.shared.config.idle_timeout
             && now >= self.last_input + idle
         {
