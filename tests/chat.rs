@@ -173,9 +173,9 @@ fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
         .expect("set SO_RCVBUF");
     eventually("3 clients joined", || chat.members() == 3);
 
-    // More than the kernel buffers between the server and the deaf client can hold
-    // (the send buffer alone autotunes up to `tcp_wmem`'s maximum, 4 MiB by default).
-    const LINES: usize = 12_000;
+    // Far more than the kernel buffers between the server and the deaf client can hold
+    // (the send buffer alone autotunes up to `tcp_wmem`'s maximum).
+    let lines_needed = (3 * max_send_buffer() / 1000).max(12_000);
     /// Lines the talker may be ahead of the listener, so the listener is never the one
     /// that falls behind.
     const AHEAD: usize = 128;
@@ -185,7 +185,7 @@ fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
     let reader = thread::spawn(move || {
         let mut lines = 0;
         let mut buf = vec![0u8; 64 * 1024];
-        while lines < LINES {
+        while lines < lines_needed {
             let n = listener
                 .read(&mut buf)
                 .expect("the listener keeps receiving");
@@ -196,7 +196,7 @@ fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
         // Keep the listener connected: it is still a member.
         (lines, listener)
     });
-    for sent in 0..LINES {
+    for sent in 0..lines_needed {
         if sent % 32 == 0 {
             eventually("the listener keeps up", || {
                 sent <= received.load(Ordering::Relaxed) + AHEAD
@@ -205,10 +205,18 @@ fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
         send(&mut talker, line.as_bytes());
     }
     let (lines, _listener) = reader.join().expect("the listener finished");
-    assert_eq!(lines, LINES);
+    assert_eq!(lines, lines_needed);
     eventually("the deaf member was dropped", || chat.members() == 2);
     drop(deaf);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1, "{stats}");
     assert_eq!(stats.closed_by(CloseReason::Shutdown), 2, "{stats}");
+}
+
+/// The most a TCP send buffer can grow to (Linux `tcp_wmem`), or 4 MiB if unknown.
+fn max_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 * 1024 * 1024)
 }
