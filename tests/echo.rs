@@ -24,6 +24,7 @@ for_each_model!(
     a_client_reset_mid_stream_disturbs_no_one_else,
     graceful_stop_closes_every_client_and_stats_add_up,
     two_workers_share_the_port_and_stop_together,
+    a_four_megabyte_burst_followed_by_silence_is_fully_echoed,
 );
 
 /// Clients connected at once in the concurrency test.
@@ -252,4 +253,19 @@ fn two_workers_share_the_port_and_stop_together(model: Model) {
     }
     assert_eq!(stats.accepted, 40);
     assert_eq!(stats.closed_by(CloseReason::Shutdown), 40, "{stats}");
+}
+
+fn a_four_megabyte_burst_followed_by_silence_is_fully_echoed(model: Model) {
+    // One write far above the read budget, then nothing: no new readiness edge comes
+    // for the bytes left behind, so the server must come back for them by itself.
+    let running = start(Echo, model);
+    let stream = connect(running.local_addr());
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let mut writer = stream.try_clone().expect("clone the client socket");
+    let sent = payload.clone();
+    let sender = thread::spawn(move || send(&mut writer, &sent));
+    let mut reader = stream;
+    let echoed = recv_exact(&mut reader, payload.len());
+    sender.join().expect("the sender finished");
+    assert!(echoed == payload, "the echo differs from the payload");
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,6 +19,7 @@ for_each_model!(
     input_the_handler_never_consumes_is_capped,
     a_handler_timer_fires_and_can_close,
     a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
+    abort_discards_queued_output_and_closes_at_once,
 );
 
 fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
@@ -160,4 +162,38 @@ fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: 
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::LingerTimeout), 1, "{stats}");
     assert!(stats.bytes_out < 8 * 1024 * 1024, "{stats}");
+}
+
+/// Writes a reply, then thinks better of it and aborts.
+struct Regret;
+
+impl Handler for Regret {
+    type Session = ();
+
+    fn open(&self, _ctx: &mut Context<'_>) {}
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        ctx.write(b"you should never see this");
+        ctx.abort();
+        input.len()
+    }
+}
+
+fn abort_discards_queued_output_and_closes_at_once(model: Model) {
+    let running = start(Regret, model);
+    let mut client = connect(running.local_addr());
+    send(&mut client, b"anything");
+    let mut received = Vec::new();
+    // Closed at once: EOF or reset, but never the discarded reply.
+    let _ = client.read_to_end(&mut received);
+    assert!(
+        received.is_empty(),
+        "got {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    drop(client);
+    wait_for_connections(&running, 0);
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
+    assert_eq!(stats.bytes_out, 0, "{stats}");
 }
