@@ -628,8 +628,9 @@ struct Client<H: Handler> {
     fx: Effects,
     /// When the handler's timer fires, if set.
     timer: Option<Instant>,
-    /// When input last arrived (for the idle timeout).
-    last_input: Instant,
+    /// When the connection last made progress: the handler consumed input or output was
+    /// written (for the idle timeout).
+    last_progress: Instant,
     /// The read timeout set on the socket, to skip `setsockopt` when it is unchanged.
     read_timeout: Option<Duration>,
     /// Bytes read.
@@ -651,7 +652,7 @@ impl<H: Handler> Client<H> {
             input: Vec::new(),
             fx: Effects::default(),
             timer: None,
-            last_input: Instant::now(),
+            last_progress: Instant::now(),
             read_timeout: None,
             bytes_in: 0,
             bytes_out: 0,
@@ -785,7 +786,7 @@ impl<H: Handler> Client<H> {
             .shared
             .config
             .idle_timeout
-            .map(|idle| self.last_input + idle);
+            .map(|idle| self.last_progress + idle);
         match (idle, self.timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -801,7 +802,7 @@ impl<H: Handler> Client<H> {
             return None;
         }
         if let Some(idle) = self.shared.config.idle_timeout
-            && now >= self.last_input + idle
+            && now >= self.last_progress + idle
         {
             log::debug!("{} ({}) idle for {idle:?}", self.id, self.addr);
             return Some(Ending::Graceful(CloseReason::IdleTimeout));
@@ -819,19 +820,23 @@ impl<H: Handler> Client<H> {
     fn on_input(&mut self, session: &mut H::Session, n: usize) -> Option<Ending> {
         let now = Instant::now();
         self.bytes_in += n as u64;
-        self.last_input = now;
         let handler = &*self.shared.handler;
         let (id, addr) = (self.id, self.addr);
-        if self.input.is_empty() {
+        let used = if self.input.is_empty() {
             // The common case: hand the read buffer over without copying it.
             let used = self
                 .fx
                 .feed(handler, session, (id, addr, now), &self.buf[..n]);
             self.input.extend_from_slice(&self.buf[used..n]);
+            used
         } else {
             self.input.extend_from_slice(&self.buf[..n]);
             let used = self.fx.feed(handler, session, (id, addr, now), &self.input);
             self.input.drain(..used);
+            used
+        };
+        if used > 0 {
+            self.last_progress = now;
         }
         if n == self.buf.len() && n < self.shared.config.read_chunk {
             // The read filled the buffer: more is probably waiting, read more at once.
@@ -908,6 +913,10 @@ impl<H: Handler> Client<H> {
         };
         let wrote = self.bytes_out - before;
         log::trace!("wrote {wrote} bytes to {} ({})", self.id, self.addr);
+        if wrote > 0 && self.shared.config.idle_timeout.is_some() {
+            // Output taken by the client is progress too (a write may have blocked long).
+            self.last_progress = Instant::now();
+        }
         self.fx.out.clear();
         if self.fx.out.capacity() > self.shared.config.read_chunk.max(FIRST_READ_BUFFER) * 4 {
             // A burst of output is over: give its memory back.
