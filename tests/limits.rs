@@ -20,6 +20,7 @@ for_each_model!(
     a_handler_timer_fires_and_can_close,
     a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
     abort_discards_queued_output_and_closes_at_once,
+    bytes_the_handler_never_consumes_do_not_count_as_activity,
 );
 
 fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
@@ -196,4 +197,37 @@ fn abort_discards_queued_output_and_closes_at_once(model: Model) {
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
     assert_eq!(stats.bytes_out, 0, "{stats}");
+}
+
+fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
+    // A client trickling a line that never ends makes no progress: it times out although
+    // bytes keep arriving.
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let running = start_with(Chat::new(), model, config);
+    let mut client = connect(running.local_addr());
+    client
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("set a read timeout");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = loop {
+        assert!(started.elapsed() < PATIENCE, "never closed");
+        if std::io::Write::write_all(&mut client, b"a").is_err() {
+            break true;
+        }
+        match client.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => panic!("unexpected reply {:?}", &buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => {} // the read timeout: nothing yet, send another byte
+        }
+    };
+    assert!(closed);
+    drop(client);
+    wait_for_connections(&running, 0);
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
 }
