@@ -465,6 +465,14 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if self.actions.close == Some(CloseRequest::Now) {
+            // `abort` discards queued output: nothing of it may reach the peer.
+            self.scratch_out.clear();
+            self.actions = Actions::default();
+            self.kill(key, CloseReason::Handler);
+            self.outbox_route();
+            return;
+        }
         let mut outcome = FlushOutcome::Done;
         let before = self.stats.bytes_out;
         if used_scratch && !self.scratch_out.is_empty() {
