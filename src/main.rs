@@ -32,6 +32,8 @@ enum ProtocolName {
     Echo,
     /// The tutorial's server: log each message, reply `hahaha`, close.
     Seed,
+    /// Line chat: each line goes to every other client, prefixed with the sender's id.
+    Chat,
     /// HTTP/1.1: `Hello, world!` to every request, keep-alive and pipelining.
     Http,
     /// RESP2: an in-memory key-value store for redis-cli and redis-benchmark.
@@ -121,7 +123,8 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     let config = config_from(args)?;
     match args.protocol {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
-        ProtocolName::Seed => serve_with(protocols::Echo, config, args),
+        ProtocolName::Seed => serve_with(protocols::Seed, config, args),
+        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
         ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
         ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
     }
