@@ -2,13 +2,32 @@
 //! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
 //! requests, and connections spread over several workers.
 
-#[path = "common/wire.rs"]
-mod wire;
+mod common;
 
-use tcp_reactor::Model;
+use std::net::TcpStream;
+
+use common::{connect, recv_exact, recv_to_end, send, start, start_server};
 use tcp_reactor::protocols::Http;
 use tcp_reactor::protocols::http::MAX_HEAD;
-use wire::{connect, expect, expect_eof, send, start};
+use tcp_reactor::{Config, Model, Server};
+
+/// Read exactly as many bytes as `want` holds and check they are `want`.
+#[track_caller]
+fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let got = recv_exact(stream, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Check the server closes the connection cleanly with nothing more to say.
+#[track_caller]
+fn expect_eof(stream: &mut TcpStream) {
+    let rest = recv_to_end(stream);
+    assert!(
+        rest.is_empty(),
+        "bytes after the last reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
 
 const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
@@ -18,20 +37,20 @@ Connection: close\r\n\r\nHello, world!\n";
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
 
 fn keep_alive_serves_many_requests_on_one_connection(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     for n in 0..200 {
         send(
             &mut stream,
             format!("GET /page/{n} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
         );
-        expect(&mut stream, OK);
+        expect_reply(&mut stream, OK);
     }
 }
 
 fn pipelined_requests_are_answered_in_order(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     let mut batch = Vec::new();
     let mut want = Vec::new();
     for n in 0..300 {
@@ -44,57 +63,69 @@ fn pipelined_requests_are_answered_in_order(model: Model) {
         }
     }
     send(&mut stream, &batch);
-    expect(&mut stream, &want);
+    expect_reply(&mut stream, &want);
     // Still open afterwards.
     send(&mut stream, GET);
-    expect(&mut stream, OK);
+    expect_reply(&mut stream, OK);
 }
 
 fn connection_close_is_answered_then_closed(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     send(&mut stream, GET);
-    expect(&mut stream, OK);
+    expect_reply(&mut stream, OK);
     send(&mut stream, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    expect(&mut stream, OK_CLOSE);
+    expect_reply(&mut stream, OK_CLOSE);
     expect_eof(&mut stream);
 }
 
 fn http10_closes_unless_keep_alive(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     send(
         &mut stream,
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     );
-    expect(
+    expect_reply(
         &mut stream,
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\
 Connection: keep-alive\r\n\r\nHello, world!\n",
     );
     send(&mut stream, b"GET / HTTP/1.0\r\n\r\n");
-    expect(&mut stream, OK_CLOSE);
+    expect_reply(&mut stream, OK_CLOSE);
     expect_eof(&mut stream);
 }
 
 fn request_body_sent_in_pieces_is_skipped(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     send(
         &mut stream,
         b"POST /form HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234",
     );
     send(&mut stream, b"56789");
-    expect(&mut stream, OK);
+    expect_reply(&mut stream, OK);
     send(&mut stream, GET);
-    expect(&mut stream, OK);
+    expect_reply(&mut stream, OK);
+}
+
+fn expect_continue_gets_100_before_the_body_is_sent(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(
+        &mut stream,
+        b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    expect_reply(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n");
+    send(&mut stream, b"hello");
+    expect_reply(&mut stream, OK);
 }
 
 fn malformed_request_gets_400_then_close(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     send(&mut stream, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n");
-    expect(
+    expect_reply(
         &mut stream,
         b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
 Connection: close\r\n\r\nBad Request\n",
@@ -103,28 +134,17 @@ Connection: close\r\n\r\nBad Request\n",
 }
 
 fn oversized_head_gets_431_then_close(model: Model) {
-    let server = start(Http::default(), model, 1);
-    let mut stream = connect(&server);
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
     let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
     head.resize(MAX_HEAD + 100, b'x');
     send(&mut stream, &head);
-    expect(
+    expect_reply(
         &mut stream,
         b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
 Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n",
     );
     expect_eof(&mut stream);
-}
-
-macro_rules! for_each_model {
-    ($($test:ident),* $(,)?) => {
-        mod reactor {
-            $(#[test] fn $test() { super::$test(tcp_reactor::Model::Reactor); })*
-        }
-        mod threads {
-            $(#[test] fn $test() { super::$test(tcp_reactor::Model::Threads); })*
-        }
-    };
 }
 
 for_each_model!(
@@ -133,17 +153,22 @@ for_each_model!(
     connection_close_is_answered_then_closed,
     http10_closes_unless_keep_alive,
     request_body_sent_in_pieces_is_skipped,
+    expect_continue_gets_100_before_the_body_is_sent,
     malformed_request_gets_400_then_close,
     oversized_head_gets_431_then_close,
 );
 
 #[test]
 fn connections_spread_over_two_reactor_workers() {
-    let server = start(Http::default(), Model::Reactor, 2);
-    let mut streams: Vec<_> = (0..64).map(|_| connect(&server)).collect();
+    let server = start_server(
+        Server::new(Http::default()).workers(2),
+        Model::Reactor,
+        Config::default(),
+    );
+    let mut streams: Vec<_> = (0..64).map(|_| connect(server.local_addr())).collect();
     for stream in &mut streams {
         send(stream, GET);
-        expect(stream, OK);
+        expect_reply(stream, OK);
     }
     let per_worker = server.accepted_by_worker();
     assert_eq!(per_worker.iter().sum::<u64>(), 64, "{per_worker:?}");

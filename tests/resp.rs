@@ -2,14 +2,31 @@
 //! pipelined batches, inline commands, errors that keep the client, broken framing that
 //! closes it, and one store shared by every connection and worker.
 
-#[path = "common/wire.rs"]
-mod wire;
+mod common;
 
 use std::net::TcpStream;
 
-use tcp_reactor::Model;
+use common::{connect, recv_exact, recv_to_end, send, start, start_server};
 use tcp_reactor::protocols::Resp;
-use wire::{connect, expect, expect_eof, send, start};
+use tcp_reactor::{Config, Model, Server};
+
+/// Read exactly as many bytes as `want` holds and check they are `want`.
+#[track_caller]
+fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let got = recv_exact(stream, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Check the server closes the connection cleanly with nothing more to say.
+#[track_caller]
+fn expect_eof(stream: &mut TcpStream) {
+    let rest = recv_to_end(stream);
+    assert!(
+        rest.is_empty(),
+        "bytes after the last reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
 
 /// Encode a command as a RESP multibulk array.
 fn command(args: &[&[u8]]) -> Vec<u8> {
@@ -26,12 +43,12 @@ fn command(args: &[&[u8]]) -> Vec<u8> {
 #[track_caller]
 fn call(stream: &mut TcpStream, args: &[&[u8]], want: &[u8]) {
     send(stream, &command(args));
-    expect(stream, want);
+    expect_reply(stream, want);
 }
 
 fn each_command_gets_its_reply(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut s = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
     call(&mut s, &[b"PING"], b"+PONG\r\n");
     call(&mut s, &[b"PING", b"hey"], b"$3\r\nhey\r\n");
     call(&mut s, &[b"ECHO", b"a b"], b"$3\r\na b\r\n");
@@ -54,8 +71,8 @@ fn each_command_gets_its_reply(model: Model) {
 }
 
 fn pipelined_batch_gets_every_reply_in_order(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut s = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
     let mut batch = Vec::new();
     let mut want = Vec::new();
     for n in 0..1000 {
@@ -68,12 +85,12 @@ fn pipelined_batch_gets_every_reply_in_order(model: Model) {
         want.extend_from_slice(format!("${}\r\n{value}\r\n+PONG\r\n", value.len()).as_bytes());
     }
     send(&mut s, &batch);
-    expect(&mut s, &want);
+    expect_reply(&mut s, &want);
 }
 
 fn large_value_round_trips(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut s = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
     let value: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8).collect();
     call(&mut s, &[b"SET", b"big", &value], b"+OK\r\n");
     let mut want = format!("${}\r\n", value.len()).into_bytes();
@@ -83,17 +100,17 @@ fn large_value_round_trips(model: Model) {
 }
 
 fn inline_commands_work(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut s = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
     send(&mut s, b"PING\r\n");
-    expect(&mut s, b"+PONG\r\n");
+    expect_reply(&mut s, b"+PONG\r\n");
     send(&mut s, b"set greeting hello\nget greeting\r\n");
-    expect(&mut s, b"+OK\r\n$5\r\nhello\r\n");
+    expect_reply(&mut s, b"+OK\r\n$5\r\nhello\r\n");
 }
 
 fn errors_keep_the_client(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut s = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
     call(
         &mut s,
         &[b"FLUSHEVERYTHING", b"now"],
@@ -119,17 +136,17 @@ fn errors_keep_the_client(model: Model) {
 }
 
 fn broken_framing_gets_protocol_error_then_close(model: Model) {
-    let server = start(Resp::default(), model, 1);
+    let server = start(Resp::default(), model);
     for (bad, error) in [
         (&b"*abc\r\n"[..], "invalid multibulk length"),
         (b"*1\r\n$xyz\r\n", "invalid bulk length"),
         (b"*1\r\n$3\r\nGETX\r\n", "expected CRLF after bulk string"),
         (b"*2\r\n$4\r\nECHO\r\n+hi\r\n", "expected '$', got '+'"),
     ] {
-        let mut s = connect(&server);
+        let mut s = connect(server.local_addr());
         call(&mut s, &[b"PING"], b"+PONG\r\n");
         send(&mut s, bad);
-        expect(
+        expect_reply(
             &mut s,
             format!("-ERR Protocol error: {error}\r\n").as_bytes(),
         );
@@ -138,23 +155,12 @@ fn broken_framing_gets_protocol_error_then_close(model: Model) {
 }
 
 fn store_is_shared_between_connections(model: Model) {
-    let server = start(Resp::default(), model, 1);
-    let mut writer = connect(&server);
-    let mut reader = connect(&server);
+    let server = start(Resp::default(), model);
+    let mut writer = connect(server.local_addr());
+    let mut reader = connect(server.local_addr());
     call(&mut writer, &[b"SET", b"shared", b"1"], b"+OK\r\n");
     call(&mut reader, &[b"INCR", b"shared"], b":2\r\n");
     call(&mut writer, &[b"GET", b"shared"], b"$1\r\n2\r\n");
-}
-
-macro_rules! for_each_model {
-    ($($test:ident),* $(,)?) => {
-        mod reactor {
-            $(#[test] fn $test() { super::$test(tcp_reactor::Model::Reactor); })*
-        }
-        mod threads {
-            $(#[test] fn $test() { super::$test(tcp_reactor::Model::Threads); })*
-        }
-    };
 }
 
 for_each_model!(
@@ -169,8 +175,12 @@ for_each_model!(
 
 #[test]
 fn store_is_shared_across_reactor_workers() {
-    let server = start(Resp::default(), Model::Reactor, 2);
-    let mut streams: Vec<_> = (0..64).map(|_| connect(&server)).collect();
+    let server = start_server(
+        Server::new(Resp::default()).workers(2),
+        Model::Reactor,
+        Config::default(),
+    );
+    let mut streams: Vec<_> = (0..64).map(|_| connect(server.local_addr())).collect();
     // Every connection increments one counter; whichever worker serves it, they all see
     // one store, so the replies are exactly 1..=64.
     let mut seen = Vec::new();
@@ -178,7 +188,7 @@ fn store_is_shared_across_reactor_workers() {
         send(s, &command(&[b"INCR", b"hits"]));
         let mut reply = Vec::new();
         while !reply.ends_with(b"\r\n") {
-            reply.extend(wire::read_exact(s, 1));
+            reply.extend(recv_exact(s, 1));
         }
         seen.push(String::from_utf8_lossy(&reply).into_owned());
     }
