@@ -218,14 +218,18 @@ round() {
     done
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 round 1
 round 2
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 report() {
     echo "## Peer comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores)"
     echo
     echo "1 worker: server on CPU 0, load on CPU 1. 2 workers: server and load share CPUs 0-1."
     echo "redis \"2 workers\" = --io-threads 2 --io-threads-do-reads yes. Latencies in ms."
+    echo "Machine load average (1, 5, 15 min): $LOAD_BEFORE before, $LOAD_AFTER after; other"
+    echo "work on the machine shows up as noise (compare the runs of one row)."
     echo
     echo "Median of $REPEAT alternating runs; p50/p99 are those of the median run."
     echo
