@@ -16,7 +16,8 @@
 # the table shows the median run (all runs are listed too): a shared machine is noisy.
 #
 # Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50), REQUESTS
-# (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3).
+# (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3),
+# ROUNDS ("1 2": the worker counts to compare).
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ REQUESTS=${REQUESTS:-200000}
 REQUESTS_PIPELINED=${REQUESTS_PIPELINED:-2000000}
 PIPELINE=${PIPELINE:-16}
 REPEAT=${REPEAT:-3}
+ROUNDS=${ROUNDS:-1 2}
 BODY='Hello, world!\n'
 
 if [[ ${1:-} == --install ]]; then
@@ -219,8 +221,9 @@ round() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-round 1
-round 2
+for workers in $ROUNDS; do
+    round "$workers"
+done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 report() {
