@@ -156,7 +156,27 @@ for_each_model!(
     expect_continue_gets_100_before_the_body_is_sent,
     malformed_request_gets_400_then_close,
     oversized_head_gets_431_then_close,
+    a_full_server_answers_503,
 );
+
+fn a_full_server_answers_503(model: Model) {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = start_server(Server::new(Http::default()), model, config);
+    let mut first = connect(server.local_addr());
+    send(&mut first, GET);
+    expect_reply(&mut first, OK);
+    let mut refused = connect(server.local_addr());
+    assert_eq!(
+        String::from_utf8_lossy(&recv_to_end(&mut refused)),
+        String::from_utf8_lossy(tcp_reactor::protocols::http::BUSY)
+    );
+    assert!(tcp_reactor::protocols::http::BUSY.starts_with(b"HTTP/1.1 503 "));
+    send(&mut first, GET);
+    expect_reply(&mut first, OK);
+}
 
 #[test]
 fn connections_spread_over_two_reactor_workers() {

@@ -171,7 +171,24 @@ for_each_model!(
     errors_keep_the_client,
     broken_framing_gets_protocol_error_then_close,
     store_is_shared_between_connections,
+    a_full_server_says_max_clients_reached,
 );
+
+fn a_full_server_says_max_clients_reached(model: Model) {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = start_server(Server::new(Resp::default()), model, config);
+    let mut first = connect(server.local_addr());
+    call(&mut first, &[b"PING"], b"+PONG\r\n");
+    let mut refused = connect(server.local_addr());
+    assert_eq!(
+        recv_to_end(&mut refused),
+        b"-ERR max number of clients reached\r\n"
+    );
+    call(&mut first, &[b"PING"], b"+PONG\r\n");
+}
 
 #[test]
 fn store_is_shared_across_reactor_workers() {

@@ -39,6 +39,10 @@ Request Header Fields Too Large\n";
 /// waits for it before sending the body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// Sent to a client refused because the server is full, before it is closed.
+pub const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
+
 /// Reply to a request with a `Transfer-Encoding` (chunked bodies are not decoded).
 const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
@@ -53,6 +57,7 @@ Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
 ///   it (after a `100 Continue` when the request asked for one).
 /// - A malformed request gets `400`, an oversized head `431`, a `Transfer-Encoding` `501`;
 ///   each of these closes the connection after the reply.
+/// - A client refused because the server is full gets `503` ([`BUSY`]).
 ///
 /// ```no_run
 /// use tcp_reactor::{protocols::Http, Server};
@@ -224,6 +229,11 @@ impl Handler for Http {
                 }
             }
         }
+    }
+
+    /// `503 Service Unavailable`.
+    fn busy_reply(&self) -> &[u8] {
+        BUSY
     }
 }
 

@@ -134,7 +134,15 @@ impl Handler for Resp {
         }
         used
     }
+
+    /// redis's own words for a full server.
+    fn busy_reply(&self) -> &[u8] {
+        BUSY
+    }
 }
+
+/// Sent to a client refused because the server is full, before it is closed.
+pub const BUSY: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// Reply with a protocol error and close; everything buffered is dropped.
 fn protocol_error(ctx: &mut Context<'_>, err: frame::ProtocolError, buffered: usize) -> usize {

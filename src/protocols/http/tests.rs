@@ -24,7 +24,7 @@ fn reference_reply(head_only: bool, connection: Option<&str>) -> Vec<u8> {
 
 #[test]
 fn error_replies_announce_their_true_length() {
-    for reply in [BAD_REQUEST, TOO_LARGE, NOT_IMPLEMENTED] {
+    for reply in [BAD_REQUEST, TOO_LARGE, NOT_IMPLEMENTED, BUSY] {
         let text = std::str::from_utf8(reply).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
