@@ -56,10 +56,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Start a server in the background (pinned by the caller's taskset) and remember its pid.
+# Start a server in the background (pinned by the caller's taskset) and remember its pid
+# (taskset and env exec the server, so the pid is the server's own).
 start() {
     "$@" >"$WORK/server.log" 2>&1 &
-    PIDS+=("$!")
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
 }
 
 # Stop the servers started so far.
@@ -134,36 +136,67 @@ remember() {
     COMMANDS+=("$1")
 }
 
+# CPU time (user + system, in clock ticks) used so far by process $1 and its children
+# (nginx's workers); threads are included in a process's own count.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        if [[ -r /proc/$pid/stat ]]; then
+            # utime and stime are fields 14 and 15; count after the ")" ending the name.
+            total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+        fi
+    done
+    echo "$total"
+}
+
+# Server CPU microseconds per request, from tick counts $1 -> $2 over $3 requests.
+cpu_per_request() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1e6 / hz / n; else printf "?" }'
+}
+
+# Record one result row: server, workers, load, req/s, p50, p99, CPU us/request.
+row() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
+}
+
 # Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
 run_wrk() {
     local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "http://127.0.0.1:$1/")
     remember "${cmd[*]}"
-    local out
+    local out before after
+    before=$(cpu_ticks "$SERVER_PID")
     out=$("${cmd[@]}")
-    local rps p50 p99
+    after=$(cpu_ticks "$SERVER_PID")
+    local rps p50 p99 requests
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" >>"$WORK/rows.tsv"
+    requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")"
 }
 
-# Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3; rows named $4 ($5).
+# Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3, one test at a
+# time (so server CPU is counted per test); rows named $4 ($5 workers).
 run_redis_benchmark() {
     local requests=$REQUESTS
     if [[ $3 != 1 ]]; then
         requests=$REQUESTS_PIPELINED
     fi
-    local cmd=(taskset -c "$2" redis-benchmark -h 127.0.0.1 -p "$1" -t ping,set,get
-        -c "$CONNS" -n "$requests" -P "$3" --csv)
-    remember "${cmd[*]}"
-    local test rps p50 p99
-    # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
-    while IFS=, read -r test rps _ _ p50 _ p99 _; do
-        test=${test//\"/}
-        [[ $test == test ]] && continue
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$4" "$5" "$test -P $3" "${rps//\"/}" \
-            "${p50//\"/}" "${p99//\"/}" >>"$WORK/rows.tsv"
-    done < <("${cmd[@]}" 2>/dev/null)
+    local name
+    for name in ping_inline ping_mbulk set get; do
+        local cmd=(taskset -c "$2" redis-benchmark -h 127.0.0.1 -p "$1" -t "$name"
+            -c "$CONNS" -n "$requests" -P "$3" --csv)
+        remember "${cmd[*]}"
+        local before after out test rps p50 p99
+        before=$(cpu_ticks "$SERVER_PID")
+        out=$("${cmd[@]}" 2>/dev/null)
+        after=$(cpu_ticks "$SERVER_PID")
+        # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
+        IFS=, read -r test rps _ _ p50 _ p99 _ < <(tail -n 1 <<<"$out")
+        row "$4" "$5" "${test//\"/} -P $3" "${rps//\"/}" "${p50//\"/}" "${p99//\"/}" \
+            "$(cpu_per_request "$before" "$after" "$requests")"
+    done
 }
 
 # One round: both HTTP servers and both RESP servers with $1 workers.
@@ -234,10 +267,12 @@ report() {
     echo "Machine load average (1, 5, 15 min): $LOAD_BEFORE before, $LOAD_AFTER after; other"
     echo "work on the machine shows up as noise (compare the runs of one row)."
     echo
-    echo "Median of $REPEAT alternating runs; p50/p99 are those of the median run."
+    echo "Median of $REPEAT alternating runs; p50/p99 are those of the median run. Server CPU"
+    echo "per request = the server's user+system CPU time during the run / requests served"
+    echo "(median over the runs): less sensitive to other load on the machine than req/s."
     echo
-    echo "| server | workers | load | req/s | p50 ms | p99 ms | every run, req/s |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| server | workers | load | req/s | p50 ms | p99 ms | server CPU us/req | every run, req/s |"
+    echo "|---|---|---|---|---|---|---|---|"
     awk -f - "$WORK/rows.tsv" <<'AWK'
 BEGIN { FS = "\t" }
 {
@@ -245,6 +280,7 @@ BEGIN { FS = "\t" }
     if (!(key in n)) order[++keys] = key
     n[key]++
     rps[key, n[key]] = $4; p50[key, n[key]] = $5; p99[key, n[key]] = $6
+    cpu[key, n[key]] = $7
 }
 END {
     for (i = 1; i <= keys; i++) {
@@ -260,19 +296,27 @@ END {
         }
         mid = idx[int((m + 1) / 2)]
         split(key, f, FS)
-        printf "| %s | %s | %s | %.0f | %s | %s | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], list
+        # CPU per request: the median over the runs (it is steadier than req/s).
+        for (a = 1; a <= m; a++) c[a] = cpu[key, a] + 0
+        for (a = 2; a <= m; a++) {
+            t = c[a]
+            for (b = a - 1; b > 0 && c[b] > t; b--) c[b + 1] = c[b]
+            c[b + 1] = t
+        }
+        cpu_median[key] = c[int((m + 1) / 2)]
+        printf "| %s | %s | %s | %.0f | %s | %s | %.2f | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], cpu_median[key], list
         median[key] = rps[key, mid]
     }
     print ""
-    print "| workers | load | tcp-reactor / peer (median req/s) |"
-    print "|---|---|---|"
+    print "| workers | load | req/s, tcp-reactor / peer | server CPU per request, tcp-reactor / peer |"
+    print "|---|---|---|---|"
     for (i = 1; i <= keys; i++) {
         split(order[i], f, FS)
         if (f[1] !~ /^tcp-reactor/) continue
         for (j = 1; j <= keys; j++) {
             split(order[j], g, FS)
-            if (g[1] !~ /^tcp-reactor/ && g[2] == f[2] && g[3] == f[3] && median[order[j]] > 0)
-                printf "| %s | %s | %.2f (vs %s) |\n", f[2], f[3], median[order[i]] / median[order[j]], g[1]
+            if (g[1] !~ /^tcp-reactor/ && g[2] == f[2] && g[3] == f[3] && median[order[j]] > 0 && cpu_median[order[j]] > 0)
+                printf "| %s | %s | %.2f (vs %s) | %.2f |\n", f[2], f[3], median[order[i]] / median[order[j]], g[1], cpu_median[order[i]] / cpu_median[order[j]]
         }
     }
 }
