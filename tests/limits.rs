@@ -1,0 +1,714 @@
+//! Limits against hostile clients: a connection flood past the maximum, writers that never
+//! read, partial frames that never end, slowloris, and a reset storm. Each test proves that
+//! the hostile client costs only its own connection: everyone else is served meanwhile.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
+use common::{
+    IO_TIMEOUT, MODELS, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, poll_closed,
+    serve, stop_checked, wait_connections, wait_until,
+};
+use socket2::SockRef;
+use tcp_reactor::protocols::Echo;
+use tcp_reactor::{CloseReason, Config, Context, Handler};
+
+/// What a client of the flood test saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Nothing yet: served (a refused client gets the busy reply and EOF at once).
+    Waiting,
+    /// The busy reply, then EOF.
+    Refused,
+}
+
+/// Read what the server sent a client of the flood test without blocking.
+fn fate_of(stream: &mut TcpStream, got: &mut Vec<u8>) -> Fate {
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                assert_eq!(got.as_slice(), BUSY, "a refused client gets the busy reply");
+                return Fate::Refused;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Fate::Waiting,
+            Err(err) => panic!("a flood client saw {err} instead of the busy reply and EOF"),
+        }
+    }
+}
+
+#[test]
+fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest_cleanly() {
+    const LIMIT: usize = 100;
+    const ATTEMPTS: usize = 500;
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Busy);
+        let config = Config {
+            max_connections: LIMIT,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        let mut clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
+        let live = server.live();
+        assert!(
+            wait_until(IO_TIMEOUT, || {
+                live.refused.load(Ordering::Relaxed) == (ATTEMPTS - LIMIT) as u64
+            }),
+            "{model:?}: expected {} refusals, saw {}",
+            ATTEMPTS - LIMIT,
+            live.refused.load(Ordering::Relaxed)
+        );
+        // Every refused client reads the busy reply and EOF: no hang, no reset.
+        let mut got = vec![Vec::new(); ATTEMPTS];
+        let mut fates = vec![Fate::Waiting; ATTEMPTS];
+        for client in &clients {
+            client.set_nonblocking(true).expect("nonblocking");
+        }
+        let all_refused_seen = wait_until(IO_TIMEOUT, || {
+            for (i, client) in clients.iter_mut().enumerate() {
+                if fates[i] == Fate::Waiting {
+                    fates[i] = fate_of(client, &mut got[i]);
+                }
+            }
+            fates.iter().filter(|&&f| f == Fate::Refused).count() == ATTEMPTS - LIMIT
+        });
+        assert!(
+            all_refused_seen,
+            "{model:?}: refused clients did not all see EOF"
+        );
+        let mut served: Vec<TcpStream> = clients
+            .drain(..)
+            .zip(&fates)
+            .filter(|(_, fate)| **fate == Fate::Waiting)
+            .map(|(client, _)| client)
+            .collect();
+        assert_eq!(
+            served.len(),
+            LIMIT,
+            "{model:?}: exactly the limit is served"
+        );
+        for (i, client) in served.iter_mut().enumerate() {
+            client.set_nonblocking(false).expect("blocking");
+            echo_roundtrip(client, format!("served {i}\n").as_bytes());
+        }
+        assert_eq!(server.connections(), LIMIT as u64);
+        // After half of them leave, newcomers are served again, up to the limit.
+        served.truncate(LIMIT / 2);
+        wait_connections(&server, (LIMIT / 2) as u64);
+        for i in 0..LIMIT / 2 {
+            let mut newcomer = connect(addr);
+            echo_roundtrip(&mut newcomer, format!("newcomer {i}\n").as_bytes());
+            served.push(newcomer);
+        }
+        let mut one_too_many = connect(addr);
+        let mut busy = Vec::new();
+        one_too_many
+            .read_to_end(&mut busy)
+            .expect("busy reply then EOF");
+        assert_eq!(
+            busy, BUSY,
+            "{model:?}: the limit still holds after recovery"
+        );
+        drop(served);
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} flood: {ATTEMPTS} attempts at limit {LIMIT}: {} served, {} refused; \
+             then 50 left, 50 newcomers served, 1 more refused",
+            LIMIT,
+            ATTEMPTS - LIMIT
+        );
+        assert_eq!(stats.accepted, (LIMIT + LIMIT / 2) as u64);
+        assert_eq!(stats.refused, (ATTEMPTS - LIMIT + 1) as u64);
+        assert_eq!(stats.closed_by(CloseReason::Eof), stats.accepted);
+        assert_eq!(closes.count(CloseReason::Eof), LIMIT + LIMIT / 2);
+    }
+}
+
+/// Write `chunk` repeatedly to nonblocking `stream` until the kernel has refused more for
+/// `stalled_for`, or `cap` bytes went out, or `deadline`. Returns the bytes written.
+fn push_until_stalled(
+    stream: &mut TcpStream,
+    cap: usize,
+    stalled_for: Duration,
+    deadline: Duration,
+) -> usize {
+    let chunk = vec![b'x'; 64 * 1024];
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut stalled_since: Option<Instant> = None;
+    while sent < cap && start.elapsed() < deadline {
+        match stream.write(&chunk[..chunk.len().min(cap - sent)]) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = None;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= stalled_for {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => panic!("writing to the server failed: {err}"),
+        }
+    }
+    sent
+}
+
+#[test]
+fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served() {
+    const HIGH_WATER: usize = 256 * 1024;
+    const LOW_WATER: usize = 64 * 1024;
+    for &model in MODELS {
+        let (handler, record) = Recorded::new(Echo);
+        let read_chunk = Config::default().read_chunk;
+        // The claimed bound on what the server holds for it, enforced by the server itself:
+        // were pending output ever to exceed it, the flooder would be closed (OutputLimit).
+        let bound = HIGH_WATER + read_chunk;
+        let config = Config {
+            high_water: HIGH_WATER,
+            low_water: LOW_WATER,
+            max_output: bound,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        // A small receive buffer keeps the kernel from absorbing much of the echo.
+        let mut flooder = connect_small_rcvbuf(addr, 16 * 1024);
+        flooder.set_nonblocking(true).expect("nonblocking");
+        let others_served = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let other = {
+            let (served, done) = (Arc::clone(&others_served), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut client = connect(addr);
+                for i in 0..10_000u32 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    echo_roundtrip(&mut client, format!("meanwhile {i}\n").as_bytes());
+                    served.fetch_add(1, Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        // 256 MiB would be far beyond every buffer; the server must stop reading long
+        // before, and then the kernel stops the flooder.
+        let pushed = push_until_stalled(
+            &mut flooder,
+            256 << 20,
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        );
+        done.store(true, Ordering::Relaxed);
+        other.join().expect("the other client was served");
+        let served = others_served.load(Ordering::Relaxed);
+        assert!(
+            pushed < 256 << 20,
+            "{model:?}: the server never stopped reading"
+        );
+        assert!(served > 0);
+        // Paused: with input waiting, the handler is given none.
+        let consumed = record.consumed();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            record.consumed(),
+            consumed,
+            "{model:?}: reads were not paused"
+        );
+        // The flooder stays open, paused, for as long as it likes: not closed by any limit.
+        assert_eq!(poll_closed(&mut flooder), Peer::Open);
+        assert_eq!(
+            record.total(),
+            1,
+            "only the other client left: {:?}",
+            record.all()
+        );
+        eprintln!(
+            "{model:?} never-reading writer: pushed {} KiB into its socket; the server consumed \
+             {} KiB, then paused holding at most {} KiB (high water {} KiB + one read chunk, \
+             enforced as the output cap); another client did {served} roundtrips meanwhile",
+            pushed / 1024,
+            consumed / 1024,
+            bound / 1024,
+            HIGH_WATER / 1024,
+        );
+        drop(flooder);
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        assert_eq!(stats.closed_by(CloseReason::OutputLimit), 0);
+        assert_eq!(
+            stats.closed_by(CloseReason::Eof) + stats.closed_by(CloseReason::Reset),
+            2
+        );
+    }
+}
+
+/// Streams `chunks` blocks of 64 KiB, one per 1 ms timer, whatever the client does; then
+/// closes. Output grows without input: only the output cap bounds it.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    chunks: u32,
+}
+
+impl Handler for Stream {
+    type Session = u32;
+
+    fn open(&self, ctx: &mut Context<'_>) -> u32 {
+        ctx.set_timer(Duration::from_millis(1));
+        0
+    }
+
+    fn data(&self, _sent: &mut u32, _ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        input.len()
+    }
+
+    fn timer(&self, sent: &mut u32, ctx: &mut Context<'_>) {
+        ctx.write(&[b's'; 64 * 1024]);
+        *sent += 1;
+        if *sent < self.chunks {
+            ctx.set_timer(Duration::from_millis(1));
+        } else {
+            ctx.close();
+        }
+    }
+}
+
+#[test]
+fn client_that_never_reads_a_stream_is_closed_at_the_output_cap_while_a_reader_gets_all() {
+    const CHUNKS: u32 = 256;
+    const MAX_OUTPUT: usize = 1024 * 1024;
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Stream { chunks: CHUNKS });
+        let config = Config {
+            max_output: MAX_OUTPUT,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let mut idle_reader = connect(server.local_addr());
+        let mut reader = connect(server.local_addr());
+        let mut all = Vec::new();
+        reader
+            .read_to_end(&mut all)
+            .expect("the reading client gets the whole stream and EOF");
+        assert_eq!(all.len(), CHUNKS as usize * 64 * 1024);
+        assert!(
+            closes.wait_for(CloseReason::OutputLimit, 1, IO_TIMEOUT),
+            "{model:?}: the non-reader was not closed at the output cap: {:?}",
+            closes.all()
+        );
+        // The non-reader finds its connection closed (EOF or reset) after what fit.
+        idle_reader
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("timeout");
+        let mut got = 0usize;
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = idle_reader.read(&mut buf) {
+            got += n;
+        }
+        assert!(
+            got < all.len(),
+            "the non-reader cannot have received it all"
+        );
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} output cap {} KiB: the reader got {} KiB and EOF; the non-reader was \
+             closed (output_limit) after {} KiB reached it",
+            MAX_OUTPUT / 1024,
+            all.len() / 1024,
+            got / 1024
+        );
+        assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1);
+        assert_eq!(stats.closed_by(CloseReason::Handler), 1);
+    }
+}
+
+#[test]
+fn partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof() {
+    const MAX_INPUT: usize = 16 * 1024;
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Lines {
+            one_per_call: false,
+        });
+        let config = Config {
+            max_input: MAX_INPUT,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        let mut hostile = connect(addr);
+        let mut writer = hostile.try_clone().expect("clone");
+        // Keeps sending one endless line (bounded at 1 MiB), ignoring the server's FIN.
+        let sending = thread::spawn(move || {
+            let block = [b'a'; 4096];
+            let mut sent = 0;
+            while sent < 1 << 20 {
+                match writer.write(&block) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+            sent
+        });
+        let mut reply = Vec::new();
+        hostile
+            .read_to_end(&mut reply)
+            .expect("a lingering close ends in EOF, not a reset");
+        assert!(reply.is_empty(), "no frame was ever complete");
+        let sent = sending.join().expect("writer");
+        let mut other = connect(addr);
+        other.write_all(b"still served\n").expect("write");
+        let mut frame = [0u8; 16];
+        other.read_exact(&mut frame).expect("a frame back");
+        assert_eq!(decode_lines(&frame), Some(vec![b"still served".to_vec()]));
+        assert!(closes.wait_for(CloseReason::InputLimit, 1, IO_TIMEOUT));
+        drop(other);
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} input cap {} KiB: an endless line ({} KiB sent) got a clean EOF and \
+             input_limit; another client was served",
+            MAX_INPUT / 1024,
+            sent / 1024
+        );
+        assert_eq!(stats.closed_by(CloseReason::InputLimit), 1);
+    }
+}
+
+#[test]
+fn backpressure_pause_is_not_mistaken_for_the_input_cap() {
+    // A client that sends a lot before it reads is slow, not hostile: while reads are
+    // paused, input the echo was not offered must not count as a partial frame.
+    const TOTAL: usize = 4 << 20;
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Echo);
+        let config = Config {
+            max_input: 4096,
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let mut client = connect(server.local_addr());
+        client.set_nonblocking(true).expect("nonblocking");
+        let early = push_until_stalled(
+            &mut client,
+            TOTAL,
+            Duration::from_millis(300),
+            Duration::from_secs(5),
+        );
+        client.set_nonblocking(false).expect("blocking");
+        let payload = common::pseudo_random_bytes(7, TOTAL - early);
+        let mut back = Vec::new();
+        let mut reader = client.try_clone().expect("clone");
+        let receiving = thread::spawn(move || reader.read_to_end(&mut back).map(|_| back));
+        client.write_all(&payload).expect("write the rest");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let back = receiving.join().expect("reader").expect("read the echo");
+        assert_eq!(
+            back.len(),
+            TOTAL,
+            "{model:?}: echo cut short; closes: {:?}",
+            closes.all()
+        );
+        assert!(back[..early].iter().all(|&b| b == b'x'));
+        assert!(
+            back[early..] == payload[..],
+            "echo returned different bytes"
+        );
+        let stats = stop_checked(server);
+        assert_eq!(stats.closed_by(CloseReason::InputLimit), 0);
+        assert_eq!(stats.closed_by(CloseReason::Eof), 1);
+    }
+}
+
+/// Open `n` clients, each of which sends `first` once.
+#[track_caller]
+fn open_clients(addr: std::net::SocketAddr, n: usize, first: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut client = connect(addr);
+            client.write_all(first).expect("first byte");
+            client.set_nonblocking(true).expect("nonblocking");
+            client
+        })
+        .collect()
+}
+
+/// Trickle `byte` to every open client every `every`, until all are closed or `deadline`;
+/// returns when each was seen closed, relative to `start`.
+fn trickle(
+    clients: &mut [TcpStream],
+    byte: Option<u8>,
+    every: Duration,
+    start: Instant,
+    deadline: Duration,
+) -> Vec<Option<Duration>> {
+    let mut closed_at = vec![None; clients.len()];
+    let mut next_byte = Instant::now() + every;
+    while start.elapsed() < deadline && closed_at.iter().any(Option::is_none) {
+        let send = Instant::now() >= next_byte;
+        for (client, closed) in clients.iter_mut().zip(closed_at.iter_mut()) {
+            if closed.is_some() {
+                continue;
+            }
+            if poll_closed(client) == Peer::Closed {
+                *closed = Some(start.elapsed());
+            } else if let (true, Some(byte)) = (send, byte) {
+                // Failure means the server closed it; the next check sees that.
+                let _ = client.write(&[byte]);
+            }
+        }
+        if send {
+            next_byte += every;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    closed_at
+}
+
+/// A well-behaved client, in a thread: `rounds` request/reply exchanges, one per 50 ms.
+fn steady_client(
+    addr: std::net::SocketAddr,
+    rounds: u32,
+    exchange: fn(&mut TcpStream, u32),
+) -> thread::JoinHandle<u32> {
+    thread::spawn(move || {
+        let mut client = connect(addr);
+        for round in 0..rounds {
+            exchange(&mut client, round);
+            thread::sleep(Duration::from_millis(50));
+        }
+        rounds
+    })
+}
+
+/// Summarise close times for a report line.
+fn spread(closed_at: &[Option<Duration>]) -> (Duration, Duration) {
+    let times: Vec<Duration> = closed_at.iter().flatten().copied().collect();
+    let min = times.iter().min().copied().unwrap_or_default();
+    let max = times.iter().max().copied().unwrap_or_default();
+    (min, max)
+}
+
+#[test]
+fn slowloris_trickling_slower_than_the_idle_timeout_is_closed_and_others_are_unaffected() {
+    const SLOW: usize = 300;
+    let idle = Duration::from_millis(400);
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Echo);
+        let config = Config {
+            idle_timeout: Some(idle),
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        let steady: Vec<_> = (0..4)
+            .map(|_| {
+                steady_client(addr, 40, |c, round| {
+                    echo_roundtrip(c, format!("round {round}\n").as_bytes())
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let mut slow = open_clients(addr, SLOW, b"s");
+        // Echo consumes each byte (progress), so trickle slower than the idle timeout.
+        let closed_at = trickle(
+            &mut slow,
+            Some(b's'),
+            Duration::from_secs(1),
+            start,
+            Duration::from_secs(5),
+        );
+        for client in steady {
+            assert_eq!(client.join().expect("a steady client failed"), 40);
+        }
+        assert!(
+            closed_at.iter().all(Option::is_some),
+            "{model:?}: some slow clients stayed"
+        );
+        let (first, last) = spread(&closed_at);
+        assert!(
+            first >= idle,
+            "{model:?}: closed after {first:?}, before the idle timeout"
+        );
+        assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, IO_TIMEOUT));
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} slowloris (echo, 1 byte/s, idle {idle:?}): {SLOW} closed by the idle \
+             timeout between {first:?} and {last:?}; 4 steady clients did 40 roundtrips each"
+        );
+        assert_eq!(stats.closed_by(CloseReason::IdleTimeout), SLOW as u64);
+        assert_eq!(stats.closed_by(CloseReason::Eof), 4);
+    }
+}
+
+#[test]
+fn slowloris_trickling_a_partial_frame_is_closed_by_the_idle_timeout_and_others_are_unaffected() {
+    const SLOW: usize = 300;
+    let idle = Duration::from_millis(500);
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Lines { one_per_call: true });
+        let config = Config {
+            idle_timeout: Some(idle),
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        let steady: Vec<_> = (0..4)
+            .map(|_| {
+                steady_client(addr, 40, |c, round| {
+                    let line = format!("round {round}");
+                    c.write_all(format!("{line}\n").as_bytes()).expect("write");
+                    let mut frame = vec![0; 4 + line.len()];
+                    c.read_exact(&mut frame).expect("frame");
+                    assert_eq!(decode_lines(&frame), Some(vec![line.into_bytes()]));
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let mut slow = open_clients(addr, SLOW, b"G");
+        // Bytes arrive 5x faster than the idle timeout, but the line never completes, so
+        // nothing is consumed: no progress.
+        let closed_at = trickle(
+            &mut slow,
+            Some(b'E'),
+            Duration::from_millis(100),
+            start,
+            Duration::from_secs(5),
+        );
+        for client in steady {
+            assert_eq!(client.join().expect("a steady client failed"), 40);
+        }
+        assert!(
+            closed_at.iter().all(Option::is_some),
+            "{model:?}: some slow clients stayed"
+        );
+        let (first, last) = spread(&closed_at);
+        assert!(
+            first >= idle,
+            "{model:?}: closed after {first:?}, before the idle timeout"
+        );
+        assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, IO_TIMEOUT));
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} slowloris (partial line, 10 bytes/s, idle {idle:?}): {SLOW} closed by \
+             the idle timeout between {first:?} and {last:?}; 4 steady clients did 40 each"
+        );
+        assert_eq!(stats.closed_by(CloseReason::IdleTimeout), SLOW as u64);
+        assert_eq!(stats.closed_by(CloseReason::Eof), 4);
+    }
+}
+
+/// One client of the reset storm: some traffic, then a reset (`SO_LINGER` 0 and close).
+fn storm_client(addr: std::net::SocketAddr, i: usize) {
+    let mut client = connect(addr);
+    match i % 3 {
+        // Reset with the echo of 32 KiB still in flight.
+        0 => client.write_all(&[b'r'; 32 * 1024]).expect("write"),
+        // Reset a connection the server has paused (it never read its echo).
+        1 => {
+            client.set_nonblocking(true).expect("nonblocking");
+            push_until_stalled(
+                &mut client,
+                8 << 20,
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+            );
+        }
+        // Reset in the middle of a request, after a full roundtrip.
+        _ => {
+            echo_roundtrip(&mut client, &[b'q'; 1024]);
+            client.write_all(&[b'h'; 512]).expect("write");
+        }
+    }
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+#[test]
+fn reset_storm_mid_traffic_closes_only_the_reset_connections() {
+    const STORM: usize = 300;
+    const STEADY: usize = 8;
+    for &model in MODELS {
+        let (handler, closes) = Recorded::new(Echo);
+        let config = Config {
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let addr = server.local_addr();
+        let storming = Arc::new(AtomicBool::new(true));
+        let steady: Vec<_> = (0..STEADY)
+            .map(|k| {
+                let storming = Arc::clone(&storming);
+                thread::spawn(move || {
+                    let mut client = connect(addr);
+                    let mut rounds = 0u32;
+                    while storming.load(Ordering::Relaxed) && rounds < 100_000 {
+                        echo_roundtrip(&mut client, format!("steady {k} {rounds}\n").as_bytes());
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            })
+            .collect();
+        let storm: Vec<_> = (0..4)
+            .map(|t| {
+                thread::spawn(move || {
+                    for i in (t..STORM).step_by(4) {
+                        storm_client(addr, i);
+                    }
+                })
+            })
+            .collect();
+        for thread in storm {
+            thread.join().expect("storm thread");
+        }
+        assert!(
+            closes.wait_for(CloseReason::Reset, STORM, IO_TIMEOUT),
+            "{model:?}: {} of {STORM} resets seen: {:?}",
+            closes.count(CloseReason::Reset),
+            closes.total()
+        );
+        storming.store(false, Ordering::Relaxed);
+        let rounds: Vec<u32> = steady
+            .into_iter()
+            .map(|t| t.join().expect("a steady client failed during the storm"))
+            .collect();
+        assert!(rounds.iter().all(|&r| r > 0));
+        wait_connections(&server, 0);
+        let stats = stop_checked(server);
+        eprintln!(
+            "{model:?} reset storm: {STORM} resets mid-traffic -> {} reset, {} eof, {} other; \
+             steady clients did {:?} roundtrips meanwhile",
+            stats.closed_by(CloseReason::Reset),
+            stats.closed_by(CloseReason::Eof),
+            stats.closed_total()
+                - stats.closed_by(CloseReason::Reset)
+                - stats.closed_by(CloseReason::Eof),
+            rounds
+        );
+        assert_eq!(stats.accepted, (STORM + STEADY) as u64);
+        assert_eq!(stats.closed_by(CloseReason::Reset), STORM as u64);
+        assert_eq!(stats.closed_by(CloseReason::Eof), STEADY as u64);
+    }
+}

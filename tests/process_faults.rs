@@ -1,0 +1,513 @@
+//! Faults that need the server in its own process: its memory under floods (VmRSS and
+//! VmHWM), its CPU time while out of file descriptors, and its survival of SIGPIPE when an
+//! embedding program has restored the signal's default action.
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::process::{ServerProcess, stat};
+use common::{IO_TIMEOUT, connect, connect_small_rcvbuf, echo_roundtrip, wait_until};
+use socket2::SockRef;
+
+/// Write `chunk` to nonblocking `stream` for `span` (or until `cap` bytes), sleeping a
+/// little whenever the kernel refuses more. Returns the bytes written.
+fn push_for(stream: &mut TcpStream, span: Duration, cap: usize) -> usize {
+    let chunk = vec![b'f'; 64 * 1024];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < cap && start.elapsed() < span {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5))
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => panic!("flood write failed: {err}"),
+        }
+    }
+    sent
+}
+
+#[test]
+fn never_reading_writers_leave_server_memory_bounded() {
+    const FLOODERS: usize = 20;
+    const HIGH_WATER: usize = 256 * 1024;
+    const READ_CHUNK: usize = 64 * 1024;
+    let server = ServerProcess::spawn(
+        &[
+            "--high-water",
+            "262144",
+            "--low-water",
+            "65536",
+            "--linger",
+            "0.5",
+        ],
+        None,
+    );
+    let before = server.memory();
+    let addr = server.addr;
+    let floods: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut flooder = connect_small_rcvbuf(addr, 16 * 1024);
+                flooder.set_nonblocking(true).expect("nonblocking");
+                let sent = push_for(&mut flooder, Duration::from_secs(2), 256 << 20);
+                (flooder, sent)
+            })
+        })
+        .collect();
+    // Served meanwhile.
+    let mut other = connect(addr);
+    for i in 0..50 {
+        echo_roundtrip(&mut other, format!("meanwhile {i}\n").as_bytes());
+    }
+    let floods: Vec<(TcpStream, usize)> = floods
+        .into_iter()
+        .map(|t| t.join().expect("flooder"))
+        .collect();
+    let pushed: usize = floods.iter().map(|(_, sent)| sent).sum();
+    let during = server.memory();
+    echo_roundtrip(&mut other, b"after the flood\n");
+    drop(floods);
+    drop(other);
+    let growth_kib = during.hwm_kib.saturating_sub(before.hwm_kib);
+    eprintln!(
+        "{FLOODERS} never-reading writers pushed {} MiB in 2 s; server VmRSS {} -> {} KiB, \
+         VmHWM {} -> {} KiB (growth {growth_kib} KiB; bound {} KiB per flooder by high water \
+         + read chunks)",
+        pushed >> 20,
+        before.rss_kib,
+        during.rss_kib,
+        before.hwm_kib,
+        during.hwm_kib,
+        (HIGH_WATER + 2 * READ_CHUNK) / 1024
+    );
+    // Per flooder: pending output up to high water plus a read chunk, a read chunk of
+    // buffered input; plus 8 MiB for the allocator's own slack.
+    let bound_kib = (FLOODERS * (HIGH_WATER + 2 * READ_CHUNK) / 1024 + 8 * 1024) as u64;
+    assert!(
+        growth_kib <= bound_kib,
+        "server memory grew by {growth_kib} KiB (bound {bound_kib} KiB)"
+    );
+    let stats = server.stop();
+    assert_eq!(stat(&stats, "accepted"), FLOODERS as u64 + 1);
+    assert_eq!(stat(&stats, "closed"), FLOODERS as u64 + 1);
+}
+
+#[test]
+fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded() {
+    // The client reads, but slower than it writes: the server's output never drains to
+    // zero, it pauses and resumes between the water marks for the whole run.
+    let server = ServerProcess::spawn(
+        &[
+            "--high-water",
+            "262144",
+            "--low-water",
+            "65536",
+            "--linger",
+            "0.5",
+        ],
+        None,
+    );
+    let before = server.memory();
+    let mut client = connect_small_rcvbuf(server.addr, 32 * 1024);
+    // Blocking writes with a short timeout: the socket is shared with the reader, so it
+    // cannot be made nonblocking for the writer alone.
+    let mut writer = client.try_clone().expect("clone");
+    writer
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .expect("write timeout");
+    let pushing = thread::spawn(move || {
+        let chunk = vec![b'f'; 64 * 1024];
+        let start = Instant::now();
+        let mut sent = 0usize;
+        while start.elapsed() < Duration::from_secs(3) {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => panic!("slow reader's writes failed: {err}"),
+            }
+        }
+        sent
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut read = 0usize;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        match client.read(&mut buf) {
+            Ok(0) => panic!("the server closed a slow reader"),
+            Ok(n) => read += n,
+            Err(err) => panic!("slow reader: {err}"),
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let pushed = pushing.join().expect("writer");
+    let during = server.memory();
+    let growth_kib = during.hwm_kib.saturating_sub(before.hwm_kib);
+    eprintln!(
+        "slow steady reader: pushed {} MiB, read back {} MiB in 3 s; server VmHWM {} -> {} \
+         KiB (growth {growth_kib} KiB)",
+        pushed >> 20,
+        read >> 20,
+        before.hwm_kib,
+        during.hwm_kib
+    );
+    assert!(
+        read > 4 << 20,
+        "the reader was served too little to tell ({read} bytes)"
+    );
+    // One connection's pending output is bounded by high water plus a read chunk; what
+    // was already sent must not be kept.
+    assert!(
+        growth_kib <= 8 * 1024,
+        "server memory grew by {growth_kib} KiB for one slow reader (it read {} MiB)",
+        read >> 20
+    );
+    drop(client);
+    server.stop();
+}
+
+/// Read whatever each client has without blocking, into its buffer.
+fn collect_replies(clients: &mut [TcpStream], replies: &mut [Vec<u8>]) {
+    let mut buf = [0u8; 256];
+    for (client, reply) in clients.iter_mut().zip(replies.iter_mut()) {
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => panic!("client read failed: {err}"),
+            }
+        }
+    }
+}
+
+/// Clients whose whole reply (their own message echoed) has arrived.
+fn served(messages: &[Vec<u8>], replies: &[Vec<u8>]) -> usize {
+    messages.iter().zip(replies).filter(|(m, r)| m == r).count()
+}
+
+#[test]
+fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
+    const NOFILE: u64 = 64;
+    const CLIENTS: usize = 100;
+    const LEAVING: usize = 50;
+    let server = ServerProcess::spawn(
+        &["--max-connections", "1000", "--linger", "0.5"],
+        Some(NOFILE),
+    );
+    let base = server.fd_targets();
+    // Every client connects (the kernel completes the handshake into the backlog) and
+    // sends its message at once; only as many as there are descriptors left get in.
+    let messages: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|i| format!("client {i:03}\n").into_bytes())
+        .collect();
+    let mut clients: Vec<TcpStream> = messages
+        .iter()
+        .map(|message| {
+            let mut client = connect(server.addr);
+            client.write_all(message).expect("write");
+            client.set_nonblocking(true).expect("nonblocking");
+            client
+        })
+        .collect();
+    let mut replies = vec![Vec::new(); CLIENTS];
+    // Descriptors inherited from the test runner count against the limit too, so wait for
+    // the server to say it ran out rather than counting to the limit.
+    let exhausted = wait_until(IO_TIMEOUT, || server.log_lines_with("pausing accept") > 0);
+    assert!(
+        exhausted,
+        "the server never ran out of descriptors: {} open, at start {base:?}",
+        server.open_fds()
+    );
+    // Every accepted client gets its echo; the rest wait in the backlog.
+    let capacity = server.open_sockets() - 1;
+    let filled = wait_until(IO_TIMEOUT, || {
+        collect_replies(&mut clients, &mut replies);
+        served(&messages, &replies) == capacity
+    });
+    assert!(
+        filled,
+        "expected {capacity} clients served (descriptors at start: {base:?}), got {}",
+        served(&messages, &replies)
+    );
+    assert!(capacity < CLIENTS && capacity + base.len() >= NOFILE as usize - 1);
+    // Exhausted: accept fails with EMFILE. The server must not retry in a loop.
+    let exhausted_since = Instant::now();
+    let cpu = server.cpu_share_over(Duration::from_millis(1500));
+    collect_replies(&mut clients, &mut replies);
+    assert_eq!(served(&messages, &replies), capacity, "nobody else got in");
+    assert!(
+        cpu < 0.20,
+        "the server used {:.0}% of a core while out of descriptors",
+        cpu * 100.0
+    );
+    assert_eq!(
+        server.log_lines_with("pausing accept"),
+        1,
+        "one log line per exhaustion episode"
+    );
+    // Half of the served clients leave: the ones waiting in the backlog (which raise no
+    // new readiness event) are accepted after the back-off and get their echo.
+    let waiting: Vec<usize> = (0..CLIENTS)
+        .filter(|&i| replies[i] != messages[i])
+        .collect();
+    let leaving: Vec<usize> = (0..CLIENTS)
+        .filter(|&i| replies[i] == messages[i])
+        .take(LEAVING)
+        .collect();
+    for &i in &leaving {
+        clients[i]
+            .shutdown(Shutdown::Both)
+            .expect("close a served client");
+    }
+    let recovered = wait_until(IO_TIMEOUT, || {
+        collect_replies(&mut clients, &mut replies);
+        waiting.iter().all(|&i| replies[i] == messages[i])
+    });
+    let exhausted_for = exhausted_since.elapsed();
+    assert!(
+        recovered,
+        "{} of {} waiting clients served after descriptors freed",
+        waiting
+            .iter()
+            .filter(|&&i| replies[i] == messages[i])
+            .count(),
+        waiting.len()
+    );
+    assert_eq!(server.log_lines_with("file descriptors available again"), 1);
+    drop(clients);
+    let stats = server.stop();
+    let attempts = stat(&stats, "fd exhausted");
+    eprintln!(
+        "fd exhaustion (RLIMIT_NOFILE {NOFILE}, {} fds at start): {capacity} of {CLIENTS} \
+         served, CPU {:.1}% of a core while exhausted; {} failed accepts over {:?} \
+         (one per 500 ms back-off); {} waiting clients served after {LEAVING} left; accepted {}",
+        base.len(),
+        cpu * 100.0,
+        attempts,
+        exhausted_for,
+        waiting.len(),
+        stat(&stats, "accepted")
+    );
+    assert_eq!(stat(&stats, "accepted"), CLIENTS as u64);
+    assert_eq!(stat(&stats, "closed"), CLIENTS as u64);
+    // A failed accept per back-off period, not a loop: the +2 allows for the first failure
+    // and the last retry.
+    let max_attempts = exhausted_for.as_millis() as u64 / 500 + 2;
+    assert!(
+        (1..=max_attempts).contains(&attempts),
+        "{attempts} failed accepts in {exhausted_for:?}"
+    );
+}
+
+/// Environment variable that makes [`sigpipe_child`] act (`server` or `control`).
+const CHILD_MODE: &str = "TCP_REACTOR_SIGPIPE_CHILD";
+
+/// Start this test binary again, running only [`sigpipe_child`] in `mode`.
+fn spawn_child(
+    mode: &str,
+) -> (
+    std::process::Child,
+    SocketAddr,
+    BufReader<std::process::ChildStdout>,
+) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = Command::new(exe)
+        .args(["--ignored", "--exact", "sigpipe_child", "--nocapture"])
+        .env(CHILD_MODE, mode)
+        .env("RUST_LOG", "tcp_reactor=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if stdout.read_line(&mut line).expect("child stdout") == 0 {
+            panic!("the child exited before printing its address");
+        }
+        if let Some(addr) = line.trim().strip_prefix("addr ") {
+            break addr.parse().expect("child address");
+        }
+    };
+    (child, addr, stdout)
+}
+
+/// Wait (bounded) for `child` to exit.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    let exited = wait_until(Duration::from_secs(15), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        panic!("the child did not exit");
+    }
+    status.expect("status")
+}
+
+#[test]
+fn restored_sigpipe_kills_a_plain_write_to_a_reset_peer_control() {
+    // The control experiment: with SIGPIPE at its default, a plain write(2) to a peer that
+    // reset after half-closing kills the process. This is what the server must survive.
+    let (mut child, addr, _stdout) = spawn_child("control");
+    let mut client = connect(addr);
+    client.write_all(b"x").expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    thread::sleep(Duration::from_millis(100));
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(client);
+    let status = wait_exit(&mut child);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGPIPE),
+        "the control child was not killed by SIGPIPE: {status}"
+    );
+}
+
+/// One hostile client of the SIGPIPE test: send more than the kernel buffers can hold of
+/// the echo, half-close, then reset while the server is still writing the echo to it.
+/// The server has seen our EOF by then, so the reset makes its next write fail with EPIPE
+/// (not ECONNRESET): the error that raises SIGPIPE unless the write says MSG_NOSIGNAL.
+fn half_close_then_reset(addr: SocketAddr) {
+    let mut client = connect_small_rcvbuf(addr, 8 * 1024);
+    client.write_all(&vec![b'p'; 6 << 20]).expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    // Time for the server to read up to our EOF; the echo cannot drain meanwhile.
+    thread::sleep(Duration::from_millis(50));
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+#[test]
+fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_default() {
+    const HOSTILE: usize = 64;
+    let (mut child, addr, mut stdout) = spawn_child("server");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.contains("Broken pipe"))
+            .count()
+    });
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                for _ in (t..HOSTILE).step_by(4) {
+                    half_close_then_reset(addr);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("hostile clients");
+    }
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the embedding process died: {:?}",
+        child.try_wait()
+    );
+    let mut client = connect(addr);
+    echo_roundtrip(&mut client, b"still alive\n");
+    drop(client);
+    drop(child.stdin.take());
+    let status = wait_exit(&mut child);
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let epipes = log.join().expect("log reader");
+    let stats = common::process::parse_stats(&rest);
+    let resets = stat(&stats, "reset");
+    eprintln!(
+        "SIGPIPE at SIG_DFL in the embedding process: {HOSTILE} peers reset during writes, \
+         {epipes} writes failed with EPIPE, {resets} connections closed as reset; the process \
+         survived ({status})"
+    );
+    assert!(
+        status.success() && status.signal().is_none(),
+        "the child ended with {status}"
+    );
+    assert!(epipes > 0, "no write hit EPIPE, so the test proved nothing");
+    assert!(resets > 0);
+}
+
+/// Not a test of its own: the child process of the two SIGPIPE tests above, which start
+/// this binary with `--ignored --exact sigpipe_child`.
+#[test]
+#[ignore = "child process of the SIGPIPE tests; they run it"]
+fn sigpipe_child() {
+    let Ok(mode) = std::env::var(CHILD_MODE) else {
+        return;
+    };
+    // What an embedding program (or one using `-Zon-broken-pipe=kill`) may do: restore
+    // SIGPIPE's default action, which is to terminate the process.
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    match mode.as_str() {
+        "server" => child_server(),
+        _ => child_control(),
+    }
+}
+
+/// Serve echo until stdin closes, then print the stats.
+fn child_server() {
+    let _ = env_logger::builder().try_init();
+    // Room for the whole echo of a hostile client: reads never pause, so the server sees
+    // each client's EOF while its echo is still queued.
+    let config = tcp_reactor::Config {
+        high_water: 16 << 20,
+        max_output: 64 << 20,
+        linger: Duration::from_secs(2),
+        ..tcp_reactor::Config::default()
+    };
+    let running = tcp_reactor::Server::new(tcp_reactor::protocols::Echo)
+        .config(config)
+        .bind(common::loopback())
+        .expect("bind");
+    println!("addr {}", running.local_addr());
+    let _ = io::stdout().flush();
+    let _ = io::stdin().read_to_end(&mut Vec::new());
+    let stats = running.stop().expect("stop");
+    println!("{stats}");
+}
+
+/// Accept one client, read to its EOF, wait for its reset, then write with plain write(2).
+fn child_control() {
+    let listener = std::net::TcpListener::bind(common::loopback()).expect("bind");
+    println!("addr {}", listener.local_addr().expect("addr"));
+    let _ = io::stdout().flush();
+    let (mut stream, _) = listener.accept().expect("accept");
+    let _ = stream.read_to_end(&mut Vec::new());
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        // SAFETY: writes one byte from a live buffer to a descriptor we own.
+        unsafe {
+            libc::write(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                b"y".as_ptr().cast(),
+                1,
+            )
+        };
+        thread::sleep(Duration::from_millis(50));
+    }
+    println!("survived");
+}
