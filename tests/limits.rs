@@ -712,3 +712,80 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections() {
         assert_eq!(stats.closed_by(CloseReason::Eof), STEADY as u64);
     }
 }
+
+/// On its first input writes a burst; on every later input, reports
+/// `Context::pending_output()` as `pending <n>\n`.
+#[derive(Debug)]
+struct Reporter {
+    burst: Vec<u8>,
+}
+
+impl Handler for Reporter {
+    type Session = bool;
+
+    fn open(&self, _ctx: &mut Context<'_>) -> bool {
+        false
+    }
+
+    fn data(&self, burst_sent: &mut bool, ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        if *burst_sent {
+            let report = format!("pending {}\n", ctx.pending_output());
+            ctx.write(report.as_bytes());
+        } else {
+            *burst_sent = true;
+            ctx.write(&self.burst);
+        }
+        input.len()
+    }
+}
+
+#[test]
+fn pending_output_counts_only_bytes_not_yet_sent() {
+    // The documented meaning of `Context::pending_output`, which handlers use for their
+    // own backpressure, and which the reactor itself uses to stop feeding input.
+    const BURST: usize = 48 << 20;
+    const READ_FIRST: usize = 8 << 20;
+    for &model in MODELS {
+        let handler = Reporter {
+            burst: common::handlers::big_reply(BURST),
+        };
+        let config = Config {
+            high_water: 128 << 20,
+            low_water: 64 << 20,
+            max_output: 128 << 20,
+            ..config()
+        };
+        let server = serve(handler, config, model);
+        let mut client = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
+        client.write_all(b"a").expect("write");
+        let mut first = vec![0; READ_FIRST];
+        client.read_exact(&mut first).expect("the start of the burst");
+        // At least READ_FIRST bytes have been sent, so at most BURST - READ_FIRST are not.
+        client.write_all(b"?").expect("write");
+        let mut rest = vec![0; BURST - READ_FIRST];
+        client.read_exact(&mut rest).expect("the rest of the burst");
+        let mut report = String::new();
+        let mut byte = [0u8; 1];
+        while !report.ends_with('\n') {
+            client.read_exact(&mut byte).expect("the report");
+            report.push(byte[0] as char);
+        }
+        let reported: usize = report
+            .trim()
+            .strip_prefix("pending ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad report {report:?}"));
+        eprintln!(
+            "{model:?} pending_output: {} KiB reported with at most {} KiB unsent",
+            reported / 1024,
+            (BURST - READ_FIRST) / 1024
+        );
+        assert!(
+            reported <= BURST - READ_FIRST,
+            "{model:?}: pending_output() reported {reported} bytes, but at most {} were unsent",
+            BURST - READ_FIRST
+        );
+        drop(client);
+        stop_checked(server);
+    }
+}

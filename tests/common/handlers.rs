@@ -255,16 +255,32 @@ impl Handler for Cancelling {
     }
 }
 
-/// Answers the first input with `size` bytes of a known pattern, consuming everything.
-#[derive(Debug, Clone, Copy)]
+/// Answers the first input with a big reply of a known pattern, consuming everything.
+#[derive(Debug, Clone)]
 pub struct BigReply {
-    /// Bytes in the reply.
-    pub size: usize,
+    /// The reply, built once.
+    reply: Arc<Vec<u8>>,
 }
 
-/// The byte at `offset` of a [`BigReply`].
-pub fn big_reply_byte(offset: usize) -> u8 {
-    (offset % 251) as u8
+impl BigReply {
+    /// A handler whose reply is [`big_reply`]`(size)`.
+    pub fn new(size: usize) -> Self {
+        BigReply {
+            reply: Arc::new(big_reply(size)),
+        }
+    }
+}
+
+/// `size` bytes of a pattern with a period of 251 (prime, so it never lines up with
+/// buffer sizes): a shifted or truncated copy does not compare equal.
+pub fn big_reply(size: usize) -> Vec<u8> {
+    let period: Vec<u8> = (0..251u8).collect();
+    let mut reply = Vec::with_capacity(size);
+    while reply.len() < size {
+        let n = period.len().min(size - reply.len());
+        reply.extend_from_slice(&period[..n]);
+    }
+    reply
 }
 
 impl Handler for BigReply {
@@ -277,8 +293,7 @@ impl Handler for BigReply {
     fn data(&self, replied: &mut bool, ctx: &mut Context<'_>, input: &[u8]) -> usize {
         if !*replied {
             *replied = true;
-            let reply: Vec<u8> = (0..self.size).map(big_reply_byte).collect();
-            ctx.write(&reply);
+            ctx.write(&self.reply);
         }
         input.len()
     }
