@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::mem;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -50,69 +50,6 @@ const KEEP_SCRATCH: usize = 1024 * 1024;
 /// once sent a large partial frame does not keep the memory while idle.
 const KEEP_INPUT: usize = 16 * 1024;
 
-/// Messages from one worker's handler to another worker's connection, with the waker that
-/// tells the receiving worker to look.
-#[derive(Debug)]
-struct Mailbox {
-    /// `(destination, bytes)` in the order they were sent.
-    queue: Mutex<Vec<(ConnId, Vec<u8>)>>,
-    /// Set once the worker's `Poll` exists.
-    waker: OnceLock<Arc<Waker>>,
-}
-
-/// One mailbox per reactor worker of a server.
-#[derive(Debug, Default)]
-pub(crate) struct Mailboxes {
-    /// Indexed by worker.
-    slots: Vec<Mailbox>,
-}
-
-impl Mailboxes {
-    /// Mailboxes for `workers` workers.
-    pub(crate) fn new(workers: usize) -> Self {
-        let slots = (0..workers)
-            .map(|_| Mailbox {
-                queue: Mutex::new(Vec::new()),
-                waker: OnceLock::new(),
-            })
-            .collect();
-        Mailboxes { slots }
-    }
-
-    /// Queue `bytes` for connection `to` owned by `worker`. Returns true if the queue was
-    /// empty, i.e. the worker needs waking.
-    fn post(&self, worker: usize, to: ConnId, bytes: &[u8]) -> bool {
-        let Some(slot) = self.slots.get(worker) else {
-            return false;
-        };
-        let mut queue = slot
-            .queue
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        queue.push((to, bytes.to_vec()));
-        queue.len() == 1
-    }
-
-    /// Wake `worker` so it reads its mailbox.
-    fn wake(&self, worker: usize) {
-        if let Some(waker) = self.slots.get(worker).and_then(|slot| slot.waker.get()) {
-            // Failure means the worker's poll is gone: it is stopping anyway.
-            let _ = waker.wake();
-        }
-    }
-
-    /// Move every message for `worker` into `into`.
-    fn take(&self, worker: usize, into: &mut Vec<(ConnId, Vec<u8>)>) {
-        if let Some(slot) = self.slots.get(worker) {
-            let mut queue = slot
-                .queue
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            mem::swap(&mut *queue, into);
-        }
-    }
-}
-
 /// Which handler callback [`Reactor::invoke`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -132,9 +69,10 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
     let mut listener = TcpListener::from_std(setup.listener);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    if let Some(slot) = setup.shared.mailboxes.slots.get(setup.index) {
-        let _ = slot.waker.set(Arc::clone(&waker));
-    }
+    setup
+        .shared
+        .mailboxes
+        .set_waker(setup.index, Arc::clone(&waker));
     let reactor = Reactor {
         poll,
         listener: Some(listener),
@@ -404,7 +342,7 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.live.opened();
+        self.live.opened_on(self.index);
         self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
@@ -873,10 +811,17 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A closing connection ran out of time: drop it.
+    /// A closing connection ran out of time: drop it. The bound counts from the last
+    /// progress, so a large reply that a slow reader keeps draining is not cut off.
     fn expire_linger(&mut self, key: usize) {
-        let conn = &self.conns[key];
-        if conn.linger_deadline.is_none_or(|at| at > self.now) {
+        let conn = &mut self.conns[key];
+        let Some(deadline) = conn.linger_deadline else {
+            return;
+        };
+        let deadline = deadline.max(conn.last_active + self.config.linger);
+        if deadline > self.now {
+            conn.linger_deadline = Some(deadline);
+            self.timers.arm(deadline, conn.token, TimerKind::Linger);
             return;
         }
         // Flushed but the peer never sent EOF: the close itself went as planned.
