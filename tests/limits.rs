@@ -759,7 +759,9 @@ fn pending_output_counts_only_bytes_not_yet_sent() {
         let mut client = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
         client.write_all(b"a").expect("write");
         let mut first = vec![0; READ_FIRST];
-        client.read_exact(&mut first).expect("the start of the burst");
+        client
+            .read_exact(&mut first)
+            .expect("the start of the burst");
         // At least READ_FIRST bytes have been sent, so at most BURST - READ_FIRST are not.
         client.write_all(b"?").expect("write");
         let mut rest = vec![0; BURST - READ_FIRST];

@@ -19,7 +19,9 @@ use tcp_reactor::{CloseReason, Config};
 #[track_caller]
 fn read_text(stream: &mut std::net::TcpStream, n: usize) -> String {
     let mut buf = vec![0; n];
-    stream.read_exact(&mut buf).expect("read within the timeout");
+    stream
+        .read_exact(&mut buf)
+        .expect("read within the timeout");
     String::from_utf8(buf).expect("text")
 }
 
@@ -29,7 +31,11 @@ fn assert_quiet(stream: &mut std::net::TcpStream, quiet: Duration) {
     stream.set_read_timeout(Some(quiet)).expect("timeout");
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
-        Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
         Ok(n) => panic!(
             "expected silence, got {:?}",
             String::from_utf8_lossy(&buf[..n])
@@ -50,7 +56,10 @@ fn handler_timer_fires_once_per_set_and_can_rearm_itself() {
         let got = read_to_eof(&mut client);
         let elapsed = start.elapsed();
         assert_eq!(got, b"tick 1\ntick 2\ntick 3\n", "{model:?}");
-        assert!(elapsed >= 3 * period, "{model:?}: three ticks took only {elapsed:?}");
+        assert!(
+            elapsed >= 3 * period,
+            "{model:?}: three ticks took only {elapsed:?}"
+        );
         assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
         eprintln!("{model:?} handler timer: 3 ticks of {period:?}, then close, in {elapsed:?}");
         stop_checked(server);
@@ -162,7 +171,11 @@ fn output_written_counts_as_progress_for_the_idle_timeout() {
         let server = serve(handler, config, model);
         let mut client = connect(server.local_addr());
         let got = String::from_utf8(read_to_eof(&mut client)).expect("text");
-        assert_eq!(got.lines().count(), 10, "{model:?}: stream cut short: {got:?}");
+        assert_eq!(
+            got.lines().count(),
+            10,
+            "{model:?}: stream cut short: {got:?}"
+        );
         assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
         assert_eq!(closes.count(CloseReason::IdleTimeout), 0);
         stop_checked(server);
