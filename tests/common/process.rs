@@ -53,10 +53,16 @@ impl ServerProcess {
     /// descriptor limit (soft and hard) is lowered to it before it starts.
     #[track_caller]
     pub fn spawn(args: &[&str], nofile: Option<u64>) -> ServerProcess {
+        ServerProcess::spawn_on("127.0.0.1:0", args, nofile)
+    }
+
+    /// Like [`spawn`](ServerProcess::spawn), listening on `addr`.
+    #[track_caller]
+    pub fn spawn_on(addr: &str, args: &[&str], nofile: Option<u64>) -> ServerProcess {
         let mut command = Command::new(SERVER_BIN);
         command
             .arg("serve")
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", addr])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
