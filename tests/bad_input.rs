@@ -8,9 +8,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::handlers::{Lines, Recorded, decode_lines};
-use common::process::{ServerProcess, stat};
-use common::{
+use common::faults::handlers::{Lines, Recorded, decode_lines};
+use common::faults::process::{ServerProcess, stat};
+use common::faults::{
     MODELS, config, connect, echo_roundtrip, pseudo_random_bytes, read_to_eof, send_and_half_close,
     serve, stop_checked, wait_connections,
 };
@@ -37,7 +37,7 @@ fn half_close_still_delivers_the_whole_reply() {
             decode_lines(&reply),
             Some(vec![b"first".to_vec(), b"second".to_vec()])
         );
-        assert!(closes.wait_for(CloseReason::Eof, 1, common::IO_TIMEOUT));
+        assert!(closes.wait_for(CloseReason::Eof, 1, common::faults::IO_TIMEOUT));
         stop_checked(line_server);
         let stats = stop_checked(server);
         assert_eq!(stats.bytes_in, payload.len() as u64);
@@ -125,7 +125,7 @@ fn empty_connections_close_cleanly_with_nothing_sent() {
             drop(connect(server.local_addr()));
         }
         wait_connections(&server, 0);
-        assert!(closes.wait_for(CloseReason::Eof, 101, common::IO_TIMEOUT));
+        assert!(closes.wait_for(CloseReason::Eof, 101, common::faults::IO_TIMEOUT));
         let stats = stop_checked(server);
         assert_eq!(stats.accepted, 101);
         assert_eq!(stats.closed_by(CloseReason::Eof), 101, "{model:?}: {stats}");
@@ -173,7 +173,7 @@ fn binary_and_invalid_utf8_lines_are_framed_as_bytes() {
         input.push(b'\n');
         let mut client = connect(server.local_addr());
         let reply = send_and_half_close(&mut client, &input);
-        let expected = common::handlers::reference_lines(&input);
+        let expected = common::faults::handlers::reference_lines(&input);
         assert_eq!(decode_lines(&reply), Some(expected), "{model:?}");
         stop_checked(server);
     }
@@ -200,7 +200,7 @@ fn ipv6_loopback_serves_echo() {
         let addr = running.local_addr();
         assert!(addr.is_ipv6(), "{model:?}: bound {addr}");
         let mut client = TcpStream::connect(addr).expect("connect over IPv6");
-        common::set_timeouts(&client, common::IO_TIMEOUT);
+        common::faults::set_timeouts(&client, common::faults::IO_TIMEOUT);
         assert!(client.peer_addr().expect("peer").is_ipv6());
         echo_roundtrip(&mut client, b"over ::1\n");
         let back = send_and_half_close(&mut client, &pseudo_random_bytes(5, 256 * 1024));

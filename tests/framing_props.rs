@@ -9,8 +9,8 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
 
-use common::handlers::{Lines, Recorded, decode_lines, reference_lines};
-use common::{MODELS, config, connect, read_to_eof, serve, stop_checked};
+use common::faults::handlers::{Lines, Recorded, decode_lines, reference_lines};
+use common::faults::{MODELS, config, connect, read_to_eof, serve, stop_checked};
 use proptest::prelude::*;
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Config};

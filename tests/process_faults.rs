@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::{ServerProcess, stat};
-use common::{IO_TIMEOUT, connect, connect_small_rcvbuf, echo_roundtrip, wait_until};
+use common::faults::process::{ServerProcess, stat};
+use common::faults::{IO_TIMEOUT, connect, connect_small_rcvbuf, echo_roundtrip, wait_until};
 use socket2::SockRef;
 
 /// Write `chunk` to nonblocking `stream` for `span` (or until `cap` bytes), sleeping a
@@ -435,7 +435,7 @@ fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_defaul
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest);
     let epipes = log.join().expect("log reader");
-    let stats = common::process::parse_stats(&rest);
+    let stats = common::faults::process::parse_stats(&rest);
     let resets = stat(&stats, "reset");
     eprintln!(
         "SIGPIPE at SIG_DFL in the embedding process: {HOSTILE} peers reset during writes, \
@@ -481,7 +481,7 @@ fn child_server() {
     };
     let running = tcp_reactor::Server::new(tcp_reactor::protocols::Echo)
         .config(config)
-        .bind(common::loopback())
+        .bind(common::faults::loopback())
         .expect("bind");
     println!("addr {}", running.local_addr());
     let _ = io::stdout().flush();
@@ -492,7 +492,7 @@ fn child_server() {
 
 /// Accept one client, read to its EOF, wait for its reset, then write with plain write(2).
 fn child_control() {
-    let listener = std::net::TcpListener::bind(common::loopback()).expect("bind");
+    let listener = std::net::TcpListener::bind(common::faults::loopback()).expect("bind");
     println!("addr {}", listener.local_addr().expect("addr"));
     let _ = io::stdout().flush();
     let (mut stream, _) = listener.accept().expect("accept");

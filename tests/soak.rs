@@ -11,8 +11,8 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::{ServerProcess, raise_fd_limit, stat};
-use common::wait_until;
+use common::faults::process::{ServerProcess, raise_fd_limit, stat};
+use common::faults::wait_until;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 

@@ -7,8 +7,8 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::handlers::{BigReply, Cancelling, Rearm, Recorded, Ticker, big_reply};
-use common::{
+use common::faults::handlers::{BigReply, Cancelling, Rearm, Recorded, Ticker, big_reply};
+use common::faults::{
     IO_TIMEOUT, MODELS, config, connect, connect_small_rcvbuf, read_to_eof, serve, stop_checked,
     wait_connections,
 };
@@ -138,7 +138,7 @@ fn idle_timeout_closes_a_silent_client_but_not_a_chatty_one() {
         let mut chatty = connect(server.local_addr());
         // Chatty sends every 100 ms for a second: three times the idle timeout.
         for i in 0..10 {
-            common::echo_roundtrip(&mut chatty, format!("{i}").as_bytes());
+            common::faults::echo_roundtrip(&mut chatty, format!("{i}").as_bytes());
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(read_to_eof(&mut silent).is_empty());

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
-use common::{
+use common::faults::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
+use common::faults::{
     IO_TIMEOUT, MODELS, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, poll_closed,
     serve, stop_checked, wait_connections, wait_until,
 };
@@ -410,7 +410,7 @@ fn backpressure_pause_is_not_mistaken_for_the_input_cap() {
             Duration::from_secs(5),
         );
         client.set_nonblocking(false).expect("blocking");
-        let payload = common::pseudo_random_bytes(7, TOTAL - early);
+        let payload = common::faults::pseudo_random_bytes(7, TOTAL - early);
         let mut back = Vec::new();
         let mut reader = client.try_clone().expect("clone");
         let receiving = thread::spawn(move || reader.read_to_end(&mut back).map(|_| back));
@@ -747,7 +747,7 @@ fn pending_output_counts_only_bytes_not_yet_sent() {
     const READ_FIRST: usize = 8 << 20;
     for &model in MODELS {
         let handler = Reporter {
-            burst: common::handlers::big_reply(BURST),
+            burst: common::faults::handlers::big_reply(BURST),
         };
         let config = Config {
             high_water: 128 << 20,
