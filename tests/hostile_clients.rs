@@ -7,14 +7,14 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::faults::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
 use common::faults::{
     IO_TIMEOUT, MODELS, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, poll_closed,
-    serve, stop_checked, wait_connections, wait_until,
+    read_to_eof, serve, stop_checked, wait_connections, wait_until,
 };
 use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
@@ -45,6 +45,37 @@ fn fate_of(stream: &mut TcpStream, got: &mut Vec<u8>) -> Fate {
     }
 }
 
+/// Split flood clients into the served and the refused once `refused` refusals are
+/// visible; every refused client must read the busy reply and EOF (no hang, no reset).
+/// Returns the served clients, blocking again.
+#[track_caller]
+fn split_flood(clients: Vec<TcpStream>, refused: usize) -> Vec<TcpStream> {
+    let mut got = vec![Vec::new(); clients.len()];
+    let mut fates = vec![Fate::Waiting; clients.len()];
+    let mut clients = clients;
+    for client in &clients {
+        client.set_nonblocking(true).expect("nonblocking");
+    }
+    let all_refused_seen = wait_until(IO_TIMEOUT, || {
+        for (i, client) in clients.iter_mut().enumerate() {
+            if fates[i] == Fate::Waiting {
+                fates[i] = fate_of(client, &mut got[i]);
+            }
+        }
+        fates.iter().filter(|&&f| f == Fate::Refused).count() == refused
+    });
+    assert!(all_refused_seen, "refused clients did not all see EOF");
+    clients
+        .into_iter()
+        .zip(fates)
+        .filter(|(_, fate)| *fate == Fate::Waiting)
+        .map(|(client, _)| {
+            client.set_nonblocking(false).expect("blocking");
+            client
+        })
+        .collect()
+}
+
 #[test]
 fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest_cleanly() {
     const LIMIT: usize = 100;
@@ -57,47 +88,21 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
         };
         let server = serve(handler, config, model);
         let addr = server.local_addr();
-        let mut clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
-        let live = server.live();
+        let clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
+        let refused = || server.live().refused.load(Ordering::Relaxed);
         assert!(
-            wait_until(IO_TIMEOUT, || {
-                live.refused.load(Ordering::Relaxed) == (ATTEMPTS - LIMIT) as u64
-            }),
+            wait_until(IO_TIMEOUT, || refused() == (ATTEMPTS - LIMIT) as u64),
             "{model:?}: expected {} refusals, saw {}",
             ATTEMPTS - LIMIT,
-            live.refused.load(Ordering::Relaxed)
+            refused()
         );
-        // Every refused client reads the busy reply and EOF: no hang, no reset.
-        let mut got = vec![Vec::new(); ATTEMPTS];
-        let mut fates = vec![Fate::Waiting; ATTEMPTS];
-        for client in &clients {
-            client.set_nonblocking(true).expect("nonblocking");
-        }
-        let all_refused_seen = wait_until(IO_TIMEOUT, || {
-            for (i, client) in clients.iter_mut().enumerate() {
-                if fates[i] == Fate::Waiting {
-                    fates[i] = fate_of(client, &mut got[i]);
-                }
-            }
-            fates.iter().filter(|&&f| f == Fate::Refused).count() == ATTEMPTS - LIMIT
-        });
-        assert!(
-            all_refused_seen,
-            "{model:?}: refused clients did not all see EOF"
-        );
-        let mut served: Vec<TcpStream> = clients
-            .drain(..)
-            .zip(&fates)
-            .filter(|(_, fate)| **fate == Fate::Waiting)
-            .map(|(client, _)| client)
-            .collect();
+        let mut served = split_flood(clients, ATTEMPTS - LIMIT);
         assert_eq!(
             served.len(),
             LIMIT,
             "{model:?}: exactly the limit is served"
         );
         for (i, client) in served.iter_mut().enumerate() {
-            client.set_nonblocking(false).expect("blocking");
             echo_roundtrip(client, format!("served {i}\n").as_bytes());
         }
         assert_eq!(server.connections(), LIMIT as u64);
@@ -109,11 +114,7 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
             echo_roundtrip(&mut newcomer, format!("newcomer {i}\n").as_bytes());
             served.push(newcomer);
         }
-        let mut one_too_many = connect(addr);
-        let mut busy = Vec::new();
-        one_too_many
-            .read_to_end(&mut busy)
-            .expect("busy reply then EOF");
+        let busy = read_to_eof(&mut connect(addr));
         assert_eq!(
             busy, BUSY,
             "{model:?}: the limit still holds after recovery"
@@ -122,15 +123,54 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
         wait_connections(&server, 0);
         let stats = stop_checked(server);
         eprintln!(
-            "{model:?} flood: {ATTEMPTS} attempts at limit {LIMIT}: {} served, {} refused; \
-             then 50 left, 50 newcomers served, 1 more refused",
-            LIMIT,
+            "{model:?} flood: {ATTEMPTS} attempts at limit {LIMIT}: {LIMIT} served, {} \
+             refused; then 50 left, 50 newcomers served, 1 more refused",
             ATTEMPTS - LIMIT
         );
         assert_eq!(stats.accepted, (LIMIT + LIMIT / 2) as u64);
         assert_eq!(stats.refused, (ATTEMPTS - LIMIT + 1) as u64);
         assert_eq!(stats.closed_by(CloseReason::Eof), stats.accepted);
         assert_eq!(closes.count(CloseReason::Eof), LIMIT + LIMIT / 2);
+    }
+}
+
+/// A well-behaved echo client doing roundtrips in a thread until stopped, to show that
+/// others are served while a hostile client does its worst.
+#[derive(Debug)]
+struct Meanwhile {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<u32>,
+}
+
+impl Meanwhile {
+    /// Start one, tagged `tag` (its payloads are unique).
+    fn start(addr: std::net::SocketAddr, tag: usize) -> Meanwhile {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut client = connect(addr);
+            let mut rounds = 0u32;
+            // Bounded in count as well as by the flag.
+            while !flag.load(Ordering::Relaxed) && rounds < 100_000 {
+                echo_roundtrip(
+                    &mut client,
+                    format!("meanwhile {tag} {rounds}\n").as_bytes(),
+                );
+                rounds += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+            rounds
+        });
+        Meanwhile { stop, thread }
+    }
+
+    /// Stop it; returns its roundtrips, and fails the test if any failed.
+    #[track_caller]
+    fn finish(self) -> u32 {
+        self.stop.store(true, Ordering::Relaxed);
+        let rounds = self.thread.join().expect("a well-behaved client failed");
+        assert!(rounds > 0, "a well-behaved client was never served");
+        rounds
     }
 }
 
@@ -187,22 +227,7 @@ fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served
         // A small receive buffer keeps the kernel from absorbing much of the echo.
         let mut flooder = connect_small_rcvbuf(addr, 16 * 1024);
         flooder.set_nonblocking(true).expect("nonblocking");
-        let others_served = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let other = {
-            let (served, done) = (Arc::clone(&others_served), Arc::clone(&done));
-            thread::spawn(move || {
-                let mut client = connect(addr);
-                for i in 0..10_000u32 {
-                    if done.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    echo_roundtrip(&mut client, format!("meanwhile {i}\n").as_bytes());
-                    served.fetch_add(1, Ordering::Relaxed);
-                    thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
+        let other = Meanwhile::start(addr, 0);
         // 256 MiB would be far beyond every buffer; the server must stop reading long
         // before, and then the kernel stops the flooder.
         let pushed = push_until_stalled(
@@ -211,14 +236,11 @@ fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served
             Duration::from_millis(500),
             Duration::from_secs(10),
         );
-        done.store(true, Ordering::Relaxed);
-        other.join().expect("the other client was served");
-        let served = others_served.load(Ordering::Relaxed);
+        let served = other.finish();
         assert!(
             pushed < 256 << 20,
             "{model:?}: the server never stopped reading"
         );
-        assert!(served > 0);
         // Paused: with input waiting, the handler is given none.
         let consumed = record.consumed();
         thread::sleep(Duration::from_millis(300));
@@ -656,21 +678,7 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections() {
         };
         let server = serve(handler, config, model);
         let addr = server.local_addr();
-        let storming = Arc::new(AtomicBool::new(true));
-        let steady: Vec<_> = (0..STEADY)
-            .map(|k| {
-                let storming = Arc::clone(&storming);
-                thread::spawn(move || {
-                    let mut client = connect(addr);
-                    let mut rounds = 0u32;
-                    while storming.load(Ordering::Relaxed) && rounds < 100_000 {
-                        echo_roundtrip(&mut client, format!("steady {k} {rounds}\n").as_bytes());
-                        rounds += 1;
-                    }
-                    rounds
-                })
-            })
-            .collect();
+        let steady: Vec<Meanwhile> = (0..STEADY).map(|k| Meanwhile::start(addr, k)).collect();
         let storm: Vec<_> = (0..4)
             .map(|t| {
                 thread::spawn(move || {
@@ -689,12 +697,7 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections() {
             closes.count(CloseReason::Reset),
             closes.total()
         );
-        storming.store(false, Ordering::Relaxed);
-        let rounds: Vec<u32> = steady
-            .into_iter()
-            .map(|t| t.join().expect("a steady client failed during the storm"))
-            .collect();
-        assert!(rounds.iter().all(|&r| r > 0));
+        let rounds: Vec<u32> = steady.into_iter().map(Meanwhile::finish).collect();
         wait_connections(&server, 0);
         let stats = stop_checked(server);
         eprintln!(

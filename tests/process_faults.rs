@@ -100,6 +100,35 @@ fn never_reading_writers_leave_server_memory_bounded() {
     assert_eq!(stat(&stats, "closed"), FLOODERS as u64 + 1);
 }
 
+/// Write to `stream` from a thread for `span`, as fast as the kernel takes it; the thread
+/// returns the bytes written. Blocking writes with a short timeout: the socket is shared
+/// with a reader, so it cannot be made nonblocking for the writer alone.
+fn spawn_writer(stream: &TcpStream, span: Duration) -> thread::JoinHandle<usize> {
+    let mut writer = stream.try_clone().expect("clone");
+    writer
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .expect("write timeout");
+    thread::spawn(move || {
+        let chunk = vec![b'f'; 64 * 1024];
+        let start = Instant::now();
+        let mut sent = 0usize;
+        while start.elapsed() < span {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                // The timeout: the server is not reading just now.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => panic!("writes failed: {err}"),
+            }
+        }
+        sent
+    })
+}
+
 #[test]
 fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded() {
     // The client reads, but slower than it writes: the server's output never drains to
@@ -117,30 +146,7 @@ fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded() {
     );
     let before = server.memory();
     let mut client = connect_small_rcvbuf(server.addr, 32 * 1024);
-    // Blocking writes with a short timeout: the socket is shared with the reader, so it
-    // cannot be made nonblocking for the writer alone.
-    let mut writer = client.try_clone().expect("clone");
-    writer
-        .set_write_timeout(Some(Duration::from_millis(100)))
-        .expect("write timeout");
-    let pushing = thread::spawn(move || {
-        let chunk = vec![b'f'; 64 * 1024];
-        let start = Instant::now();
-        let mut sent = 0usize;
-        while start.elapsed() < Duration::from_secs(3) {
-            match writer.write(&chunk) {
-                Ok(n) => sent += n,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => panic!("slow reader's writes failed: {err}"),
-            }
-        }
-        sent
-    });
+    let pushing = spawn_writer(&client, Duration::from_secs(3));
     let mut buf = vec![0u8; 16 * 1024];
     let mut read = 0usize;
     let start = Instant::now();
@@ -178,25 +184,91 @@ fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded() {
     server.stop();
 }
 
-/// Read whatever each client has without blocking, into its buffer.
-fn collect_replies(clients: &mut [TcpStream], replies: &mut [Vec<u8>]) {
-    let mut buf = [0u8; 256];
-    for (client, reply) in clients.iter_mut().zip(replies.iter_mut()) {
-        loop {
-            match client.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => panic!("client read failed: {err}"),
+/// Clients that each sent one message and wait for its echo.
+#[derive(Debug)]
+struct Crowd {
+    /// Nonblocking client sockets.
+    clients: Vec<TcpStream>,
+    /// What each sent.
+    messages: Vec<Vec<u8>>,
+    /// What each has received so far.
+    replies: Vec<Vec<u8>>,
+}
+
+impl Crowd {
+    /// Connect `n` clients (the kernel completes each handshake into the listen backlog,
+    /// accepted or not) and send each its message.
+    #[track_caller]
+    fn connect(addr: SocketAddr, n: usize) -> Crowd {
+        let messages: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("client {i:03}\n").into_bytes())
+            .collect();
+        let clients = messages
+            .iter()
+            .map(|message| {
+                let mut client = connect(addr);
+                client.write_all(message).expect("write");
+                client.set_nonblocking(true).expect("nonblocking");
+                client
+            })
+            .collect();
+        Crowd {
+            clients,
+            replies: vec![Vec::new(); n],
+            messages,
+        }
+    }
+
+    /// Read whatever each client has, without blocking.
+    #[track_caller]
+    fn collect(&mut self) {
+        let mut buf = [0u8; 256];
+        for (client, reply) in self.clients.iter_mut().zip(self.replies.iter_mut()) {
+            loop {
+                match client.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => panic!("client read failed: {err}"),
+                }
             }
         }
     }
+
+    /// True if client `i` got its whole echo.
+    fn is_served(&self, i: usize) -> bool {
+        self.replies[i] == self.messages[i]
+    }
+
+    /// Clients served so far (after a `collect`).
+    fn served(&self) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&i| self.is_served(i))
+            .collect()
+    }
+
+    /// Collect until exactly `n` are served, or the timeout; true if they were.
+    fn wait_served(&mut self, n: usize) -> bool {
+        wait_until(IO_TIMEOUT, || {
+            self.collect();
+            self.served().len() == n
+        })
+    }
 }
 
-/// Clients whose whole reply (their own message echoed) has arrived.
-fn served(messages: &[Vec<u8>], replies: &[Vec<u8>]) -> usize {
-    messages.iter().zip(replies).filter(|(m, r)| m == r).count()
+/// Wait until the server reports running out of descriptors; returns how many clients it
+/// holds then (its sockets but the listener). Inherited descriptors count against the
+/// limit too, so the log line, not a count, says when it is out.
+#[track_caller]
+fn wait_exhausted(server: &ServerProcess) -> usize {
+    let exhausted = wait_until(IO_TIMEOUT, || server.log_lines_with("pausing accept") > 0);
+    assert!(
+        exhausted,
+        "the server never ran out of descriptors ({} open)",
+        server.open_fds()
+    );
+    server.open_sockets() - 1
 }
 
 #[test]
@@ -208,108 +280,61 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
         &["--max-connections", "1000", "--linger", "0.5"],
         Some(NOFILE),
     );
-    let base = server.fd_targets();
-    // Every client connects (the kernel completes the handshake into the backlog) and
-    // sends its message at once; only as many as there are descriptors left get in.
-    let messages: Vec<Vec<u8>> = (0..CLIENTS)
-        .map(|i| format!("client {i:03}\n").into_bytes())
-        .collect();
-    let mut clients: Vec<TcpStream> = messages
-        .iter()
-        .map(|message| {
-            let mut client = connect(server.addr);
-            client.write_all(message).expect("write");
-            client.set_nonblocking(true).expect("nonblocking");
-            client
-        })
-        .collect();
-    let mut replies = vec![Vec::new(); CLIENTS];
-    // Descriptors inherited from the test runner count against the limit too, so wait for
-    // the server to say it ran out rather than counting to the limit.
-    let exhausted = wait_until(IO_TIMEOUT, || server.log_lines_with("pausing accept") > 0);
+    let base = server.open_fds();
+    let mut crowd = Crowd::connect(server.addr, CLIENTS);
+    let capacity = wait_exhausted(&server);
+    assert!(capacity < CLIENTS && capacity + base >= NOFILE as usize - 1);
     assert!(
-        exhausted,
-        "the server never ran out of descriptors: {} open, at start {base:?}",
-        server.open_fds()
+        crowd.wait_served(capacity),
+        "{} served",
+        crowd.served().len()
     );
-    // Every accepted client gets its echo; the rest wait in the backlog.
-    let capacity = server.open_sockets() - 1;
-    let filled = wait_until(IO_TIMEOUT, || {
-        collect_replies(&mut clients, &mut replies);
-        served(&messages, &replies) == capacity
-    });
-    assert!(
-        filled,
-        "expected {capacity} clients served (descriptors at start: {base:?}), got {}",
-        served(&messages, &replies)
-    );
-    assert!(capacity < CLIENTS && capacity + base.len() >= NOFILE as usize - 1);
     // Exhausted: accept fails with EMFILE. The server must not retry in a loop.
     let exhausted_since = Instant::now();
     let cpu = server.cpu_share_over(Duration::from_millis(1500));
-    collect_replies(&mut clients, &mut replies);
-    assert_eq!(served(&messages, &replies), capacity, "nobody else got in");
+    crowd.collect();
+    assert_eq!(crowd.served().len(), capacity, "nobody else got in");
     assert!(
         cpu < 0.20,
-        "the server used {:.0}% of a core while out of descriptors",
+        "{:.0}% of a core while out of descriptors",
         cpu * 100.0
     );
     assert_eq!(
         server.log_lines_with("pausing accept"),
         1,
-        "one log line per exhaustion episode"
+        "one line per episode"
     );
-    // Half of the served clients leave: the ones waiting in the backlog (which raise no
-    // new readiness event) are accepted after the back-off and get their echo.
-    let waiting: Vec<usize> = (0..CLIENTS)
-        .filter(|&i| replies[i] != messages[i])
-        .collect();
-    let leaving: Vec<usize> = (0..CLIENTS)
-        .filter(|&i| replies[i] == messages[i])
-        .take(LEAVING)
-        .collect();
-    for &i in &leaving {
-        clients[i]
-            .shutdown(Shutdown::Both)
-            .expect("close a served client");
+    // Half of the served leave: the clients waiting in the backlog (which raise no new
+    // readiness event) are accepted after the back-off and get their echo.
+    let waiting = CLIENTS - capacity;
+    for i in crowd.served().into_iter().take(LEAVING) {
+        crowd.clients[i].shutdown(Shutdown::Both).expect("leave");
     }
-    let recovered = wait_until(IO_TIMEOUT, || {
-        collect_replies(&mut clients, &mut replies);
-        waiting.iter().all(|&i| replies[i] == messages[i])
-    });
-    let exhausted_for = exhausted_since.elapsed();
     assert!(
-        recovered,
-        "{} of {} waiting clients served after descriptors freed",
-        waiting
-            .iter()
-            .filter(|&&i| replies[i] == messages[i])
-            .count(),
-        waiting.len()
+        crowd.wait_served(CLIENTS),
+        "{} of {waiting} waiting clients served after descriptors freed",
+        crowd.served().len() - capacity
     );
+    let exhausted_for = exhausted_since.elapsed();
     assert_eq!(server.log_lines_with("file descriptors available again"), 1);
-    drop(clients);
+    drop(crowd);
     let stats = server.stop();
     let attempts = stat(&stats, "fd exhausted");
     eprintln!(
-        "fd exhaustion (RLIMIT_NOFILE {NOFILE}, {} fds at start): {capacity} of {CLIENTS} \
-         served, CPU {:.1}% of a core while exhausted; {} failed accepts over {:?} \
-         (one per 500 ms back-off); {} waiting clients served after {LEAVING} left; accepted {}",
-        base.len(),
+        "fd exhaustion (RLIMIT_NOFILE {NOFILE}, {base} fds at start): {capacity} of {CLIENTS} \
+         served, CPU {:.1}% of a core while exhausted; {attempts} failed accepts over \
+         {exhausted_for:?} (one per 500 ms back-off); {waiting} waiting clients served after \
+         {LEAVING} left; accepted {}",
         cpu * 100.0,
-        attempts,
-        exhausted_for,
-        waiting.len(),
         stat(&stats, "accepted")
     );
     assert_eq!(stat(&stats, "accepted"), CLIENTS as u64);
     assert_eq!(stat(&stats, "closed"), CLIENTS as u64);
-    // A failed accept per back-off period, not a loop: the +2 allows for the first failure
-    // and the last retry.
+    // A failed accept per back-off period, not a loop (+2: the first failure, the last try).
     let max_attempts = exhausted_for.as_millis() as u64 / 500 + 2;
     assert!(
         (1..=max_attempts).contains(&attempts),
-        "{attempts} failed accepts in {exhausted_for:?}"
+        "{attempts} failed accepts"
     );
 }
 
