@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use tcp_reactor::{Config, Handler, Model, Running, Server, Stats};
 
-/// Every model a behavioural test runs against. Add `Model::Threads` here once the
-/// thread-per-client model is on main, and every test that loops over `MODELS` covers it.
-pub const MODELS: &[Model] = &[Model::Reactor];
+/// Every model a behavioural test runs against: the same assertions hold for both.
+pub const MODELS: &[Model] = &[Model::Reactor, Model::Threads];
 
 /// How long any single client operation may block before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
