@@ -9,7 +9,6 @@ pub mod process;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,13 +36,7 @@ pub fn config() -> Config {
 /// Start `handler` under `model` with `config` on a free loopback port.
 #[track_caller]
 pub fn serve<H: Handler>(handler: H, config: Config, model: Model) -> Running {
-    serve_arc(Arc::new(handler), config, model)
-}
-
-/// Like [`serve`], for a handler the test keeps a reference to.
-#[track_caller]
-pub fn serve_arc<H: Handler>(handler: Arc<H>, config: Config, model: Model) -> Running {
-    match Server::from_arc(handler)
+    match Server::new(handler)
         .config(config)
         .model(model)
         .bind(loopback())

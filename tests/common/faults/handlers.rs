@@ -298,24 +298,3 @@ impl Handler for BigReply {
         input.len()
     }
 }
-
-/// Answers every input byte with `factor` copies of it: a client that sends without reading
-/// makes its output grow faster than its input.
-#[derive(Debug, Clone, Copy)]
-pub struct Amplify {
-    /// Output bytes per input byte.
-    pub factor: usize,
-}
-
-impl Handler for Amplify {
-    type Session = ();
-
-    fn open(&self, _ctx: &mut Context<'_>) {}
-
-    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
-        for _ in 0..self.factor {
-            ctx.write(input);
-        }
-        input.len()
-    }
-}

@@ -198,11 +198,6 @@ impl ServerProcess {
             .count()
     }
 
-    /// True while the child has not exited.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// SIGTERM the server, wait (bounded) for it to exit cleanly, and parse its stats.
     #[track_caller]
     pub fn stop(mut self) -> PrintedStats {
