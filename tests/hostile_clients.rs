@@ -267,8 +267,9 @@ fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served
         pushed < 256 << 20,
         "{model:?}: the server never stopped reading"
     );
-    // Paused: with input waiting, the handler is soon given none at all. (Kernel buffers
-    // that grow late may let a little more through after the client stalled.)
+    // Paused (the reactor stops reading; a threads-model client thread blocks writing):
+    // with input waiting, the handler is soon given none at all. (Kernel buffers that grow
+    // late may let a little more through after the client stalled.)
     let consumed = wait_until_stable(|| record.consumed(), Duration::from_millis(300))
         .unwrap_or_else(|| panic!("{model:?}: reads were never paused"));
     // The flooder stays open, paused, for as long as it likes: not closed by any limit.
