@@ -13,15 +13,16 @@ use std::time::{Duration, Instant};
 
 use common::faults::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
 use common::faults::{
-    IO_TIMEOUT, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, poll_closed,
+    IO_TIMEOUT, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, loopback, poll_closed,
     read_to_eof, serve, stop_checked, wait_connections, wait_until,
 };
 use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
-use tcp_reactor::{CloseReason, Config, Context, Handler, Model};
+use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
 
 for_each_model!(
     connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest_cleanly,
+    connection_flood_on_two_workers_is_limited_server_wide,
     writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served,
     client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all,
     partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof,
@@ -143,6 +144,48 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
     assert_eq!(stats.refused, (ATTEMPTS - LIMIT + 1) as u64);
     assert_eq!(stats.closed_by(CloseReason::Eof), stats.accepted);
     assert_eq!(closes.count(CloseReason::Eof), LIMIT + LIMIT / 2);
+}
+
+fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
+    // `max_connections` is "most connections served at once" by the server, whatever the
+    // number of workers sharing its port.
+    const LIMIT: usize = 100;
+    const ATTEMPTS: usize = 500;
+    let config = Config {
+        max_connections: LIMIT,
+        ..config()
+    };
+    let server = Server::new(Busy)
+        .config(config)
+        .model(model)
+        .workers(2)
+        .bind(loopback())
+        .expect("bind two workers");
+    let clients: Vec<TcpStream> = (0..ATTEMPTS)
+        .map(|_| connect(server.local_addr()))
+        .collect();
+    let live = server.live();
+    let decided = || live.accepted.load(Ordering::Relaxed) + live.refused.load(Ordering::Relaxed);
+    assert!(wait_until(IO_TIMEOUT, || decided() == ATTEMPTS as u64));
+    let by_worker: Vec<u64> = live
+        .accepted_by_worker
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        server.connections(),
+        LIMIT as u64,
+        "{model:?}: served at once with two workers (accepted per worker: {by_worker:?})"
+    );
+    let mut served = split_flood(clients, ATTEMPTS - LIMIT);
+    assert_eq!(served.len(), LIMIT);
+    for (i, client) in served.iter_mut().enumerate() {
+        echo_roundtrip(client, format!("served {i}\n").as_bytes());
+    }
+    drop(served);
+    wait_connections(&server, 0);
+    let stats = stop_checked(server);
+    assert_eq!(stats.refused, (ATTEMPTS - LIMIT) as u64);
 }
 
 /// Sample `value` until it holds still for `window`; `None` if it never does within 5 s.
