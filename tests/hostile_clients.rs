@@ -31,6 +31,8 @@ for_each_model!(
     slowloris_trickling_a_partial_frame_is_closed_by_the_idle_timeout_and_others_are_unaffected,
     reset_storm_mid_traffic_closes_only_the_reset_connections,
     pending_output_counts_only_bytes_not_yet_sent,
+    stop_is_bounded_by_linger_with_clients_that_never_read,
+    accept_budget_of_one_still_accepts_a_whole_burst,
 );
 
 /// What a client of the flood test saw.
@@ -872,4 +874,72 @@ fn pending_output_counts_only_bytes_not_yet_sent(model: Model) {
     );
     drop(client);
     stop_checked(server);
+}
+
+fn stop_is_bounded_by_linger_with_clients_that_never_read(model: Model) {
+    // Stopping flushes and closes every connection, but a client that never reads cannot
+    // hold the server up past the linger bound.
+    let linger = Duration::from_millis(500);
+    let config = Config {
+        linger,
+        high_water: 64 * 1024,
+        low_water: 16 * 1024,
+        ..Config::default()
+    };
+    let (handler, closes) = Recorded::new(Echo);
+    let server = serve(handler, config, model);
+    let addr = server.local_addr();
+    let mut hostile: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut flooder = connect_small_rcvbuf(addr, 16 * 1024);
+            flooder.set_nonblocking(true).expect("nonblocking");
+            push_until_stalled(
+                &mut flooder,
+                64 << 20,
+                Duration::from_millis(200),
+                Duration::from_secs(5),
+            );
+            flooder
+        })
+        .collect();
+    // Silent ones and a half-written line, too.
+    hostile.extend((0..10).map(|_| connect(addr)));
+    wait_connections(&server, 20);
+    let start = Instant::now();
+    let stats = stop_checked(server);
+    let took = start.elapsed();
+    eprintln!(
+        "{model:?} stop with 10 never-reading flooders and 10 silent clients (linger \
+         {linger:?}): done in {took:?}; closed {:?}",
+        closes
+            .all()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(stats.closed_total(), 20);
+    assert!(
+        took < linger + IO_TIMEOUT,
+        "{model:?}: stopping took {took:?} with linger {linger:?}"
+    );
+}
+
+fn accept_budget_of_one_still_accepts_a_whole_burst(model: Model) {
+    // A budget that stops accepting early must revisit the listener: the clients left in
+    // the backlog raise no new readiness event.
+    const BURST: usize = 300;
+    let config = Config {
+        accept_budget: 1,
+        ..config()
+    };
+    let server = serve(Echo, config, model);
+    let mut clients: Vec<TcpStream> = (0..BURST).map(|_| connect(server.local_addr())).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        echo_roundtrip(client, format!("burst {i}\n").as_bytes());
+    }
+    assert_eq!(server.connections(), BURST as u64);
+    drop(clients);
+    wait_connections(&server, 0);
+    let stats = stop_checked(server);
+    assert_eq!(stats.accepted, BURST as u64);
 }
