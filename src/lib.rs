@@ -40,6 +40,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod handler;
+pub mod load;
 pub mod protocols;
 mod reactor;
 mod reason;

@@ -1,0 +1,171 @@
+//! The load generator against real echo servers on 127.0.0.1: it counts exactly what it
+//! sends, and reports every wrong, missing or refused echo instead of ignoring it.
+
+#[path = "common/load_fixtures.rs"]
+mod fixtures;
+
+use std::process::ExitCode;
+
+use fixtures::{Behaviour, closed_port, fixture_server};
+use tcp_reactor::load::{self, LoadArgs, Report};
+
+/// Load arguments for a short, count-bounded run against `addr`.
+fn count_run(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    size: usize,
+    pipeline: usize,
+    messages: u64,
+) -> LoadArgs {
+    LoadArgs {
+        addr,
+        connections,
+        size,
+        pipeline,
+        messages: Some(messages),
+        timeout: Some(60.0),
+        quiet: true,
+        ..LoadArgs::default()
+    }
+}
+
+#[track_caller]
+fn run_ok(args: &LoadArgs) -> Report {
+    match load::run(args) {
+        Ok(report) => report,
+        Err(e) => panic!("load run could not happen: {e}"),
+    }
+}
+
+#[test]
+fn every_message_sent_is_echoed_verified_and_counted_exactly() {
+    let server = fixture_server(Behaviour::Echo);
+    // 1003 messages over 7 connections does not divide evenly; 100 B is not a multiple of
+    // the pattern's 8-byte words; pipelining makes echoes arrive in arbitrary pieces.
+    let report = run_ok(&count_run(server.addr, 7, 100, 4, 1003));
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert_eq!(report.connected, 7);
+    assert_eq!(report.sent, 1003);
+    assert_eq!(report.messages, 1003);
+    assert_eq!(report.bytes, 1003 * 100);
+    assert!(report.latency_us.p50 > 0.0 && report.latency_us.max >= report.latency_us.p99);
+    assert!(report.failure_line().is_none());
+}
+
+#[test]
+fn large_messages_split_across_reads_are_verified() {
+    let server = fixture_server(Behaviour::Echo);
+    let report = run_ok(&count_run(server.addr, 2, 300_000, 2, 10));
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert_eq!(report.messages, 10);
+    assert_eq!(report.bytes, 10 * 300_000);
+}
+
+#[test]
+fn a_flipped_byte_is_reported_as_a_mismatch() {
+    // Byte 1000 of each connection's stream is the 17th message (64 B each) on its way back.
+    let server = fixture_server(Behaviour::FlipByteAt(1000));
+    let report = run_ok(&count_run(server.addr, 3, 64, 1, 300));
+    assert_eq!(report.errors.mismatches, 3, "{report:?}");
+    assert!(report.error_count() >= 3);
+    // Each connection got 15 correct echoes before the corrupted one and none after.
+    assert_eq!(report.messages, 3 * 15);
+    let line = report.failure_line().unwrap_or_default();
+    assert!(line.contains("3 mismatched"), "{line}");
+    assert!(line.contains("message 15 byte 40"), "{line}");
+}
+
+#[test]
+fn the_cli_entry_exits_non_zero_on_a_mismatch() {
+    let server = fixture_server(Behaviour::FlipByteAt(10));
+    let code = load::run_cli(count_run(server.addr, 1, 64, 1, 5));
+    assert_eq!(code, ExitCode::FAILURE);
+}
+
+#[test]
+fn the_cli_entry_exits_zero_on_a_clean_run() {
+    let server = fixture_server(Behaviour::Echo);
+    let code = load::run_cli(count_run(server.addr, 2, 64, 1, 20));
+    assert_eq!(code, ExitCode::SUCCESS);
+}
+
+#[test]
+fn a_server_closing_before_echoing_everything_is_reported() {
+    let server = fixture_server(Behaviour::CloseAfter(640));
+    let report = run_ok(&count_run(server.addr, 2, 64, 1, 100));
+    // Each connection sees the close either as EOF on read or as a reset on its next write.
+    assert_eq!(
+        report.errors.closed_early + report.errors.io,
+        2,
+        "{report:?}"
+    );
+    assert_eq!(report.messages, 2 * 10);
+    assert!(!report.is_clean());
+}
+
+#[test]
+fn refused_connections_are_counted_as_connect_failures() {
+    let report = run_ok(&count_run(closed_port(), 4, 64, 1, 40));
+    assert_eq!(report.errors.connect_failures, 4);
+    assert_eq!(report.connected, 0);
+    assert_eq!(report.messages, 0);
+    assert!(
+        report
+            .failure_line()
+            .unwrap_or_default()
+            .contains("4 connect failure")
+    );
+}
+
+#[test]
+fn a_duration_run_stops_by_itself_and_is_clean() {
+    let server = fixture_server(Behaviour::Echo);
+    let args = LoadArgs {
+        addr: server.addr,
+        connections: 5,
+        duration: Some(0.3),
+        ramp: 0.1,
+        quiet: true,
+        ..LoadArgs::default()
+    };
+    let report = run_ok(&args);
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert!(report.messages > 0);
+    assert_eq!(
+        report.messages, report.sent,
+        "every message sent before the end is awaited"
+    );
+}
+
+#[test]
+fn hundreds_of_connections_on_two_threads_all_get_served() {
+    let server = fixture_server(Behaviour::Echo);
+    let mut args = count_run(server.addr, 500, 64, 1, 2000);
+    args.threads = Some(2);
+    let report = run_ok(&args);
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert_eq!(report.connected, 500);
+    assert_eq!(report.messages, 2000);
+    assert_eq!(report.threads, 2);
+}
+
+#[test]
+fn idle_connections_are_held_after_one_echo_each() {
+    let server = fixture_server(Behaviour::Echo);
+    let idle = match load::idle::open(server.addr, 50, std::time::Duration::from_secs(20)) {
+        Ok(idle) => idle,
+        Err(e) => panic!("idle open failed: {e}"),
+    };
+    assert_eq!(idle.held(), 50);
+    assert_eq!(idle.failed(), 0);
+}
+
+#[test]
+fn the_json_report_has_the_measured_fields() {
+    let server = fixture_server(Behaviour::Echo);
+    let report = run_ok(&count_run(server.addr, 1, 64, 1, 10));
+    let json = serde_json::to_value(&report).unwrap_or_default();
+    assert_eq!(json["messages"], 10);
+    assert!(json["latency_us"]["p999"].is_number());
+    assert_eq!(json["errors"]["mismatches"], 0);
+}
