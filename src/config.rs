@@ -31,7 +31,8 @@ pub struct Config {
     pub max_output: usize,
     /// Close a connection that sends nothing for this long; `None` keeps it forever.
     pub idle_timeout: Option<Duration>,
-    /// How long a closing connection may take to flush its output and see the peer's EOF.
+    /// How long a closing connection may go without progress while it flushes its output
+    /// and waits for the peer's EOF; also bounds a graceful stop.
     pub linger: Duration,
     /// How long to stop accepting after running out of file descriptors.
     pub accept_backoff: Duration,

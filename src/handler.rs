@@ -230,6 +230,11 @@ impl<'a> Context<'a> {
         self.actions.timer = Some(TimerRequest::Set(self.now + after));
     }
 
+    /// True once the handler asked to close (so a model stops feeding it input).
+    pub(crate) fn close_requested(&self) -> bool {
+        self.actions.close.is_some()
+    }
+
     /// Cancel the timer set with [`set_timer`](Context::set_timer), if any.
     pub fn cancel_timer(&mut self) {
         self.actions.timer = Some(TimerRequest::Cancel);

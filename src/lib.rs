@@ -27,6 +27,7 @@
 //! - [`handler`] — the [`Handler`] trait a protocol implements, and its [`Context`].
 //! - `reactor` — the event loop: poll, accept, dispatch, flush, timers, reap.
 //! - `connection` — one client's socket, buffers and state; classifies I/O results.
+//! - `mailbox` — queues for `send_to` between reactor workers.
 //! - `timer` — deadlines for idle, linger and handler timers, a heap with lazy cancellation.
 //! - `threads` — the thread-per-client model running the same handlers.
 //! - [`server`] — the [`Server`] builder, [`Running`] handle, [`StopHandle`] and workers.
@@ -41,6 +42,7 @@ pub mod config;
 mod connection;
 pub mod handler;
 pub mod load;
+mod mailbox;
 pub mod protocols;
 mod reactor;
 mod reason;
@@ -54,3 +56,8 @@ pub use handler::{Context, Handler};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Live, Model, Running, Server, StopHandle};
 pub use stats::Stats;
+
+/// The README's code examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

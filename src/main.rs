@@ -1,3 +1,201 @@
-//! The `tcp-reactor` command line. (Being written.)
+//! The `tcp-reactor` command line: parses arguments and calls the library.
 
-fn main() {}
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tcp_reactor::{Config, Handler, Model, Server, client, protocols};
+
+/// A single-threaded, event-driven TCP server core (mio + slab), with a
+/// thread-per-client model for comparison.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a server until SIGINT or SIGTERM, then print its stats.
+    Serve(ServeArgs),
+    /// The tutorial's client: send one message and print the reply.
+    Client(ClientArgs),
+}
+
+/// Which protocol `serve` speaks.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProtocolName {
+    /// Every byte back.
+    Echo,
+    /// The tutorial's server: log each message, reply `hahaha`, close.
+    Seed,
+}
+
+/// Which concurrency model `serve` uses.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModelName {
+    /// One thread, one mio Poll, a slab of connections (per worker).
+    Reactor,
+    /// One blocking OS thread per client.
+    Threads,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Protocol to serve.
+    #[arg(long, value_enum, default_value = "echo")]
+    protocol: ProtocolName,
+    /// Concurrency model.
+    #[arg(long, value_enum, default_value = "reactor")]
+    model: ModelName,
+    /// Address to listen on (IPv4 or IPv6, e.g. [::1]:8866).
+    #[arg(long, default_value = "127.0.0.1:8866")]
+    addr: SocketAddr,
+    /// Independent workers sharing the port (SO_REUSEPORT), one thread each.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Most clients served at once; more are refused.
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Close clients that make no progress for this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    idle_timeout: f64,
+    /// Seconds a closing client may take to receive its last output.
+    #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
+    linger: f64,
+    /// Cap on a client's unconsumed input, in bytes.
+    #[arg(long, default_value_t = Config::default().max_input)]
+    max_input: usize,
+    /// Cap on a client's unsent output, in bytes.
+    #[arg(long, default_value_t = Config::default().max_output)]
+    max_output: usize,
+    /// Stop reading from a client above this much unsent output, in bytes.
+    #[arg(long, default_value_t = Config::default().high_water)]
+    high_water: usize,
+    /// Resume reading once unsent output drops to this, in bytes.
+    #[arg(long, default_value_t = Config::default().low_water)]
+    low_water: usize,
+    /// Most bytes read from one client per turn of the loop.
+    #[arg(long, default_value_t = Config::default().read_budget)]
+    read_budget: usize,
+    /// Most clients accepted per turn of the loop.
+    #[arg(long, default_value_t = Config::default().accept_budget)]
+    accept_budget: usize,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server address; asked for on stdin when missing.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Message to send; asked for on stdin when missing.
+    #[arg(long)]
+    message: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Client(args) => run_client(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tcp-reactor: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `serve`: pick the protocol, then run it.
+fn serve(args: &ServeArgs) -> io::Result<()> {
+    let config = config_from(args)?;
+    match args.protocol {
+        ProtocolName::Echo => serve_with(protocols::Echo, config, args),
+        ProtocolName::Seed => serve_with(protocols::Echo, config, args),
+    }
+}
+
+/// Turn the limit flags into a [`Config`], rejecting inconsistent ones.
+fn config_from(args: &ServeArgs) -> io::Result<Config> {
+    let seconds = |value: f64, flag: &str| {
+        Duration::try_from_secs_f64(value)
+            .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
+    };
+    let idle = seconds(args.idle_timeout, "idle-timeout")?;
+    if args.low_water > args.high_water {
+        return Err(invalid("--low-water must not exceed --high-water".into()));
+    }
+    if args.max_connections == 0 {
+        return Err(invalid("--max-connections must be at least 1".into()));
+    }
+    Ok(Config {
+        max_connections: args.max_connections,
+        accept_budget: args.accept_budget,
+        read_budget: args.read_budget,
+        high_water: args.high_water,
+        low_water: args.low_water,
+        max_input: args.max_input,
+        max_output: args.max_output,
+        idle_timeout: (!idle.is_zero()).then_some(idle),
+        linger: seconds(args.linger, "linger")?,
+        ..Config::default()
+    })
+}
+
+/// Bind, install the signal handler, serve until stopped, print the stats.
+fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::Result<()> {
+    let model = match args.model {
+        ModelName::Reactor => Model::Reactor,
+        ModelName::Threads => Model::Threads,
+    };
+    let running = Server::new(handler)
+        .config(config)
+        .model(model)
+        .workers(args.workers)
+        .bind(args.addr)
+        .map_err(|err| {
+            io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr))
+        })?;
+    let stop = running.stop_handle();
+    ctrlc::set_handler(move || stop.stop())
+        .map_err(|err| io::Error::other(format!("cannot install signal handler: {err}")))?;
+    println!(
+        "tcp-reactor listening on {} (protocol {:?}, model {:?}, {} worker{})",
+        running.local_addr(),
+        args.protocol,
+        args.model,
+        args.workers,
+        if args.workers == 1 { "" } else { "s" }
+    );
+    let stats = running.wait()?;
+    println!("tcp-reactor stopped\n{stats}");
+    Ok(())
+}
+
+/// `client`: prompt for what is missing, exchange one message, print the reply.
+fn run_client(args: ClientArgs) -> io::Result<()> {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut output = io::stdout();
+    let addr = match args.addr {
+        Some(addr) => addr,
+        None => client::prompt_addr(&mut input, &mut output)?,
+    };
+    let message = match args.message {
+        Some(message) => message,
+        None => client::prompt_message(&mut input, &mut output)?,
+    };
+    let reply = client::exchange(addr, message.as_bytes())?;
+    println!("{}", String::from_utf8_lossy(&reply));
+    Ok(())
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}

@@ -1,21 +1,954 @@
-//! The event loop. (Being written.)
+//! The event loop: one thread, one `mio::Poll`, a slab of connections.
+//!
+//! This module owns the order of work in a turn and every decision about a connection's
+//! life (accept, feed the handler, pause, close, reap). It leaves the socket calls and their
+//! classification to `connection`, and never interprets the bytes: that is the handler's.
+//!
+//! One turn of the loop, in order:
+//!
+//! 1. **poll** for readiness, sleeping no longer than the next timer (not at all when some
+//!    connection is waiting for a revisit);
+//! 2. **handle events**: accept on the listener, read and write on connections;
+//! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
+//!    readiness will not be reported again for data already waiting;
+//! 4. **deliver mail** sent by other workers to our connections;
+//! 5. **flush** output that handlers queued for other connections;
+//! 6. **expire timers**: idle, linger, handler timers, accept back-off;
+//! 7. **reap** connections that finished, telling the handler why;
+//! 8. **check stop**: begin or finish a graceful shutdown.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::Handler;
-use crate::server::{Prepared, WorkerSetup};
+use log::{debug, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
 
-/// Per-worker mailboxes for messages between reactors.
-#[derive(Debug, Default)]
-pub(crate) struct Mailboxes;
+use crate::connection::{Connection, FlushOutcome, ReadOutcome};
+use crate::handler::{Actions, CloseRequest, Outbox, TimerRequest};
+use crate::server::{Live, Prepared, Shared, WorkerSetup};
+use crate::timer::{TimerKind, Timers};
+use crate::{CloseReason, Config, ConnId, Context, Handler, Stats};
 
-impl Mailboxes {
-    pub(crate) fn new(_workers: usize) -> Self {
-        Mailboxes
+/// The listener's token; connection tokens never reach it (their key fits in 32 bits).
+const LISTENER: Token = Token(usize::MAX);
+/// The waker's token: another thread wants our attention (stop, or mail).
+const WAKER: Token = Token(usize::MAX - 1);
+/// Connection tokens keep the slab key in these low bits and a generation above them.
+const KEY_MASK: usize = 0xFFFF_FFFF;
+/// Readiness events taken per `poll`.
+const EVENTS_PER_POLL: usize = 1024;
+/// The shared output buffer is trimmed back to this capacity after a large burst.
+const KEEP_SCRATCH: usize = 1024 * 1024;
+/// A connection's input buffer above this capacity is released once empty, so a client that
+/// once sent a large partial frame does not keep the memory while idle.
+const KEEP_INPUT: usize = 16 * 1024;
+
+/// Which handler callback [`Reactor::invoke`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `Handler::open`, right after accept.
+    Open,
+    /// `Handler::data`, with this many fresh bytes in the read buffer (0: only buffered input).
+    Data(usize),
+    /// `Handler::timer`.
+    Timer,
+}
+
+/// Build a reactor worker: its `Poll`, waker and listener registration.
+pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    setup.listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(setup.listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    setup
+        .shared
+        .mailboxes
+        .set_waker(setup.index, Arc::clone(&waker));
+    let reactor = Reactor {
+        poll,
+        listener: Some(listener),
+        conns: Slab::new(),
+        ids: HashMap::new(),
+        handler: setup.handler,
+        read_buf: vec![0; setup.config.read_chunk.max(1)],
+        config: setup.config,
+        stats: Stats::default(),
+        live: setup.live,
+        shared: setup.shared,
+        stop: setup.stop,
+        index: setup.index,
+        workers: setup.workers,
+        next_seq: 0,
+        generation: 0,
+        timers: Timers::default(),
+        ready: Vec::new(),
+        listener_ready: false,
+        dirty: Vec::new(),
+        reap: Vec::new(),
+        scratch_out: Vec::new(),
+        actions: Actions::default(),
+        outbox: Outbox::default(),
+        inbox: Vec::new(),
+        now: Instant::now(),
+        accept_paused: false,
+        fd_episode: false,
+        stop_deadline: None,
+    };
+    Ok(Prepared {
+        run: Box::new(move || reactor.run()),
+        wake: Box::new(move || {
+            // Failure means the poll is already gone: the worker has stopped.
+            let _ = waker.wake();
+        }),
+    })
+}
+
+/// A single-threaded event loop serving one listener.
+struct Reactor<H: Handler> {
+    /// The readiness queue (epoll on Linux).
+    poll: Poll,
+    /// Accepts new clients; `None` once stopping.
+    listener: Option<TcpListener>,
+    /// Live connections, keyed by the low bits of their token.
+    conns: Slab<Connection<H::Session>>,
+    /// Connection id to slab key, for `send_to`.
+    ids: HashMap<ConnId, usize>,
+    /// The protocol.
+    handler: Arc<H>,
+    /// Shared read buffer: every read lands here first, so idle connections own none.
+    read_buf: Vec<u8>,
+    /// Limits and timeouts.
+    config: Config,
+    /// Counters returned at the end.
+    stats: Stats,
+    /// Gauges readable from other threads.
+    live: Arc<Live>,
+    /// Mailboxes of all workers.
+    shared: Arc<Shared>,
+    /// Raised by a `StopHandle`.
+    stop: Arc<AtomicBool>,
+    /// This worker's index.
+    index: usize,
+    /// How many workers share the server.
+    workers: usize,
+    /// Connections accepted by this worker so far (to make ids).
+    next_seq: u64,
+    /// Bumped per accept and put in the token's high bits.
+    generation: u32,
+    /// Idle, linger, handler and back-off deadlines.
+    timers: Timers,
+    /// Connections a budget stopped early, to read again next turn.
+    ready: Vec<Token>,
+    /// The accept budget ran out with clients possibly still waiting.
+    listener_ready: bool,
+    /// Connections with output queued during this turn by other connections.
+    dirty: Vec<Token>,
+    /// Finished connections, freed at the end of the turn.
+    reap: Vec<usize>,
+    /// Output of a connection with nothing pending is written here first and sent at once;
+    /// only what the kernel refuses is copied into the connection's own buffer.
+    scratch_out: Vec<u8>,
+    /// What the current callback asked for.
+    actions: Actions,
+    /// What the current callback sent to other connections.
+    outbox: Outbox,
+    /// Mail taken from other workers (buffer reused).
+    inbox: Vec<(ConnId, Vec<u8>)>,
+    /// When the current turn started.
+    now: Instant,
+    /// Accepting is suspended after running out of file descriptors.
+    accept_paused: bool,
+    /// An fd-exhaustion episode is in progress (logged once).
+    fd_episode: bool,
+    /// Set when stopping: when the last connections are dropped regardless.
+    stop_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Reactor<H> {
+    /// Run until stopped; return the stats.
+    fn run(mut self) -> io::Result<Stats> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        debug!("worker {} serving", self.index);
+        loop {
+            self.poll_events(&mut events)?;
+            self.handle_events(&events);
+            self.revisit_ready();
+            self.deliver_mail();
+            self.flush_dirty();
+            self.expire_timers();
+            self.reap_finished();
+            if self.check_stop() {
+                break;
+            }
+        }
+        debug!("worker {} stopped", self.index);
+        Ok(self.stats)
+    }
+
+    /// Step 1: wait for readiness, no longer than the next deadline, and not at all when
+    /// work is already waiting.
+    fn poll_events(&mut self, events: &mut Events) -> io::Result<()> {
+        let now = Instant::now();
+        let timeout = if !self.ready.is_empty() || self.listener_ready {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.timeout(now)
+        };
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            // A signal arrived while waiting: nothing happened, go round again.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => events.clear(),
+            // The poll itself failed: the reactor cannot go on.
+            Err(err) => return Err(err),
+        }
+        self.stats.polls += 1;
+        self.now = Instant::now();
+        Ok(())
+    }
+
+    /// Step 2: act on each readiness event.
+    fn handle_events(&mut self, events: &Events) {
+        for event in events {
+            self.stats.events += 1;
+            let token = event.token();
+            trace!(
+                "event {:#x}: readable={} writable={} read_closed={} error={}",
+                token.0,
+                event.is_readable(),
+                event.is_writable(),
+                event.is_read_closed(),
+                event.is_error()
+            );
+            match token {
+                LISTENER => self.accept(),
+                // Mail and the stop flag are checked every turn.
+                WAKER => {}
+                token => {
+                    let Some(key) = self.live_key(token) else {
+                        // The connection closed earlier in this batch (or its slot now
+                        // holds another): the event is stale.
+                        continue;
+                    };
+                    // Data that arrived before the peer's FIN raises no further edge, so
+                    // then (and on error) read until the kernel says WouldBlock or EOF.
+                    let drain = event.is_read_closed() || event.is_error();
+                    if event.is_readable() || drain {
+                        self.read(key, drain);
+                    }
+                    if event.is_writable() {
+                        self.flush(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The slab key for `token` if it still names a live connection.
+    fn live_key(&self, token: Token) -> Option<usize> {
+        let key = token.0 & KEY_MASK;
+        match self.conns.get(key) {
+            Some(conn) if conn.token == token && conn.dead.is_none() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Accept clients until the kernel has none, or the per-turn budget is spent.
+    fn accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        self.listener_ready = false;
+        for _ in 0..self.config.accept_budget.max(1) {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.fd_episode {
+                        self.fd_episode = false;
+                        info!("file descriptors available again; accepting");
+                    }
+                    self.admit(stream, peer);
+                }
+                // Not an error: the backlog is empty until the next edge.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                // A signal interrupted accept: retry.
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // Out of descriptors or memory: stop accepting for a while. Retrying now
+                // would spin, and the waiting clients raise no new edge, so a timer
+                // resumes us.
+                Err(err) if is_resource_exhaustion(&err) => {
+                    self.back_off_accept(&err);
+                    return;
+                }
+                // The waiting client failed (e.g. ECONNABORTED): its problem, not ours.
+                Err(err) => debug!("accept failed: {err}"),
+            }
+        }
+        // Budget spent: clients may still wait, and no new edge will announce them.
+        self.listener_ready = true;
+    }
+
+    /// Suspend accepting for the back-off period, logging once per episode.
+    fn back_off_accept(&mut self, err: &io::Error) {
+        self.stats.fd_exhausted += 1;
+        if !self.fd_episode {
+            self.fd_episode = true;
+            warn!(
+                "accept: {err}; pausing accept for {:?} ({} connections open)",
+                self.config.accept_backoff,
+                self.conns.len()
+            );
+        }
+        self.accept_paused = true;
+        self.timers.arm(
+            self.now + self.config.accept_backoff,
+            LISTENER,
+            TimerKind::AcceptBackoff,
+        );
+    }
+
+    /// Take a freshly accepted client into the slab, or refuse it when full.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.config.max_connections || self.stop_deadline.is_some() {
+            self.refuse(stream, peer);
+            return;
+        }
+        // Replies are written whole; do not let Nagle hold the last segment back.
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!("{peer}: TCP_NODELAY: {err}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.generation = self.generation.wrapping_add(1);
+        let token = Token(key | ((self.generation as usize) << 32));
+        // Register once, for both directions: no epoll_ctl per message afterwards.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
+            warn!("{peer}: cannot register: {err}; dropping");
+            return;
+        }
+        let id = ConnId(self.index as u64 + 1 + self.next_seq * self.workers as u64);
+        self.next_seq += 1;
+        entry.insert(Connection::new(stream, token, id, peer, self.now));
+        self.ids.insert(id, key);
+        self.stats.accepted += 1;
+        self.live.opened_on(self.index);
+        self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
+        trace!("accept {peer} as connection {id} (slot {key})");
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers.arm(self.now + idle, token, TimerKind::Idle);
+        }
+        self.invoke(key, Call::Open);
+    }
+
+    /// Turn a client away: best-effort busy reply, then close.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let reply = self.handler.busy_reply();
+        if !reply.is_empty() {
+            // Best effort: a fresh socket's send buffer is empty, so this rarely blocks.
+            let _ = (&stream).write(reply);
+        }
+        self.stats.refused += 1;
+        self.live.refused();
+        debug!("refused {peer}: {} connections open", self.conns.len());
+    }
+
+    /// Read from connection `key` and feed the handler, within the read budget.
+    ///
+    /// With `drain` false, a short read ends the visit: on Linux, bytes arriving after it
+    /// raise a new edge, so reading again would only return `WouldBlock` (a wasted syscall
+    /// per message). With `drain` true (the peer has closed, or a revisit) read until
+    /// `WouldBlock`, EOF or the budget.
+    fn read(&mut self, key: usize, drain: bool) {
+        let mut budget = self.config.read_budget.max(1);
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !conn.wants_read() {
+                return;
+            }
+            if budget == 0 {
+                self.queue_ready(key);
+                return;
+            }
+            let want = budget.min(self.read_buf.len());
+            match conn.read_into(&mut self.read_buf[..want]) {
+                ReadOutcome::Data(n) => {
+                    self.stats.bytes_in += n as u64;
+                    budget -= n;
+                    trace!("read {n} bytes from connection {}", conn.id);
+                    // A closing connection reads only to reach the peer's EOF.
+                    if conn.closing.is_none() {
+                        self.invoke(key, Call::Data(n));
+                    }
+                    if n < want && !drain {
+                        return;
+                    }
+                }
+                ReadOutcome::Eof => {
+                    trace!("read 0 bytes: connection {} sent EOF", conn.id);
+                    self.on_eof(key);
+                    return;
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Failed(err) => {
+                    debug!("read from connection {}: {err}", conn.id);
+                    self.kill(key, CloseReason::from_io(&err));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Make one handler callback for connection `key`, then act on what it asked for.
+    fn invoke(&mut self, key: usize, call: Call) {
+        let handler = &*self.handler;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        // With nothing pending, output goes to the shared buffer and straight to the
+        // socket; otherwise it must queue behind what is pending.
+        let use_scratch = conn.pending() == 0;
+        let out = if use_scratch {
+            &mut self.scratch_out
+        } else {
+            &mut conn.output
+        };
+        let mut ctx = Context::new(
+            conn.id,
+            conn.peer,
+            self.now,
+            out,
+            &mut self.actions,
+            &mut self.outbox,
+        );
+        let mut consumed = 0;
+        match (call, conn.session.as_mut()) {
+            (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
+            (Call::Data(fresh), Some(session)) => {
+                consumed = feed(
+                    handler,
+                    session,
+                    &mut conn.input,
+                    &self.read_buf[..fresh],
+                    &mut ctx,
+                    self.config.high_water,
+                );
+            }
+            (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
+            (_, None) => {}
+        }
+        if consumed > 0 {
+            conn.last_active = self.now;
+        }
+        self.after_callback(key, use_scratch);
+    }
+
+    /// Send what the callback wrote, carry out its requests, enforce the limits.
+    fn after_callback(&mut self, key: usize, used_scratch: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut outcome = FlushOutcome::Done;
+        if used_scratch && !self.scratch_out.is_empty() {
+            let before = self.stats.bytes_out;
+            outcome = conn.send(&self.scratch_out, &mut self.stats.bytes_out);
+            trace!(
+                "wrote {} of {} bytes to connection {}",
+                self.stats.bytes_out - before,
+                self.scratch_out.len(),
+                conn.id
+            );
+            self.scratch_out.clear();
+            if self.scratch_out.capacity() > KEEP_SCRATCH {
+                self.scratch_out.shrink_to(KEEP_SCRATCH);
+            }
+        } else if conn.pending() > 0 {
+            outcome = conn.flush(&mut self.stats.bytes_out);
+        }
+        if let FlushOutcome::Failed(err) = outcome {
+            debug!("write to connection {}: {err}", conn.id);
+            self.kill(key, CloseReason::from_io(&err));
+            self.outbox_route();
+            return;
+        }
+        let actions = mem::take(&mut self.actions);
+        self.apply_actions(key, actions);
+        self.enforce_limits(key);
+        self.outbox_route();
+        self.settle(key);
+    }
+
+    /// Carry out the timer and close requests of a callback.
+    fn apply_actions(&mut self, key: usize, actions: Actions) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match actions.timer {
+            Some(TimerRequest::Set(at)) => {
+                conn.handler_timer = Some(at);
+                self.timers.arm(at, conn.token, TimerKind::Handler);
+            }
+            Some(TimerRequest::Cancel) => conn.handler_timer = None,
+            None => {}
+        }
+        match actions.close {
+            Some(CloseRequest::Now) => self.kill(key, CloseReason::Handler),
+            Some(CloseRequest::AfterFlush) => self.begin_close(key, CloseReason::Handler),
+            None => {}
+        }
+    }
+
+    /// Apply the input cap, output cap and high-water mark to connection `key`.
+    fn enforce_limits(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.dead.is_some() {
+            return;
+        }
+        if conn.pending() > self.config.max_output {
+            warn!(
+                "connection {} ({}): {} bytes of unsent output exceed the cap of {}; closing",
+                conn.id,
+                conn.peer,
+                conn.pending(),
+                self.config.max_output
+            );
+            self.kill(key, CloseReason::OutputLimit);
+        } else if conn.input.len() >= self.config.max_input && conn.closing.is_none() {
+            warn!(
+                "connection {} ({}): {} bytes of unconsumed input reach the cap of {}; closing",
+                conn.id,
+                conn.peer,
+                conn.input.len(),
+                self.config.max_input
+            );
+            self.begin_close(key, CloseReason::InputLimit);
+        } else if conn.pending() > self.config.high_water && !conn.paused {
+            trace!(
+                "connection {}: output above high water; pausing reads",
+                conn.id
+            );
+            conn.paused = true;
+        }
+    }
+
+    /// Deliver what the last callback sent to other connections, here or on other workers.
+    fn outbox_route(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = mem::take(&mut self.outbox);
+        let mut wake = Vec::new();
+        outbox.drain(|to, bytes| {
+            let owner = self.owner(to);
+            if owner == self.index {
+                self.deliver(to, bytes);
+            } else if self.shared.mailboxes.post(owner, to, bytes) {
+                wake.push(owner);
+            }
+        });
+        self.outbox = outbox;
+        for worker in wake {
+            self.shared.mailboxes.wake(worker);
+        }
+    }
+
+    /// The worker that owns connection `id` (ids are striped over workers).
+    fn owner(&self, id: ConnId) -> usize {
+        (id.0.saturating_sub(1) % self.workers.max(1) as u64) as usize
+    }
+
+    /// Queue `bytes` on local connection `to`, to be flushed at the end of the turn.
+    /// Bytes for a connection that is gone or closing are dropped.
+    fn deliver(&mut self, to: ConnId, bytes: &[u8]) {
+        let Some(&key) = self.ids.get(&to) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.dead.is_some() || conn.write_shut {
+            return;
+        }
+        conn.output.extend_from_slice(bytes);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(conn.token);
+        }
+        self.enforce_limits(key);
+    }
+
+    /// Write pending output of connection `key`; then see whether it can close or resume.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.dead.is_some() || conn.pending() == 0 {
+            return;
+        }
+        let before = self.stats.bytes_out;
+        match conn.flush(&mut self.stats.bytes_out) {
+            FlushOutcome::Done | FlushOutcome::Blocked => {}
+            FlushOutcome::Failed(err) => {
+                debug!("write to connection {}: {err}", conn.id);
+                self.kill(key, CloseReason::from_io(&err));
+                return;
+            }
+        }
+        if self.stats.bytes_out > before {
+            conn.last_active = self.now;
+            trace!(
+                "wrote {} bytes to connection {}",
+                self.stats.bytes_out - before,
+                conn.id
+            );
+        }
+        self.settle(key);
+    }
+
+    /// Decide what a connection does next after its output changed: resume reading below
+    /// the low-water mark, and close once everything is flushed if it is closing.
+    fn settle(&mut self, key: usize) {
+        let stopping = self.stop_deadline.is_some();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.dead.is_some() {
+            return;
+        }
+        if conn.paused && conn.pending() <= self.config.low_water {
+            trace!("connection {}: output drained; resuming reads", conn.id);
+            conn.paused = false;
+            // Input that arrived while paused raised its edge already: revisit.
+            self.queue_ready(key);
+            return;
+        }
+        if conn.pending() > 0 {
+            return;
+        }
+        match (conn.read_closed, conn.closing) {
+            // The peer is done and so are we.
+            (true, reason) => self.kill(key, reason.unwrap_or(CloseReason::Eof)),
+            // Stopping does not wait for the peer's EOF.
+            (false, Some(reason)) if stopping => self.kill(key, reason),
+            // Lingering close: send our FIN, then read until the peer's EOF (or the linger
+            // deadline) so unread input does not turn the close into a reset.
+            (false, Some(_)) if !conn.write_shut => {
+                trace!(
+                    "connection {}: output flushed; shutting down writes",
+                    conn.id
+                );
+                conn.shutdown_write();
+            }
+            _ => {}
+        }
+    }
+
+    /// The peer sent EOF: stop reading, flush what is queued (bounded by the linger
+    /// timeout), then close.
+    fn on_eof(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.read_closed = true;
+            self.arm_linger(key);
+            self.settle(key);
+        }
+    }
+
+    /// Start closing connection `key` for `reason` once its output is flushed.
+    fn begin_close(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.closing.is_none() {
+                conn.closing = Some(reason);
+                trace!("connection {}: closing ({reason}) after flush", conn.id);
+            }
+            self.arm_linger(key);
+        }
+    }
+
+    /// Bound how long a closing connection may live.
+    fn arm_linger(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.linger_deadline.is_none()
+        {
+            let at = self.now + self.config.linger;
+            conn.linger_deadline = Some(at);
+            self.timers.arm(at, conn.token, TimerKind::Linger);
+        }
+    }
+
+    /// Mark connection `key` finished; it is freed in the reap step.
+    fn kill(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.dead.is_none()
+        {
+            conn.dead = Some(reason);
+            self.reap.push(key);
+        }
+    }
+
+    /// Put connection `key` on the list to read again next turn.
+    fn queue_ready(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.ready.push(conn.token);
+        }
+    }
+
+    /// Step 3: serve again what a budget or a pause stopped early, without a new edge.
+    fn revisit_ready(&mut self) {
+        if self.listener_ready {
+            self.accept();
+        }
+        let mut ready = mem::take(&mut self.ready);
+        for token in ready.drain(..) {
+            let Some(key) = self.live_key(token) else {
+                continue;
+            };
+            let conn = &mut self.conns[key];
+            conn.queued = false;
+            // Input buffered while paused is offered first.
+            if !conn.input.is_empty() && conn.wants_input() {
+                self.invoke(key, Call::Data(0));
+            }
+            self.read(key, true);
+        }
+        // Keep the allocation unless new entries arrived meanwhile.
+        if self.ready.is_empty() {
+            self.ready = ready;
+        }
+    }
+
+    /// Step 4: deliver messages other workers sent to our connections.
+    fn deliver_mail(&mut self) {
+        if self.workers < 2 {
+            return;
+        }
+        let mut inbox = mem::take(&mut self.inbox);
+        self.shared.mailboxes.take(self.index, &mut inbox);
+        for (to, bytes) in inbox.drain(..) {
+            self.deliver(to, &bytes);
+        }
+        self.inbox = inbox;
+    }
+
+    /// Step 5: flush output queued for connections other than the one being served.
+    fn flush_dirty(&mut self) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for token in dirty.drain(..) {
+            if let Some(key) = self.live_key(token) {
+                self.conns[key].dirty = false;
+                self.flush(key);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Step 6: act on every deadline that has passed; stale entries are skipped.
+    fn expire_timers(&mut self) {
+        while let Some((_, token, kind)) = self.timers.pop_due(self.now) {
+            if kind == TimerKind::AcceptBackoff {
+                self.accept_paused = false;
+                self.listener_ready = true;
+                continue;
+            }
+            let Some(key) = self.live_key(token) else {
+                continue;
+            };
+            match kind {
+                TimerKind::Idle => self.expire_idle(key),
+                TimerKind::Linger => self.expire_linger(key),
+                TimerKind::Handler => {
+                    let conn = &mut self.conns[key];
+                    if conn.handler_timer.is_some_and(|at| at <= self.now) {
+                        conn.handler_timer = None;
+                        if conn.closing.is_none() {
+                            self.invoke(key, Call::Timer);
+                        }
+                    }
+                }
+                TimerKind::AcceptBackoff => {}
+            }
+        }
+    }
+
+    /// Close connection `key` if it made no progress for the idle timeout; otherwise re-arm
+    /// for its current deadline.
+    fn expire_idle(&mut self, key: usize) {
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let conn = &self.conns[key];
+        if conn.closing.is_some() || conn.read_closed {
+            // The linger deadline bounds it now.
+            return;
+        }
+        let due = conn.last_active + idle;
+        if due <= self.now {
+            debug!(
+                "connection {} ({}): idle for {idle:?}; closing",
+                conn.id, conn.peer
+            );
+            self.kill(key, CloseReason::IdleTimeout);
+        } else {
+            self.timers.arm(due, conn.token, TimerKind::Idle);
+        }
+    }
+
+    /// A closing connection ran out of time: drop it. The bound counts from the last
+    /// progress, so a large reply that a slow reader keeps draining is not cut off.
+    fn expire_linger(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Some(deadline) = conn.linger_deadline else {
+            return;
+        };
+        let deadline = deadline.max(conn.last_active + self.config.linger);
+        if deadline > self.now {
+            conn.linger_deadline = Some(deadline);
+            self.timers.arm(deadline, conn.token, TimerKind::Linger);
+            return;
+        }
+        // Flushed but the peer never sent EOF: the close itself went as planned.
+        let reason = match conn.closing {
+            Some(reason) if conn.pending() == 0 => reason,
+            _ => CloseReason::LingerTimeout,
+        };
+        debug!("connection {}: linger deadline passed ({reason})", conn.id);
+        self.kill(key, reason);
+    }
+
+    /// Step 7: free finished connections and tell the handler why each closed.
+    fn reap_finished(&mut self) {
+        for key in self.reap.drain(..) {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            let conn = self.conns.remove(key);
+            let reason = conn.dead.unwrap_or(CloseReason::Shutdown);
+            self.ids.remove(&conn.id);
+            self.stats.count_close(reason);
+            self.live.closed();
+            trace!("close connection {} ({}): {reason}", conn.id, conn.peer);
+            if let Some(session) = conn.session {
+                self.handler.close(session, conn.id, reason);
+            }
+            // Dropping the stream closes the descriptor, which also removes it from epoll.
+        }
+    }
+
+    /// Step 8: begin a graceful stop when asked; report true when it is complete.
+    fn check_stop(&mut self) -> bool {
+        if self.stop_deadline.is_none() && self.stop.load(Ordering::SeqCst) {
+            self.begin_stop();
+        }
+        let Some(deadline) = self.stop_deadline else {
+            return false;
+        };
+        if self.conns.is_empty() {
+            return true;
+        }
+        if self.now >= deadline {
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                self.kill(key, CloseReason::Shutdown);
+            }
+            self.reap_finished();
+            return true;
+        }
+        false
+    }
+
+    /// Stop accepting, then close every connection once its output is flushed.
+    fn begin_stop(&mut self) {
+        info!(
+            "worker {} stopping: {} connections to close",
+            self.index,
+            self.conns.len()
+        );
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listener_ready = false;
+        self.stop_deadline = Some(self.now + self.config.linger);
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.begin_close(key, CloseReason::Shutdown);
+            self.settle(key);
+        }
+        self.reap_finished();
     }
 }
 
-/// Build a reactor worker.
-pub(crate) fn prepare<H: Handler>(_setup: WorkerSetup<H>) -> io::Result<Prepared> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "reactor not built yet"))
+/// Offer input to the handler: straight from `fresh` when nothing is buffered, otherwise
+/// appended to `buffered`. Whatever the handler leaves unconsumed ends up in `buffered`.
+/// Returns the bytes consumed.
+fn feed<H: Handler>(
+    handler: &H,
+    session: &mut H::Session,
+    buffered: &mut Vec<u8>,
+    fresh: &[u8],
+    ctx: &mut Context<'_>,
+    high_water: usize,
+) -> usize {
+    if buffered.is_empty() {
+        // The common case: no copy at all unless a partial frame is left over.
+        let consumed = consume(handler, session, fresh, ctx, high_water);
+        buffered.extend_from_slice(&fresh[consumed..]);
+        consumed
+    } else {
+        buffered.extend_from_slice(fresh);
+        let consumed = consume(handler, session, buffered, ctx, high_water);
+        buffered.drain(..consumed);
+        if buffered.is_empty() && buffered.capacity() > KEEP_INPUT {
+            *buffered = Vec::new();
+        }
+        consumed
+    }
+}
+
+/// Call `Handler::data` while it makes progress, input remains, it has not asked to close,
+/// and its output is below the high-water mark. Returns the bytes consumed.
+fn consume<H: Handler>(
+    handler: &H,
+    session: &mut H::Session,
+    input: &[u8],
+    ctx: &mut Context<'_>,
+    high_water: usize,
+) -> usize {
+    let mut consumed = 0;
+    while consumed < input.len() {
+        let rest = &input[consumed..];
+        // A handler claiming more than it was given is clamped, not trusted.
+        let n = handler.data(session, ctx, rest).min(rest.len());
+        consumed += n;
+        if n == 0 || ctx.close_requested() || ctx.pending_output() > high_water {
+            break;
+        }
+    }
+    consumed
+}
+
+/// True for accept errors that mean "the process or system is out of a resource", where
+/// retrying at once would spin.
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

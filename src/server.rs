@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{Config, Handler, Stats, reactor, threads};
+use crate::{Config, Handler, Stats, mailbox, reactor, threads};
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,12 +33,32 @@ pub struct Live {
     pub accepted: AtomicU64,
     /// Connections refused so far because the server was full.
     pub refused: AtomicU64,
+    /// Connections accepted so far by each worker.
+    pub accepted_by_worker: Vec<AtomicU64>,
 }
 
 impl Live {
+    /// Gauges for a server of `workers` workers.
+    pub(crate) fn new(workers: usize) -> Self {
+        Live {
+            accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ..Live::default()
+        }
+    }
+
+    /// Count a connection accepted by worker 0.
+    #[allow(dead_code)]
     pub(crate) fn opened(&self) {
+        self.opened_on(0);
+    }
+
+    /// Count a connection accepted by `worker`.
+    pub(crate) fn opened_on(&self, worker: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.accepted_by_worker.get(worker) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn closed(&self) {
@@ -111,8 +131,9 @@ pub(crate) struct WorkerSetup<H> {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     /// Reactor model: one mailbox per worker, for `send_to` across workers.
-    pub(crate) mailboxes: reactor::Mailboxes,
+    pub(crate) mailboxes: mailbox::Mailboxes,
     /// Threads model: every live client, for `send_to` between client threads.
+    #[allow(dead_code)]
     pub(crate) registry: threads::Registry,
 }
 
@@ -186,7 +207,7 @@ impl<H: Handler> Server<H> {
     /// Port 0 picks a free port: see [`Running::local_addr`].
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live::new(self.workers));
         let first = listen(addr, &self.config, self.workers > 1)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -196,7 +217,7 @@ impl<H: Handler> Server<H> {
         }
         let workers = listeners.len();
         let shared = Arc::new(Shared {
-            mailboxes: reactor::Mailboxes::new(workers),
+            mailboxes: mailbox::Mailboxes::new(workers),
             registry: threads::Registry::default(),
         });
         let mut runs = Vec::with_capacity(workers);
@@ -284,6 +305,15 @@ impl Running {
         &self.live
     }
 
+    /// Connections accepted so far by each worker, in worker order.
+    pub fn accepted_by_worker(&self) -> Vec<u64> {
+        self.live
+            .accepted_by_worker
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Connections open right now.
     pub fn connections(&self) -> u64 {
         self.live.connections.load(Ordering::Relaxed)
@@ -330,7 +360,11 @@ impl Drop for Running {
 
 /// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when
 /// several workers share the address.
-fn listen(addr: SocketAddr, config: &Config, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+fn listen(
+    addr: SocketAddr,
+    config: &Config,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.

@@ -8,9 +8,14 @@ use crate::server::{Prepared, WorkerSetup};
 
 /// Messages between client threads (chat): filled in with the model.
 #[derive(Debug, Default)]
-pub(crate) struct Registry;
+pub(crate) struct Registry {
+    _placeholder: (),
+}
 
 /// Build a threads-model worker.
 pub(crate) fn prepare<H: Handler>(_setup: WorkerSetup<H>) -> io::Result<Prepared> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "threads model not built yet"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "threads model not built yet",
+    ))
 }
