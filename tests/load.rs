@@ -169,3 +169,67 @@ fn the_json_report_has_the_measured_fields() {
     assert!(json["latency_us"]["p999"].is_number());
     assert_eq!(json["errors"]["mismatches"], 0);
 }
+
+#[test]
+fn our_reactor_echoes_every_message_of_a_thousand_connections() {
+    let server = fixtures::serve_process("reactor");
+    let mut args = count_run(server.addr, 1000, 64, 2, 20_000);
+    args.threads = Some(2);
+    let report = run_ok(&args);
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert_eq!(report.connected, 1000);
+    assert_eq!(report.messages, 20_000);
+    assert_eq!(report.bytes, 20_000 * 64);
+}
+
+/// `tcp-reactor load ...` against `addr`, returning the exit status and stderr.
+fn load_binary(addr: std::net::SocketAddr, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+        .args(["load", "--addr", &addr.to_string(), "--quiet"])
+        .args(extra)
+        .output();
+    match output {
+        Ok(out) => (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Err(e) => panic!("could not run tcp-reactor load: {e}"),
+    }
+}
+
+#[test]
+#[ignore = "needs the `load` subcommand in src/main.rs"]
+fn the_load_command_exits_non_zero_with_one_line_on_a_mismatch() {
+    let server = fixture_server(Behaviour::FlipByteAt(100));
+    let (status, stderr) = load_binary(server.addr, &["--connections", "2", "--messages", "50"]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("2 mismatched"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs the `load` subcommand in src/main.rs"]
+fn the_load_command_exits_zero_and_prints_json_on_a_clean_run() {
+    let server = fixtures::serve_process("reactor");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+        .args([
+            "load",
+            "--addr",
+            &server.addr.to_string(),
+            "--messages",
+            "300",
+            "--json",
+        ])
+        .output();
+    let Ok(out) = output else {
+        panic!("could not run tcp-reactor load")
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(json["messages"], 300);
+    assert_eq!(json["errors"]["mismatches"], 0);
+}
