@@ -63,13 +63,15 @@ fn large_messages_split_across_reads_are_verified() {
 
 #[test]
 fn a_flipped_byte_is_reported_as_a_mismatch() {
-    // Byte 1000 of each connection's stream is the 17th message (64 B each) on its way back.
+    // Byte 1000 of each connection's stream is byte 40 of message 15 (64 B each; message 0
+    // is the uncounted warm-up) on its way back.
     let server = fixture_server(Behaviour::FlipByteAt(1000));
     let report = run_ok(&count_run(server.addr, 3, 64, 1, 300));
     assert_eq!(report.errors.mismatches, 3, "{report:?}");
     assert!(report.error_count() >= 3);
-    // Each connection got 15 correct echoes before the corrupted one and none after.
-    assert_eq!(report.messages, 3 * 15);
+    // Each connection got 15 correct echoes before the corrupted one and none after; the
+    // first was the uncounted warm-up.
+    assert_eq!(report.messages, 3 * 14);
     let line = report.failure_line().unwrap_or_default();
     assert!(line.contains("3 mismatched"), "{line}");
     assert!(line.contains("message 15 byte 40"), "{line}");
@@ -99,8 +101,26 @@ fn a_server_closing_before_echoing_everything_is_reported() {
         2,
         "{report:?}"
     );
-    assert_eq!(report.messages, 2 * 10);
+    // Ten echoes per connection, the first being the uncounted warm-up.
+    assert_eq!(report.messages, 2 * 9);
     assert!(!report.is_clean());
+}
+
+#[test]
+fn a_server_that_never_echoes_is_reported_and_the_run_still_ends() {
+    let server = fixture_server(Behaviour::Swallow);
+    let mut args = count_run(server.addr, 3, 64, 1, 30);
+    args.timeout = Some(1.0);
+    let report = run_ok(&args);
+    assert_eq!(report.connected, 3);
+    assert_eq!(report.errors.timed_out, 3, "{report:?}");
+    assert_eq!(report.messages, 0);
+    assert!(
+        report
+            .failure_line()
+            .unwrap_or_default()
+            .contains("3 timed out")
+    );
 }
 
 #[test]

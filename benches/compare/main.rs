@@ -64,7 +64,7 @@ pub struct Idle {
 }
 
 /// Quick or full.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Mode {
     /// True for the tiny matrix.
     pub quick: bool,
@@ -74,6 +74,8 @@ pub struct Mode {
     pub idle: usize,
     /// `(server CPU, load CPU)` when pinning worked.
     pub pin: Option<(usize, usize)>,
+    /// The machine's load average when the bench started (other work skews the figures).
+    pub load_before: String,
 }
 
 fn main() {
@@ -105,9 +107,10 @@ fn bench(quick: bool) -> io::Result<()> {
     let pin = (cores >= 2 && procfs::pin_self(1)).then_some((0, 1));
     let mode = Mode {
         quick,
-        duration: if quick { 1.0 } else { 5.0 },
+        duration: if quick { 1.0 } else { 10.0 },
         idle: if quick { 2_000 } else { 10_000 },
         pin,
+        load_before: procfs::load_average(),
     };
     eprintln!(
         "compare: {} matrix, {} s per cell, {}",
@@ -120,8 +123,12 @@ fn bench(quick: bool) -> io::Result<()> {
     );
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for kind in Kind::ALL {
-        for cell in matrix(quick) {
+    let mut kinds = Kind::ALL.to_vec();
+    // Cell by cell, every server in turn: noise from anything else running on the machine
+    // then hits all servers of a cell alike instead of one server's whole series.
+    for cell in matrix(quick) {
+        let mut failed = Vec::new();
+        for &kind in &kinds {
             match run_cell(kind, cell, &mode) {
                 Ok(row) => {
                     report::print_row(&row);
@@ -130,10 +137,11 @@ fn bench(quick: bool) -> io::Result<()> {
                 Err(e) => {
                     eprintln!("compare: {} skipped: {e}", kind.name());
                     skipped.push(format!("{}: {e}", kind.name()));
-                    break;
+                    failed.push(kind);
                 }
             }
         }
+        kinds.retain(|k| !failed.contains(k));
     }
     let mut idle = Vec::new();
     for kind in [Kind::Reactor, Kind::Threads, Kind::TokioCurrent] {
@@ -145,7 +153,7 @@ fn bench(quick: bool) -> io::Result<()> {
             Err(e) => skipped.push(format!("{} idle: {e}", kind.name())),
         }
     }
-    let dir = report::write_all(&mode, &rows, &idle, &skipped)?;
+    let dir = report::write_all(&mode, &rows, &idle, &skipped, &procfs::load_average())?;
     eprintln!("compare: report written to {}", dir.display());
     Ok(())
 }

@@ -63,6 +63,15 @@ fn clock_ticks() -> f64 {
         .map_or(100.0, |t| t as f64)
 }
 
+/// The 1, 5 and 15 minute load averages of the machine, as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Pin the calling thread (and so every process or thread it starts later) to `cpu`.
 /// Returns false when that is impossible (fewer CPUs, or not allowed).
 pub fn pin_self(cpu: usize) -> bool {

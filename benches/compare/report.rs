@@ -88,6 +88,7 @@ pub fn write_all(
     rows: &[Row],
     idle: &[Idle],
     skipped: &[String],
+    load_after: &str,
 ) -> io::Result<PathBuf> {
     let dir = report_dir();
     fs::create_dir_all(&dir)?;
@@ -95,7 +96,7 @@ pub fn write_all(
     let chart_files = charts::draw_all(&dir, rows)?;
     fs::write(
         dir.join("report.md"),
-        markdown(mode, rows, idle, skipped, &chart_files),
+        markdown(mode, rows, idle, skipped, load_after, &chart_files),
     )?;
     Ok(dir)
 }
@@ -140,35 +141,11 @@ fn markdown(
     rows: &[Row],
     idle: &[Idle],
     skipped: &[String],
+    load_after: &str,
     charts: &[String],
 ) -> String {
     let mut md = String::from("# tcp-reactor benchmark: reactor vs threads vs tokio\n\n");
-    let _ = writeln!(
-        md,
-        "- mode: {} ({} s of traffic per cell, a fresh server process per cell)",
-        if mode.quick { "quick" } else { "full" },
-        mode.duration
-    );
-    let _ = writeln!(
-        md,
-        "- CPUs: {}",
-        match mode.pin {
-            Some((s, l)) =>
-                format!("server pinned to CPU {s}, load generator (one thread) pinned to CPU {l}"),
-            None => "not pinned: server and load generator share the CPUs".to_string(),
-        }
-    );
-    let _ = writeln!(
-        md,
-        "- load: echo ping-pong, every byte verified; latency from send to the last echoed byte"
-    );
-    let _ = writeln!(
-        md,
-        "- peak RSS is the server's VmHWM, threads the most seen during the cell, CPU the server's utime+stime\n"
-    );
-    for note in skipped {
-        let _ = writeln!(md, "- not measured: {note}");
-    }
+    md.push_str(&setup(mode, skipped, load_after));
     md.push_str("\n## Results\n\n");
     md.push_str(HEADER);
     md.push_str("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -177,7 +154,50 @@ fn markdown(
         md.push('\n');
     }
     md.push_str(&ratios(rows));
-    md.push_str("\n## Idle connections\n\n| server | held | failed | RSS before KiB | RSS after KiB | bytes per connection | threads |\n|---|---|---|---|---|---|---|\n");
+    md.push_str(&idle_table(idle));
+    md.push_str("\n## Charts\n\n");
+    for c in charts {
+        let _ = writeln!(md, "![{c}]({c})");
+    }
+    md
+}
+
+/// How the figures were taken.
+fn setup(mode: &Mode, skipped: &[String], load_after: &str) -> String {
+    let pin = match mode.pin {
+        Some((s, l)) => {
+            format!("server pinned to CPU {s}, load generator (one thread) pinned to CPU {l}")
+        }
+        None => "not pinned: server and load generator share the CPUs".to_string(),
+    };
+    let mut md = String::new();
+    let kind = if mode.quick { "quick" } else { "full" };
+    let _ = writeln!(
+        md,
+        "- mode: {kind} ({} s of traffic per cell, a fresh server process per cell)",
+        mode.duration
+    );
+    let _ = writeln!(md, "- CPUs: {pin}");
+    let _ = writeln!(
+        md,
+        "- machine load average (1, 5, 15 min) before: {}, after: {load_after} (other processes on the machine skew the figures)",
+        mode.load_before
+    );
+    md.push_str(
+        "- load: echo ping-pong, every byte verified; latency from send to the last echoed byte\n",
+    );
+    md.push_str("- peak RSS is the server's VmHWM, threads the most seen during the cell, CPU the server's utime+stime\n");
+    for note in skipped {
+        let _ = writeln!(md, "- not measured: {note}");
+    }
+    md
+}
+
+/// Server memory with idle connections.
+fn idle_table(idle: &[Idle]) -> String {
+    let mut md = String::from(
+        "\n## Idle connections\n\n| server | held | failed | RSS before KiB | RSS after KiB | bytes per connection | threads |\n|---|---|---|---|---|---|---|\n",
+    );
     for i in idle {
         let _ = writeln!(
             md,
@@ -190,10 +210,6 @@ fn markdown(
             bytes_per_conn(i),
             i.threads
         );
-    }
-    md.push_str("\n## Charts\n\n");
-    for c in charts {
-        let _ = writeln!(md, "![{c}]({c})");
     }
     md
 }

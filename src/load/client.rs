@@ -61,6 +61,9 @@ pub(crate) struct Client {
     id: u64,
     /// Where the connection is in its life.
     pub(crate) state: State,
+    /// True until the echo of the warm-up message has arrived: it proves the server
+    /// serves this connection, and is neither timed nor counted.
+    warming: bool,
     /// Messages this connection may still queue; `None` means no limit (duration mode).
     quota: Option<u64>,
     /// Messages queued so far: the sequence number of the next message.
@@ -82,6 +85,7 @@ impl Client {
             stream: Some(stream),
             id,
             state: State::Connecting,
+            warming: false,
             quota,
             queued: 0,
             verified: 0,
@@ -99,6 +103,21 @@ impl Client {
     /// Messages sent whose echo has not fully arrived.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// True while connecting or waiting for the warm-up echo.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.state == State::Connecting || (self.state == State::Open && self.warming)
+    }
+
+    /// Send the warm-up message (sequence 0): not counted, not timed, but verified.
+    pub(crate) fn start_warmup(&mut self, size: usize, tally: &mut Tally) {
+        self.warming = true;
+        self.out.resize(size, 0);
+        pattern::fill(self.id, 0, &mut self.out);
+        self.queued = 1;
+        self.in_flight.push_back(Instant::now());
+        self.flush(tally);
     }
 
     /// True when this connection may queue no further message.
@@ -244,7 +263,9 @@ impl Client {
                 return self.fail(tally, Failure::Mismatch, &what);
             }
             self.verified += n as u64;
-            tally.bytes += n as u64;
+            if !self.warming {
+                tally.bytes += n as u64;
+            }
             data = &data[n..];
             if offset + n == size {
                 self.complete_one(tally);
@@ -254,7 +275,12 @@ impl Client {
 
     /// The last byte of the oldest message in flight has arrived.
     fn complete_one(&mut self, tally: &mut Tally) {
-        if let Some(sent) = self.in_flight.pop_front() {
+        let sent = self.in_flight.pop_front();
+        if std::mem::take(&mut self.warming) {
+            // The warm-up echo: the connection is served; measuring starts later.
+            return;
+        }
+        if let Some(sent) = sent {
             let now = Instant::now();
             tally.record(now.duration_since(sent), now);
         }
@@ -279,10 +305,14 @@ impl Client {
 
     /// The run's hard deadline passed with messages still in flight.
     pub(crate) fn time_out(&mut self, tally: &mut Tally) {
-        let what = format!(
-            "{} message(s) unanswered at the deadline",
-            self.in_flight.len()
-        );
+        let what = if self.warming {
+            "no echo of the warm-up message before the connect deadline".to_string()
+        } else {
+            format!(
+                "{} message(s) unanswered at the deadline",
+                self.in_flight.len()
+            )
+        };
         self.fail(tally, Failure::TimedOut, &what);
     }
 }

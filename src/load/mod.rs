@@ -6,6 +6,10 @@
 //! deterministic pseudo-random pattern (per connection and sequence number), so each echoed
 //! byte is checked; a wrong or missing byte is counted and reported, never ignored.
 //!
+//! Before measuring, every connection echoes one warm-up message (verified, not counted):
+//! a connect can succeed while the server has not yet accepted it, and timing such a
+//! connection would measure the listen queue, not the server.
+//!
 //! This module speaks raw bytes only: it must not depend on the server side of the crate,
 //! so it measures any echo server the same way.
 //!

@@ -56,6 +56,11 @@ impl Plan {
         Some(total / n + u64::from(id < total % n))
     }
 
+    /// When the connect phase (connect and warm-up echo) ends, whatever is still pending.
+    fn connect_deadline(&self, start: Instant) -> Instant {
+        start + (self.ramp + self.connect_timeout).min(self.hard_timeout)
+    }
+
     /// When connection `id` should start connecting.
     fn due(&self, start: Instant, id: u64) -> Instant {
         start + self.ramp.mul_f64(id as f64 / self.connections as f64)
@@ -82,6 +87,8 @@ pub(crate) fn run(plan: &Plan, index: usize, start: Instant, shared: &Shared) ->
         events: Events::with_capacity(1024),
         clients: Vec::new(),
         tokens: Vec::with_capacity(1024),
+        buf: vec![0u8; READ_CHUNK],
+        expect: Expected::default(),
         tally: Tally::new(),
         plan,
         shared,
@@ -104,6 +111,10 @@ struct Worker<'a> {
     clients: Vec<Client>,
     /// The tokens of the last poll's events.
     tokens: Vec<usize>,
+    /// The read buffer shared by this thread's connections.
+    buf: Vec<u8>,
+    /// The expected content of the message being verified.
+    expect: Expected,
     /// Counters and latencies.
     tally: Tally,
     /// What to do.
@@ -117,8 +128,9 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Phase 1: open this thread's share of the connections on the ramp's schedule and wait
-    /// until each has connected or failed.
+    /// Phase 1: open this thread's share of the connections on the ramp's schedule; each
+    /// echoes one warm-up message, so that every connection is known to be served (not just
+    /// waiting in the server's listen queue) before measuring starts.
     fn connect_all(&mut self, index: usize) -> io::Result<()> {
         let plan = self.plan;
         // Interleave ids over threads so the ramp is spread evenly between them.
@@ -126,20 +138,20 @@ impl Worker<'_> {
             .step_by(plan.threads)
             .map(|i| i as u64)
             .peekable();
-        let deadline = self.start + plan.ramp + plan.connect_timeout;
-        let mut connecting = 0usize;
+        let deadline = plan.connect_deadline(self.start);
+        let mut pending = 0usize;
         loop {
             let now = Instant::now();
             while let Some(&id) = ids.peek().filter(|&&id| plan.due(self.start, id) <= now) {
                 ids.next();
-                connecting += usize::from(self.open_one(id)?);
+                pending += usize::from(self.open_one(id)?);
             }
-            if ids.peek().is_none() && connecting == 0 {
-                return Ok(());
+            if ids.peek().is_none() && pending == 0 {
+                break;
             }
             if now >= deadline {
                 self.give_up_connecting();
-                return Ok(());
+                break;
             }
             let next_due = ids.peek().map_or(deadline, |&id| plan.due(self.start, id));
             let wait = next_due
@@ -149,9 +161,11 @@ impl Worker<'_> {
             self.poll_once(wait)?;
             self.ready_tokens();
             for i in 0..self.tokens.len() {
-                connecting -= usize::from(self.on_connect_event(self.tokens[i]));
+                pending -= usize::from(self.on_connect_event(self.tokens[i]));
             }
         }
+        self.recount();
+        Ok(())
     }
 
     /// Issue one nonblocking connect. Returns whether it is now in progress.
@@ -175,31 +189,33 @@ impl Worker<'_> {
         Ok(true)
     }
 
-    /// A readiness event for a connection that may still be connecting. Returns whether the
-    /// connect attempt was resolved (connected or failed) by it.
+    /// A readiness event during the connect phase. Returns whether it resolved the
+    /// connection: warm-up echo received, or failure.
     fn on_connect_event(&mut self, token: usize) -> bool {
+        let size = self.plan.size;
         let Some(client) = self.clients.get_mut(token) else {
             return false;
         };
-        if client.state != State::Connecting {
-            return false;
+        let was_pending = client.is_pending();
+        match client.state {
+            State::Connecting => match client.finish_connect() {
+                Ok(true) => {
+                    self.tally.connected += 1;
+                    self.shared.connected.fetch_add(1, Ordering::Relaxed);
+                    client.start_warmup(size, &mut self.tally);
+                }
+                // Spurious wake-up: the handshake is still going on.
+                Ok(false) => {}
+                Err(e) => {
+                    let id = client.id();
+                    client.close();
+                    self.tally.connect_failed(id, &e.to_string());
+                }
+            },
+            State::Open => client.receive(&mut self.buf, &mut self.expect, size, &mut self.tally),
+            State::Done => {}
         }
-        match client.finish_connect() {
-            Ok(true) => {
-                self.tally.connected += 1;
-                self.shared.connected.fetch_add(1, Ordering::Relaxed);
-                self.open += 1;
-                true
-            }
-            // Spurious wake-up: the handshake is still going on.
-            Ok(false) => false,
-            Err(e) => {
-                let id = client.id();
-                client.close();
-                self.tally.connect_failed(id, &e.to_string());
-                true
-            }
-        }
+        was_pending && !client.is_pending()
     }
 
     /// The connect deadline passed: whatever has not connected yet has failed.
@@ -208,6 +224,8 @@ impl Worker<'_> {
             if client.state == State::Connecting {
                 client.close();
                 self.tally.connect_failed(client.id(), "timed out");
+            } else if client.is_pending() {
+                client.time_out(&mut self.tally);
             }
         }
     }
@@ -219,9 +237,11 @@ impl Worker<'_> {
         if shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == self.plan.threads {
             let _ = shared.go.set(Instant::now());
         }
-        // Every thread leaves its connect phase by the same deadline, so this ends.
+        // Every thread leaves its connect phase by the same deadline (give or take one poll
+        // tick), so this ends; the margin only guards against a thread that died.
+        let give_up = self.plan.connect_deadline(self.start) + Duration::from_secs(5);
         while shared.go.get().is_none() {
-            if Instant::now() >= self.start + self.plan.hard_timeout {
+            if Instant::now() >= give_up {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "load threads never all got ready",
@@ -247,8 +267,6 @@ impl Worker<'_> {
         }
         let mut stopping = false;
         let mut reported = 0;
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut expect = Expected::default();
         while self.open > 0 {
             let now = Instant::now();
             if !stopping && send_until.is_some_and(|t| now >= t) {
@@ -272,7 +290,7 @@ impl Worker<'_> {
                     continue;
                 };
                 let was_open = client.state == State::Open;
-                client.receive(&mut buf, &mut expect, plan.size, &mut self.tally);
+                client.receive(&mut self.buf, &mut self.expect, plan.size, &mut self.tally);
                 self.serve(token, was_open);
             }
             let done = self.tally.completed;

@@ -18,6 +18,8 @@ pub enum Behaviour {
     FlipByteAt(u64),
     /// Echo this many bytes of each connection, then close it.
     CloseAfter(u64),
+    /// Read everything, echo nothing.
+    Swallow,
 }
 
 /// A blocking echo server on its own threads (one per client), for tests only.
@@ -81,6 +83,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour) -> io::Result<()> {
             Behaviour::CloseAfter(limit) => {
                 n = n.min((limit - offset.min(limit)) as usize);
             }
+            Behaviour::Swallow => n = 0,
         }
         stream.write_all(&buf[..n])?;
         offset += n as u64;
