@@ -261,6 +261,11 @@ impl Progress {
     fn new(args: &LoadArgs) -> Self {
         let bar = (!args.quiet && !args.json && io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
+            // The template is a constant; if indicatif ever rejected it, keep its default.
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            {
+                bar.set_style(style);
+            }
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
