@@ -253,3 +253,22 @@ fn the_load_command_exits_zero_and_prints_json_on_a_clean_run() {
     assert_eq!(json["messages"], 300);
     assert_eq!(json["errors"]["mismatches"], 0);
 }
+
+#[test]
+fn impossible_arguments_are_refused_before_any_connection() {
+    let too_much = LoadArgs {
+        size: 16 * 1024 * 1024,
+        pipeline: 8,
+        ..LoadArgs::default()
+    };
+    let negative = LoadArgs {
+        duration: Some(-1.0),
+        ..LoadArgs::default()
+    };
+    for args in [too_much, negative] {
+        match load::run(&args) {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+            Ok(report) => panic!("accepted {args:?}: {report:?}"),
+        }
+    }
+}

@@ -45,6 +45,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time allowed after sending stops for the last echoes to come back.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
+/// Most bytes a connection may have in flight (`size × pipeline`): each is buffered until
+/// the kernel takes it.
+const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Run without `--duration` or `--messages`: send for this long.
 const DEFAULT_DURATION: f64 = 10.0;
 
@@ -202,6 +206,11 @@ fn plan(args: &LoadArgs) -> io::Result<worker::Plan> {
     if args.connections == 0 || args.size == 0 || args.pipeline == 0 {
         return Err(invalid(
             "--connections, --size and --pipeline must be at least 1",
+        ));
+    }
+    if args.size.saturating_mul(args.pipeline) > MAX_IN_FLIGHT_BYTES {
+        return Err(invalid(
+            "--size × --pipeline must stay within 64 MiB per connection",
         ));
     }
     let duration = match (args.duration, args.messages) {
