@@ -29,7 +29,8 @@ pub struct Config {
     ///
     /// [`CloseReason::OutputLimit`]: crate::CloseReason::OutputLimit
     pub max_output: usize,
-    /// Close a connection that sends nothing for this long; `None` keeps it forever.
+    /// Close a connection that makes no progress for this long (the handler consumes none of
+    /// its input and none of its output is written); `None` keeps it forever.
     pub idle_timeout: Option<Duration>,
     /// How long a closing connection may go without progress while it flushes its output
     /// and waits for the peer's EOF; also bounds a graceful stop.

@@ -161,8 +161,14 @@ impl<S> Connection<S> {
                     self.sent += n;
                     *written += n as u64;
                 }
-                // Not an error: wait for the writable edge.
+                // Not an error: wait for the writable edge. Drop what was sent once it is
+                // half the buffer (amortised O(1) per byte), so output that never fully
+                // drains does not keep every byte ever sent.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if self.sent >= self.output.len() / 2 {
+                        self.output.drain(..self.sent);
+                        self.sent = 0;
+                    }
                     return FlushOutcome::Blocked;
                 }
                 // Interrupted before anything was written: retry.

@@ -147,8 +147,10 @@ pub struct Context<'a> {
     peer: SocketAddr,
     /// When the current turn of the server began.
     now: Instant,
-    /// This connection's unsent output.
+    /// This connection's output buffer; its first `sent` bytes have already left.
     out: &'a mut Vec<u8>,
+    /// How much of `out` is already written to the socket.
+    sent: usize,
     /// Close and timer requests.
     actions: &'a mut Actions,
     /// Output to other connections.
@@ -170,9 +172,17 @@ impl<'a> Context<'a> {
             peer,
             now,
             out,
+            sent: 0,
             actions,
             outbox,
         }
+    }
+
+    /// Say that the first `sent` bytes of the output buffer have already been written, so
+    /// that [`pending_output`](Context::pending_output) counts only the rest.
+    pub(crate) fn already_sent(mut self, sent: usize) -> Self {
+        self.sent = sent.min(self.out.len());
+        self
     }
 
     /// This connection's id.
@@ -198,7 +208,7 @@ impl<'a> Context<'a> {
     /// Bytes queued for this connection and not yet sent (useful for a handler's own
     /// backpressure decisions).
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.out.len() - self.sent
     }
 
     /// Queue `bytes` for another connection, by id. Bytes for a connection that is gone

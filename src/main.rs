@@ -32,6 +32,8 @@ enum ProtocolName {
     Echo,
     /// The tutorial's server: log each message, reply `hahaha`, close.
     Seed,
+    /// Line chat: each line goes to every other client, prefixed with the sender's id.
+    Chat,
 }
 
 /// Which concurrency model `serve` uses.
@@ -117,7 +119,8 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     let config = config_from(args)?;
     match args.protocol {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
-        ProtocolName::Seed => serve_with(protocols::Echo, config, args),
+        ProtocolName::Seed => serve_with(protocols::Seed, config, args),
+        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
     }
 }
 

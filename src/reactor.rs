@@ -244,6 +244,9 @@ impl<H: Handler> Reactor<H> {
                     if event.is_readable() || drain {
                         self.read(key, drain);
                     }
+                    if event.is_read_closed() {
+                        self.peer_finished(key);
+                    }
                     if event.is_writable() {
                         self.flush(key);
                     }
@@ -425,6 +428,7 @@ impl<H: Handler> Reactor<H> {
         } else {
             &mut conn.output
         };
+        let already_sent = if use_scratch { 0 } else { conn.sent };
         let mut ctx = Context::new(
             conn.id,
             conn.peer,
@@ -432,7 +436,8 @@ impl<H: Handler> Reactor<H> {
             out,
             &mut self.actions,
             &mut self.outbox,
-        );
+        )
+        .already_sent(already_sent);
         let mut consumed = 0;
         match (call, conn.session.as_mut()) {
             (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
@@ -460,9 +465,17 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if self.actions.close == Some(CloseRequest::Now) {
+            // `abort` discards queued output: nothing of it may reach the peer.
+            self.scratch_out.clear();
+            self.actions = Actions::default();
+            self.kill(key, CloseReason::Handler);
+            self.outbox_route();
+            return;
+        }
         let mut outcome = FlushOutcome::Done;
+        let before = self.stats.bytes_out;
         if used_scratch && !self.scratch_out.is_empty() {
-            let before = self.stats.bytes_out;
             outcome = conn.send(&self.scratch_out, &mut self.stats.bytes_out);
             trace!(
                 "wrote {} of {} bytes to connection {}",
@@ -476,6 +489,10 @@ impl<H: Handler> Reactor<H> {
             }
         } else if conn.pending() > 0 {
             outcome = conn.flush(&mut self.stats.bytes_out);
+        }
+        if self.stats.bytes_out > before {
+            // Output written is progress, for the idle timeout (as in `flush`).
+            conn.last_active = self.now;
         }
         if let FlushOutcome::Failed(err) = outcome {
             debug!("write to connection {}: {err}", conn.id);
@@ -664,6 +681,19 @@ impl<H: Handler> Reactor<H> {
             conn.read_closed = true;
             self.arm_linger(key);
             self.settle(key);
+        }
+    }
+
+    /// The poll reports that the peer has finished sending. A connection with reads paused
+    /// does not read its EOF until its output drains, which a peer that never reads
+    /// prevents: bound its life with the linger deadline now.
+    fn peer_finished(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key)
+            && conn.paused
+            && !conn.read_closed
+            && conn.dead.is_none()
+        {
+            self.arm_linger(key);
         }
     }
 

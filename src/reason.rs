@@ -32,7 +32,8 @@ pub enum CloseReason {
     InputLimit,
     /// Unsent output reached the output cap.
     OutputLimit,
-    /// No input arrived for the idle timeout.
+    /// The connection made no progress (no input consumed, no output written) for the idle
+    /// timeout.
     IdleTimeout,
     /// Queued output could not be flushed within the linger timeout after EOF or close.
     LingerTimeout,

@@ -46,12 +46,6 @@ impl Live {
         }
     }
 
-    /// Count a connection accepted by worker 0.
-    #[allow(dead_code)]
-    pub(crate) fn opened(&self) {
-        self.opened_on(0);
-    }
-
     /// Count a connection accepted by `worker`.
     pub(crate) fn opened_on(&self, worker: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +127,6 @@ pub(crate) struct Shared {
     /// Reactor model: one mailbox per worker, for `send_to` across workers.
     pub(crate) mailboxes: mailbox::Mailboxes,
     /// Threads model: every live client, for `send_to` between client threads.
-    #[allow(dead_code)]
     pub(crate) registry: threads::Registry,
 }
 

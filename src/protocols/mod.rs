@@ -1,6 +1,10 @@
 //! Protocols that ship with tcp-reactor. Each is a [`Handler`](crate::Handler): bytes in,
 //! bytes out, no sockets, so each runs under every model.
 
+mod chat;
 mod echo;
+mod seed;
 
+pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;
+pub use seed::{SEED_REPLY, Seed};

@@ -1,0 +1,126 @@
+//! Chat: a line-based room where every line goes to everyone else.
+//!
+//! Shows the parts of the handler API a broadcast protocol needs: shared state in the
+//! handler (the members), framing by consuming whole lines only, `send_to` other
+//! connections, and a limit that closes one client.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use crate::{CloseReason, ConnId, Context, Handler};
+
+/// Longest line accepted by [`Chat::new`], in bytes, without its newline.
+pub const DEFAULT_MAX_LINE: usize = 4 * 1024;
+
+/// A chat room: each complete line from one client is sent to every other client,
+/// prefixed with the sender's id: `[3] hello\n`.
+///
+/// - A line ends with `\n`; a trailing `\r` is dropped. Bytes without a newline wait for
+///   the rest of their line.
+/// - A line longer than the limit ([`DEFAULT_MAX_LINE`], or [`Chat::with_max_line`]) is
+///   refused: the client is sent `error: line too long (limit N bytes)\n` and closed, as
+///   the input cap would close it ([`CloseReason::Handler`] is the reason reported).
+///   Independently, the server's `Config::max_input` closes a client whose unfinished
+///   line reaches that cap ([`CloseReason::InputLimit`]).
+/// - The sender does not get its own lines back.
+/// - When the server is full, refused clients read `server full, try again later\n`.
+#[derive(Debug)]
+pub struct Chat {
+    /// Longest accepted line, without its line ending.
+    max_line: usize,
+    /// Who is connected, in the order they came (ids grow).
+    members: Mutex<BTreeSet<ConnId>>,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat::new()
+    }
+}
+
+impl Chat {
+    /// A room with lines of at most [`DEFAULT_MAX_LINE`] bytes.
+    pub fn new() -> Self {
+        Chat::with_max_line(DEFAULT_MAX_LINE)
+    }
+
+    /// A room with lines of at most `max_line` bytes (not counting the line ending).
+    pub fn with_max_line(max_line: usize) -> Self {
+        Chat {
+            max_line,
+            members: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// How many clients are in the room.
+    pub fn members(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The member set. Only `open`, `close` and the broadcast loop take it, and none of
+    /// them can panic while holding it, so a poisoned lock still holds a valid set.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<ConnId>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Send `line` from `from` to every other member.
+    fn broadcast(&self, ctx: &mut Context<'_>, line: &[u8]) {
+        let from = ctx.id();
+        let mut message = Vec::with_capacity(line.len() + 24);
+        message.extend_from_slice(format!("[{from}] ").as_bytes());
+        message.extend_from_slice(line);
+        message.push(b'\n');
+        let members = self.lock();
+        for &to in members.iter().filter(|&&to| to != from) {
+            // Queued only; the server delivers after this callback returns.
+            ctx.send_to(to, &message);
+        }
+    }
+}
+
+impl Handler for Chat {
+    type Session = ();
+
+    fn open(&self, ctx: &mut Context<'_>) {
+        self.lock().insert(ctx.id());
+    }
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        let Some(end) = input.iter().position(|&byte| byte == b'\n') else {
+            if input.len() > self.max_line {
+                refuse_line(ctx, self.max_line);
+                return input.len();
+            }
+            // An unfinished line: wait for its newline.
+            return 0;
+        };
+        let line = &input[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max_line {
+            refuse_line(ctx, self.max_line);
+        } else {
+            self.broadcast(ctx, line);
+        }
+        // One line per call; the server calls again at once with the rest.
+        end + 1
+    }
+
+    fn close(&self, _session: (), id: ConnId, _reason: CloseReason) {
+        self.lock().remove(&id);
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"server full, try again later\n"
+    }
+}
+
+/// Tell the client its line is too long, then close it once that is sent.
+fn refuse_line(ctx: &mut Context<'_>, max_line: usize) {
+    log::debug!(
+        "{} ({}): line over {max_line} bytes",
+        ctx.id(),
+        ctx.peer_addr()
+    );
+    ctx.write(format!("error: line too long (limit {max_line} bytes)\n").as_bytes());
+    ctx.close();
+}
