@@ -202,6 +202,17 @@ fn our_reactor_echoes_every_message_of_a_thousand_connections() {
     assert_eq!(report.bytes, 20_000 * 64);
 }
 
+#[test]
+fn our_threads_model_echoes_every_message_of_hundreds_of_connections() {
+    let server = fixtures::serve_process("threads");
+    let mut args = count_run(server.addr, 300, 100, 2, 6_000);
+    args.threads = Some(2);
+    let report = run_ok(&args);
+    assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+    assert_eq!(report.connected, 300);
+    assert_eq!(report.messages, 6_000);
+}
+
 /// `tcp-reactor load ...` against `addr`, returning the exit status and stderr.
 fn load_binary(addr: std::net::SocketAddr, extra: &[&str]) -> (std::process::ExitStatus, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
