@@ -44,6 +44,9 @@ pub struct Row {
     pub threads: u64,
     /// Server CPU time during the run, seconds.
     pub cpu_secs: f64,
+    /// The load generator's own CPU time during the run, seconds: near the cell's length,
+    /// the load generator (not the server) was the limit.
+    pub load_cpu_secs: f64,
 }
 
 /// Idle memory of one server model.
@@ -203,7 +206,10 @@ fn run_cell(kind: Kind, cell: Cell, mode: &Mode) -> io::Result<Row> {
         quiet: true,
         ..LoadArgs::default()
     };
+    let me = std::process::id();
+    let load_cpu_before = procfs::cpu_secs(me).unwrap_or(0.0);
     let result = load::run(&args);
+    let load_cpu_secs = procfs::cpu_secs(me).unwrap_or(load_cpu_before) - load_cpu_before;
     let threads = sampler.finish();
     let cpu_secs = procfs::cpu_secs(pid).unwrap_or(cpu_before) - cpu_before;
     let status = procfs::status(pid).unwrap_or_default();
@@ -215,6 +221,7 @@ fn run_cell(kind: Kind, cell: Cell, mode: &Mode) -> io::Result<Row> {
         rss_peak_kib: status.hwm_kib,
         threads,
         cpu_secs,
+        load_cpu_secs,
     })
 }
 

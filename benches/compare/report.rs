@@ -27,12 +27,12 @@ pub fn bytes_per_conn(idle: &Idle) -> f64 {
 }
 
 /// The table header, shared by the terminal and `report.md`.
-const HEADER: &str = "| server | conns | size | pipe | msg/s | MiB/s | p50 us | p99 us | peak RSS MiB | threads | CPU s | CPU us/msg | errors |";
+const HEADER: &str = "| server | conns | size | pipe | msg/s | MiB/s | p50 us | p99 us | peak RSS MiB | threads | CPU s | CPU us/msg | load CPU s | errors |";
 
 /// One row of the table.
 fn table_row(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {} |",
+        "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} |",
         r.server,
         r.cell.connections,
         r.cell.size,
@@ -45,6 +45,7 @@ fn table_row(r: &Row) -> String {
         r.threads,
         r.cpu_secs,
         cpu_us_per_msg(r),
+        r.load_cpu_secs,
         r.load.error_count()
     )
 }
@@ -105,13 +106,13 @@ pub fn write_all(
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
         "server,connections,size,pipeline,sent,messages,errors,msgs_per_sec,mib_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,\
-         server_rss_peak_kib,server_threads,server_cpu_secs,server_cpu_us_per_msg\n",
+         server_rss_peak_kib,server_threads,server_cpu_secs,server_cpu_us_per_msg,load_cpu_secs,elapsed_secs\n",
     );
     for r in rows {
         let l = &r.load.latency_us;
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{:.3}",
             r.server,
             r.cell.connections,
             r.cell.size,
@@ -129,7 +130,9 @@ fn csv(rows: &[Row]) -> String {
             r.rss_peak_kib,
             r.threads,
             r.cpu_secs,
-            cpu_us_per_msg(r)
+            cpu_us_per_msg(r),
+            r.load_cpu_secs,
+            r.load.elapsed_secs
         );
     }
     out
@@ -148,7 +151,7 @@ fn markdown(
     md.push_str(&setup(mode, skipped, load_after));
     md.push_str("\n## Results\n\n");
     md.push_str(HEADER);
-    md.push_str("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&table_row(r));
         md.push('\n');
@@ -187,6 +190,7 @@ fn setup(mode: &Mode, skipped: &[String], load_after: &str) -> String {
         "- load: echo ping-pong, every byte verified; latency from send to the last echoed byte\n",
     );
     md.push_str("- peak RSS is the server's VmHWM, threads the most seen during the cell, CPU the server's utime+stime\n");
+    md.push_str("- load CPU is the load generator's own CPU time in the cell: when it nears the cell's length, the load generator was the limit, not the server\n");
     for note in skipped {
         let _ = writeln!(md, "- not measured: {note}");
     }
@@ -230,27 +234,42 @@ fn find<'a>(
     })
 }
 
-/// The comparisons the project's targets are stated in.
+/// The comparisons the project's targets are stated in. Throughput ratios are reactor over
+/// other (above 1: the reactor is faster); CPU ratios are other over reactor (above 1: the
+/// other spends more server CPU per message), which noise from other processes disturbs less.
 fn ratios(rows: &[Row]) -> String {
     let mut md = String::from(
-        "\n## Reactor compared\n\n| cell | reactor / threads msg/s | reactor / tokio-current msg/s | reactor p99 / tokio-current p99 |\n|---|---|---|---|\n",
+        "\n## Reactor compared\n\n\
+         | cell | reactor / threads msg/s | threads / reactor CPU per msg | reactor / tokio-current msg/s \
+         | tokio-current / reactor CPU per msg | reactor p99 / tokio-current p99 |\n|---|---|---|---|---|---|\n",
     );
     for r in rows.iter().filter(|r| r.server == "reactor") {
         let c = r.cell;
-        let ratio = |other: &str, f: fn(&Row) -> f64| {
-            find(rows, other, c.connections, c.size, c.pipeline)
-                .filter(|o| f(o) > 0.0)
-                .map_or("-".to_string(), |o| format!("{:.2}", f(r) / f(o)))
+        // `f(numerator) / f(denominator)`, or "-" when the other server was not measured.
+        let ratio = |other: &str, f: fn(&Row) -> f64, reactor_first: bool| {
+            let o = find(rows, other, c.connections, c.size, c.pipeline);
+            let (num, den) = match o {
+                Some(o) if reactor_first => (f(r), f(o)),
+                Some(o) => (f(o), f(r)),
+                None => return "-".to_string(),
+            };
+            if den > 0.0 {
+                format!("{:.2}", num / den)
+            } else {
+                "-".to_string()
+            }
         };
         let _ = writeln!(
             md,
-            "| {} conns, {} B, pipeline {} | {} | {} | {} |",
+            "| {} conns, {} B, pipeline {} | {} | {} | {} | {} | {} |",
             c.connections,
             c.size,
             c.pipeline,
-            ratio("threads", |x| x.load.messages_per_sec),
-            ratio("tokio-current", |x| x.load.messages_per_sec),
-            ratio("tokio-current", |x| x.load.latency_us.p99)
+            ratio("threads", |x| x.load.messages_per_sec, true),
+            ratio("threads", cpu_us_per_msg, false),
+            ratio("tokio-current", |x| x.load.messages_per_sec, true),
+            ratio("tokio-current", cpu_us_per_msg, false),
+            ratio("tokio-current", |x| x.load.latency_us.p99, true)
         );
     }
     md
