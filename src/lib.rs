@@ -41,6 +41,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod handler;
+pub mod load;
 mod mailbox;
 pub mod protocols;
 mod reactor;
