@@ -258,7 +258,11 @@ fn write_all(
             // The send timeout passed with nothing written: the peer is not reading.
             Err(err) if is_timeout(&err) => {
                 let give_up = match patience {
-                    Patience::WhileRunning(stop) => stop.load(Ordering::Relaxed),
+                    // A peer that has finished sending and takes nothing for `linger`
+                    // is held no longer: the linger bound of a half-closed connection.
+                    Patience::WhileRunning(stop) => {
+                        stop.load(Ordering::Relaxed) || peer_finished_sending(stream)
+                    }
                     Patience::NoStall => true,
                     Patience::Until(deadline) => Instant::now() >= deadline,
                 };
@@ -270,6 +274,21 @@ fn write_all(
         }
     }
     Ok(())
+}
+
+/// True if the peer has shut down its sending side (or the connection is gone), without
+/// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
+/// not hide it, as a read would.
+fn peer_finished_sending(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// True for the error a socket timeout produces (`EAGAIN` on Unix, `TimedOut` elsewhere).

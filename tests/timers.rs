@@ -245,7 +245,6 @@ fn linger_bounds_a_half_closed_client_that_never_reads_a_big_reply_reactor() {
 }
 
 #[test]
-#[ignore = "threads model: a client thread blocked writing the reply never sees the peer's EOF, so the linger bound never starts (notes/faults-threads-findings.md)"]
 fn linger_bounds_a_half_closed_client_that_never_reads_a_big_reply_threads() {
     linger_bounds_a_half_closed_client_that_never_reads_a_big_reply(Model::Threads);
 }
@@ -256,7 +255,6 @@ fn linger_bounds_a_half_closed_client_even_when_its_reply_paused_reads_reactor()
 }
 
 #[test]
-#[ignore = "threads model: a client thread blocked writing the reply never sees the peer's EOF, so the linger bound never starts (notes/faults-threads-findings.md)"]
 fn linger_bounds_a_half_closed_client_even_when_its_reply_paused_reads_threads() {
     linger_bounds_a_half_closed_client_even_when_its_reply_paused_reads(Model::Threads);
 }
