@@ -34,6 +34,10 @@ enum ProtocolName {
     Seed,
     /// Line chat: each line goes to every other client, prefixed with the sender's id.
     Chat,
+    /// HTTP/1.1: `Hello, world!` to every request, keep-alive and pipelining.
+    Http,
+    /// RESP2: an in-memory key-value store for redis-cli and redis-benchmark.
+    Resp,
 }
 
 /// Which concurrency model `serve` uses.
@@ -121,6 +125,8 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
         ProtocolName::Seed => serve_with(protocols::Seed, config, args),
         ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
+        ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
+        ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
     }
 }
 

@@ -3,8 +3,14 @@
 
 mod chat;
 mod echo;
+pub mod http;
+pub mod resp;
 mod seed;
+#[cfg(test)]
+mod testkit;
 
 pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;
+pub use http::Http;
+pub use resp::Resp;
 pub use seed::{SEED_REPLY, Seed};

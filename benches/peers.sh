@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Peer comparison: tcp-reactor's `http` against nginx and its `resp` against redis-server,
+# one worker against one worker, then two against two, all on loopback, in one run.
+#
+#   benches/peers.sh [--install]
+#
+# --install  apt-get the peers and load generators first (wrk nginx-light redis-server
+#            redis-tools). CI does not run this script and does not need these packages.
+#
+# Pinning (the machine this was written on has 2 cores):
+#   1 worker:  server on CPU 0, load generator on CPU 1 (taskset).
+#   2 workers: server and load generator share CPUs 0-1 (no core is left for the load
+#              generator alone), the same way for both peers.
+#
+# Each measurement is repeated REPEAT times, alternating the two peers (A B A B ...), and
+# the table shows the median run (all runs are listed too): a shared machine is noisy.
+#
+# Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50), REQUESTS
+# (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3),
+# ROUNDS ("1 2": the worker counts to compare).
+# Prints markdown tables and appends them to target/bench-report/report.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT_BASE=${PORT_BASE:-18080}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+REQUESTS=${REQUESTS:-200000}
+REQUESTS_PIPELINED=${REQUESTS_PIPELINED:-2000000}
+PIPELINE=${PIPELINE:-16}
+REPEAT=${REPEAT:-3}
+ROUNDS=${ROUNDS:-1 2}
+BODY='Hello, world!\n'
+
+if [[ ${1:-} == --install ]]; then
+    apt-get update
+    apt-get install -y wrk nginx-light redis-server redis-tools
+fi
+for tool in wrk nginx redis-server redis-benchmark taskset; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "peers.sh: $tool is missing; run benches/peers.sh --install" >&2
+        exit 1
+    fi
+done
+
+cargo build --release --quiet --bin tcp-reactor
+BIN=target/release/tcp-reactor
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Start a server in the background (pinned by the caller's taskset) and remember its pid.
+start() {
+    "$@" >"$WORK/server.log" 2>&1 &
+    PIDS+=("$!")
+}
+
+# Stop the servers started so far.
+stop_all() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+# Wait until something listens on 127.0.0.1:$1 (at most 10 s).
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "peers.sh: nothing listens on port $1; server log:" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+}
+
+# Write an nginx config for $1 workers on port $2 that returns $BODY to every request.
+nginx_conf() {
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes $1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$2 reuseport;
+        location / {
+            default_type text/plain;
+            return 200 "$BODY";
+        }
+    }
+}
+EOF
+    echo "$WORK/nginx/nginx.conf"
+}
+
+# Convert a wrk latency ("123.45us", "1.20ms", "1.01s") to milliseconds.
+to_ms() {
+    awk -v t="$1" 'BEGIN {
+        if (t ~ /us$/) { sub(/us$/, "", t); printf "%.3f", t / 1000 }
+        else if (t ~ /ms$/) { sub(/ms$/, "", t); printf "%.3f", t }
+        else if (t ~ /s$/) { sub(/s$/, "", t); printf "%.3f", t * 1000 }
+        else { printf "?" }
+    }'
+}
+
+COMMANDS=()
+
+# Note a load command for the report, once.
+remember() {
+    local seen
+    for seen in "${COMMANDS[@]}"; do
+        [[ $seen == "$1" ]] && return 0
+    done
+    COMMANDS+=("$1")
+}
+
+# Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
+run_wrk() {
+    local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "http://127.0.0.1:$1/")
+    remember "${cmd[*]}"
+    local out
+    out=$("${cmd[@]}")
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" >>"$WORK/rows.tsv"
+}
+
+# Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3; rows named $4 ($5).
+run_redis_benchmark() {
+    local requests=$REQUESTS
+    if [[ $3 != 1 ]]; then
+        requests=$REQUESTS_PIPELINED
+    fi
+    local cmd=(taskset -c "$2" redis-benchmark -h 127.0.0.1 -p "$1" -t ping,set,get
+        -c "$CONNS" -n "$requests" -P "$3" --csv)
+    remember "${cmd[*]}"
+    local test rps p50 p99
+    # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
+    while IFS=, read -r test rps _ _ p50 _ p99 _; do
+        test=${test//\"/}
+        [[ $test == test ]] && continue
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$4" "$5" "$test -P $3" "${rps//\"/}" \
+            "${p50//\"/}" "${p99//\"/}" >>"$WORK/rows.tsv"
+    done < <("${cmd[@]}" 2>/dev/null)
+}
+
+# One round: both HTTP servers and both RESP servers with $1 workers.
+# HTTP, one repetition: tcp-reactor then nginx, $1 workers, server CPUs $2, load CPUs $3.
+bench_http() {
+    local workers=$1 threads=$1 http=$((PORT_BASE)) nginx=$((PORT_BASE + 1))
+    start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol http \
+        --workers "$workers" --addr "127.0.0.1:$http"
+    wait_port "$http"
+    run_wrk "$http" "$3" "$threads" "tcp-reactor http" "$workers"
+    stop_all
+
+    start taskset -c "$2" nginx -c "$(nginx_conf "$workers" "$nginx")"
+    wait_port "$nginx"
+    run_wrk "$nginx" "$3" "$threads" "nginx $(nginx -v 2>&1 | sed 's/.*\///')" "$workers"
+    stop_all
+}
+
+# RESP, one repetition: tcp-reactor then redis-server, $1 workers, server CPUs $2, load
+# CPUs $3, each without and with pipelining.
+bench_resp() {
+    local workers=$1 resp=$((PORT_BASE + 2)) redis=$((PORT_BASE + 3))
+    start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol resp \
+        --workers "$workers" --addr "127.0.0.1:$resp"
+    wait_port "$resp"
+    run_redis_benchmark "$resp" "$3" 1 "tcp-reactor resp" "$workers"
+    run_redis_benchmark "$resp" "$3" "$PIPELINE" "tcp-reactor resp" "$workers"
+    stop_all
+
+    # redis runs commands on one thread; its "2 workers" is io-threads 2 (reads and writes).
+    local redis_threads=()
+    if [[ $workers != 1 ]]; then
+        redis_threads=(--io-threads "$workers" --io-threads-do-reads yes)
+    fi
+    start taskset -c "$2" redis-server --port "$redis" --bind 127.0.0.1 --save '' \
+        --appendonly no --daemonize no "${redis_threads[@]}"
+    wait_port "$redis"
+    local version
+    version=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')
+    run_redis_benchmark "$redis" "$3" 1 "redis $version" "$workers"
+    run_redis_benchmark "$redis" "$3" "$PIPELINE" "redis $version" "$workers"
+    stop_all
+}
+
+# Every measurement with $1 workers, REPEAT times, alternating the peers.
+round() {
+    local server_cpus=0 load_cpus=1
+    if [[ $1 != 1 ]]; then
+        server_cpus=0-1 load_cpus=0-1
+    fi
+    for _ in $(seq "$REPEAT"); do
+        bench_http "$1" "$server_cpus" "$load_cpus"
+        bench_resp "$1" "$server_cpus" "$load_cpus"
+    done
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for workers in $ROUNDS; do
+    round "$workers"
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+report() {
+    echo "## Peer comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores)"
+    echo
+    echo "1 worker: server on CPU 0, load on CPU 1. 2 workers: server and load share CPUs 0-1."
+    echo "redis \"2 workers\" = --io-threads 2 --io-threads-do-reads yes. Latencies in ms."
+    echo "Machine load average (1, 5, 15 min): $LOAD_BEFORE before, $LOAD_AFTER after; other"
+    echo "work on the machine shows up as noise (compare the runs of one row)."
+    echo
+    echo "Median of $REPEAT alternating runs; p50/p99 are those of the median run."
+    echo
+    echo "| server | workers | load | req/s | p50 ms | p99 ms | every run, req/s |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -f - "$WORK/rows.tsv" <<'AWK'
+BEGIN { FS = "\t" }
+{
+    key = $1 FS $2 FS $3
+    if (!(key in n)) order[++keys] = key
+    n[key]++
+    rps[key, n[key]] = $4; p50[key, n[key]] = $5; p99[key, n[key]] = $6
+}
+END {
+    for (i = 1; i <= keys; i++) {
+        key = order[i]; m = n[key]; list = ""
+        for (a = 1; a <= m; a++) {
+            idx[a] = a
+            list = list (a > 1 ? ", " : "") sprintf("%.0f", rps[key, a])
+        }
+        for (a = 2; a <= m; a++) {
+            t = idx[a]
+            for (b = a - 1; b > 0 && rps[key, idx[b]] + 0 > rps[key, t] + 0; b--) idx[b + 1] = idx[b]
+            idx[b + 1] = t
+        }
+        mid = idx[int((m + 1) / 2)]
+        split(key, f, FS)
+        printf "| %s | %s | %s | %.0f | %s | %s | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], list
+        median[key] = rps[key, mid]
+    }
+    print ""
+    print "| workers | load | tcp-reactor / peer (median req/s) |"
+    print "|---|---|---|"
+    for (i = 1; i <= keys; i++) {
+        split(order[i], f, FS)
+        if (f[1] !~ /^tcp-reactor/) continue
+        for (j = 1; j <= keys; j++) {
+            split(order[j], g, FS)
+            if (g[1] !~ /^tcp-reactor/ && g[2] == f[2] && g[3] == f[3] && median[order[j]] > 0)
+                printf "| %s | %s | %.2f (vs %s) |\n", f[2], f[3], median[order[i]] / median[order[j]], g[1]
+        }
+    }
+}
+AWK
+    echo
+    echo "Load commands:"
+    echo
+    printf -- '- `%s`\n' "${COMMANDS[@]}"
+    echo
+}
+
+mkdir -p target/bench-report
+report | tee -a target/bench-report/report.md

@@ -1,0 +1,347 @@
+//! RESP2: a small in-memory key-value server that `redis-cli` and `redis-benchmark` speak to.
+//!
+//! This module owns command dispatch and replies. Framing lives in `frame` (check, then
+//! parse), the data in `store` (shared by every connection). It must not touch sockets.
+//!
+//! Commands: `PING [msg]`, `ECHO msg`, `SET key value`, `GET key`, `DEL key...`,
+//! `EXISTS key...`, `INCR key`, `SELECT 0`, `QUIT`, and just enough of `COMMAND` and
+//! `CONFIG GET` for client start-up. `SET` takes no options (`EX`, `NX`, ... get
+//! `-ERR syntax error`). Unknown commands and wrong arguments get a RESP error and the
+//! client stays; broken framing gets `-ERR Protocol error: ...` and the client is closed.
+//! Every whole command in the buffer is run in one `data` call, so the replies to a
+//! pipelined batch leave in one write.
+
+mod frame;
+mod store;
+
+use crate::{Context, Handler};
+
+use frame::{Check, check, parse, parse_i64};
+pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
+use store::Store;
+
+/// A RESP2 key-value server; one value serves every connection, and they share its data.
+///
+/// ```no_run
+/// use tcp_reactor::{protocols::Resp, Server};
+///
+/// let running = Server::new(Resp::default()).bind("127.0.0.1:6380".parse().unwrap())?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Resp {
+    /// The data, shared by all connections, workers and threads.
+    store: Store,
+}
+
+/// Every command served: name, and the least and most arguments it takes (its name
+/// included). `SET` takes more so that options get "syntax error", as in redis.
+const COMMANDS: [(&str, usize, usize); 11] = [
+    ("get", 2, 2),
+    ("set", 3, usize::MAX),
+    ("ping", 1, 2),
+    ("incr", 2, 2),
+    ("del", 2, usize::MAX),
+    ("exists", 2, usize::MAX),
+    ("echo", 2, 2),
+    ("select", 2, 2),
+    ("command", 1, usize::MAX),
+    ("config", 3, usize::MAX),
+    ("quit", 1, usize::MAX),
+];
+
+/// Per-connection state: scratch space reused for every command.
+#[derive(Debug, Default)]
+pub struct RespSession {
+    /// `(start, end)` of each argument of the command being run, within its frame.
+    args: Vec<(usize, usize)>,
+}
+
+/// Whether the client stays after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Read the next command.
+    Continue,
+    /// `QUIT`: close once the reply is sent.
+    Quit,
+}
+
+/// The arguments of one command, as slices of its frame.
+#[derive(Debug, Clone, Copy)]
+struct Args<'a> {
+    /// The whole command's bytes.
+    frame: &'a [u8],
+    /// Where each argument lies in `frame`; never empty.
+    spans: &'a [(usize, usize)],
+}
+
+impl<'a> Args<'a> {
+    /// Argument `index` (0 is the command name); empty when out of range.
+    fn get(&self, index: usize) -> &'a [u8] {
+        self.spans
+            .get(index)
+            .map_or(&[][..], |&(start, end)| &self.frame[start..end])
+    }
+
+    /// Number of arguments, the command name included.
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Every argument after the command name.
+    fn rest(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let frame = self.frame;
+        self.spans[1..]
+            .iter()
+            .map(move |&(start, end)| &frame[start..end])
+    }
+}
+
+impl Handler for Resp {
+    type Session = RespSession;
+
+    fn open(&self, _ctx: &mut Context<'_>) -> RespSession {
+        RespSession::default()
+    }
+
+    /// Runs every whole command in `input`, in order.
+    fn data(&self, session: &mut RespSession, ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() {
+            let rest = &input[used..];
+            let len = match check(rest) {
+                Check::Complete(len) => len,
+                Check::Incomplete => break,
+                Check::Error(err) => return protocol_error(ctx, err, input.len()),
+            };
+            let frame = &rest[..len];
+            used += len;
+            if let Err(err) = parse(frame, &mut session.args) {
+                return protocol_error(ctx, err, input.len());
+            }
+            if session.args.is_empty() {
+                // An empty inline line or `*0`: nothing to run, as in redis.
+                continue;
+            }
+            let args = Args {
+                frame,
+                spans: &session.args,
+            };
+            if self.run(ctx, args) == After::Quit {
+                ctx.close();
+                break;
+            }
+        }
+        used
+    }
+
+    /// redis's own words for a full server.
+    fn busy_reply(&self) -> &[u8] {
+        BUSY
+    }
+}
+
+/// Sent to a client refused because the server is full, before it is closed.
+pub const BUSY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Reply with a protocol error and close; everything buffered is dropped.
+fn protocol_error(ctx: &mut Context<'_>, err: frame::ProtocolError, buffered: usize) -> usize {
+    err.write_reply(&mut |bytes| ctx.write(bytes));
+    ctx.close();
+    buffered
+}
+
+impl Resp {
+    /// Run one command and queue its reply.
+    fn run(&self, ctx: &mut Context<'_>, args: Args<'_>) -> After {
+        let name = args.get(0);
+        let Some(&(command, least, most)) = COMMANDS
+            .iter()
+            .find(|(command, _, _)| name.eq_ignore_ascii_case(command.as_bytes()))
+        else {
+            unknown_command(ctx, args);
+            return After::Continue;
+        };
+        if !(least..=most).contains(&args.len()) {
+            write_parts(
+                ctx,
+                &[
+                    b"-ERR wrong number of arguments for '",
+                    &lowercase_name(name),
+                ],
+            );
+            ctx.write(b"' command\r\n");
+            return After::Continue;
+        }
+        self.run_known(ctx, args, command)
+    }
+
+    /// Run `command` (a name from [`COMMANDS`]), whose argument count is right.
+    fn run_known(&self, ctx: &mut Context<'_>, args: Args<'_>, command: &str) -> After {
+        match command {
+            "get" => match self.store.shard(args.get(1)).get(args.get(1)) {
+                Some(value) => write_bulk(ctx, value),
+                None => ctx.write(b"$-1\r\n"),
+            },
+            "set" if args.len() > 3 => ctx.write(b"-ERR syntax error\r\n"),
+            "set" => {
+                self.store.set(args.get(1), args.get(2));
+                ctx.write(b"+OK\r\n");
+            }
+            "ping" if args.len() == 1 => ctx.write(b"+PONG\r\n"),
+            "ping" | "echo" => write_bulk(ctx, args.get(1)),
+            "incr" => self.incr(ctx, args.get(1)),
+            "del" => {
+                let removed = args.rest().filter(|key| self.store.remove(key)).count();
+                write_integer(ctx, b':', removed as i64);
+            }
+            "exists" => {
+                let found = args.rest().filter(|key| self.store.contains(key)).count();
+                write_integer(ctx, b':', found as i64);
+            }
+            "select" if args.get(1) == b"0" => ctx.write(b"+OK\r\n"),
+            "select" => ctx.write(b"-ERR DB index is out of range\r\n"),
+            // redis-cli asks for command docs at start-up; it copes with having none.
+            "command" => ctx.write(b"*0\r\n"),
+            "config" => config(ctx, args),
+            // QUIT.
+            _ => {
+                ctx.write(b"+OK\r\n");
+                return After::Quit;
+            }
+        }
+        After::Continue
+    }
+
+    /// `INCR key`: add one to an integer value (a missing key counts as 0).
+    fn incr(&self, ctx: &mut Context<'_>, key: &[u8]) {
+        let mut shard = self.store.shard(key);
+        let current = match shard.get(key) {
+            None => Some(0),
+            Some(value) => parse_i64(value),
+        };
+        let Some(current) = current else {
+            ctx.write(b"-ERR value is not an integer or out of range\r\n");
+            return;
+        };
+        let Some(next) = current.checked_add(1) else {
+            ctx.write(b"-ERR increment or decrement would overflow\r\n");
+            return;
+        };
+        let mut digits = [0; 20];
+        let text = format_i64(next, &mut digits);
+        match shard.get_mut(key) {
+            Some(value) => {
+                value.clear();
+                value.extend_from_slice(text);
+            }
+            None => {
+                shard.insert(key.to_vec(), text.to_vec());
+            }
+        }
+        drop(shard);
+        write_integer(ctx, b':', next);
+    }
+}
+
+/// `CONFIG GET name...`: the settings `redis-benchmark` asks for (`save`, `appendonly`)
+/// with the values of a store that never persists; other names are not listed.
+fn config(ctx: &mut Context<'_>, args: Args<'_>) {
+    if !args.get(1).eq_ignore_ascii_case(b"get") {
+        ctx.write(b"-ERR unknown subcommand for 'config'\r\n");
+        return;
+    }
+    let answer = |name: &[u8]| -> Option<(&'static [u8], &'static [u8])> {
+        if name.eq_ignore_ascii_case(b"save") {
+            Some((b"save", b""))
+        } else if name.eq_ignore_ascii_case(b"appendonly") {
+            Some((b"appendonly", b"no"))
+        } else {
+            None
+        }
+    };
+    let found = args.rest().skip(1).filter_map(answer).count();
+    write_integer(ctx, b'*', 2 * found as i64);
+    for (name, value) in args.rest().skip(1).filter_map(answer) {
+        write_bulk(ctx, name);
+        write_bulk(ctx, value);
+    }
+}
+
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' ` (redis's wording).
+fn unknown_command(ctx: &mut Context<'_>, args: Args<'_>) {
+    write_parts(ctx, &[b"-ERR unknown command '", &printable(args.get(0))]);
+    ctx.write(b"', with args beginning with: ");
+    for arg in args.rest().take(8) {
+        write_parts(ctx, &[b"'", &printable(arg), b"' "]);
+    }
+    ctx.write(b"\r\n");
+}
+
+/// Queue several byte strings in order.
+fn write_parts(ctx: &mut Context<'_>, parts: &[&[u8]]) {
+    for part in parts {
+        ctx.write(part);
+    }
+}
+
+/// A client-supplied string fit for an error line: at most 128 bytes, CR and LF replaced
+/// (they would end the reply early). Only error paths call this, so it may allocate.
+fn printable(text: &[u8]) -> Vec<u8> {
+    let shown = &text[..text.len().min(128)];
+    shown
+        .iter()
+        .map(|&byte| {
+            if byte == b'\r' || byte == b'\n' {
+                b' '
+            } else {
+                byte
+            }
+        })
+        .collect()
+}
+
+/// The command name as redis prints it in arity errors: lower case, printable.
+fn lowercase_name(name: &[u8]) -> Vec<u8> {
+    printable(name).to_ascii_lowercase()
+}
+
+/// Queue `$<len>\r\n<bytes>\r\n`.
+fn write_bulk(ctx: &mut Context<'_>, bytes: &[u8]) {
+    write_integer(ctx, b'$', bytes.len() as i64);
+    ctx.write(bytes);
+    ctx.write(b"\r\n");
+}
+
+/// Queue `<prefix><n>\r\n` (integer replies, bulk and array headers) without allocating.
+fn write_integer(ctx: &mut Context<'_>, prefix: u8, n: i64) {
+    let mut line = [0; 23];
+    line[0] = prefix;
+    let mut digits = [0; 20];
+    let text = format_i64(n, &mut digits);
+    line[1..=text.len()].copy_from_slice(text);
+    line[text.len() + 1..text.len() + 3].copy_from_slice(b"\r\n");
+    ctx.write(&line[..text.len() + 3]);
+}
+
+/// Write `n` in decimal into `buf`, returning the digits used.
+fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! Framing and command tests for [`Resp`], driven without sockets through the test driver.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::protocols::testkit::{drive, split_at};
+
+/// Encode a command as a RESP multibulk array.
+fn multibulk(args: &[&[u8]]) -> Vec<u8> {
+    let mut wire = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        wire.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        wire.extend_from_slice(arg);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire
+}
+
+/// Run `wire` through a fresh server and return the text it wrote and whether it closed.
+fn run(wire: &[u8]) -> (String, bool) {
+    let got = drive(&Resp::default(), &[wire]);
+    (
+        String::from_utf8_lossy(&got.output).into_owned(),
+        got.closed,
+    )
+}
+
+#[test]
+fn each_command_gets_its_redis_reply() {
+    let mut wire = Vec::new();
+    for args in [
+        &[&b"PING"[..]][..],
+        &[b"ping", b"hi"],
+        &[b"ECHO", b"a\r\nb"],
+        &[b"GET", b"k"],
+        &[b"SET", b"k", b"v"],
+        &[b"get", b"k"],
+        &[b"EXISTS", b"k", b"k", b"nope"],
+        &[b"INCR", b"n"],
+        &[b"INCR", b"n"],
+        &[b"INCR", b"k"],
+        &[b"DEL", b"k", b"n", b"nope"],
+        &[b"GET", b"k"],
+        &[b"SELECT", b"0"],
+        &[b"SELECT", b"1"],
+    ] {
+        wire.extend(multibulk(args));
+    }
+    let want = "+PONG\r\n$2\r\nhi\r\n$4\r\na\r\nb\r\n$-1\r\n+OK\r\n$1\r\nv\r\n:2\r\n:1\r\n:2\r\n\
+                -ERR value is not an integer or out of range\r\n:2\r\n$-1\r\n+OK\r\n\
+                -ERR DB index is out of range\r\n";
+    assert_eq!(run(&wire), (want.to_string(), false));
+}
+
+#[test]
+fn startup_queries_of_redis_tools_are_answered() {
+    let mut wire = multibulk(&[b"CONFIG", b"GET", b"save"]);
+    wire.extend(multibulk(&[b"CONFIG", b"GET", b"appendonly"]));
+    wire.extend(multibulk(&[b"CONFIG", b"GET", b"maxmemory"]));
+    wire.extend(multibulk(&[b"COMMAND", b"DOCS"]));
+    let want = "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n*0\r\n";
+    assert_eq!(run(&wire), (want.to_string(), false));
+}
+
+#[test]
+fn incr_refuses_to_overflow() {
+    let mut wire = multibulk(&[b"SET", b"n", b"9223372036854775806"]);
+    wire.extend(multibulk(&[b"INCR", b"n"]));
+    wire.extend(multibulk(&[b"INCR", b"n"]));
+    let want = "+OK\r\n:9223372036854775807\r\n-ERR increment or decrement would overflow\r\n";
+    assert_eq!(run(&wire).0, want);
+}
+
+#[test]
+fn unknown_commands_and_bad_arity_are_errors_and_the_client_stays() {
+    let mut wire = multibulk(&[b"FLY", b"a\r\n", b"b"]);
+    wire.extend(multibulk(&[b"GET"]));
+    wire.extend(multibulk(&[b"SET", b"k", b"v", b"EX", b"10"]));
+    wire.extend(multibulk(&[b"PING"]));
+    let want = "-ERR unknown command 'FLY', with args beginning with: 'a  ' 'b' \r\n\
+                -ERR wrong number of arguments for 'get' command\r\n-ERR syntax error\r\n+PONG\r\n";
+    assert_eq!(run(&wire), (want.to_string(), false));
+}
+
+#[test]
+fn inline_commands_work_as_typed_in_a_terminal() {
+    let (out, closed) = run(b"PING\r\n\r\nset  k\tvalue\nGET k\r\nECHO\r\n");
+    let want =
+        "+PONG\r\n+OK\r\n$5\r\nvalue\r\n-ERR wrong number of arguments for 'echo' command\r\n";
+    assert_eq!((out.as_str(), closed), (want, false));
+}
+
+#[test]
+fn quit_replies_then_closes() {
+    let mut wire = multibulk(&[b"QUIT"]);
+    wire.extend(multibulk(&[b"PING"]));
+    assert_eq!(run(&wire), ("+OK\r\n".to_string(), true));
+}
+
+#[test]
+fn broken_framing_gets_a_protocol_error_and_closes() {
+    for (wire, error) in [
+        (&b"*x\r\n"[..], "invalid multibulk length"),
+        (b"*99999999\r\n", "invalid multibulk length"),
+        (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*1\r\n$-2\r\n", "invalid bulk length"),
+        (b"*1\r\n$999999999\r\n", "invalid bulk length"),
+        (b"*1\r\n$2\r\nabcd\r\n", "expected CRLF after bulk string"),
+        (
+            b"*1111111111111111111111111111111",
+            "invalid multibulk length",
+        ),
+    ] {
+        let want = format!("-ERR Protocol error: {error}\r\n");
+        assert_eq!(
+            run(wire),
+            (want, true),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+    let long_inline = vec![b'a'; MAX_INLINE];
+    let want = "-ERR Protocol error: too big inline request\r\n".to_string();
+    assert_eq!(run(&long_inline), (want, true));
+}
+
+#[test]
+fn commands_before_a_protocol_error_are_answered() {
+    let mut wire = multibulk(&[b"PING"]);
+    wire.extend_from_slice(b"*1\r\n$1\r\nxyz");
+    let want = "+PONG\r\n-ERR Protocol error: expected CRLF after bulk string\r\n";
+    assert_eq!(run(&wire), (want.to_string(), true));
+}
+
+#[test]
+fn partial_command_waits_without_reply() {
+    let got = drive(&Resp::default(), &[b"*2\r\n$3\r\nGET\r\n$1\r\n"]);
+    assert!(got.output.is_empty() && !got.closed);
+    assert_eq!(got.leftover, 17);
+}
+
+#[test]
+fn the_store_is_shared_between_connections() {
+    let resp = Resp::default();
+    drive(&resp, &[&multibulk(&[b"SET", b"shared", b"yes"])]);
+    let got = drive(&resp, &[&multibulk(&[b"GET", b"shared"])]);
+    assert_eq!(got.output, b"$3\r\nyes\r\n");
+}
+
+#[test]
+fn integers_format_at_the_extremes() {
+    let mut buf = [0; 20];
+    for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
+        assert_eq!(format_i64(n, &mut buf), n.to_string().as_bytes());
+    }
+    for text in ["0", "-0", "9223372036854775807", "-9223372036854775808"] {
+        assert_eq!(parse_i64(text.as_bytes()), text.parse().ok(), "{text}");
+    }
+    for text in ["", "-", "+1", "1 ", "9223372036854775808", "--1", "1a"] {
+        assert_eq!(parse_i64(text.as_bytes()), None, "{text}");
+    }
+}
+
+/// One generated command, valid in framing (it may still be refused by the server).
+#[derive(Debug, Clone)]
+enum Command {
+    Set(Vec<u8>, Vec<u8>),
+    Get(Vec<u8>),
+    Del(Vec<Vec<u8>>),
+    Exists(Vec<Vec<u8>>),
+    Incr(Vec<u8>),
+    Ping(Option<Vec<u8>>),
+    Echo(Vec<u8>),
+}
+
+impl Command {
+    fn args(&self) -> Vec<Vec<u8>> {
+        let word = |w: &str| w.as_bytes().to_vec();
+        match self {
+            Command::Set(k, v) => vec![word("SET"), k.clone(), v.clone()],
+            Command::Get(k) => vec![word("get"), k.clone()],
+            Command::Del(keys) => [vec![word("DEL")], keys.clone()].concat(),
+            Command::Exists(keys) => [vec![word("Exists")], keys.clone()].concat(),
+            Command::Incr(k) => vec![word("INCR"), k.clone()],
+            Command::Ping(None) => vec![word("PING")],
+            Command::Ping(Some(m)) => vec![word("PING"), m.clone()],
+            Command::Echo(m) => vec![word("ECHO"), m.clone()],
+        }
+    }
+
+    /// Inline form when every argument survives whitespace splitting, else multibulk.
+    fn encode(&self, inline: bool, into: &mut Vec<u8>) {
+        let args = self.args();
+        let plain = |a: &Vec<u8>| !a.is_empty() && a.iter().all(u8::is_ascii_alphanumeric);
+        if inline && args.iter().all(plain) {
+            into.extend(args.join(&b' '));
+            into.extend_from_slice(b"\r\n");
+        } else {
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            into.extend(multibulk(&refs));
+        }
+    }
+
+    /// The reply redis gives, from a plain model of its data.
+    fn expected(&self, model: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+        let bulk = |v: &[u8]| [format!("${}\r\n", v.len()).as_bytes(), v, b"\r\n"].concat();
+        match self {
+            Command::Set(k, v) => {
+                model.insert(k.clone(), v.clone());
+                b"+OK\r\n".to_vec()
+            }
+            Command::Get(k) => model.get(k).map_or(b"$-1\r\n".to_vec(), |v| bulk(v)),
+            Command::Del(keys) => {
+                let n = keys.iter().filter(|k| model.remove(*k).is_some()).count();
+                format!(":{n}\r\n").into_bytes()
+            }
+            Command::Exists(keys) => {
+                let n = keys.iter().filter(|k| model.contains_key(*k)).count();
+                format!(":{n}\r\n").into_bytes()
+            }
+            Command::Incr(k) => {
+                let old = model.get(k).map_or(Some(0), |v| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .filter(|t| !t.starts_with('+'))?
+                        .parse::<i64>()
+                        .ok()
+                });
+                match old.map(|n| n.checked_add(1)) {
+                    None => b"-ERR value is not an integer or out of range\r\n".to_vec(),
+                    Some(None) => b"-ERR increment or decrement would overflow\r\n".to_vec(),
+                    Some(Some(n)) => {
+                        model.insert(k.clone(), n.to_string().into_bytes());
+                        format!(":{n}\r\n").into_bytes()
+                    }
+                }
+            }
+            Command::Ping(None) => b"+PONG\r\n".to_vec(),
+            Command::Ping(Some(m)) | Command::Echo(m) => bulk(m),
+        }
+    }
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec![&b"a"[..], b"b", b"key3", b"\r\n", b""]).prop_map(<[u8]>::to_vec)
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+        Just(b"9223372036854775807".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..20),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (key(), value()).prop_map(|(k, v)| Command::Set(k, v)),
+        key().prop_map(Command::Get),
+        prop::collection::vec(key(), 1..4).prop_map(Command::Del),
+        prop::collection::vec(key(), 1..4).prop_map(Command::Exists),
+        key().prop_map(Command::Incr),
+        prop::option::of(value()).prop_map(Command::Ping),
+        value().prop_map(Command::Echo),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn pipelined_commands_get_exactly_the_replies_of_a_model(
+        commands in prop::collection::vec((command(), any::<bool>()), 1..30),
+        cuts in prop::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let mut model = HashMap::new();
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for (command, inline) in &commands {
+            command.encode(*inline, &mut wire);
+            want.extend(command.expected(&mut model));
+        }
+        let got = drive(&Resp::default(), &split_at(&wire, &cuts));
+        prop_assert_eq!(String::from_utf8_lossy(&got.output), String::from_utf8_lossy(&want));
+        prop_assert!(!got.closed);
+        prop_assert_eq!(got.leftover, 0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_frame_the_same_whole_or_split(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let whole = drive(&Resp::default(), &[&bytes]);
+        let split = drive(&Resp::default(), &split_at(&bytes, &cuts));
+        prop_assert_eq!(whole.output, split.output);
+        prop_assert_eq!(whole.closed, split.closed);
+    }
+
+    #[test]
+    fn damaged_commands_frame_the_same_whole_or_split(
+        commands in prop::collection::vec((command(), any::<bool>()), 1..8),
+        damage in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let mut wire = Vec::new();
+        for (command, inline) in &commands {
+            command.encode(*inline, &mut wire);
+        }
+        for (at, byte) in damage {
+            let at = at % wire.len();
+            wire[at] = byte;
+        }
+        let whole = drive(&Resp::default(), &[&wire]);
+        let split = drive(&Resp::default(), &split_at(&wire, &cuts));
+        prop_assert_eq!(whole.output, split.output);
+        prop_assert_eq!(whole.closed, split.closed);
+    }
+}

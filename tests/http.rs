@@ -1,0 +1,197 @@
+//! The `http` protocol over real sockets on 127.0.0.1, under every model: keep-alive,
+//! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
+//! requests, and connections spread over several workers.
+
+mod common;
+
+use std::net::TcpStream;
+
+use common::{connect, recv_exact, recv_to_end, send, start, start_server};
+use tcp_reactor::protocols::Http;
+use tcp_reactor::protocols::http::MAX_HEAD;
+use tcp_reactor::{Config, Model, Server};
+
+/// Read exactly as many bytes as `want` holds and check they are `want`.
+#[track_caller]
+fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let got = recv_exact(stream, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Check the server closes the connection cleanly with nothing more to say.
+#[track_caller]
+fn expect_eof(stream: &mut TcpStream) {
+    let rest = recv_to_end(stream);
+    assert!(
+        rest.is_empty(),
+        "bytes after the last reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+const OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
+const OK_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n";
+const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\
+Connection: close\r\n\r\nHello, world!\n";
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+fn keep_alive_serves_many_requests_on_one_connection(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    for n in 0..200 {
+        send(
+            &mut stream,
+            format!("GET /page/{n} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+        );
+        expect_reply(&mut stream, OK);
+    }
+}
+
+fn pipelined_requests_are_answered_in_order(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for n in 0..300 {
+        if n % 3 == 0 {
+            batch.extend_from_slice(b"HEAD / HTTP/1.1\r\n\r\n");
+            want.extend_from_slice(OK_HEAD);
+        } else {
+            batch.extend_from_slice(GET);
+            want.extend_from_slice(OK);
+        }
+    }
+    send(&mut stream, &batch);
+    expect_reply(&mut stream, &want);
+    // Still open afterwards.
+    send(&mut stream, GET);
+    expect_reply(&mut stream, OK);
+}
+
+fn connection_close_is_answered_then_closed(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(&mut stream, GET);
+    expect_reply(&mut stream, OK);
+    send(&mut stream, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    expect_reply(&mut stream, OK_CLOSE);
+    expect_eof(&mut stream);
+}
+
+fn http10_closes_unless_keep_alive(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(
+        &mut stream,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    expect_reply(
+        &mut stream,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\
+Connection: keep-alive\r\n\r\nHello, world!\n",
+    );
+    send(&mut stream, b"GET / HTTP/1.0\r\n\r\n");
+    expect_reply(&mut stream, OK_CLOSE);
+    expect_eof(&mut stream);
+}
+
+fn request_body_sent_in_pieces_is_skipped(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(
+        &mut stream,
+        b"POST /form HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234",
+    );
+    send(&mut stream, b"56789");
+    expect_reply(&mut stream, OK);
+    send(&mut stream, GET);
+    expect_reply(&mut stream, OK);
+}
+
+fn expect_continue_gets_100_before_the_body_is_sent(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(
+        &mut stream,
+        b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    expect_reply(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n");
+    send(&mut stream, b"hello");
+    expect_reply(&mut stream, OK);
+}
+
+fn malformed_request_gets_400_then_close(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(&mut stream, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n");
+    expect_reply(
+        &mut stream,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
+Connection: close\r\n\r\nBad Request\n",
+    );
+    expect_eof(&mut stream);
+}
+
+fn oversized_head_gets_431_then_close(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    head.resize(MAX_HEAD + 100, b'x');
+    send(&mut stream, &head);
+    expect_reply(
+        &mut stream,
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
+Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n",
+    );
+    expect_eof(&mut stream);
+}
+
+for_each_model!(
+    keep_alive_serves_many_requests_on_one_connection,
+    pipelined_requests_are_answered_in_order,
+    connection_close_is_answered_then_closed,
+    http10_closes_unless_keep_alive,
+    request_body_sent_in_pieces_is_skipped,
+    expect_continue_gets_100_before_the_body_is_sent,
+    malformed_request_gets_400_then_close,
+    oversized_head_gets_431_then_close,
+    a_full_server_answers_503,
+);
+
+fn a_full_server_answers_503(model: Model) {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = start_server(Server::new(Http::default()), model, config);
+    let mut first = connect(server.local_addr());
+    send(&mut first, GET);
+    expect_reply(&mut first, OK);
+    let mut refused = connect(server.local_addr());
+    assert_eq!(
+        String::from_utf8_lossy(&recv_to_end(&mut refused)),
+        String::from_utf8_lossy(tcp_reactor::protocols::http::BUSY)
+    );
+    assert!(tcp_reactor::protocols::http::BUSY.starts_with(b"HTTP/1.1 503 "));
+    send(&mut first, GET);
+    expect_reply(&mut first, OK);
+}
+
+#[test]
+fn connections_spread_over_two_reactor_workers() {
+    let server = start_server(
+        Server::new(Http::default()).workers(2),
+        Model::Reactor,
+        Config::default(),
+    );
+    let mut streams: Vec<_> = (0..64).map(|_| connect(server.local_addr())).collect();
+    for stream in &mut streams {
+        send(stream, GET);
+        expect_reply(stream, OK);
+    }
+    let per_worker = server.accepted_by_worker();
+    assert_eq!(per_worker.iter().sum::<u64>(), 64, "{per_worker:?}");
+    // SO_REUSEPORT hashes each connection's ports: all 64 on one worker has odds 2^-63.
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+}

@@ -1,0 +1,216 @@
+//! The `resp` protocol over real sockets on 127.0.0.1, under every model: each command,
+//! pipelined batches, inline commands, errors that keep the client, broken framing that
+//! closes it, and one store shared by every connection and worker.
+
+mod common;
+
+use std::net::TcpStream;
+
+use common::{connect, recv_exact, recv_to_end, send, start, start_server};
+use tcp_reactor::protocols::Resp;
+use tcp_reactor::{Config, Model, Server};
+
+/// Read exactly as many bytes as `want` holds and check they are `want`.
+#[track_caller]
+fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let got = recv_exact(stream, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Check the server closes the connection cleanly with nothing more to say.
+#[track_caller]
+fn expect_eof(stream: &mut TcpStream) {
+    let rest = recv_to_end(stream);
+    assert!(
+        rest.is_empty(),
+        "bytes after the last reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// Encode a command as a RESP multibulk array.
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut wire = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        wire.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        wire.extend_from_slice(arg);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire
+}
+
+/// Send one command and check its reply.
+#[track_caller]
+fn call(stream: &mut TcpStream, args: &[&[u8]], want: &[u8]) {
+    send(stream, &command(args));
+    expect_reply(stream, want);
+}
+
+fn each_command_gets_its_reply(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    call(&mut s, &[b"PING"], b"+PONG\r\n");
+    call(&mut s, &[b"PING", b"hey"], b"$3\r\nhey\r\n");
+    call(&mut s, &[b"ECHO", b"a b"], b"$3\r\na b\r\n");
+    call(&mut s, &[b"GET", b"k"], b"$-1\r\n");
+    call(&mut s, &[b"SET", b"k", b"value"], b"+OK\r\n");
+    call(&mut s, &[b"GET", b"k"], b"$5\r\nvalue\r\n");
+    call(&mut s, &[b"EXISTS", b"k", b"missing", b"k"], b":2\r\n");
+    call(&mut s, &[b"INCR", b"counter"], b":1\r\n");
+    call(&mut s, &[b"INCR", b"counter"], b":2\r\n");
+    call(&mut s, &[b"DEL", b"k", b"counter", b"missing"], b":2\r\n");
+    call(&mut s, &[b"GET", b"k"], b"$-1\r\n");
+    call(
+        &mut s,
+        &[b"CONFIG", b"GET", b"save"],
+        b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
+    );
+    call(&mut s, &[b"COMMAND", b"DOCS"], b"*0\r\n");
+    call(&mut s, &[b"QUIT"], b"+OK\r\n");
+    expect_eof(&mut s);
+}
+
+fn pipelined_batch_gets_every_reply_in_order(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for n in 0..1000 {
+        let key = format!("key:{n}");
+        let value = format!("value-{n}");
+        batch.extend(command(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        batch.extend(command(&[b"GET", key.as_bytes()]));
+        batch.extend_from_slice(b"PING\r\n");
+        want.extend_from_slice(b"+OK\r\n");
+        want.extend_from_slice(format!("${}\r\n{value}\r\n+PONG\r\n", value.len()).as_bytes());
+    }
+    send(&mut s, &batch);
+    expect_reply(&mut s, &want);
+}
+
+fn large_value_round_trips(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    let value: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8).collect();
+    call(&mut s, &[b"SET", b"big", &value], b"+OK\r\n");
+    let mut want = format!("${}\r\n", value.len()).into_bytes();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\n");
+    call(&mut s, &[b"GET", b"big"], &want);
+}
+
+fn inline_commands_work(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    send(&mut s, b"PING\r\n");
+    expect_reply(&mut s, b"+PONG\r\n");
+    send(&mut s, b"set greeting hello\nget greeting\r\n");
+    expect_reply(&mut s, b"+OK\r\n$5\r\nhello\r\n");
+}
+
+fn errors_keep_the_client(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    call(
+        &mut s,
+        &[b"FLUSHEVERYTHING", b"now"],
+        b"-ERR unknown command 'FLUSHEVERYTHING', with args beginning with: 'now' \r\n",
+    );
+    call(
+        &mut s,
+        &[b"GET"],
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    call(
+        &mut s,
+        &[b"SET", b"k", b"v", b"NX"],
+        b"-ERR syntax error\r\n",
+    );
+    call(&mut s, &[b"SET", b"k", b"v"], b"+OK\r\n");
+    call(
+        &mut s,
+        &[b"INCR", b"k"],
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    call(&mut s, &[b"PING"], b"+PONG\r\n");
+}
+
+fn broken_framing_gets_protocol_error_then_close(model: Model) {
+    let server = start(Resp::default(), model);
+    for (bad, error) in [
+        (&b"*abc\r\n"[..], "invalid multibulk length"),
+        (b"*1\r\n$xyz\r\n", "invalid bulk length"),
+        (b"*1\r\n$3\r\nGETX\r\n", "expected CRLF after bulk string"),
+        (b"*2\r\n$4\r\nECHO\r\n+hi\r\n", "expected '$', got '+'"),
+    ] {
+        let mut s = connect(server.local_addr());
+        call(&mut s, &[b"PING"], b"+PONG\r\n");
+        send(&mut s, bad);
+        expect_reply(
+            &mut s,
+            format!("-ERR Protocol error: {error}\r\n").as_bytes(),
+        );
+        expect_eof(&mut s);
+    }
+}
+
+fn store_is_shared_between_connections(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut writer = connect(server.local_addr());
+    let mut reader = connect(server.local_addr());
+    call(&mut writer, &[b"SET", b"shared", b"1"], b"+OK\r\n");
+    call(&mut reader, &[b"INCR", b"shared"], b":2\r\n");
+    call(&mut writer, &[b"GET", b"shared"], b"$1\r\n2\r\n");
+}
+
+for_each_model!(
+    each_command_gets_its_reply,
+    pipelined_batch_gets_every_reply_in_order,
+    large_value_round_trips,
+    inline_commands_work,
+    errors_keep_the_client,
+    broken_framing_gets_protocol_error_then_close,
+    store_is_shared_between_connections,
+    a_full_server_says_max_clients_reached,
+);
+
+fn a_full_server_says_max_clients_reached(model: Model) {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = start_server(Server::new(Resp::default()), model, config);
+    let mut first = connect(server.local_addr());
+    call(&mut first, &[b"PING"], b"+PONG\r\n");
+    let mut refused = connect(server.local_addr());
+    assert_eq!(
+        recv_to_end(&mut refused),
+        b"-ERR max number of clients reached\r\n"
+    );
+    call(&mut first, &[b"PING"], b"+PONG\r\n");
+}
+
+#[test]
+fn store_is_shared_across_reactor_workers() {
+    let server = start_server(
+        Server::new(Resp::default()).workers(2),
+        Model::Reactor,
+        Config::default(),
+    );
+    let mut streams: Vec<_> = (0..64).map(|_| connect(server.local_addr())).collect();
+    // Every connection increments one counter; whichever worker serves it, they all see
+    // one store, so the replies are exactly 1..=64.
+    let mut seen = Vec::new();
+    for s in &mut streams {
+        send(s, &command(&[b"INCR", b"hits"]));
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"\r\n") {
+            reply.extend(recv_exact(s, 1));
+        }
+        seen.push(String::from_utf8_lossy(&reply).into_owned());
+    }
+    let want: Vec<String> = (1..=64).map(|n| format!(":{n}\r\n")).collect();
+    assert_eq!(seen, want);
+    let per_worker = server.accepted_by_worker();
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+}
