@@ -183,7 +183,7 @@ fn setup(mode: &Mode, skipped: &[String], load_after: &str) -> String {
     let _ = writeln!(md, "- CPUs: {pin}");
     let _ = writeln!(
         md,
-        "- machine load average (1, 5, 15 min) before: {}, after: {load_after} (other processes on the machine skew the figures)",
+        "- machine load average (1, 5, 15 min) before: {}, after: {load_after} (work of other processes skews the figures; the after figure also counts the runnable threads of the bench's own thread-per-client servers)",
         mode.load_before
     );
     md.push_str(
