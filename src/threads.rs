@@ -448,7 +448,7 @@ impl<H: Handler> AcceptLoop<H> {
     fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
         self.reap();
         let live = &self.shared.live;
-        if live.connections.load(Ordering::Relaxed) >= self.shared.config.max_connections as u64 {
+        if !live.try_open(self.shared.index, self.shared.config.max_connections) {
             self.refuse(stream, addr);
             return;
         }
@@ -466,7 +466,6 @@ impl<H: Handler> AcceptLoop<H> {
         // side, or raised the flag before the registration, and then the client thread
         // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
-        live.opened_on(self.shared.index);
         self.stats.accepted += 1;
         let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.peak_connections = self.stats.peak_connections.max(open);
