@@ -229,7 +229,6 @@ fn load_binary(addr: std::net::SocketAddr, extra: &[&str]) -> (std::process::Exi
 }
 
 #[test]
-#[ignore = "needs the `load` subcommand in src/main.rs"]
 fn the_load_command_exits_non_zero_with_one_line_on_a_mismatch() {
     let server = fixture_server(Behaviour::FlipByteAt(100));
     let (status, stderr) = load_binary(server.addr, &["--connections", "2", "--messages", "50"]);
@@ -239,7 +238,6 @@ fn the_load_command_exits_non_zero_with_one_line_on_a_mismatch() {
 }
 
 #[test]
-#[ignore = "needs the `load` subcommand in src/main.rs"]
 fn the_load_command_exits_zero_and_prints_json_on_a_clean_run() {
     let server = fixtures::serve_process("reactor");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
