@@ -48,6 +48,8 @@ fn every_message_sent_is_echoed_verified_and_counted_exactly() {
     assert_eq!(report.sent, 1003);
     assert_eq!(report.messages, 1003);
     assert_eq!(report.bytes, 1003 * 100);
+    // Bounded by count: the rate is over the whole exchange.
+    assert_eq!(report.rate_secs, report.elapsed_secs);
     assert!(report.latency_us.p50 > 0.0 && report.latency_us.max >= report.latency_us.p99);
     assert!(report.failure_line().is_none());
 }
@@ -155,6 +157,9 @@ fn a_duration_run_stops_by_itself_and_is_clean() {
         report.messages, report.sent,
         "every message sent before the end is awaited"
     );
+    // The rate is taken over the 0.3 s window, not the drain after it.
+    assert!((report.rate_secs - 0.3).abs() < 1e-6, "{report:?}");
+    assert!(report.rate_secs <= report.elapsed_secs);
 }
 
 #[test]

@@ -106,13 +106,13 @@ pub fn write_all(
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
         "server,connections,size,pipeline,sent,messages,errors,msgs_per_sec,mib_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,\
-         server_rss_peak_kib,server_threads,server_cpu_secs,server_cpu_us_per_msg,load_cpu_secs,elapsed_secs\n",
+         server_rss_peak_kib,server_threads,server_cpu_secs,server_cpu_us_per_msg,load_cpu_secs,elapsed_secs,rate_secs\n",
     );
     for r in rows {
         let l = &r.load.latency_us;
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
             r.server,
             r.cell.connections,
             r.cell.size,
@@ -132,7 +132,8 @@ fn csv(rows: &[Row]) -> String {
             r.cpu_secs,
             cpu_us_per_msg(r),
             r.load_cpu_secs,
-            r.load.elapsed_secs
+            r.load.elapsed_secs,
+            r.load.rate_secs
         );
     }
     out
@@ -183,7 +184,7 @@ fn setup(mode: &Mode, skipped: &[String], load_after: &str) -> String {
     let _ = writeln!(md, "- CPUs: {pin}");
     let _ = writeln!(
         md,
-        "- machine load average (1, 5, 15 min) before: {}, after: {load_after} (other processes on the machine skew the figures)",
+        "- machine load average (1, 5, 15 min) before: {}, after: {load_after} (work of other processes skews the figures; the after figure also counts the runnable threads of the bench's own thread-per-client servers)",
         mode.load_before
     );
     md.push_str(

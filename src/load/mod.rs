@@ -153,6 +153,18 @@ pub fn run(args: &LoadArgs) -> io::Result<Report> {
     }
     let go = shared.go.get().copied().unwrap_or(start);
     let end = total.last_completion.unwrap_or(go);
+    // With a duration that ran to its end, the rate is taken over exactly that window, so
+    // the drain of the last messages in flight (up to one latency) does not dilute it.
+    let rate = match plan.duration.filter(|d| end >= go + *d) {
+        Some(window) => report::Rate {
+            messages: total.in_window,
+            over: window,
+        },
+        None => report::Rate {
+            messages: total.completed,
+            over: end.saturating_duration_since(go),
+        },
+    };
     let setup = report::Setup {
         addr: plan.addr.to_string(),
         connections: plan.connections,
@@ -165,6 +177,7 @@ pub fn run(args: &LoadArgs) -> io::Result<Report> {
         &total,
         go - start,
         end.saturating_duration_since(go),
+        rate,
     ))
 }
 

@@ -64,15 +64,18 @@ pub struct Report {
     pub connect_secs: f64,
     /// Seconds from the first message sent to the last echo received.
     pub elapsed_secs: f64,
+    /// Seconds the rates are computed over: the `--duration` window when the run went to
+    /// its end (echoes completing later are not counted in the rates), else `elapsed_secs`.
+    pub rate_secs: f64,
     /// Messages sent.
     pub sent: u64,
     /// Messages whose echo arrived complete and correct.
     pub messages: u64,
     /// Echoed bytes received and verified (one direction).
     pub bytes: u64,
-    /// `messages / elapsed_secs`.
+    /// Messages completed within the rate window, per second.
     pub messages_per_sec: f64,
-    /// Verified echoed bytes per second, in MiB/s (one direction).
+    /// `messages_per_sec × size`, in MiB/s (echoed bytes, one direction).
     pub mib_per_sec: f64,
     /// Latency percentiles.
     pub latency_us: Latency,
@@ -97,11 +100,30 @@ pub(crate) struct Setup {
     pub(crate) threads: usize,
 }
 
+/// The messages that count towards the rates, and the time they took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    /// Messages completed within the window.
+    pub(crate) messages: u64,
+    /// The window.
+    pub(crate) over: Duration,
+}
+
 impl Report {
-    /// Build the report from the merged tally and the two phase lengths.
-    pub(crate) fn new(setup: Setup, tally: &Tally, connect: Duration, elapsed: Duration) -> Self {
-        let secs = elapsed.as_secs_f64();
-        let per_sec = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+    /// Build the report from the merged tally, the two phase lengths and the rate window.
+    pub(crate) fn new(
+        setup: Setup,
+        tally: &Tally,
+        connect: Duration,
+        elapsed: Duration,
+        rate: Rate,
+    ) -> Self {
+        let secs = rate.over.as_secs_f64();
+        let messages_per_sec = if secs > 0.0 {
+            rate.messages as f64 / secs
+        } else {
+            0.0
+        };
         let h = &tally.latency;
         let us = |ns: u64| ns as f64 / 1000.0;
         let latency = if h.is_empty() {
@@ -124,12 +146,13 @@ impl Report {
             pipeline: setup.pipeline,
             threads: setup.threads,
             connect_secs: connect.as_secs_f64(),
-            elapsed_secs: secs,
+            elapsed_secs: elapsed.as_secs_f64(),
+            rate_secs: secs,
             sent: tally.sent,
             messages: tally.completed,
             bytes: tally.bytes,
-            messages_per_sec: per_sec(tally.completed as f64),
-            mib_per_sec: per_sec(tally.bytes as f64) / (1024.0 * 1024.0),
+            messages_per_sec,
+            mib_per_sec: messages_per_sec * setup.size as f64 / (1024.0 * 1024.0),
             latency_us: latency,
             errors: Errors {
                 connect_failures: tally.connect_failures,
@@ -210,8 +233,8 @@ impl Report {
         row(
             "throughput",
             format!(
-                "{:.0} msg/s, {:.2} MiB/s",
-                self.messages_per_sec, self.mib_per_sec
+                "{:.0} msg/s, {:.2} MiB/s (over {:.2} s)",
+                self.messages_per_sec, self.mib_per_sec, self.rate_secs
             ),
         );
         row(

@@ -49,6 +49,11 @@ pub(crate) struct Tally {
     pub(crate) first_error: Option<String>,
     /// When the last message completed.
     pub(crate) last_completion: Option<Instant>,
+    /// End of the timed window (duration mode): messages completing later are the drain of
+    /// the last ones in flight and do not count towards the rate.
+    pub(crate) window_end: Option<Instant>,
+    /// Messages completed up to `window_end` (all of them without a window).
+    pub(crate) in_window: u64,
     /// Latency from queuing a message to the arrival of its last echoed byte, in ns.
     pub(crate) latency: Histogram<u64>,
 }
@@ -69,6 +74,8 @@ impl Tally {
             timed_out: 0,
             first_error: None,
             last_completion: None,
+            window_end: None,
+            in_window: 0,
             latency: new_histogram(),
         }
     }
@@ -79,6 +86,9 @@ impl Tally {
         self.latency.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
         self.completed += 1;
         self.last_completion = Some(now);
+        if self.window_end.is_none_or(|end| now <= end) {
+            self.in_window += 1;
+        }
     }
 
     /// One connection failed.
@@ -109,6 +119,7 @@ impl Tally {
         self.connect_failures += other.connect_failures;
         self.sent += other.sent;
         self.completed += other.completed;
+        self.in_window += other.in_window;
         self.bytes += other.bytes;
         self.unanswered += other.unanswered;
         self.mismatches += other.mismatches;

@@ -260,6 +260,7 @@ impl Worker<'_> {
         let plan = self.plan;
         let go = self.shared.go.get().copied().unwrap_or_else(Instant::now);
         let send_until = plan.duration.map(|d| go + d);
+        self.tally.window_end = send_until;
         let hard_deadline = self.start + plan.hard_timeout;
         for token in 0..self.clients.len() {
             let was_open = self.clients[token].state == State::Open;
