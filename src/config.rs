@@ -7,7 +7,8 @@ use std::time::Duration;
 /// Limits and timeouts of a server. `Config::default()` suits most uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Most connections served at once; clients beyond it are accepted and closed at once.
+    /// Most connections served at once by the whole server (all workers together); clients
+    /// beyond it are accepted and closed at once.
     pub max_connections: usize,
     /// Most connections accepted in one turn of the loop, so a connect storm cannot starve
     /// clients already connected.

@@ -32,8 +32,11 @@
 //! - `threads` — the thread-per-client model running the same handlers.
 //! - [`server`] — the [`Server`] builder, [`Running`] handle, [`StopHandle`] and workers.
 //! - [`config`], [`stats`] — limits in, counters out.
-//! - [`protocols`] — echo, the tutorial's `seed` server, chat, and more.
+//! - `reason` — connection ids and the reasons a connection closes.
+//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
+//!   key-value store.
 //! - [`client`] — the tutorial's client.
+//! - [`load`] — the load generator: many mio client connections against any echo server.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -41,6 +44,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod handler;
+pub mod load;
 mod mailbox;
 pub mod protocols;
 mod reactor;

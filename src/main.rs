@@ -23,6 +23,8 @@ enum Command {
     Serve(ServeArgs),
     /// The tutorial's client: send one message and print the reply.
     Client(ClientArgs),
+    /// Load any echo server with many connections; verify every byte, measure latency.
+    Load(tcp_reactor::load::LoadArgs),
 }
 
 /// Which protocol `serve` speaks.
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Client(args) => run_client(args),
+        Command::Load(args) => return tcp_reactor::load::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -322,7 +322,10 @@ impl<H: Handler> Reactor<H> {
 
     /// Take a freshly accepted client into the slab, or refuse it when full.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.conns.len() >= self.config.max_connections || self.stop_deadline.is_some() {
+        // The limit is server-wide: every worker counts against it.
+        if self.stop_deadline.is_some()
+            || !self.live.try_open(self.index, self.config.max_connections)
+        {
             self.refuse(stream, peer);
             return;
         }
@@ -338,6 +341,7 @@ impl<H: Handler> Reactor<H> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
             warn!("{peer}: cannot register: {err}; dropping");
+            self.live.closed();
             return;
         }
         let id = ConnId(self.index as u64 + 1 + self.next_seq * self.workers as u64);
@@ -345,7 +349,6 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.live.opened_on(self.index);
         self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {

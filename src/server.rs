@@ -46,13 +46,23 @@ impl Live {
         }
     }
 
-    /// Count a connection accepted by `worker`.
-    pub(crate) fn opened_on(&self, worker: usize) {
+    /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;
+    /// return false (counting nothing) when the server is full. Atomic, so workers
+    /// accepting at the same moment cannot together exceed the limit.
+    pub(crate) fn try_open(&self, worker: usize, max: usize) -> bool {
+        let reserved =
+            self.connections
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (open < max as u64).then_some(open + 1)
+                });
+        if reserved.is_err() {
+            return false;
+        }
         self.accepted.fetch_add(1, Ordering::Relaxed);
-        self.connections.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = self.accepted_by_worker.get(worker) {
             count.fetch_add(1, Ordering::Relaxed);
         }
+        true
     }
 
     pub(crate) fn closed(&self) {

@@ -258,7 +258,11 @@ fn write_all(
             // The send timeout passed with nothing written: the peer is not reading.
             Err(err) if is_timeout(&err) => {
                 let give_up = match patience {
-                    Patience::WhileRunning(stop) => stop.load(Ordering::Relaxed),
+                    // A peer that has finished sending and takes nothing for `linger`
+                    // is held no longer: the linger bound of a half-closed connection.
+                    Patience::WhileRunning(stop) => {
+                        stop.load(Ordering::Relaxed) || peer_finished_sending(stream)
+                    }
                     Patience::NoStall => true,
                     Patience::Until(deadline) => Instant::now() >= deadline,
                 };
@@ -270,6 +274,21 @@ fn write_all(
         }
     }
     Ok(())
+}
+
+/// True if the peer has shut down its sending side (or the connection is gone), without
+/// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
+/// not hide it, as a read would.
+fn peer_finished_sending(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// True for the error a socket timeout produces (`EAGAIN` on Unix, `TimedOut` elsewhere).
@@ -448,7 +467,7 @@ impl<H: Handler> AcceptLoop<H> {
     fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
         self.reap();
         let live = &self.shared.live;
-        if live.connections.load(Ordering::Relaxed) >= self.shared.config.max_connections as u64 {
+        if !live.try_open(self.shared.index, self.shared.config.max_connections) {
             self.refuse(stream, addr);
             return;
         }
@@ -466,7 +485,6 @@ impl<H: Handler> AcceptLoop<H> {
         // side, or raised the flag before the registration, and then the client thread
         // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
-        live.opened_on(self.shared.index);
         self.stats.accepted += 1;
         let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.peak_connections = self.stats.peak_connections.max(open);

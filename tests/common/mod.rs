@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tcp_reactor::{Config, Handler, Model, Running, Server};
 
+pub mod faults;
+
 /// Longest any single step of a test may wait before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
