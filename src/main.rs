@@ -178,10 +178,10 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
     ctrlc::set_handler(move || stop.stop())
         .map_err(|err| io::Error::other(format!("cannot install signal handler: {err}")))?;
     println!(
-        "tcp-reactor listening on {} (protocol {:?}, model {:?}, {} worker{})",
+        "tcp-reactor listening on {} (protocol {}, model {}, {} worker{})",
         running.local_addr(),
-        args.protocol,
-        args.model,
+        value_name(args.protocol),
+        value_name(args.model),
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
@@ -206,6 +206,14 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
     let reply = client::exchange(addr, message.as_bytes())?;
     println!("{}", String::from_utf8_lossy(&reply));
     Ok(())
+}
+
+/// The command-line spelling of a value (`echo`, `reactor`).
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn invalid(message: String) -> io::Error {
