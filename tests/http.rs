@@ -4,30 +4,10 @@
 
 mod common;
 
-use std::net::TcpStream;
-
-use common::{connect, recv_exact, recv_to_end, send, start, start_server};
+use common::{connect, expect_eof, expect_reply, recv_to_end, send, start, start_server};
 use tcp_reactor::protocols::Http;
 use tcp_reactor::protocols::http::MAX_HEAD;
 use tcp_reactor::{Config, Model, Server};
-
-/// Read exactly as many bytes as `want` holds and check they are `want`.
-#[track_caller]
-fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
-    let got = recv_exact(stream, want.len());
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
-}
-
-/// Check the server closes the connection cleanly with nothing more to say.
-#[track_caller]
-fn expect_eof(stream: &mut TcpStream) {
-    let rest = recv_to_end(stream);
-    assert!(
-        rest.is_empty(),
-        "bytes after the last reply: {:?}",
-        String::from_utf8_lossy(&rest)
-    );
-}
 
 const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";

@@ -135,6 +135,24 @@ pub fn recv_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).expect("a UTF-8 line")
 }
 
+/// Read exactly as many bytes as `want` holds and check they are `want`.
+#[track_caller]
+pub fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let got = recv_exact(stream, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Check the server closes the connection cleanly with nothing more to say.
+#[track_caller]
+pub fn expect_eof(stream: &mut TcpStream) {
+    let rest = recv_to_end(stream);
+    assert!(
+        rest.is_empty(),
+        "bytes after the last reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
 /// Assert that nothing arrives on `stream` within `wait` (the connection stays open).
 #[track_caller]
 pub fn assert_silent(stream: &mut TcpStream, wait: Duration) {
