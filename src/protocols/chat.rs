@@ -87,7 +87,9 @@ impl Handler for Chat {
 
     fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
         let Some(end) = input.iter().position(|&byte| byte == b'\n') else {
-            if input.len() > self.max_line {
+            // One byte of slack for a `\r` whose `\n` has not arrived yet, so the verdict
+            // does not depend on where the reads split the line.
+            if input.len() > self.max_line + 1 {
                 refuse_line(ctx, self.max_line);
                 return input.len();
             }
@@ -123,4 +125,129 @@ fn refuse_line(ctx: &mut Context<'_>, max_line: usize) {
     );
     ctx.write(format!("error: line too long (limit {max_line} bytes)\n").as_bytes());
     ctx.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Instant;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::handler::{Actions, Outbox};
+    use crate::protocols::testkit::split_at;
+
+    /// What a two-member room produced when member 1 sent some bytes.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Room {
+        /// Bytes member 2 was sent.
+        heard: Vec<u8>,
+        /// Bytes member 1 was sent (error lines).
+        told: Vec<u8>,
+        /// Member 1 was closed.
+        closed: bool,
+    }
+
+    /// Open members 1 and 2, feed member 1 `chunks` one read at a time, following the
+    /// model's contract (all unconsumed input, again while it consumes, nothing after close).
+    fn drive(chat: &Chat, chunks: &[&[u8]]) -> Room {
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
+        let now = Instant::now();
+        let (mut told, mut scratch) = (Vec::new(), Vec::new());
+        let (mut actions, mut outbox) = (Actions::default(), Outbox::default());
+        for id in [1, 2] {
+            let mut ctx = Context::new(
+                ConnId(id),
+                peer,
+                now,
+                &mut scratch,
+                &mut actions,
+                &mut outbox,
+            );
+            chat.open(&mut ctx);
+        }
+        let mut input = Vec::new();
+        'feed: for chunk in chunks {
+            input.extend_from_slice(chunk);
+            while !input.is_empty() {
+                let mut ctx =
+                    Context::new(ConnId(1), peer, now, &mut told, &mut actions, &mut outbox);
+                let used = chat.data(&mut (), &mut ctx, &input);
+                input.drain(..used);
+                if actions.close.is_some() {
+                    break 'feed;
+                }
+                if used == 0 {
+                    break;
+                }
+            }
+        }
+        let mut heard = Vec::new();
+        outbox.drain(|to, bytes| {
+            assert_eq!(to, ConnId(2), "a line went back to its sender");
+            heard.extend_from_slice(bytes);
+        });
+        Room {
+            heard,
+            told,
+            closed: actions.close.is_some(),
+        }
+    }
+
+    /// The room as a plain split on `\n` says it should be.
+    fn reference(max_line: usize, bytes: &[u8]) -> Room {
+        let mut heard = Vec::new();
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line = &rest[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max_line {
+                return refused(max_line, heard);
+            }
+            heard.extend_from_slice(b"[1] ");
+            heard.extend_from_slice(line);
+            heard.push(b'\n');
+            rest = &rest[end + 1..];
+        }
+        if rest.len() > max_line + 1 {
+            return refused(max_line, heard);
+        }
+        Room {
+            heard,
+            told: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn refused(max_line: usize, heard: Vec<u8>) -> Room {
+        let told = format!("error: line too long (limit {max_line} bytes)\n").into_bytes();
+        Room {
+            heard,
+            told,
+            closed: true,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn lines_frame_like_a_plain_split_however_reads_cut_them(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>(), b'a'..=b'e'], 0..200),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            max_line in 1usize..24,
+        ) {
+            let chat = Chat::with_max_line(max_line);
+            let got = drive(&chat, &split_at(&bytes, &cuts));
+            prop_assert_eq!(got, reference(max_line, &bytes));
+        }
+    }
+
+    #[test]
+    fn a_line_at_the_limit_split_before_its_newline_is_still_accepted() {
+        let chat = Chat::with_max_line(4);
+        let room = drive(&chat, &[b"abcd\r", b"\n"]);
+        assert_eq!(room.heard, b"[1] abcd\n");
+        assert!(!room.closed);
+    }
 }
