@@ -7,12 +7,13 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{Config, Handler, Stats, mailbox, reactor, threads};
+use crate::worker::{Live, WakeFn, WorkerSetup};
+use crate::{Config, Handler, Stats, reactor, threads};
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,59 +24,6 @@ pub enum Model {
     /// One blocking OS thread per client (std::net), the classic baseline.
     Threads,
 }
-
-/// Live gauges of a running server, readable from any thread.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Connections open right now.
-    pub connections: AtomicU64,
-    /// Connections accepted so far.
-    pub accepted: AtomicU64,
-    /// Connections refused so far because the server was full.
-    pub refused: AtomicU64,
-    /// Connections accepted so far by each worker.
-    pub accepted_by_worker: Vec<AtomicU64>,
-}
-
-impl Live {
-    /// Gauges for a server of `workers` workers.
-    pub(crate) fn new(workers: usize) -> Self {
-        Live {
-            accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            ..Live::default()
-        }
-    }
-
-    /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;
-    /// return false (counting nothing) when the server is full. Atomic, so workers
-    /// accepting at the same moment cannot together exceed the limit.
-    pub(crate) fn try_open(&self, worker: usize, max: usize) -> bool {
-        let reserved =
-            self.connections
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                    (open < max as u64).then_some(open + 1)
-                });
-        if reserved.is_err() {
-            return false;
-        }
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        if let Some(count) = self.accepted_by_worker.get(worker) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-        true
-    }
-
-    pub(crate) fn closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A wake-up function for one worker, called after the stop flag is raised.
-type WakeFn = Box<dyn Fn() + Send + Sync>;
 
 /// Stops a running server from any thread. Cheap to clone.
 #[derive(Clone)]
@@ -109,43 +57,6 @@ impl StopHandle {
     pub fn is_stopping(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
-}
-
-/// Everything one worker needs, whatever its model.
-pub(crate) struct WorkerSetup<H> {
-    /// Index of this worker, `0..workers`.
-    pub(crate) index: usize,
-    /// How many workers share the server (for routing messages between them).
-    pub(crate) workers: usize,
-    /// The protocol.
-    pub(crate) handler: Arc<H>,
-    /// Limits.
-    pub(crate) config: Config,
-    /// This worker's own listener (bound with `SO_REUSEPORT` when there are several).
-    pub(crate) listener: std::net::TcpListener,
-    /// Raised when the server must stop.
-    pub(crate) stop: Arc<AtomicBool>,
-    /// Shared gauges.
-    pub(crate) live: Arc<Live>,
-    /// State shared by all workers of this server (message routing between them).
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// State shared by every worker of one server.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// Reactor model: one mailbox per worker, for `send_to` across workers.
-    pub(crate) mailboxes: mailbox::Mailboxes,
-    /// Threads model: every live client, for `send_to` between client threads.
-    pub(crate) registry: threads::Registry,
-}
-
-/// A worker that has been built but not started, with the function that wakes it.
-pub(crate) struct Prepared {
-    /// Runs the worker to completion on the current thread.
-    pub(crate) run: Box<dyn FnOnce() -> io::Result<Stats> + Send>,
-    /// Wakes the worker so it notices the stop flag.
-    pub(crate) wake: WakeFn,
 }
 
 /// Builds a server: a protocol, a model, limits and a worker count.
@@ -219,14 +130,10 @@ impl<H: Handler> Server<H> {
             listeners.push(listen(local_addr, &self.config, true)?);
         }
         let workers = listeners.len();
-        let shared = Arc::new(Shared {
-            mailboxes: mailbox::Mailboxes::new(workers),
-            registry: threads::Registry::default(),
-        });
-        let mut runs = Vec::with_capacity(workers);
-        let mut wakers = Vec::with_capacity(workers);
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let setup = WorkerSetup {
+        let setups = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| WorkerSetup {
                 index,
                 workers,
                 handler: Arc::clone(&self.handler),
@@ -234,15 +141,16 @@ impl<H: Handler> Server<H> {
                 listener,
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
-                shared: Arc::clone(&shared),
-            };
-            let prepared = match self.model {
-                Model::Reactor => reactor::prepare(setup)?,
-                Model::Threads => threads::prepare(setup)?,
-            };
-            wakers.push(prepared.wake);
-            runs.push(prepared.run);
-        }
+            })
+            .collect();
+        let prepared = match self.model {
+            Model::Reactor => reactor::prepare(setups)?,
+            Model::Threads => threads::prepare(setups)?,
+        };
+        let (runs, wakers): (Vec<_>, Vec<_>) = prepared
+            .into_iter()
+            .map(|worker| (worker.run, worker.wake))
+            .unzip();
         let stop_handle = StopHandle {
             flag: stop,
             wakers: Arc::new(wakers),
@@ -303,23 +211,24 @@ impl Running {
         self.stop.clone()
     }
 
-    /// Live gauges: connections open now, accepted and refused so far.
-    pub fn live(&self) -> &Live {
-        &self.live
+    /// Connections open right now, over every worker.
+    pub fn connections(&self) -> u64 {
+        self.live.connections()
+    }
+
+    /// Connections accepted so far, over every worker.
+    pub fn accepted(&self) -> u64 {
+        self.live.accepted()
+    }
+
+    /// Connections refused so far because the server was full.
+    pub fn refused(&self) -> u64 {
+        self.live.refused()
     }
 
     /// Connections accepted so far by each worker, in worker order.
     pub fn accepted_by_worker(&self) -> Vec<u64> {
-        self.live
-            .accepted_by_worker
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// Connections open right now.
-    pub fn connections(&self) -> u64 {
-        self.live.connections.load(Ordering::Relaxed)
+        self.live.accepted_by_worker()
     }
 
     /// Stop gracefully and return the final stats, summed over workers.

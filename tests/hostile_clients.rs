@@ -104,7 +104,7 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
-    let refused = || server.live().refused.load(Ordering::Relaxed);
+    let refused = || server.refused();
     assert!(
         wait_until(IO_TIMEOUT, || refused() == (ATTEMPTS - LIMIT) as u64),
         "{model:?}: expected {} refusals, saw {}",
@@ -166,14 +166,9 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
     let clients: Vec<TcpStream> = (0..ATTEMPTS)
         .map(|_| connect(server.local_addr()))
         .collect();
-    let live = server.live();
-    let decided = || live.accepted.load(Ordering::Relaxed) + live.refused.load(Ordering::Relaxed);
+    let decided = || server.accepted() + server.refused();
     assert!(wait_until(IO_TIMEOUT, || decided() == ATTEMPTS as u64));
-    let by_worker: Vec<u64> = live
-        .accepted_by_worker
-        .iter()
-        .map(|n| n.load(Ordering::Relaxed))
-        .collect();
+    let by_worker = server.accepted_by_worker();
     assert_eq!(
         server.connections(),
         LIMIT as u64,

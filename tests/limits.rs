@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tcp_reactor::protocols::{Chat, Echo};
@@ -156,9 +155,8 @@ fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: 
     send(&mut client, b"go");
     // The client reads nothing: the server must give up on the reply after the linger
     // time without progress, not hold the connection forever.
-    let live = running.live();
     eventually("the connection came and went", || {
-        live.accepted.load(Ordering::Relaxed) == 1 && running.connections() == 0
+        running.accepted() == 1 && running.connections() == 0
     });
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::LingerTimeout), 1, "{stats}");
