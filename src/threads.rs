@@ -16,8 +16,9 @@
 //!   and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
 //!   every one and sums their counters.
 //! - A **client thread** blocks in `read`, hands input to the handler, and writes the
-//!   handler's whole batch of output at once. Handler timers and the idle timeout become
-//!   read timeouts.
+//!   handler's batch of output at once. A batch ends with the input, or as soon as its
+//!   output passes the high-water mark; the rest of the input is then fed after the write.
+//!   Handler timers and the idle timeout become read timeouts.
 //! - A client's socket lives in a [`Peer`], shared by its owner thread and by any thread
 //!   that sends it a message. A [`Gate`] makes writes to one socket take turns, so two
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and
@@ -51,6 +52,10 @@ const FIRST_READ_BUFFER: usize = 4 * 1024;
 
 /// A client's input buffer above this capacity is released once empty.
 const KEEP_INPUT: usize = 16 * 1024;
+
+/// Capacity a client's output buffer keeps once a batch is written: a large reply does
+/// not leave its size behind for the life of the connection.
+const KEEP_OUTPUT: usize = 16 * 1024;
 
 /// A read timeout this much longer than needed is still accepted, to save a `setsockopt`
 /// per read: deadlines fire at most this late.
@@ -978,10 +983,9 @@ impl<H: Handler> Client<H> {
             self.last_progress = Instant::now();
         }
         self.fx.out.clear();
-        if self.fx.out.capacity() > self.shared.config.read_chunk.max(FIRST_READ_BUFFER) * 4 {
-            // A burst of output is over: give its memory back.
-            self.fx.out.shrink_to(self.shared.config.read_chunk);
-        }
+        // A burst of output is over: give its memory back (a shrink in place, and a
+        // growth that usually extends in place again, for a client that streams).
+        self.fx.out.shrink_to(KEEP_OUTPUT);
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),

@@ -105,6 +105,10 @@ fn many_requests_without_reading_hold_at_most_high_water_plus_one_reply(model: M
         assert!(reply[8..] == tail[..], "reply {i} arrives intact");
     }
     let max = max_pending.load(Ordering::Relaxed);
+    eprintln!(
+        "{model:?}: {REQUESTS} requests of {REPLY} B replies sent at once; largest pending \
+         output {max} B (high water {HIGH_WATER} B)"
+    );
     assert!(
         max <= HIGH_WATER + REPLY,
         "pending output reached {max} bytes, above high water ({HIGH_WATER}) + one reply ({REPLY})"
@@ -209,6 +213,10 @@ fn fan_out_of_many_lines_at_once_is_bounded_per_batch(model: Model) {
     let max = max_queued.load(Ordering::Relaxed);
     // One fan-out: a message per listener plus its index entry.
     let one_call = LISTENERS * (MESSAGE + 16);
+    eprintln!(
+        "{model:?}: {LINES} lines sent at once to {LISTENERS} members; largest output \
+         queued for others by one batch {max} B (high water {HIGH_WATER} B)"
+    );
     assert!(
         max <= HIGH_WATER + one_call,
         "a batch queued {max} bytes for others, above high water ({HIGH_WATER}) + one fan-out ({one_call})"
