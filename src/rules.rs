@@ -71,8 +71,9 @@ pub(crate) enum Stop {
     NeedMore,
     /// The handler asked to close: no more input is delivered.
     CloseRequested,
-    /// Unsent output passed the high-water mark: the rest of the input waits, buffered,
-    /// until the output drains.
+    /// The callback batch's output (unsent output of this connection, or messages queued
+    /// for others) passed the high-water mark with input left: the rest waits, buffered,
+    /// until that output is sent.
     HighWater,
 }
 
@@ -90,7 +91,10 @@ pub(crate) struct Fed {
 /// handler leaves unconsumed ends up in `buffered`.
 ///
 /// `Handler::data` is called again at once while it makes progress, input remains, it has
-/// not asked to close, and `ctx`'s unsent output is at most `high_water`.
+/// not asked to close, and the batch's output (`ctx`'s unsent output, and what it queued
+/// for other connections) is at most `high_water`. A model that sees [`Stop::HighWater`]
+/// sends that output before offering the rest: so a client sending many requests without
+/// reading holds at most the mark plus one reply.
 pub(crate) fn feed<H: Handler>(
     handler: &H,
     session: &mut H::Session,
@@ -137,7 +141,7 @@ fn consume<H: Handler>(
         if n == 0 {
             break Stop::NeedMore;
         }
-        if ctx.pending_output() > high_water {
+        if consumed < input.len() && ctx.over_high_water(high_water) {
             break Stop::HighWater;
         }
     };

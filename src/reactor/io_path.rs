@@ -11,7 +11,7 @@ use super::Reactor;
 use super::connection::{FlushOutcome, Phase};
 use super::timer::TimerKind;
 use crate::handler::Actions;
-use crate::rules::{self, Ending, Limit, ReadOutcome};
+use crate::rules::{self, Ending, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, Context, Handler};
 
 /// The shared output buffer is trimmed back to this capacity after a large burst.
@@ -55,8 +55,10 @@ impl<H: Handler> Reactor<H> {
                     budget -= n;
                     trace!("read {n} bytes from connection {}", conn.id);
                     // A closing connection reads only to reach the peer's EOF.
-                    if conn.phase.wants_input() {
-                        self.invoke(key, Call::Data(n));
+                    if conn.phase.wants_input() && self.invoke(key, Call::Data(n)) {
+                        // Output passed high water with input left: the rest waits for a
+                        // revisit, and reading more now would only pile it up.
+                        return;
                     }
                     if n < want && !drain {
                         return;
@@ -78,10 +80,14 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Make one handler callback for connection `key`, then act on what it asked for.
-    pub(super) fn invoke(&mut self, key: usize, call: Call) {
+    ///
+    /// Returns true when feeding stopped at the high-water mark with input left over. That
+    /// input is offered again by a revisit (queued here, unless reads are paused: then the
+    /// drain below low water queues it), so other connections are served in between.
+    pub(super) fn invoke(&mut self, key: usize, call: Call) -> bool {
         let handler = &*self.handler;
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         // With nothing pending, output goes to the shared buffer and straight to the
         // socket; otherwise it must queue behind what is pending.
@@ -102,7 +108,7 @@ impl<H: Handler> Reactor<H> {
             &mut self.outbox,
         )
         .already_sent(already_sent);
-        let mut consumed = 0;
+        let mut held = false;
         match (call, conn.session.as_mut()) {
             (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
             (Call::Data(fresh), Some(session)) => {
@@ -116,15 +122,24 @@ impl<H: Handler> Reactor<H> {
                     &mut ctx,
                     high_water,
                 );
-                consumed = fed.consumed;
+                if fed.consumed > 0 {
+                    conn.last_progress = self.now;
+                }
+                held = fed.stop == Stop::HighWater;
             }
             (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
             (_, None) => {}
         }
-        if consumed > 0 {
-            conn.last_progress = self.now;
-        }
         self.after_callback(key, use_scratch, actions);
+        if held
+            && self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.phase.wants_input())
+        {
+            self.queue_ready(key);
+        }
+        held
     }
 
     /// Carry out a callback's requests, send what it wrote, enforce the limits, and route

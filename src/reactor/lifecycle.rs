@@ -147,9 +147,11 @@ impl<H: Handler> Reactor<H> {
             };
             let conn = &mut self.conns[key];
             conn.queued = false;
-            // Input buffered while paused is offered first.
-            if !conn.input.is_empty() && conn.phase.wants_input() {
-                self.invoke(key, Call::Data(0));
+            // Input buffered while paused (or held at high water) is offered first; only
+            // once it is all taken is the socket read again.
+            if !conn.input.is_empty() && conn.phase.wants_input() && self.invoke(key, Call::Data(0))
+            {
+                continue;
             }
             self.read(key, true);
         }

@@ -14,6 +14,9 @@ use super::Reactor;
 use super::connection::Phase;
 use crate::{ConnId, Handler};
 
+/// Messages the mail queue keeps room for once delivered.
+const KEEP_MAIL: usize = 256;
+
 /// Messages from one worker's handler to another worker's connection, with the waker that
 /// tells the receiving worker to look.
 #[derive(Debug)]
@@ -143,6 +146,9 @@ impl<H: Handler> Reactor<H> {
         for (to, bytes) in inbox.drain(..) {
             self.deliver(to, &bytes);
         }
+        // A burst of mail is over: do not keep its peak (the mailbox gets this vector
+        // back at the next swap).
+        inbox.shrink_to(KEEP_MAIL);
         self.inbox = inbox;
     }
 }

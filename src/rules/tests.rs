@@ -105,6 +105,49 @@ fn feeding_stops_at_high_water_and_keeps_the_rest_buffered() {
 }
 
 #[test]
+fn feeding_that_ends_with_the_input_is_not_held_at_high_water() {
+    let handler = Lines::new(100);
+    let mut buffered = Vec::new();
+    let fed = feed_once(&handler, &mut buffered, b"a\nb\n", 150);
+    assert_eq!(
+        fed,
+        Fed {
+            consumed: 4,
+            stop: Stop::Consumed
+        }
+    );
+}
+
+/// Sends each line to connection 2 instead of answering it.
+struct Forward;
+
+impl Handler for Forward {
+    type Session = ();
+    fn open(&self, _ctx: &mut Context<'_>) {}
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return 0;
+        };
+        ctx.send_to(ConnId(2), &[b'y'; 100]);
+        end + 1
+    }
+}
+
+#[test]
+fn feeding_stops_when_messages_for_others_pass_high_water() {
+    let mut buffered = Vec::new();
+    let fed = feed_once(&Forward, &mut buffered, b"a\nb\nc\nd\n", 150);
+    assert_eq!(
+        fed,
+        Fed {
+            consumed: 4,
+            stop: Stop::HighWater
+        }
+    );
+    assert_eq!(buffered, b"c\nd\n");
+}
+
+#[test]
 fn feeding_stops_at_a_close_request() {
     let handler = Lines::new(1);
     let mut buffered = Vec::new();

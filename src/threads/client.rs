@@ -22,6 +22,10 @@ use crate::{CloseReason, ConnId, Context, Handler};
 /// a read fills it, so idle clients stay cheap and busy ones read in large chunks.
 const FIRST_READ_BUFFER: usize = 4 * 1024;
 
+/// Capacity a client's output buffer keeps once a batch is written: a large reply does
+/// not leave its size behind for the life of the connection.
+const KEEP_OUTPUT: usize = 16 * 1024;
+
 /// A read timeout this much longer than needed is still accepted, to save a `setsockopt`
 /// per read: deadlines fire at most this late.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
@@ -258,10 +262,8 @@ impl<H: Handler> Client<H> {
         let mut fresh = n;
         loop {
             let (fed, actions) = self.feed(session, fresh, now);
-            if fresh == self.buf.len() && fresh < self.shared.config.read_chunk {
-                // The read filled the buffer: more is probably waiting, read more at once.
-                let grown = (fresh * 2).min(self.shared.config.read_chunk);
-                self.buf.resize(grown, 0);
+            if fresh > 0 {
+                self.resize_read_buffer(fresh);
             }
             fresh = 0;
             if fed.consumed > 0 {
@@ -273,6 +275,20 @@ impl<H: Handler> Client<H> {
             if fed.stop != Stop::HighWater {
                 return None;
             }
+        }
+    }
+
+    /// Size the read buffer after a read of `n` bytes: double it (up to `read_chunk`) when
+    /// the read filled it, as more is probably waiting; go back to the first size after a
+    /// short read, so a client that once streamed does not keep a large buffer while idle.
+    fn resize_read_buffer(&mut self, n: usize) {
+        let first = FIRST_READ_BUFFER.min(self.shared.config.read_chunk).max(1);
+        if n == self.buf.len() && n < self.shared.config.read_chunk {
+            let grown = (n * 2).min(self.shared.config.read_chunk);
+            self.buf.resize(grown, 0);
+        } else if n < first && self.buf.len() > first {
+            self.buf.truncate(first);
+            self.buf.shrink_to_fit();
         }
     }
 
@@ -360,10 +376,9 @@ impl<H: Handler> Client<H> {
             self.last_progress = Instant::now();
         }
         self.fx.out.clear();
-        if self.fx.out.capacity() > self.shared.config.read_chunk.max(FIRST_READ_BUFFER) * 4 {
-            // A burst of output is over: give its memory back.
-            self.fx.out.shrink_to(self.shared.config.read_chunk);
-        }
+        // A burst of output is over: give its memory back (a shrink in place, and a
+        // growth that usually extends in place again, for a client that streams).
+        self.fx.out.shrink_to(KEEP_OUTPUT);
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),

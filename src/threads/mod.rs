@@ -18,8 +18,9 @@
 //!   and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
 //!   every one and sums their counters.
 //! - A **client thread** blocks in `read`, hands input to the handler, and writes the
-//!   handler's whole batch of output at once. Handler timers and the idle timeout become
-//!   read timeouts.
+//!   handler's batch of output at once. A batch ends with the input, or as soon as its
+//!   output passes the high-water mark; the rest of the input is then fed after the write.
+//!   Handler timers and the idle timeout become read timeouts.
 //! - A client's socket lives in a `Peer`, shared by its owner thread and by any thread
 //!   that sends it a message. A `Gate` makes writes to one socket take turns, so two
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and
