@@ -1,7 +1,8 @@
 //! Starting and stopping a server: the builder, the running server's handle, and workers.
 //!
-//! This module binds listeners and spawns the threads of the chosen model; it must not run
-//! any protocol or loop itself (that is `reactor` and `threads`).
+//! The top layer: this module binds listeners, chooses a model and starts its workers, and
+//! reads the server-wide gauges for the [`Running`] handle. It must not run any protocol
+//! or loop itself (that is `reactor` and `threads`), and no module below imports it.
 
 use std::fmt;
 use std::io;
@@ -12,8 +13,11 @@ use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::worker::{Live, WakeFn, WorkerSetup};
+use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
 use crate::{Config, Handler, Stats, reactor, threads};
+
+/// A running worker's thread, which returns the worker's counters.
+type WorkerThread = JoinHandle<io::Result<Stats>>;
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,23 +159,7 @@ impl<H: Handler> Server<H> {
             flag: stop,
             wakers: Arc::new(wakers),
         };
-        let mut threads = Vec::with_capacity(workers);
-        for (index, run) in runs.into_iter().enumerate() {
-            let spawned = thread::Builder::new()
-                .name(format!("tcp-reactor-{index}"))
-                .spawn(run);
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(err) => {
-                    // Stop the workers already running before reporting the failure.
-                    stop_handle.stop();
-                    for thread in threads {
-                        let _ = thread.join();
-                    }
-                    return Err(err);
-                }
-            }
-        }
+        let threads = spawn_workers(runs, &stop_handle)?;
         Ok(Running {
             local_addr,
             stop: stop_handle,
@@ -197,7 +185,7 @@ pub struct Running {
     /// Shared gauges.
     live: Arc<Live>,
     /// One thread per worker.
-    threads: Vec<JoinHandle<io::Result<Stats>>>,
+    threads: Vec<WorkerThread>,
 }
 
 impl Running {
@@ -268,6 +256,28 @@ impl Drop for Running {
             }
         }
     }
+}
+
+/// Start each worker on a thread of its own. If one cannot start, stop and join the ones
+/// already running before reporting the failure.
+fn spawn_workers(runs: Vec<WorkerRun>, stop: &StopHandle) -> io::Result<Vec<WorkerThread>> {
+    let mut threads = Vec::with_capacity(runs.len());
+    for (index, run) in runs.into_iter().enumerate() {
+        let spawned = thread::Builder::new()
+            .name(format!("tcp-reactor-{index}"))
+            .spawn(run);
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(err) => {
+                stop.stop();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(threads)
 }
 
 /// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when

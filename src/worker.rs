@@ -110,10 +110,13 @@ pub(crate) struct WorkerSetup<H> {
 /// A wake-up function for one worker, called after the stop flag is raised.
 pub(crate) type WakeFn = Box<dyn Fn() + Send + Sync>;
 
+/// A worker's whole life, run on the thread it is given; returns its counters.
+pub(crate) type WorkerRun = Box<dyn FnOnce() -> io::Result<Stats> + Send>;
+
 /// A worker that has been built but not started, with the function that wakes it.
 pub(crate) struct Prepared {
     /// Runs the worker to completion on the current thread.
-    pub(crate) run: Box<dyn FnOnce() -> io::Result<Stats> + Send>,
+    pub(crate) run: WorkerRun,
     /// Wakes the worker so it notices the stop flag.
     pub(crate) wake: WakeFn,
 }

@@ -60,6 +60,13 @@ impl Mailboxes {
         queue.len() == 1
     }
 
+    /// Give `worker` its waker, once its `Poll` exists.
+    pub(crate) fn set_waker(&self, worker: usize, waker: Arc<Waker>) {
+        if let Some(slot) = self.slots.get(worker) {
+            let _ = slot.waker.set(waker);
+        }
+    }
+
     /// Wake `worker` so it reads its mailbox.
     pub(crate) fn wake(&self, worker: usize) {
         if let Some(waker) = self.slots.get(worker).and_then(|slot| slot.waker.get()) {
@@ -76,15 +83,6 @@ impl Mailboxes {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
             mem::swap(&mut *queue, into);
-        }
-    }
-}
-
-impl Mailboxes {
-    /// Give `worker` its waker, once its `Poll` exists.
-    pub(crate) fn set_waker(&self, worker: usize, waker: Arc<Waker>) {
-        if let Some(slot) = self.slots.get(worker) {
-            let _ = slot.waker.set(waker);
         }
     }
 }
