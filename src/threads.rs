@@ -314,8 +314,6 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// The registry (and the reactor's mailboxes, unused here).
     shared: Arc<Shared>,
-    /// Clients of this worker open right now (for its peak).
-    open: AtomicU64,
 }
 
 /// What a client thread reports when it ends.
@@ -341,7 +339,6 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         stop: setup.stop,
         live: setup.live,
         shared: setup.shared,
-        open: AtomicU64::new(0),
     });
     let registry_owner = Arc::clone(&shared.shared);
     let index = shared.index;
@@ -486,8 +483,6 @@ impl<H: Handler> AcceptLoop<H> {
         // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
         self.stats.accepted += 1;
-        let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(open);
         let guard = Departure {
             shared: Arc::clone(&self.shared),
             id,
@@ -595,7 +590,6 @@ struct Departure<H> {
 impl<H> Drop for Departure<H> {
     fn drop(&mut self) {
         self.shared.shared.registry.remove(self.id);
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.live.closed();
         // The accept thread may be gone (it joins everyone before leaving, so only when
         // the thread could not be spawned): nothing to tell then.

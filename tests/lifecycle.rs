@@ -9,9 +9,11 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{assert_silent, connect, send, start};
-use tcp_reactor::protocols::Http;
-use tcp_reactor::{Context, Handler, Model};
+use common::{
+    assert_silent, connect, expect_reply, send, start, start_server, wait_for_connections,
+};
+use tcp_reactor::protocols::{Echo, Http};
+use tcp_reactor::{Config, Context, Handler, Model, Server};
 
 /// Rounds of "a client resets mid-reply, then an innocent client arrives".
 const RESET_ROUNDS: usize = 30;
@@ -108,7 +110,40 @@ fn timer_request_of_a_reset_client_stays_with_it(model: Model) {
     );
 }
 
+/// The server-wide connection limit of the peak test.
+const LIMIT: usize = 20;
+/// Waves of `LIMIT` clients: each wave is spread over the workers differently, so a sum
+/// of per-worker peaks exceeds the true peak.
+const WAVES: usize = 5;
+
+fn peak_connections_is_server_wide(model: Model) {
+    let config = Config {
+        max_connections: LIMIT,
+        ..Config::default()
+    };
+    let server = start_server(Server::new(Echo).workers(2), model, config);
+    let addr = server.local_addr();
+    for _ in 0..WAVES {
+        let mut wave: Vec<TcpStream> = (0..LIMIT).map(|_| connect(addr)).collect();
+        // An answer proves each client is served, not refused.
+        for stream in &mut wave {
+            send(stream, b"ping");
+            expect_reply(stream, b"ping");
+        }
+        wait_for_connections(&server, LIMIT as u64);
+        drop(wave);
+        wait_for_connections(&server, 0);
+    }
+    let stats = server.stop().expect("the server stops cleanly");
+    assert_eq!(stats.refused, 0, "no client was refused: {stats}");
+    assert_eq!(
+        stats.peak_connections, LIMIT as u64,
+        "the peak is the most connections open at once: {LIMIT}"
+    );
+}
+
 for_each_model!(
+    peak_connections_is_server_wide,
     close_request_of_a_reset_client_stays_with_it,
     timer_request_of_a_reset_client_stays_with_it,
 );
