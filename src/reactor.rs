@@ -641,7 +641,6 @@ impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
     /// the low-water mark, and close once everything is flushed if it is closing.
     fn settle(&mut self, key: usize) {
-        let stopping = self.stop_deadline.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -661,10 +660,9 @@ impl<H: Handler> Reactor<H> {
         match (conn.read_closed, conn.closing) {
             // The peer is done and so are we.
             (true, reason) => self.kill(key, reason.unwrap_or(CloseReason::Eof)),
-            // Stopping does not wait for the peer's EOF.
-            (false, Some(reason)) if stopping => self.kill(key, reason),
-            // Lingering close: send our FIN, then read until the peer's EOF (or the linger
-            // deadline) so unread input does not turn the close into a reset.
+            // Lingering close (stopping too): send our FIN, then read until the peer's EOF
+            // (or the linger deadline) so unread input does not turn the close into a reset.
+            // A client that closes on EOF sends nothing more, so it waits no longer.
             (false, Some(_)) if !conn.write_shut => {
                 trace!(
                     "connection {}: output flushed; shutting down writes",
@@ -906,7 +904,10 @@ impl<H: Handler> Reactor<H> {
         false
     }
 
-    /// Stop accepting, then close every connection once its output is flushed.
+    /// A graceful stop: stop accepting; answer the input that has already arrived; then
+    /// close every connection the lingering way (flush, shut down writes, discard input
+    /// until the peer's EOF). The whole stop is bounded by `linger`: `check_stop` drops
+    /// whatever is left at that deadline.
     fn begin_stop(&mut self) {
         info!(
             "worker {} stopping: {} connections to close",
@@ -920,10 +921,28 @@ impl<H: Handler> Reactor<H> {
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            self.answer_arrived(key);
             self.begin_close(key, CloseReason::Shutdown);
             self.settle(key);
         }
         self.reap_finished();
+    }
+
+    /// Feed the handler what connection `key` has received and not yet offered: its
+    /// buffered input, then what waits in the socket (within one read budget). Closing
+    /// with a request unanswered would lose a reply the client is owed.
+    fn answer_arrived(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.wants_input() {
+            // Paused above high water, closing, or finished: it reads no more requests.
+            return;
+        }
+        if !conn.input.is_empty() {
+            self.invoke(key, Call::Data(0));
+        }
+        self.read(key, true);
     }
 }
 

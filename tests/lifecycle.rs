@@ -5,15 +5,19 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use common::{
-    assert_silent, connect, expect_reply, send, start, start_server, wait_for_connections,
+    assert_silent, connect, eventually, expect_reply, send, start, start_server,
+    wait_for_connections,
 };
 use tcp_reactor::protocols::{Echo, Http};
-use tcp_reactor::{Config, Context, Handler, Model, Server};
+use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
 
 /// Rounds of "a client resets mid-reply, then an innocent client arrives".
 const RESET_ROUNDS: usize = 30;
@@ -142,7 +146,117 @@ fn peak_connections_is_server_wide(model: Model) {
     );
 }
 
+/// Echo clients in steady ping-pong when the server stops.
+const PING_PONG_CLIENTS: usize = 200;
+/// Round trips every client completes before the stop.
+const WARM_ROUNDS: u64 = 5;
+
+/// How one ping-pong client's conversation ended.
+#[derive(Debug, Default)]
+struct PingPongEnd {
+    /// Replies received whole and equal to their request.
+    answered: u64,
+    /// Requests that had been completely sent before the stop began and got no reply.
+    unanswered_before_stop: u64,
+    /// A reply that differed from its request, or was cut short.
+    broken_reply: Option<String>,
+    /// How the conversation ended: `None` for a clean EOF, otherwise the error.
+    error: Option<io::ErrorKind>,
+}
+
+/// Ping-pong until EOF: send a numbered line, read its echo, repeat; on EOF, close.
+fn ping_pong_until_eof(
+    addr: SocketAddr,
+    client: usize,
+    stopping: &AtomicBool,
+    warmed: &AtomicU64,
+) -> PingPongEnd {
+    let mut end = PingPongEnd::default();
+    let mut stream = connect(addr);
+    for seq in 0.. {
+        let request = format!("{client:05}-{seq:010}\n");
+        if let Err(err) = stream.write_all(request.as_bytes()) {
+            end.error = Some(err.kind());
+            break;
+        }
+        // Read after the write returned: `false` proves the request was sent (and, on
+        // loopback, queued at the server) before the stop began.
+        let sent_before_stop = !stopping.load(Ordering::SeqCst);
+        let mut reply = vec![0; request.len()];
+        let mut got = 0;
+        while got < reply.len() {
+            match stream.read(&mut reply[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    end.error = Some(err.kind());
+                    break;
+                }
+            }
+        }
+        if got == reply.len() && reply == request.as_bytes() {
+            end.answered += 1;
+            if end.answered == WARM_ROUNDS {
+                warmed.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        if got > 0 {
+            end.broken_reply = Some(String::from_utf8_lossy(&reply[..got]).into_owned());
+        } else if end.error.is_none() && sent_before_stop {
+            end.unanswered_before_stop += 1;
+        }
+        break;
+    }
+    end
+}
+
+fn graceful_stop_answers_and_closes_without_reset(model: Model) {
+    let server = start(Echo, model);
+    let addr = server.local_addr();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let warmed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..PING_PONG_CLIENTS)
+        .map(|client| {
+            let (stopping, warmed) = (Arc::clone(&stopping), Arc::clone(&warmed));
+            thread::spawn(move || ping_pong_until_eof(addr, client, &stopping, &warmed))
+        })
+        .collect();
+    eventually("every client is in steady ping-pong", || {
+        warmed.load(Ordering::Relaxed) == PING_PONG_CLIENTS as u64
+    });
+    stopping.store(true, Ordering::SeqCst);
+    let stats = server.stop().expect("the server stops cleanly");
+    let ends: Vec<PingPongEnd> = clients
+        .into_iter()
+        .map(|client| client.join().expect("a client thread"))
+        .collect();
+    let resets: Vec<_> = ends.iter().filter_map(|end| end.error).collect();
+    let broken: Vec<_> = ends
+        .iter()
+        .filter_map(|end| end.broken_reply.as_ref())
+        .collect();
+    let unanswered: u64 = ends.iter().map(|end| end.unanswered_before_stop).sum();
+    assert!(
+        resets.is_empty(),
+        "{} of {PING_PONG_CLIENTS} clients ended with an error instead of EOF: {resets:?}",
+        resets.len()
+    );
+    assert!(broken.is_empty(), "replies cut or wrong: {broken:?}");
+    assert_eq!(
+        unanswered, 0,
+        "requests sent before the stop went unanswered"
+    );
+    assert_eq!(
+        stats.closed_by(CloseReason::Shutdown),
+        PING_PONG_CLIENTS as u64,
+        "every client closed by the stop: {stats}"
+    );
+}
+
 for_each_model!(
+    graceful_stop_answers_and_closes_without_reset,
     peak_connections_is_server_wide,
     close_request_of_a_reset_client_stays_with_it,
     timer_request_of_a_reset_client_stays_with_it,
