@@ -25,8 +25,14 @@
 //!   ([`CloseReason::OutputLimit`]).
 //! - **Stopping**: `wake` shuts down the listening socket (which makes a blocked `accept`
 //!   return at once on Linux; elsewhere it connects to the listener instead) and shuts
-//!   down the read side of every client of the worker, so each blocked `read` returns 0.
-//!   Each client thread then closes its connection with [`CloseReason::Shutdown`].
+//!   down the read side of every client of the worker, so each blocked `read` returns
+//!   what has arrived, then 0. Each client thread answers the input that has arrived
+//!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
+//!   [`CloseReason::Shutdown`]. Unlike the reactor it cannot wait for the client's EOF:
+//!   once the read side is shut, Linux answers any data arriving after our FIN with a
+//!   reset (RFC 1122). The client has already received the replies and the FIN by then,
+//!   so a client that closes on EOF sees EOF; a reply to a request sent after the stop is
+//!   not owed.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -289,6 +295,23 @@ fn peer_finished_sending(stream: &TcpStream) -> bool {
     // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// One read of what has already arrived on `stream`, never blocking (`MSG_DONTWAIT`): the
+/// socket stays blocking for every other read and write of its thread.
+fn read_arrived(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    // A negative count means failure, with the reason in errno.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// True for the error a socket timeout produces (`EAGAIN` on Unix, `TimedOut` elsewhere).
@@ -725,7 +748,7 @@ impl<H: Handler> Client<H> {
     fn run(&mut self, session: &mut H::Session) -> Ending {
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
-                return Ending::Graceful(CloseReason::Shutdown);
+                return self.answer_arrived(session);
             }
             if let Some(ending) = self.expire(session) {
                 return ending;
@@ -733,7 +756,11 @@ impl<H: Handler> Client<H> {
             let outcome = self.read();
             let ending = match outcome {
                 ReadOutcome::Data(n) => self.on_input(session, n),
-                ReadOutcome::Closed => Some(Ending::Graceful(self.closed_reason(CloseReason::Eof))),
+                ReadOutcome::Closed => Some(match self.closed_reason(CloseReason::Eof) {
+                    // The stop shut our read side: answer what is left, close lingering.
+                    CloseReason::Shutdown => self.answer_arrived(session),
+                    reason => Ending::Graceful(reason),
+                }),
                 ReadOutcome::TimedOut => None,
                 ReadOutcome::Failed(reason) => Some(Ending::Abrupt(self.closed_reason(reason))),
             };
@@ -741,6 +768,33 @@ impl<H: Handler> Client<H> {
                 return ending;
             }
         }
+    }
+
+    /// The server is stopping: answer the input that has already arrived (what the socket
+    /// holds, within one read budget, read without blocking), then end the lingering way,
+    /// so the client gets every reply it is owed, then EOF.
+    fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
+        let mut budget = self.shared.config.read_budget.max(1);
+        while budget > 0 {
+            match read_arrived(&self.peer.stream, &mut self.buf) {
+                // EOF, or the stop shut our read side: nothing more has arrived.
+                Ok(0) => break,
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if let Some(ending) = self.on_input(session, n) {
+                        return ending;
+                    }
+                }
+                // A signal interrupted the call before any data: try again.
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // Everything that arrived has been read.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    return Ending::Abrupt(self.closed_reason(CloseReason::from_io(&err)));
+                }
+            }
+        }
+        Ending::Lingering(CloseReason::Shutdown)
     }
 
     /// Why the connection closed, when its socket reported `seen`: a sender may have shut
