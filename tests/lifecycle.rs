@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::faults::process::{ServerProcess, stat};
 use common::{
     assert_silent, connect, eventually, expect_reply, send, start, start_server,
     wait_for_connections,
@@ -212,9 +213,11 @@ fn ping_pong_until_eof(
     end
 }
 
-fn graceful_stop_answers_and_closes_without_reset(model: Model) {
-    let server = start(Echo, model);
-    let addr = server.local_addr();
+/// Run `PING_PONG_CLIENTS` ping-pong clients against the server at `addr`, stop it with
+/// `stop` once all are in steady ping-pong, and check every client got a whole reply to
+/// each request sent before the stop, then EOF, never a reset. `stop` returns how many
+/// connections the server counted as closed by the stop.
+fn ping_pong_through_stop(addr: SocketAddr, stop: impl FnOnce() -> u64) {
     let stopping = Arc::new(AtomicBool::new(false));
     let warmed = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..PING_PONG_CLIENTS)
@@ -227,7 +230,7 @@ fn graceful_stop_answers_and_closes_without_reset(model: Model) {
         warmed.load(Ordering::Relaxed) == PING_PONG_CLIENTS as u64
     });
     stopping.store(true, Ordering::SeqCst);
-    let stats = server.stop().expect("the server stops cleanly");
+    let closed_by_stop = stop();
     let ends: Vec<PingPongEnd> = clients
         .into_iter()
         .map(|client| client.join().expect("a client thread"))
@@ -249,14 +252,31 @@ fn graceful_stop_answers_and_closes_without_reset(model: Model) {
         "requests sent before the stop went unanswered"
     );
     assert_eq!(
-        stats.closed_by(CloseReason::Shutdown),
-        PING_PONG_CLIENTS as u64,
-        "every client closed by the stop: {stats}"
+        closed_by_stop, PING_PONG_CLIENTS as u64,
+        "every client is counted as closed by the stop"
     );
+}
+
+fn graceful_stop_answers_and_closes_without_reset(model: Model) {
+    let server = start(Echo, model);
+    ping_pong_through_stop(server.local_addr(), || {
+        let stats = server.stop().expect("the server stops cleanly");
+        stats.closed_by(CloseReason::Shutdown)
+    });
+}
+
+fn sigterm_answers_and_closes_without_reset(model: Model) {
+    let model = match model {
+        Model::Reactor => "reactor",
+        Model::Threads => "threads",
+    };
+    let server = ServerProcess::spawn(&["--protocol", "echo", "--model", model], None);
+    ping_pong_through_stop(server.addr, || stat(&server.stop(), "shutdown"));
 }
 
 for_each_model!(
     graceful_stop_answers_and_closes_without_reset,
+    sigterm_answers_and_closes_without_reset,
     peak_connections_is_server_wide,
     close_request_of_a_reset_client_stays_with_it,
     timer_request_of_a_reset_client_stays_with_it,
