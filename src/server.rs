@@ -225,7 +225,8 @@ impl Running {
         self.wait()
     }
 
-    /// Wait until the server stops (through a [`StopHandle`]) and return its stats.
+    /// Wait until the server stops (through a [`StopHandle`]) and return its stats: the
+    /// workers' counters summed, and the server-wide peak of open connections.
     pub fn wait(mut self) -> io::Result<Stats> {
         let mut total = Stats::default();
         let mut first_error = None;
@@ -240,6 +241,8 @@ impl Running {
                 }
             }
         }
+        // Workers' peaks need not coincide; the shared count saw the real one.
+        total.peak_connections = self.live.peak_connections();
         match first_error {
             Some(err) => Err(err),
             None => Ok(total),

@@ -18,6 +18,8 @@ use crate::{Config, Stats};
 pub(crate) struct Live {
     /// Connections open right now; also the reservation that enforces `max_connections`.
     connections: AtomicU64,
+    /// Most connections open at once so far, server-wide.
+    peak_connections: AtomicU64,
     /// Connections accepted so far.
     accepted: AtomicU64,
     /// Connections refused so far because the server was full.
@@ -37,16 +39,19 @@ impl Live {
 
     /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;
     /// return false (counting nothing) when the server is full. Atomic, so workers
-    /// accepting at the same moment cannot together exceed the limit.
+    /// accepting at the same moment cannot together exceed the limit; the peak is taken
+    /// from the same reservation, so it is the server-wide one.
     pub(crate) fn try_open(&self, worker: usize, max: usize) -> bool {
         let reserved =
             self.connections
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
                     (open < max as u64).then_some(open + 1)
                 });
-        if reserved.is_err() {
+        let Ok(before) = reserved else {
             return false;
-        }
+        };
+        self.peak_connections
+            .fetch_max(before + 1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = self.accepted_by_worker.get(worker) {
             count.fetch_add(1, Ordering::Relaxed);
@@ -67,6 +72,11 @@ impl Live {
     /// Connections open right now.
     pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Most connections open at once so far, server-wide.
+    pub(crate) fn peak_connections(&self) -> u64 {
+        self.peak_connections.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.

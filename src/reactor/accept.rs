@@ -110,7 +110,6 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);

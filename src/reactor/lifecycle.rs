@@ -20,7 +20,6 @@ impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
     /// the low-water mark, and close once everything is flushed if it is closing.
     pub(super) fn settle(&mut self, key: usize) {
-        let stopping = self.stop_deadline.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -36,12 +35,9 @@ impl<H: Handler> Reactor<H> {
             _ if pending > 0 => {}
             // The peer is done and so are we.
             Phase::Draining(reason) => self.kill(key, reason),
-            // Stopping does not wait for the peer's EOF.
-            Phase::Closing(reason) | Phase::Lingering(reason) if stopping => {
-                self.kill(key, reason);
-            }
-            // Lingering close: send our FIN, then read until the peer's EOF (or the linger
-            // deadline) so unread input does not turn the close into a reset.
+            // Lingering close (stopping too): send our FIN, then read until the peer's EOF
+            // (or the linger deadline) so unread input does not turn the close into a reset.
+            // A client that closes on EOF sends nothing more, so it waits no longer.
             Phase::Closing(reason) => {
                 trace!(
                     "connection {}: output flushed; shutting down writes",
@@ -159,6 +155,23 @@ impl<H: Handler> Reactor<H> {
         if self.ready.is_empty() {
             self.ready = ready;
         }
+    }
+
+    /// Feed the handler what connection `key` has received and not yet offered, as a
+    /// stop begins: its buffered input, then what waits in the socket (within one read
+    /// budget). Closing with a request unanswered would lose a reply the client is owed.
+    pub(super) fn answer_arrived(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.phase.wants_input() {
+            // Paused above high water, closing, or finished: it reads no more requests.
+            return;
+        }
+        if !conn.input.is_empty() {
+            self.invoke(key, Call::Data(0));
+        }
+        self.read(key, true);
     }
 
     /// Step 5: flush output queued for connections other than the one being served.

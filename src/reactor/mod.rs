@@ -303,7 +303,10 @@ impl<H: Handler> Reactor<H> {
         false
     }
 
-    /// Stop accepting, then close every connection once its output is flushed.
+    /// A graceful stop: stop accepting; answer the input that has already arrived; then
+    /// close every connection the lingering way (flush, shut down writes, discard input
+    /// until the peer's EOF). The whole stop is bounded by `linger`: `check_stop` drops
+    /// whatever is left at that deadline.
     fn begin_stop(&mut self) {
         info!(
             "worker {} stopping: {} connections to close",
@@ -320,6 +323,7 @@ impl<H: Handler> Reactor<H> {
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            self.answer_arrived(key);
             self.begin_close(key, CloseReason::Shutdown);
             self.settle(key);
         }

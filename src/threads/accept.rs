@@ -111,8 +111,6 @@ impl<H: Handler> AcceptLoop<H> {
         // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
         self.stats.accepted += 1;
-        let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(open);
         let guard = Departure {
             shared: Arc::clone(&self.shared),
             id,
@@ -192,7 +190,6 @@ struct Departure<H> {
 impl<H> Drop for Departure<H> {
     fn drop(&mut self) {
         self.shared.registry.remove(self.id);
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.live.closed();
         // The accept thread may be gone (it joins everyone before leaving, so only when
         // the thread could not be spawned): nothing to tell then.

@@ -6,8 +6,9 @@
 //! must not touch another client's socket except through its `Peer`.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -149,14 +150,18 @@ impl<H: Handler> Client<H> {
     fn run(&mut self, session: &mut H::Session) -> Ending {
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
-                return Ending::Graceful(CloseReason::Shutdown);
+                return self.answer_arrived(session);
             }
             if let Some(ending) = self.expire(session) {
                 return ending;
             }
             let ending = match self.read() {
                 ReadOutcome::Data(n) => self.on_input(session, n),
-                ReadOutcome::Eof => Some(Ending::Graceful(self.closed_reason(CloseReason::Eof))),
+                ReadOutcome::Eof => Some(match self.closed_reason(CloseReason::Eof) {
+                    // The stop shut our read side: answer what is left, close lingering.
+                    CloseReason::Shutdown => self.answer_arrived(session),
+                    reason => Ending::Graceful(reason),
+                }),
                 // The read timeout passed: a deadline may be due.
                 ReadOutcome::WouldBlock => None,
                 ReadOutcome::Failed(err) => Some(Ending::Abrupt(
@@ -167,6 +172,29 @@ impl<H: Handler> Client<H> {
                 return ending;
             }
         }
+    }
+
+    /// The server is stopping: answer the input that has already arrived (what the socket
+    /// holds, within one read budget, read without blocking), then end the lingering way,
+    /// so the client gets every reply it is owed, then EOF.
+    fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
+        let mut budget = self.shared.config.read_budget.max(1);
+        while budget > 0 {
+            match rules::read_once(Arrived(&self.peer.stream), &mut self.buf) {
+                ReadOutcome::Data(n) => {
+                    budget = budget.saturating_sub(n);
+                    if let Some(ending) = self.on_input(session, n) {
+                        return ending;
+                    }
+                }
+                // EOF (or the stop shut our read side), or everything arrived is read.
+                ReadOutcome::Eof | ReadOutcome::WouldBlock => break,
+                ReadOutcome::Failed(err) => {
+                    return Ending::Abrupt(self.closed_reason(CloseReason::from_io(&err)));
+                }
+            }
+        }
+        Ending::Lingering(CloseReason::Shutdown)
     }
 
     /// Why the connection closed, when its socket reported `seen`: a sender may have shut
@@ -470,5 +498,25 @@ impl Effects {
         actions: &'a mut Actions,
     ) -> Context<'a> {
         Context::new(id, addr, now, &mut self.out, actions, &mut self.outbox)
+    }
+}
+
+/// A socket read only for what has already arrived, never blocking (`MSG_DONTWAIT`): the
+/// socket stays blocking for every other read and write of its thread.
+struct Arrived<'a>(&'a TcpStream);
+
+impl Read for Arrived<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // A negative count means failure, with the reason in errno.
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }

@@ -28,8 +28,14 @@
 //!   (`CloseReason::OutputLimit`).
 //! - **Stopping**: `wake` shuts down the listening socket (which makes a blocked `accept`
 //!   return at once on Linux; elsewhere it connects to the listener instead) and shuts
-//!   down the read side of every client of the worker, so each blocked `read` returns 0.
-//!   Each client thread then closes its connection with `CloseReason::Shutdown`.
+//!   down the read side of every client of the worker, so each blocked `read` returns
+//!   what has arrived, then 0. Each client thread answers the input that has arrived
+//!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
+//!   `CloseReason::Shutdown`. Unlike the reactor it cannot wait for the client's EOF:
+//!   once the read side is shut, Linux answers any data arriving after our FIN with a
+//!   reset (RFC 1122). The client has already received the replies and the FIN by then,
+//!   so a client that closes on EOF sees EOF; a reply to a request sent after the stop is
+//!   not owed.
 //!
 //! # Files
 //!
@@ -42,7 +48,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -76,8 +82,6 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
-    /// Clients of this worker open right now (for its peak).
-    open: AtomicU64,
 }
 
 /// Build the threads-model workers of one server, sharing one registry.
@@ -101,7 +105,6 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
-        open: AtomicU64::new(0),
     });
     let registry_owner = Arc::clone(&shared.registry);
     let index = shared.index;
