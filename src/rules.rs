@@ -38,6 +38,7 @@ pub(crate) enum ReadOutcome {
 
 /// One `read` from `source` into `buf` (which must not be empty), classified. A read that
 /// a signal interrupted before any byte moved is retried.
+#[inline]
 pub(crate) fn read_once(mut source: impl Read, buf: &mut [u8]) -> ReadOutcome {
     debug_assert!(!buf.is_empty(), "a read into nothing looks like EOF");
     loop {
@@ -55,6 +56,7 @@ pub(crate) fn read_once(mut source: impl Read, buf: &mut [u8]) -> ReadOutcome {
 }
 
 /// True for the error a nonblocking socket or a socket timeout produces.
+#[inline]
 pub(crate) fn is_timeout(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -95,6 +97,7 @@ pub(crate) struct Fed {
 /// for other connections) is at most `high_water`. A model that sees [`Stop::HighWater`]
 /// sends that output before offering the rest: so a client sending many requests without
 /// reading holds at most the mark plus one reply.
+#[inline]
 pub(crate) fn feed<H: Handler>(
     handler: &H,
     session: &mut H::Session,
@@ -119,6 +122,7 @@ pub(crate) fn feed<H: Handler>(
 }
 
 /// The loop of [`feed`] over one contiguous input.
+#[inline]
 fn consume<H: Handler>(
     handler: &H,
     session: &mut H::Session,
@@ -164,17 +168,17 @@ pub(crate) enum Limit {
 }
 
 /// The limit a connection with `pending_output` unsent bytes and `unconsumed_input`
-/// buffered bytes is at. A connection already `closing` reads nothing more, so its input
-/// is no longer held against it.
+/// buffered bytes is at. A connection that is already closing reads nothing more, so a
+/// model ignores [`Limit::InputCap`] for it (and it is not paused either).
+#[inline]
 pub(crate) fn check_limits(
     pending_output: usize,
     unconsumed_input: usize,
-    closing: bool,
     config: &Config,
 ) -> Limit {
     if pending_output > config.max_output {
         Limit::OutputCap
-    } else if !closing && unconsumed_input > 0 && unconsumed_input >= config.max_input {
+    } else if unconsumed_input > 0 && unconsumed_input >= config.max_input {
         Limit::InputCap
     } else if pending_output > config.high_water {
         Limit::AboveHighWater
@@ -218,6 +222,7 @@ pub(crate) struct Applied {
 /// Apply the timer request of one callback to the connection's `timer` slot, and say what
 /// its close request means. Takes the requests by value: they end with the callback and
 /// can never reach another connection.
+#[inline]
 pub(crate) fn apply(actions: Actions, timer: &mut Option<Instant>) -> Applied {
     let arm = match actions.timer {
         Some(TimerRequest::Set(at)) => {

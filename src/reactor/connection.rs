@@ -97,11 +97,13 @@ impl<S> Connection<S> {
     }
 
     /// Bytes queued and not yet written.
+    #[inline]
     pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.sent
     }
 
     /// One `read` into `buf`, classified.
+    #[inline]
     pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> ReadOutcome {
         rules::read_once(&self.stream, buf)
     }
@@ -202,22 +204,26 @@ pub(crate) enum Phase {
 
 impl Phase {
     /// True while input is read and given to the handler.
+    #[inline]
     pub(crate) fn wants_input(self) -> bool {
         self == Phase::Open
     }
 
     /// True while the socket is read at all (a closing connection reads and discards input
     /// until the peer's EOF).
+    #[inline]
     pub(crate) fn wants_read(self) -> bool {
         matches!(self, Phase::Open | Phase::Closing(_) | Phase::Lingering(_))
     }
 
     /// True once the connection only waits to be freed.
+    #[inline]
     pub(crate) fn is_dead(self) -> bool {
         matches!(self, Phase::Dead(_))
     }
 
     /// The reason a close was requested for (by the handler, a limit or a stop), if any.
+    #[inline]
     pub(crate) fn close_requested(self) -> Option<CloseReason> {
         match self {
             Phase::Closing(reason) | Phase::Lingering(reason) => Some(reason),

@@ -204,24 +204,20 @@ fn limits_are_checked_worst_first() {
         max_input: 50,
         ..Config::default()
     };
-    assert_eq!(check_limits(101, 60, false, &config), Limit::OutputCap);
-    assert_eq!(check_limits(20, 50, false, &config), Limit::InputCap);
-    assert_eq!(check_limits(20, 49, false, &config), Limit::AboveHighWater);
-    assert_eq!(check_limits(10, 49, false, &config), Limit::Within);
+    assert_eq!(check_limits(101, 60, &config), Limit::OutputCap);
+    assert_eq!(check_limits(20, 50, &config), Limit::InputCap);
+    assert_eq!(check_limits(20, 49, &config), Limit::AboveHighWater);
+    assert_eq!(check_limits(10, 49, &config), Limit::Within);
 }
 
 #[test]
-fn a_closing_connection_is_not_held_to_the_input_cap() {
-    let config = Config {
-        max_input: 50,
-        ..Config::default()
-    };
-    assert_eq!(check_limits(0, 50, true, &config), Limit::Within);
+fn no_input_is_never_over_the_input_cap() {
     let empty_cap = Config {
         max_input: 0,
         ..Config::default()
     };
-    assert_eq!(check_limits(0, 0, false, &empty_cap), Limit::Within);
+    assert_eq!(check_limits(0, 0, &empty_cap), Limit::Within);
+    assert_eq!(check_limits(0, 1, &empty_cap), Limit::InputCap);
 }
 
 #[test]

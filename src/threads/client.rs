@@ -348,7 +348,11 @@ impl<H: Handler> Client<H> {
         }
         let config = &self.shared.config;
         let closing = applied.close.is_some();
-        let limit = rules::check_limits(self.fx.out.len(), self.input.len(), closing, config);
+        let limit = match rules::check_limits(self.fx.out.len(), self.input.len(), config) {
+            // A connection closing anyway reads no more: its input is not held against it.
+            Limit::InputCap if closing => Limit::Within,
+            limit => limit,
+        };
         if limit == Limit::OutputCap {
             log::warn!(
                 "{} ({}): {} bytes of output",
