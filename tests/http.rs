@@ -1,6 +1,6 @@
 //! The `http` protocol over real sockets on 127.0.0.1, under every model: keep-alive,
 //! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
-//! requests, and connections spread over several workers.
+//! requests, `CONNECT`, and connections spread over several workers.
 
 mod common;
 
@@ -127,7 +127,23 @@ Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n
     expect_eof(&mut stream);
 }
 
+fn connect_gets_501_then_close_and_no_tunnel(model: Model) {
+    let server = start(Http::default(), model);
+    let mut stream = connect(server.local_addr());
+    send(
+        &mut stream,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    expect_reply(
+        &mut stream,
+        b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n\
+Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n",
+    );
+    expect_eof(&mut stream);
+}
+
 for_each_model!(
+    connect_gets_501_then_close_and_no_tunnel,
     keep_alive_serves_many_requests_on_one_connection,
     pipelined_requests_are_answered_in_order,
     connection_close_is_answered_then_closed,

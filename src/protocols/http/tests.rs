@@ -150,6 +150,27 @@ fn chunked_body_gets_501() {
 }
 
 #[test]
+fn connect_gets_501_and_closes_for_no_tunnel_is_made() {
+    let got = drive(
+        &Http::default(),
+        &[b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01"],
+    );
+    assert_eq!(got.output, NOT_IMPLEMENTED);
+    assert!(got.closed);
+}
+
+#[test]
+fn bare_lf_line_endings_are_accepted() {
+    let got = drive(
+        &Http::default(),
+        &[b"GET / HTTP/1.1\nHost: x\n\nHEAD / HTTP/1.1\r\nHost: x\n\r\n"],
+    );
+    let want = [reference_reply(false, None), reference_reply(true, None)].concat();
+    assert_eq!(got.output, want);
+    assert!(!got.closed);
+}
+
+#[test]
 fn oversized_head_gets_431_even_before_it_ends() {
     let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
     head.resize(MAX_HEAD + 1, b'a');
