@@ -182,7 +182,7 @@ fn pipelined_gets_of_a_large_value_leave_server_memory_bounded(model: Model) {
     let whole = read_replies(&mut greedy, &reply, GETS, start + Duration::from_secs(60));
     eprintln!(
         "{model:?}: the greedy client then read {whole} of {GETS} replies ({} MiB) in {:?}",
-        whole * reply.len() >> 20,
+        (whole * reply.len()) >> 20,
         start.elapsed()
     );
     assert_eq!(whole, GETS, "replies received whole");
