@@ -183,9 +183,11 @@ impl Framer {
             .position(|&byte| byte == b'\n')
         {
             Some(offset) => {
-                let len = scanned + offset + 1;
-                split_inline(&input[..len], &mut self.args);
-                Check::Complete(len)
+                let newline = scanned + offset;
+                // Checking again before `finish` finds the same line at once.
+                self.progress = Progress::Inline { scanned: newline };
+                split_inline(&input[..=newline], &mut self.args);
+                Check::Complete(newline + 1)
             }
             None if window < MAX_INLINE => {
                 self.progress = Progress::Inline { scanned: window };
@@ -212,6 +214,8 @@ impl Framer {
                 Err(err) => return Check::Error(err),
             }
         }
+        // Checking again before `finish` answers the same, without adding arguments.
+        self.progress = Progress::Multibulk { left: 0, at };
         Check::Complete(at)
     }
 }

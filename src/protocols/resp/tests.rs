@@ -381,6 +381,9 @@ fn resumed_matches_fresh(wire: &[u8], cuts: &[usize]) -> Result<Vec<Check>, Test
             match verdict {
                 Check::Complete(len) => {
                     prop_assert_eq!(resumed.args(), fresh.args());
+                    // Asking again before `finish` changes nothing.
+                    prop_assert_eq!(resumed.check(input), verdict);
+                    prop_assert_eq!(resumed.args(), fresh.args());
                     resumed.finish();
                     front += len;
                 }
