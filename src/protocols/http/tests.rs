@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocols::testkit::{drive, split_at};
+use crate::protocols::testkit::{drive, one_call, split_at};
 
 /// The reply a correct server gives, written independently of the handler's table.
 fn reference_reply(head_only: bool, connection: Option<&str>) -> Vec<u8> {
@@ -39,6 +39,13 @@ fn get_is_answered_and_connection_stays_open() {
     let got = drive(&Http::default(), &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
     assert_eq!(got.output, reference_reply(false, None));
     assert!(!got.closed);
+}
+
+#[test]
+fn one_data_call_answers_one_request_so_the_model_can_stop_between_them() {
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let (used, output) = one_call(&Http::default(), &[&get[..], get, get].concat());
+    assert_eq!((used, output), (get.len(), reference_reply(false, None)));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocols::testkit::{drive, split_at};
+use crate::protocols::testkit::{drive, one_call, split_at};
 
 /// Encode a command as a RESP multibulk array.
 fn multibulk(args: &[&[u8]]) -> Vec<u8> {
@@ -52,6 +52,13 @@ fn each_command_gets_its_redis_reply() {
                 -ERR value is not an integer or out of range\r\n:2\r\n$-1\r\n+OK\r\n\
                 -ERR DB index is out of range\r\n";
     assert_eq!(run(&wire), (want.to_string(), false));
+}
+
+#[test]
+fn one_data_call_runs_one_command_so_the_model_can_stop_between_them() {
+    let ping = multibulk(&[b"PING"]);
+    let (used, output) = one_call(&Resp::default(), &[&ping[..], b"PING\r\n", &ping].concat());
+    assert_eq!((used, output), (ping.len(), b"+PONG\r\n".to_vec()));
 }
 
 #[test]
