@@ -1,7 +1,8 @@
-//! Reading a server process's memory, threads and CPU time from `/proc`, and pinning
-//! processes to CPUs.
+//! Reading `/proc`: a server's memory and threads, the snapshots of the noise watch, the
+//! machine's description; and pinning processes to CPUs.
 
 use std::fs;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
+
+use crate::noise::{LoadAvg, Snapshot, cpu_count};
 
 /// One look at `/proc/PID/status`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,33 +46,43 @@ pub fn status(pid: u32) -> Option<Status> {
     Some(s)
 }
 
-/// CPU time used so far by the process (user + system, all threads), in seconds.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+/// Read the machine's CPU times, the server's and this process's (the load generator's)
+/// CPU ticks and the load averages, as close together as possible.
+pub fn snapshot(server_pid: u32) -> io::Result<Snapshot> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let server = fs::read_to_string(format!("/proc/{server_pid}/stat"))?;
+    let load = fs::read_to_string("/proc/self/stat")?;
+    let loadavg = fs::read_to_string("/proc/loadavg")?;
+    Snapshot::parse(&stat, &server, &load, &loadavg)
+        .ok_or_else(|| io::Error::other("unexpected /proc/stat, /proc/PID/stat or /proc/loadavg"))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux.
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .map_or(100.0, |t| t as f64)
 }
 
-/// The 1, 5 and 15 minute load averages of the machine, as `/proc/loadavg` gives them.
-pub fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The machine: CPU model, CPU count and kernel release, for the report.
+pub fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    // Not `available_parallelism`: this process may be pinned to one CPU already.
+    let cpus = cpu_count(&fs::read_to_string("/proc/stat").unwrap_or_default());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
+
+/// `/proc/loadavg` as it reads now.
+pub fn load_average() -> Option<LoadAvg> {
+    LoadAvg::parse(&fs::read_to_string("/proc/loadavg").ok()?)
 }
 
 /// Pin the calling thread (and so every process or thread it starts later) to `cpu`.
