@@ -52,16 +52,8 @@ enum Task {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(servers::ECHO_ARG) {
-        let (flavour, addr) = (
-            args.get(1).cloned().unwrap_or_default(),
-            args.get(2).cloned().unwrap_or_default(),
-        );
-        if let Err(e) = servers::tokio_echo(&flavour, &addr) {
-            eprintln!("tokio echo: {e}");
-            return ExitCode::FAILURE;
-        }
-        return ExitCode::SUCCESS;
+    if let Some(code) = servers::serve_if_asked(&args) {
+        return code;
     }
     let result = match parse(&args) {
         Ok(Task::Bench(settings)) => harness::run(&settings).map(|_| ExitCode::SUCCESS),
