@@ -1,6 +1,6 @@
 //! The bench's arithmetic, without running a bench: the interleaved schedule, medians and
-//! ranges over rounds, the noise classification from recorded `/proc` samples, and the
-//! agreement of two runs. The modules are the bench's own files, compiled in here.
+//! ranges over rounds, the noise classification from recorded `/proc` samples, the
+//! agreement of two runs, and publishing a run into the README. The modules are the bench's own files, compiled in here.
 
 #[allow(dead_code)]
 #[path = "../benches/compare/agree.rs"]
@@ -11,6 +11,9 @@ mod noise;
 #[allow(dead_code)]
 #[path = "../benches/compare/plan.rs"]
 mod plan;
+#[allow(dead_code)]
+#[path = "../benches/compare/publish.rs"]
+mod publish;
 #[allow(dead_code)]
 #[path = "../benches/compare/stats.rs"]
 mod stats;
@@ -296,4 +299,39 @@ fn agreement_lists_cells_only_one_run_has_and_rejects_a_bad_file() {
     assert!(
         agree::medians(&results(&[("reactor", 1, 64, 1, 1.0)]).replace(",1\n", ",x\n")).is_err()
     );
+}
+
+#[test]
+fn publishing_replaces_only_the_block_between_the_markers() {
+    let readme = format!(
+        "# title\n\nbefore\n\n{}\n\nold figures\n\n{}\n\nafter\n",
+        publish::BEGIN,
+        publish::END
+    );
+    let updated = publish::replace_block(&readme, "| new | table |\n").expect("markers found");
+    assert_eq!(
+        updated,
+        format!(
+            "# title\n\nbefore\n\n{}\n\n| new | table |\n{}\n\nafter\n",
+            publish::BEGIN,
+            publish::END
+        )
+    );
+    // Publishing twice gives the same README.
+    assert_eq!(
+        publish::replace_block(&updated, "| new | table |\n").as_ref(),
+        Ok(&updated)
+    );
+    assert!(publish::replace_block("no markers", "x").is_err());
+    assert!(publish::replace_block(&format!("{}\nno end", publish::BEGIN), "x").is_err());
+}
+
+#[test]
+fn only_a_quiet_full_run_is_published_unforced() {
+    let report = |profile: &str, verdict: &str| {
+        format!("- {profile} profile: 11 cells\n- verdict: **{verdict}**: ...\n")
+    };
+    assert_eq!(publish::refusal(&report("full", "quiet")), None);
+    assert!(publish::refusal(&report("full", "noisy")).is_some());
+    assert!(publish::refusal(&report("quick", "quiet")).is_some());
 }

@@ -7,6 +7,7 @@
 //! BENCH_QUICK=1 cargo bench --bench compare            # tiny matrix, under a minute
 //! cargo bench --bench compare -- --rounds 5 --out target/bench-a
 //! cargo bench --bench compare -- --agree target/bench-a target/bench-b
+//! cargo bench --bench compare -- --publish target/bench-b   # into docs/bench/ and README
 //! ```
 //!
 //! Every cell runs R rounds (`--rounds`, `BENCH_ROUNDS`, default 3) with the servers
@@ -14,7 +15,9 @@
 //! disturbed and repeats them (`--retries`, `BENCH_RETRIES`; `--noise-limit PCT`,
 //! `BENCH_NOISE_LIMIT`). The report goes to `--out DIR` (`BENCH_OUT`, default
 //! `target/bench-report/`): `report.md`, `results.csv`, `runs.csv`, `idle.csv`,
-//! `readme-section.md` and SVG charts. `--agree A B` compares two reports' medians.
+//! `readme-section.md` and SVG charts. `--agree A B` compares two reports' medians;
+//! `--publish DIR` copies a quiet full run into `docs/bench/` and the README (`--force`
+//! for any other run).
 //!
 //! - `plan` — cells, profiles, the interleaved schedule.
 //! - `servers` — the servers under comparison, one process each.
@@ -23,6 +26,7 @@
 //! - `stats` / `summary` — medians and ranges over rounds, round-by-round ratios.
 //! - `report` / `charts` — the files.
 //! - `agree` — two runs compared.
+//! - `publish` — a run into `docs/bench/` and the README.
 
 mod agree;
 mod charts;
@@ -31,6 +35,7 @@ mod measure;
 mod noise;
 mod plan;
 mod procfs;
+mod publish;
 mod report;
 mod servers;
 mod stats;
@@ -48,6 +53,8 @@ enum Task {
     Bench(Box<Settings>),
     /// Compare two report directories' medians, against a tolerance.
     Agree(PathBuf, PathBuf, f64),
+    /// Copy a report directory into `docs/bench/` and the README (forced or not).
+    Publish(PathBuf, bool),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,19 @@ fn main() -> ExitCode {
     let result = match parse(&args) {
         Ok(Task::Bench(settings)) => harness::run(&settings).map(|_| ExitCode::SUCCESS),
         Ok(Task::Agree(a, b, tolerance)) => agreement(&a, &b, tolerance),
+        Ok(Task::Publish(dir, force)) => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            publish::publish(
+                &dir,
+                &root.join("docs/bench"),
+                &root.join("README.md"),
+                force,
+            )
+            .map(|()| {
+                println!("published {} into docs/bench/ and README.md", dir.display());
+                ExitCode::SUCCESS
+            })
+        }
         Err(e) => Err(std::io::Error::other(e)),
     };
     result.unwrap_or_else(|e| {
@@ -76,6 +96,8 @@ fn parse(args: &[String]) -> Result<Task, String> {
     let mut out = env("BENCH_OUT").map(PathBuf::from);
     let mut tolerance = "10".to_string();
     let mut agree = None;
+    let mut publish = None;
+    let mut force = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
@@ -87,12 +109,17 @@ fn parse(args: &[String]) -> Result<Task, String> {
             "--out" => out = Some(PathBuf::from(value()?)),
             "--tolerance" => tolerance = value()?,
             "--agree" => agree = Some((PathBuf::from(value()?), PathBuf::from(value()?))),
+            "--publish" => publish = Some(PathBuf::from(value()?)),
+            "--force" => force = true,
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let number = |name: &str, v: &str| v.parse::<f64>().map_err(|e| format!("{name} {v}: {e}"));
+    if let Some(dir) = publish {
+        return Ok(Task::Publish(dir, force));
+    }
     if let Some((a, b)) = agree {
         return Ok(Task::Agree(
             a,
