@@ -335,3 +335,32 @@ fn only_a_quiet_full_run_is_published_unforced() {
     assert!(publish::refusal(&report("full", "noisy")).is_some());
     assert!(publish::refusal(&report("quick", "quiet")).is_some());
 }
+
+#[test]
+fn the_others_are_named_by_command_largest_first() {
+    let mut before = noise::Tasks::default();
+    let mut after = noise::Tasks::default();
+    for (pid, name, t0, t1) in [
+        (10, "rustc", 100, 300),
+        (11, "rustc", 50, 90),
+        (12, "cc1 plus (x)", 0, 100),
+        (13, "sshd", 7, 7),
+        (20, "server", 0, 150),
+    ] {
+        before.push(&format!("{pid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {t0} 0 0 0"));
+        after.push(&format!("{pid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {t1} 0 0 0"));
+    }
+    // A process that appeared in between, and a reused pid with a new name, are not named.
+    after.push("30 (make) S 1 1 1 0 -1 0 0 0 0 0 500 0 0 0");
+    after.push("13 (bash) S 1 1 1 0 -1 0 0 0 0 0 90 0 0 0");
+    let top = before.top(&after, &[20], 400, 3);
+    assert_eq!(
+        top,
+        vec![
+            ("rustc".to_string(), 0.6),
+            ("cc1 plus (x)".to_string(), 0.25)
+        ]
+    );
+    assert_eq!(noise::show_top(&top), "rustc 60%, cc1 plus (x) 25%");
+    assert_eq!(noise::show_top(&[]), "-");
+}

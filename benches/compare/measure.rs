@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tcp_reactor::load::{self, LoadArgs};
 
-use crate::noise::Noise;
+use crate::noise::{Noise, show_top};
 use crate::plan::{Cell, Settings, schedule};
 use crate::procfs;
 use crate::servers::{self, Kind};
@@ -38,6 +38,8 @@ pub struct Run {
     pub noise: Noise,
     /// True when the noise passed the limit.
     pub noisy: bool,
+    /// The other processes that used the most CPU during the run (`rustc 61%, cc1 20%`).
+    pub others_top: String,
 }
 
 impl Run {
@@ -161,12 +163,14 @@ fn run_slot(
             break;
         }
         out.reruns += 1;
+        let last = &out.runs[out.runs.len() - 1];
         eprintln!(
-            "compare: {} {} round {}: others took {:.0}% of the CPUs, again",
+            "compare: {} {} round {}: others took {:.0}% of the CPUs ({}), again",
             kind.name(),
             cell.label(),
             round + 1,
-            out.runs[out.runs.len() - 1].noise.disturbance() * 100.0
+            last.noise.disturbance() * 100.0,
+            last.others_top
         );
     }
     let attempts = &mut out.runs[first..];
@@ -204,9 +208,11 @@ fn run_once(
         quiet: true,
         ..LoadArgs::default()
     };
+    let tasks_before = procfs::tasks();
     let before = procfs::snapshot(pid)?;
     let result = load::run(&args);
     let after = procfs::snapshot(pid)?;
+    let tasks_after = procfs::tasks();
     let threads = sampler.finish();
     let status = procfs::status(pid).unwrap_or_default();
     drop(server);
@@ -226,6 +232,12 @@ fn run_once(
             / procfs::clock_ticks(),
         noisy: noise.is_noisy(settings.noise_limit),
         noise,
+        others_top: show_top(&tasks_before.top(
+            &tasks_after,
+            &[pid, std::process::id()],
+            after.cpu.total().saturating_sub(before.cpu.total()),
+            3,
+        )),
     })
 }
 

@@ -188,3 +188,61 @@ impl Noise {
         self.disturbance() > limit
     }
 }
+
+/// The CPU ticks of every process alive at one moment, to name who the others were.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tasks(pub Vec<(u32, String, u64)>);
+
+impl Tasks {
+    /// Add a process from the text of its `/proc/PID/stat`; a text that does not parse is
+    /// skipped (the process may have exited while it was read).
+    pub fn push(&mut self, proc_pid_stat: &str) {
+        let (Some(open), Some(close)) = (proc_pid_stat.find('('), proc_pid_stat.rfind(')')) else {
+            return;
+        };
+        let pid = proc_pid_stat[..open].trim().parse().ok();
+        let name = proc_pid_stat.get(open + 1..close).map(str::to_string);
+        if let (Some(pid), Some(name), Some(ticks)) = (pid, name, process_ticks(proc_pid_stat)) {
+            self.0.push((pid, name, ticks));
+        }
+    }
+
+    /// The `n` command names that used the most CPU between `self` and `later`, leaving out
+    /// the processes `skip`, each as a share of `total` ticks, largest first. Processes
+    /// alive at both moments only: one that started and ended in between is not named.
+    pub fn top(&self, later: &Tasks, skip: &[u32], total: u64, n: usize) -> Vec<(String, f64)> {
+        let mut by_name: Vec<(String, u64)> = Vec::new();
+        for (pid, name, ticks) in &later.0 {
+            if skip.contains(pid) {
+                continue;
+            }
+            let Some((_, _, earlier)) = self.0.iter().find(|(p, nm, _)| p == pid && nm == name)
+            else {
+                continue;
+            };
+            let used = ticks.saturating_sub(*earlier);
+            match by_name.iter_mut().find(|(nm, _)| nm == name) {
+                Some((_, sum)) => *sum += used,
+                None => by_name.push((name.clone(), used)),
+            }
+        }
+        by_name.retain(|(_, used)| *used > 0);
+        by_name.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        by_name
+            .into_iter()
+            .take(n)
+            .map(|(name, used)| (name, used as f64 / total.max(1) as f64))
+            .collect()
+    }
+}
+
+/// `rustc 61%, cc1 20%`, or `-` when nobody else ran.
+pub fn show_top(top: &[(String, f64)]) -> String {
+    if top.is_empty() {
+        return "-".to_string();
+    }
+    top.iter()
+        .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-use crate::noise::{LoadAvg, Snapshot, cpu_count};
+use crate::noise::{LoadAvg, Snapshot, Tasks, cpu_count};
 
 /// One look at `/proc/PID/status`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,6 +55,28 @@ pub fn snapshot(server_pid: u32) -> io::Result<Snapshot> {
     let loadavg = fs::read_to_string("/proc/loadavg")?;
     Snapshot::parse(&stat, &server, &load, &loadavg)
         .ok_or_else(|| io::Error::other("unexpected /proc/stat, /proc/PID/stat or /proc/loadavg"))
+}
+
+/// Every process's CPU ticks now (threads are counted in their process).
+pub fn tasks() -> Tasks {
+    let mut tasks = Tasks::default();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return tasks;
+    };
+    for entry in dir.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        // A process may exit between the listing and the read: skip it.
+        if let Some(stat) = is_pid
+            .then(|| fs::read_to_string(entry.path().join("stat")).ok())
+            .flatten()
+        {
+            tasks.push(&stat);
+        }
+    }
+    tasks
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux.

@@ -56,7 +56,11 @@ pub fn print_run(r: &Run) {
         r.cpu_us_per_msg(),
         r.noise.disturbance() * 100.0,
         r.noise.load_busy * 100.0,
-        if r.noisy { " NOISY" } else { "" }
+        if r.noisy {
+            format!(" NOISY ({})", r.others_top)
+        } else {
+            String::new()
+        }
     );
     if let Some(line) = r.load.failure_line() {
         println!("    {line}");
@@ -157,13 +161,13 @@ fn runs_csv(runs: &[Run]) -> String {
         "round,attempt,kept,server,connections,size,pipeline,sent,messages,errors,msgs_per_sec,\
          mib_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,server_cpu_secs,cpu_us_per_msg,\
          peak_rss_kib,threads,server_busy,load_busy,others_share,steal_share,load1_before,\
-         load1_after,noisy\n",
+         load1_after,noisy,others_top\n",
     );
     for r in runs {
         let l = &r.load.latency_us;
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{:.3},{},{},{:.3},{:.3},{:.4},{:.4},{:.2},{:.2},{}",
+            "{},{},{},{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{:.3},{},{},{:.3},{:.3},{:.4},{:.4},{:.2},{:.2},{},\"{}\"",
             r.round + 1,
             r.attempt,
             r.kept,
@@ -191,7 +195,8 @@ fn runs_csv(runs: &[Run]) -> String {
             r.noise.steal,
             r.noise.load1_before,
             r.noise.load1_after,
-            r.noisy
+            r.noisy,
+            r.others_top.replace('"', "'")
         );
     }
     out
@@ -322,8 +327,8 @@ impl Tables<'_> {
             "Others = CPU time of processes other than the server and the load generator, plus \
              steal, as a share of all CPUs; load busy = the load generator's CPU time over the \
              run's wall time.\n\n\
-             | cell | runs kept | re-runs | noisy kept | others % median (max) | steal % max | load avg 1 min | load busy % (by server) | verdict |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
+             | cell | runs kept | re-runs | noisy kept | others % median (max) | steal % max | load avg 1 min | load busy % (by server) | top others in the noisiest run | verdict |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for &cell in &self.settings.cells {
             let of: Vec<&Summary> = self.summaries.iter().filter(|s| s.cell == cell).collect();
@@ -342,6 +347,10 @@ impl Tables<'_> {
                     .map(|r| r.noise.disturbance())
                     .collect::<Vec<_>>(),
             );
+            let noisiest = kept
+                .iter()
+                .max_by(|a, b| a.noise.disturbance().total_cmp(&b.noise.disturbance()))
+                .map_or("-", |r| r.others_top.as_str());
             let rounds: usize = of.iter().map(|s| s.rounds).sum();
             let attempts: usize = of.iter().map(|s| s.attempts).sum();
             let noisy: usize = of.iter().map(|s| s.noisy_rounds).sum();
@@ -358,7 +367,7 @@ impl Tables<'_> {
             }
             let _ = writeln!(
                 md,
-                "| {} | {rounds} | {} | {noisy} | {} | {:.1} | {lo:.2}–{hi:.2} | {} | {verdict} |",
+                "| {} | {rounds} | {} | {noisy} | {} | {:.1} | {lo:.2}–{hi:.2} | {} | {noisiest} | {verdict} |",
                 cell.label(),
                 attempts - rounds,
                 others.map_or("-".to_string(), |o| format!(
