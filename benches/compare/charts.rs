@@ -176,7 +176,10 @@ fn draw_lines(
         .with_key_points(conns);
     if metric.log_y {
         let lo = if lo.is_finite() { lo } else { hi / 10.0 };
-        let chart = builder.build_cartesian_2d(x, (lo / 1.5..hi * 1.5).log_scale())?;
+        let (lo, hi) = (lo / 1.5, hi * 1.5);
+        // plotters labels a log axis at powers of ten only: under two decades, too few.
+        let y = (lo..hi).log_scale().with_key_points(log_ticks(lo, hi));
+        let chart = builder.build_cartesian_2d(x, y)?;
         plot(chart, &series, metric, true)?;
     } else {
         let chart = builder.build_cartesian_2d(x, 0.0..hi * 1.15)?;
@@ -309,6 +312,15 @@ fn emptiest_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
         .into_iter()
         .min_by_key(|(_, x0, y0)| covered(*x0, *y0))
         .map_or(SeriesLabelPosition::UpperRight, |(p, _, _)| p)
+}
+
+/// Ticks at 1, 2 and 5 times the powers of ten between `lo` and `hi`.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    (first..=last)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
 }
 
 /// An axis tick: no more digits than its size needs (`50`, `2.5`, `0.25`).
