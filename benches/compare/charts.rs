@@ -163,8 +163,9 @@ fn draw_lines(
     builder
         .caption(
             format!(
-                "{} vs connections, {size} B echo (median of {rounds} rounds; bars: lowest to highest)",
-                metric.title
+                "{} vs connections, {size} B echo ({}; bars: lowest to highest)",
+                metric.title,
+                median_of(rounds)
             ),
             ("sans-serif", 19),
         )
@@ -314,6 +315,15 @@ fn emptiest_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
         .map_or(SeriesLabelPosition::UpperRight, |(p, _, _)| p)
 }
 
+/// `median of 3 rounds`, or `1 round`.
+fn median_of(rounds: usize) -> String {
+    if rounds == 1 {
+        "1 round".to_string()
+    } else {
+        format!("median of {rounds} rounds")
+    }
+}
+
 /// Ticks at 1, 2 and 5 times the powers of ten between `lo` and `hi`.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
@@ -356,7 +366,10 @@ fn draw_idle(
     let names: Vec<&'static str> = idle.iter().map(|i| i.server).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("server memory per idle connection, {held} held (median of {rounds} rounds)"),
+            format!(
+                "server memory per idle connection, {held} held ({})",
+                median_of(rounds)
+            ),
             ("sans-serif", 19),
         )
         .margin(15)

@@ -13,7 +13,7 @@
 //! Every cell runs R rounds (`--rounds`, `BENCH_ROUNDS`, default 3) with the servers
 //! alternating within each round; the noise watch flags runs that other processes
 //! disturbed and repeats them (`--retries`, `BENCH_RETRIES`; `--noise-limit PCT`,
-//! `BENCH_NOISE_LIMIT`). The report goes to `--out DIR` (`BENCH_OUT`, default
+//! `BENCH_NOISE_LIMIT`). `--duration SECS` (`BENCH_DURATION`) sets the traffic per run. The report goes to `--out DIR` (`BENCH_OUT`, default
 //! `target/bench-report/`): `report.md`, `results.csv`, `runs.csv`, `idle.csv`,
 //! `readme-section.md` and SVG charts. `--agree A B` compares two reports' medians;
 //! `--publish DIR` copies a quiet full run into `docs/bench/` and the README (`--force`
@@ -92,6 +92,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
     let mut quick = env("BENCH_QUICK").is_some_and(|v| v != "0");
     let mut rounds = env("BENCH_ROUNDS");
     let mut retries = env("BENCH_RETRIES");
+    let mut duration = env("BENCH_DURATION");
     let mut noise = env("BENCH_NOISE_LIMIT");
     let mut out = env("BENCH_OUT").map(PathBuf::from);
     let mut tolerance = "10".to_string();
@@ -105,6 +106,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
             "--quick" => quick = true,
             "--rounds" => rounds = Some(value()?),
             "--retries" => retries = Some(value()?),
+            "--duration" => duration = Some(value()?),
             "--noise-limit" => noise = Some(value()?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--tolerance" => tolerance = value()?,
@@ -139,6 +141,9 @@ fn parse(args: &[String]) -> Result<Task, String> {
     if let Some(r) = retries {
         settings.retries = number("retries", &r)? as usize;
     }
+    if let Some(d) = duration {
+        settings.duration = number("duration", &d)?;
+    }
     if let Some(n) = noise {
         settings.noise_limit = number("noise limit", &n)? / 100.0;
     }
@@ -167,7 +172,19 @@ fn agreement(a: &Path, b: &Path, tolerance: f64) -> std::io::Result<ExitCode> {
     };
     let (ma, mb) = (read(a)?, read(b)?);
     let (diffs, lonely) = agree::compare(&ma, &mb);
-    println!("A = {}, B = {}\n", a.display(), b.display());
+    // The noise watch's verdict of each run, so a disagreement can be read against it.
+    let verdict = |dir: &Path| {
+        fs::read_to_string(dir.join("report.md"))
+            .ok()
+            .and_then(|r| {
+                r.lines()
+                    .find(|l| l.starts_with("- verdict:"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "- verdict: (no report.md)".to_string())
+    };
+    println!("A = {}\n  {}", a.display(), verdict(a));
+    println!("B = {}\n  {}\n", b.display(), verdict(b));
     print!("{}", agree::render(&diffs, &lonely, tolerance));
     let ok = agree::worst(&diffs).is_some_and(|w| w.relative() <= tolerance) && lonely.is_empty();
     Ok(if ok {
