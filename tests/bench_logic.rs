@@ -12,6 +12,9 @@ mod noise;
 #[path = "../benches/compare/plan.rs"]
 mod plan;
 #[allow(dead_code)]
+#[path = "../benches/compare/procfs.rs"]
+mod procfs;
+#[allow(dead_code)]
 #[path = "../benches/compare/publish.rs"]
 mod publish;
 #[allow(dead_code)]
@@ -363,4 +366,29 @@ fn the_others_are_named_by_command_largest_first() {
     );
     assert_eq!(noise::show_top(&top), "rustc 60%, cc1 plus (x) 25%");
     assert_eq!(noise::show_top(&[]), "-");
+}
+
+#[test]
+fn load_busy_counts_only_the_window_where_messages_flowed() {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let hz = procfs::clock_ticks() as u64;
+    // Idle while connecting for 1 s, then busy a whole core for 2 s, then idle again.
+    let samples = procfs::Samples {
+        threads: 3,
+        load_ticks: vec![
+            (at(0), 0),
+            (at(1000), hz / 20),
+            (at(2000), hz / 20 + hz),
+            (at(3000), hz / 20 + 2 * hz),
+            (at(4000), hz / 20 + 2 * hz),
+        ],
+    };
+    let busy = samples.load_busy(at(1000), at(3000));
+    assert!(busy.is_some_and(|b| (b - 1.0).abs() < 1e-9), "{busy:?}");
+    let whole = samples.load_busy(at(0), at(4000));
+    assert!(whole.is_some_and(|b| b < 0.6), "{whole:?}");
+    // Fewer than two samples, or less than 0.2 s between them: no figure.
+    assert_eq!(samples.load_busy(at(1500), at(1900)), None);
 }

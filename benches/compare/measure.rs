@@ -36,6 +36,9 @@ pub struct Run {
     pub cpu_secs: f64,
     /// The rest of the machine during the run.
     pub noise: Noise,
+    /// The load generator's CPU use while messages flowed (connect ramp excluded), in
+    /// cores: near 1.0 it saturated its core.
+    pub load_busy: f64,
     /// True when the noise passed the limit.
     pub noisy: bool,
     /// The other processes that used the most CPU during the run (`rustc 61%, cc1 20%`).
@@ -119,11 +122,13 @@ pub fn run_all(
 ) -> Outcome {
     let started = Instant::now();
     let mut out = Outcome::default();
-    let mut failed: Vec<Kind> = Vec::new();
+    // A server that failed a cell (it could not start, or the load could not run) is not
+    // tried on that cell again; its other cells go on.
+    let mut failed: Vec<(Kind, Cell)> = Vec::new();
     let slots = schedule(settings.cells.len(), kinds.len(), settings.rounds);
     for (i, slot) in slots.iter().enumerate() {
         let (kind, cell) = (kinds[slot.server], settings.cells[slot.cell]);
-        if failed.contains(&kind) {
+        if failed.contains(&(kind, cell)) {
             continue;
         }
         match run_slot(kind, cell, slot.round, settings, pin, &mut out) {
@@ -132,7 +137,7 @@ pub fn run_all(
                 eprintln!("compare: {} skipped: {e}", kind.name());
                 out.skipped
                     .push(format!("{} ({}): {e}", kind.name(), cell.label()));
-                failed.push(kind);
+                failed.push((kind, cell));
             }
         }
         let round_done = slots.get(i + 1).is_none_or(|next| next.round != slot.round);
@@ -210,24 +215,32 @@ fn run_once(
     };
     let tasks_before = procfs::tasks();
     let before = procfs::snapshot(pid)?;
+    let started = Instant::now();
     let result = load::run(&args);
     let after = procfs::snapshot(pid)?;
     let tasks_after = procfs::tasks();
-    let threads = sampler.finish();
+    let samples = sampler.finish();
     let status = procfs::status(pid).unwrap_or_default();
     drop(server);
     // Let the kernel tear the old server's sockets down before the next run's watch starts.
     thread::sleep(Duration::from_millis(100));
     let noise = Noise::between(&before, &after);
+    let report = result?;
+    // Messages flowed from the end of the connect phase for `rate_secs`.
+    let traffic = started + Duration::from_secs_f64(report.connect_secs);
+    let load_busy = samples
+        .load_busy(traffic, traffic + Duration::from_secs_f64(report.rate_secs))
+        .unwrap_or(noise.load_busy);
     Ok(Run {
         server: kind.name(),
         cell,
         round,
         attempt,
         kept: false,
-        load: result?,
+        load: report,
         rss_peak_kib: status.hwm_kib,
-        threads,
+        threads: samples.threads,
+        load_busy,
         cpu_secs: after.server_ticks.saturating_sub(before.server_ticks) as f64
             / procfs::clock_ticks(),
         noisy: noise.is_noisy(settings.noise_limit),

@@ -4,14 +4,14 @@
 use std::fs;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-use crate::noise::{LoadAvg, Snapshot, Tasks, cpu_count};
+use crate::noise::{LoadAvg, Snapshot, Tasks, cpu_count, process_ticks};
 
 /// One look at `/proc/PID/status`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,44 +114,73 @@ pub fn pin_self(cpu: usize) -> bool {
     set.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
-/// Samples a process's thread count and RSS while a load runs, keeping the maxima.
+/// What a [`Sampler`] saw.
+#[derive(Debug, Default)]
+pub struct Samples {
+    /// Most server threads seen.
+    pub threads: u64,
+    /// This process's (the load generator's) CPU ticks, with when they were read.
+    pub load_ticks: Vec<(Instant, u64)>,
+}
+
+impl Samples {
+    /// The load generator's CPU use between `from` and `to`, in cores (1.0: one core
+    /// busy throughout); `None` when the samples inside span less than 0.2 s.
+    pub fn load_busy(&self, from: Instant, to: Instant) -> Option<f64> {
+        let mut inside = self
+            .load_ticks
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to);
+        let first = inside.next()?;
+        let last = inside.next_back()?;
+        let secs = last.0.duration_since(first.0).as_secs_f64();
+        (secs >= 0.2).then(|| last.1.saturating_sub(first.1) as f64 / clock_ticks() / secs)
+    }
+}
+
+/// Samples a server's thread count and this process's CPU ticks every 20 ms while a load
+/// runs.
 #[derive(Debug)]
 pub struct Sampler {
     /// Raised to stop sampling.
     stop: Arc<AtomicBool>,
-    /// Most threads seen.
-    threads: Arc<AtomicU64>,
-    /// The sampling thread.
-    handle: Option<JoinHandle<()>>,
+    /// The sampling thread, which returns what it saw.
+    handle: Option<JoinHandle<Samples>>,
 }
 
 impl Sampler {
-    /// Start sampling `pid` every 20 ms.
+    /// Start sampling the server `pid` and this process.
     pub fn start(pid: u32) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = Arc::new(AtomicU64::new(0));
-        let (flag, max) = (Arc::clone(&stop), Arc::clone(&threads));
+        let flag = Arc::clone(&stop);
         let handle = thread::spawn(move || {
+            let mut seen = Samples::default();
             while !flag.load(Ordering::Relaxed) {
                 if let Some(s) = status(pid) {
-                    max.fetch_max(s.threads, Ordering::Relaxed);
+                    seen.threads = seen.threads.max(s.threads);
+                }
+                let ticks = fs::read_to_string("/proc/self/stat")
+                    .ok()
+                    .and_then(|t| process_ticks(&t));
+                if let Some(ticks) = ticks {
+                    seen.load_ticks.push((Instant::now(), ticks));
                 }
                 thread::sleep(Duration::from_millis(20));
             }
+            seen
         });
         Sampler {
             stop,
-            threads,
             handle: Some(handle),
         }
     }
 
-    /// Stop and return the most threads seen.
-    pub fn finish(mut self) -> u64 {
+    /// Stop and return what was seen.
+    pub fn finish(mut self) -> Samples {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-        self.threads.load(Ordering::Relaxed)
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }

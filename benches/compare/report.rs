@@ -55,7 +55,7 @@ pub fn print_run(r: &Run) {
         r.load.latency_us.p99,
         r.cpu_us_per_msg(),
         r.noise.disturbance() * 100.0,
-        r.noise.load_busy * 100.0,
+        r.load_busy * 100.0,
         if r.noisy {
             format!(" NOISY ({})", r.others_top)
         } else {
@@ -190,7 +190,7 @@ fn runs_csv(runs: &[Run]) -> String {
             r.rss_peak_kib,
             r.threads,
             r.noise.server_busy,
-            r.noise.load_busy,
+            r.load_busy,
             r.noise.others,
             r.noise.steal,
             r.noise.load1_before,
@@ -325,8 +325,9 @@ impl Tables<'_> {
     fn noise_table(&self) -> String {
         let mut md = String::from(
             "Others = CPU time of processes other than the server and the load generator, plus \
-             steal, as a share of all CPUs; load busy = the load generator's CPU time over the \
-             run's wall time.\n\n\
+             steal, as a share of all CPUs, over the whole run; load busy = the load generator's \
+             CPU time while messages flowed (connect ramp excluded), % of its core, median round \
+             per server.\n\n\
              | cell | runs kept | re-runs | noisy kept | others % median (max) | steal % max | load avg 1 min | load busy % (by server) | top others in the noisiest run | verdict |\n\
              |---|---|---|---|---|---|---|---|---|---|\n",
         );

@@ -32,7 +32,7 @@ pub struct Summary {
     pub rss_mib: Spread,
     /// Most server threads seen in any round.
     pub threads: u64,
-    /// Load generator CPU over wall time, in cores.
+    /// Load generator CPU while messages flowed, in cores.
     pub load_busy: Spread,
     /// Server CPU over wall time, in cores.
     pub server_busy: Spread,
@@ -105,7 +105,7 @@ fn summary(
     settings: &Settings,
 ) -> Option<Summary> {
     let of = |f: &dyn Fn(&Run) -> f64| Spread::of(&kept.iter().map(|r| f(r)).collect::<Vec<_>>());
-    let load_busy = of(&|r| r.noise.load_busy)?;
+    let load_busy = of(&|r| r.load_busy)?;
     let load1 = kept.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
         (
             lo.min(r.noise.load1_before.min(r.noise.load1_after)),
