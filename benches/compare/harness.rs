@@ -42,11 +42,12 @@ pub fn run(settings: &Settings) -> io::Result<Vec<String>> {
         load_end: None,
     };
     eprintln!(
-        "compare: {} profile, {} cells × {} servers × {} rounds, {} s per run; {}",
+        "compare: {} profile, {} cells × {} servers × {} round{}, {} s per run; {}",
         settings.profile,
         settings.cells.len(),
         kinds.len(),
         settings.rounds,
+        if settings.rounds == 1 { "" } else { "s" },
         settings.duration,
         conditions.pinning
     );

@@ -273,11 +273,12 @@ impl Tables<'_> {
         let _ = writeln!(md, "- pinning: {}", c.pinning);
         let _ = writeln!(
             md,
-            "- {} profile: {} cells × {} servers × {} rounds, {} s of traffic per run, a fresh server process per run; rounds outermost, the servers alternating within each round ({})",
+            "- {} profile: {} cells × {} servers × {} round{}, {} s of traffic per run, a fresh server process per run; rounds outermost, the servers alternating within each round ({})",
             s.profile,
             s.cells.len(),
             c.servers.len(),
             s.rounds,
+            if s.rounds == 1 { "" } else { "s" },
             s.duration,
             c.servers.join(", ")
         );
