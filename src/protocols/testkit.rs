@@ -116,6 +116,23 @@ impl<'h, H: Handler> Driver<'h, H> {
     }
 }
 
+/// Open one connection on `handler` and make one `data` call with `input`: how many bytes
+/// it consumed, and what it wrote.
+pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>) {
+    let mut conn = Driver::open(handler, ConnId(1));
+    let mut actions = Actions::default();
+    let mut ctx = Context::new(
+        conn.id,
+        peer(),
+        Instant::now(),
+        &mut conn.output,
+        &mut actions,
+        &mut conn.outbox,
+    );
+    let used = handler.data(&mut conn.session, &mut ctx, input);
+    (used, conn.output)
+}
+
 /// The address every test connection comes from.
 fn peer() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000))
