@@ -2,8 +2,9 @@
 //! once flushed, linger for the peer's EOF, revisit what a budget stopped early, and free
 //! what finished.
 //!
-//! Every decision here is a `match` over the connection's [`Phase`]. This file must not
-//! read, write or call the handler itself, except to revisit input a budget left behind.
+//! Every decision here is a `match` over the connection's [`Phase`]. This file makes no
+//! socket call of its own except the FIN of a lingering close: reading, writing and handler
+//! callbacks go through the I/O path, which a revisit calls.
 
 use std::mem;
 
