@@ -16,6 +16,7 @@ for_each_model!(
     a_full_server_refuses_with_the_busy_reply_and_keeps_serving,
     a_silent_client_is_closed_after_the_idle_timeout,
     input_the_handler_never_consumes_is_capped,
+    input_waiting_behind_high_water_is_not_mistaken_for_the_input_cap,
     a_handler_timer_fires_and_can_close,
     a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
     abort_discards_queued_output_and_closes_at_once,
@@ -89,6 +90,61 @@ fn input_the_handler_never_consumes_is_capped(model: Model) {
     wait_for_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::InputLimit), 1, "{stats}");
+}
+
+/// Answers each `\n`-terminated line, one per call, with [`Expand::REPLY`] bytes.
+struct Expand;
+
+impl Expand {
+    /// Bytes written per line: more than the high-water mark of the test below.
+    const REPLY: usize = 2048;
+}
+
+impl Handler for Expand {
+    type Session = ();
+
+    fn open(&self, _ctx: &mut Context<'_>) {}
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return 0;
+        };
+        ctx.write(&[input[0]; Expand::REPLY]);
+        end + 1
+    }
+}
+
+/// Many short requests sent at once, each answered with more than the high-water mark:
+/// feeding stops after each reply with the rest of the input buffered, above the input
+/// cap. That input waits for output to drain, not for bytes: it is no partial frame the
+/// handler cannot consume, and the client must get every reply.
+fn input_waiting_behind_high_water_is_not_mistaken_for_the_input_cap(model: Model) {
+    const LINES: usize = 400;
+    let config = Config {
+        max_input: 1024,
+        high_water: 1024,
+        low_water: 512,
+        ..Config::default()
+    };
+    let running = start_with(Expand, model, config);
+    let mut client = connect(running.local_addr());
+    let request: Vec<u8> = (0..LINES)
+        .flat_map(|i| format!("{:07}\n", i % 10).into_bytes())
+        .collect();
+    assert!(request.len() > 3 * 1024, "the input exceeds the cap");
+    send(&mut client, &request);
+    finish_sending(&client);
+    let replies = recv_to_end(&mut client);
+    assert_eq!(
+        replies.len(),
+        LINES * Expand::REPLY,
+        "{model:?}: every reply"
+    );
+    drop(client);
+    wait_for_connections(&running, 0);
+    let stats = running.stop().expect("the server stopped cleanly");
+    assert_eq!(stats.closed_by(CloseReason::InputLimit), 0, "{stats}");
+    assert_eq!(stats.closed_by(CloseReason::Eof), 1, "{stats}");
 }
 
 /// Writes `tick N` every 20 ms and closes after three ticks.

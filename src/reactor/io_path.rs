@@ -130,7 +130,7 @@ impl<H: Handler> Reactor<H> {
             (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
             (_, None) => {}
         }
-        self.after_callback(key, use_scratch, actions);
+        self.after_callback(key, use_scratch, actions, held);
         if held
             && self
                 .conns
@@ -143,10 +143,11 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Carry out a callback's requests, send what it wrote, enforce the limits, and route
-    /// its messages to other connections.
+    /// its messages to other connections. `held`: feeding stopped at high water, so the
+    /// input left waits for output, not for more bytes.
     // Called once per callback, from `invoke` only: inlined, as it was when both were one.
     #[inline(always)]
-    fn after_callback(&mut self, key: usize, used_scratch: bool, actions: Actions) {
+    fn after_callback(&mut self, key: usize, used_scratch: bool, actions: Actions, held: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -166,7 +167,7 @@ impl<H: Handler> Reactor<H> {
             if let Some(ending) = applied.close {
                 self.end(key, ending);
             }
-            self.enforce_limits(key);
+            self.enforce_limits(key, !held);
         }
         self.outbox_route();
         if alive {
@@ -209,9 +210,10 @@ impl<H: Handler> Reactor<H> {
         true
     }
 
-    /// Apply the input cap, output cap and high-water mark to connection `key`.
+    /// Apply the output cap and high-water mark to connection `key`, and the input cap
+    /// when `check_input` (its input just stopped for want of bytes, not for output).
     #[inline]
-    pub(super) fn enforce_limits(&mut self, key: usize) {
+    pub(super) fn enforce_limits(&mut self, key: usize, check_input: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -230,7 +232,7 @@ impl<H: Handler> Reactor<H> {
                 self.kill(key, CloseReason::OutputLimit);
             }
             // A closing connection reads no more: its input is not held against it.
-            Limit::InputCap if conn.phase.close_requested().is_none() => {
+            Limit::InputCap if check_input && conn.phase.close_requested().is_none() => {
                 warn!(
                     "connection {} ({}): {} bytes of unconsumed input reach the cap of {}; closing",
                     conn.id,

@@ -131,7 +131,8 @@ impl<H: Handler> Reactor<H> {
             conn.dirty = true;
             self.dirty.push(conn.token);
         }
-        self.enforce_limits(key);
+        // Mail changes output only: the input cap was checked when input last changed.
+        self.enforce_limits(key, false);
     }
 
     /// Step 4: deliver messages other workers sent to our connections.

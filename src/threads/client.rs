@@ -101,7 +101,7 @@ impl<H: Handler> Client<H> {
         let reason = match self.configure_socket() {
             Ok(()) => {
                 let (mut session, actions) = self.open();
-                let ending = match self.after_callback(actions) {
+                let ending = match self.after_callback(actions, false) {
                     Some(ending) => ending,
                     None => self.run(&mut session),
                 };
@@ -276,7 +276,7 @@ impl<H: Handler> Client<H> {
                 session,
                 &mut self.fx.context(self.id, self.addr, now, &mut actions),
             );
-            return self.after_callback(actions);
+            return self.after_callback(actions, false);
         }
         None
     }
@@ -297,10 +297,11 @@ impl<H: Handler> Client<H> {
             if fed.consumed > 0 {
                 self.last_progress = now;
             }
-            if let Some(ending) = self.after_callback(actions) {
+            let held = fed.stop == Stop::HighWater;
+            if let Some(ending) = self.after_callback(actions, held) {
                 return Some(ending);
             }
-            if fed.stop != Stop::HighWater {
+            if !held {
                 return None;
             }
         }
@@ -337,7 +338,9 @@ impl<H: Handler> Client<H> {
 
     /// Carry out what a callback asked: timer, messages to others, this client's output
     /// within the limits, close. Returns how to end, if the connection must end.
-    fn after_callback(&mut self, actions: Actions) -> Option<Ending> {
+    /// `held` says the input left is waiting for this output to be sent, not for more
+    /// bytes, so it is not held against the input cap yet.
+    fn after_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
         let applied = rules::apply(actions, &mut self.timer);
         if !self.fx.outbox.is_empty() {
             self.deliver_outbox();
@@ -350,7 +353,7 @@ impl<H: Handler> Client<H> {
         let closing = applied.close.is_some();
         let limit = match rules::check_limits(self.fx.out.len(), self.input.len(), config) {
             // A connection closing anyway reads no more: its input is not held against it.
-            Limit::InputCap if closing => Limit::Within,
+            Limit::InputCap if closing || held => Limit::Within,
             limit => limit,
         };
         if limit == Limit::OutputCap {
