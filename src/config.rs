@@ -40,6 +40,9 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Length of the listen queue.
     pub backlog: i32,
+    /// How long a connection started with [`Context::connect`](crate::Context::connect)
+    /// may take to be established before it fails with `ConnectFailed(TimedOut)`.
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             linger: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }

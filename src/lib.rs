@@ -62,6 +62,7 @@ mod worker;
 
 pub use config::Config;
 pub use handler::{Context, Handler};
+pub use reactor::{EventLoop, Poster};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;

@@ -40,6 +40,8 @@ enum ProtocolName {
     Http,
     /// RESP2: an in-memory key-value store for redis-cli and redis-benchmark.
     Resp,
+    /// A TCP (layer 4) proxy to the `--upstream` servers, round-robin.
+    Proxy,
 }
 
 /// Which concurrency model `serve` uses.
@@ -92,6 +94,15 @@ struct ServeArgs {
     /// Most clients accepted per turn of the loop.
     #[arg(long, default_value_t = Config::default().accept_budget)]
     accept_budget: usize,
+    /// Where `--protocol proxy` forwards clients (repeatable: round-robin).
+    #[arg(long)]
+    upstream: Vec<SocketAddr>,
+    /// How long `--protocol proxy` skips an upstream that failed to connect, in seconds.
+    #[arg(long, default_value_t = protocols::proxy::DEFAULT_RETRY.as_secs_f64())]
+    upstream_retry: f64,
+    /// How long a connect to an upstream may take, in seconds.
+    #[arg(long, default_value_t = Config::default().connect_timeout.as_secs_f64())]
+    connect_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +141,17 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
         ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
         ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
         ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
+        ProtocolName::Proxy => {
+            if args.upstream.is_empty() {
+                return Err(invalid(
+                    "--protocol proxy needs at least one --upstream".into(),
+                ));
+            }
+            let retry = Duration::try_from_secs_f64(args.upstream_retry)
+                .map_err(|_| invalid("--upstream-retry must be a number of seconds".into()))?;
+            let proxy = protocols::Proxy::new(args.upstream.clone(), retry);
+            serve_with(proxy, config, args)
+        }
     }
 }
 
@@ -156,6 +178,7 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         max_output: args.max_output,
         idle_timeout: (!idle.is_zero()).then_some(idle),
         linger: seconds(args.linger, "linger")?,
+        connect_timeout: seconds(args.connect_timeout, "connect-timeout")?,
         ..Config::default()
     })
 }

@@ -41,11 +41,14 @@ pub enum CloseReason {
     Shutdown,
     /// Another I/O error.
     Error(io::ErrorKind),
+    /// A connection started with [`Context::connect`](crate::Context::connect) could not be
+    /// established: refused, unreachable, or not within the connect timeout (`TimedOut`).
+    ConnectFailed(io::ErrorKind),
 }
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "eof",
         "reset",
         "handler",
@@ -55,6 +58,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "connect_failed",
     ];
 
     /// A dense index for counting reasons in an array (see [`CloseReason::NAMES`]).
@@ -69,6 +73,7 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
+            CloseReason::ConnectFailed(_) => 9,
         }
     }
 
@@ -89,6 +94,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Error(kind) => write!(f, "error ({kind})"),
+            CloseReason::ConnectFailed(kind) => write!(f, "connect_failed ({kind})"),
             other => f.write_str(CloseReason::NAMES[other.index()]),
         }
     }

@@ -4,6 +4,7 @@
 mod chat;
 mod echo;
 pub mod http;
+pub mod proxy;
 pub mod resp;
 mod seed;
 #[cfg(test)]
@@ -12,5 +13,6 @@ mod testkit;
 pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;
 pub use http::Http;
+pub use proxy::Proxy;
 pub use resp::Resp;
 pub use seed::{SEED_REPLY, Seed};

@@ -30,6 +30,8 @@ pub(crate) enum TimerKind {
     Handler,
     /// Accepting may resume after running out of file descriptors.
     AcceptBackoff,
+    /// A dialed connection must be established by now.
+    Connect,
 }
 
 /// A min-heap of deadlines with lazy cancellation.
@@ -84,6 +86,7 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::Idle => self.expire_idle(key),
                 TimerKind::Linger => self.expire_linger(key),
                 TimerKind::Handler => self.expire_handler_timer(key),
+                TimerKind::Connect => self.expire_connect(key),
                 TimerKind::AcceptBackoff => {}
             }
         }
@@ -108,7 +111,7 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let conn = &self.conns[key];
-        if !matches!(conn.phase, Phase::Open | Phase::Paused) {
+        if !matches!(conn.phase, Phase::Open | Phase::Paused | Phase::HalfClosed) {
             // The linger deadline bounds it now.
             return;
         }
