@@ -47,8 +47,13 @@ pub(crate) struct IdMint {
 }
 
 impl Default for IdMint {
+    /// A mint for a model that numbers its connections elsewhere: its ids start halfway
+    /// up the space, clear of any connection's.
     fn default() -> Self {
-        IdMint::new(0, 1)
+        IdMint {
+            next: 1 << 63,
+            step: 1,
+        }
     }
 }
 

@@ -428,6 +428,7 @@ impl<H: Handler> Client<H> {
     /// Messages for one recipient are joined and written at once (a chat line to many
     /// clients, or many lines to one, cost one write per recipient, not per message).
     fn deliver_outbox(&mut self) {
+        super::reach::refuse_requests(&*self.shared.handler, &mut self.fx.outbox, Instant::now());
         let mut mail: HashMap<ConnId, Vec<u8>> = HashMap::new();
         self.fx.outbox.drain(|to, bytes| {
             mail.entry(to).or_default().extend_from_slice(bytes);

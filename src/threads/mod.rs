@@ -42,6 +42,7 @@
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
+//! - `reach` — what a callback asks of connections by id (a connect is refused here);
 //! - `registry` — every live client by id.
 
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ use crate::{Config, Handler, Stats};
 mod accept;
 mod client;
 mod peer;
+mod reach;
 mod registry;
 
 use accept::AcceptLoop;
