@@ -35,13 +35,17 @@
 //! - `worker` — what every worker is given (its setup, the server-wide gauges).
 //! - `reactor/` — the event loop: `mod.rs` is the loop itself, one named step per line;
 //!   `accept`, `io_path`, `lifecycle` (a connection's phases), `mail` (cross-worker
-//!   messages), `timer` and `connection` each own one job.
+//!   messages), `timer` and `connection` each own one job; `outbound` dials connections
+//!   for handlers and carries out their requests by id (pause, resume, shut down, reset);
+//!   `driven` is the [`EventLoop`] turned by the caller and the [`Poster`] into it.
+//! - `handler/reach` — the [`Context`] calls that reach connections by id (`connect`,
+//!   `pause_reading`, `shutdown_write`, `reset_conn`, …).
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
 //! - [`server`] — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
-//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
-//!   key-value store.
+//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP
+//!   key-value store and a TCP proxy.
 //! - [`client`] — the tutorial's client.
 //! - [`load`] — the load generator: many mio client connections against any echo server.
 

@@ -105,7 +105,9 @@ fn stream_through(upstream_sends: bool) {
         }
     });
     let client = connect(proxy.addr);
-    client.set_write_timeout(Some(IO_TIMEOUT * 4)).expect("timeout");
+    client
+        .set_write_timeout(Some(IO_TIMEOUT * 4))
+        .expect("timeout");
     let received = if upstream_sends {
         slow_reader(client)
     } else {
@@ -116,9 +118,16 @@ fn stream_through(upstream_sends: bool) {
         0
     };
     let upstream_received = upstream.join().expect("upstream");
-    assert_eq!(received.max(upstream_received), STREAM, "the whole stream arrived");
+    assert_eq!(
+        received.max(upstream_received),
+        STREAM,
+        "the whole stream arrived"
+    );
     let growth = proxy.memory().hwm_kib.saturating_sub(before);
-    eprintln!("proxy VmHWM grew by {growth} KiB while streaming {} MiB", STREAM >> 20);
+    eprintln!(
+        "proxy VmHWM grew by {growth} KiB while streaming {} MiB",
+        STREAM >> 20
+    );
     assert!(
         growth < MAX_GROWTH_KIB,
         "the proxy's peak memory grew by {growth} KiB: it buffered the stream"
