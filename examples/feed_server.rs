@@ -15,7 +15,7 @@ use tcp_reactor::{CloseReason, ConnId, Context, Handler, Server};
 
 /// Sends every posted line to every connected client.
 #[derive(Default)]
-struct Feed {
+pub struct Feed {
     /// Who is connected.
     clients: Mutex<BTreeSet<ConnId>>,
 }

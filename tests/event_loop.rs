@@ -4,47 +4,20 @@
 
 mod common;
 
-use std::any::Any;
-use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::faults::{connect, loopback};
-use tcp_reactor::{CloseReason, ConnId, Context, EventLoop, Handler, Server};
+use tcp_reactor::{EventLoop, Server};
 
-/// Sends every posted `String` to every client.
-#[derive(Default)]
-struct Feed {
-    /// Who is connected.
-    clients: Mutex<BTreeSet<ConnId>>,
-}
+// The example's handler, so the example is exercised too.
+#[path = "../examples/feed_server.rs"]
+#[allow(dead_code)]
+mod feed_server;
 
-impl Handler for Feed {
-    type Session = ();
-
-    fn open(&self, ctx: &mut Context<'_>) {
-        self.clients.lock().unwrap().insert(ctx.id());
-    }
-
-    fn data(&self, _: &mut (), _: &mut Context<'_>, input: &[u8]) -> usize {
-        input.len()
-    }
-
-    fn close(&self, _: (), id: ConnId, _: CloseReason) {
-        self.clients.lock().unwrap().remove(&id);
-    }
-
-    fn posted(&self, ctx: &mut Context<'_>, message: Box<dyn Any + Send>) {
-        if let Ok(line) = message.downcast::<String>() {
-            for &client in self.clients.lock().unwrap().iter() {
-                ctx.send_to(client, line.as_bytes());
-            }
-        }
-    }
-}
+use feed_server::Feed;
 
 /// Turn `event_loop` (10 ms at most per turn) until `done` holds; at most 5 s.
 #[track_caller]
