@@ -20,6 +20,7 @@ fn colour(server: &str) -> RGBColor {
         "reactor" => RGBColor(214, 39, 40),
         "threads" => RGBColor(31, 119, 180),
         "tokio-current" => RGBColor(44, 160, 44),
+        "proxy" => RGBColor(255, 127, 14),
         _ => RGBColor(148, 103, 189),
     }
 }

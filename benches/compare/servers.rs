@@ -1,6 +1,9 @@
 //! The servers under comparison, each started in its own process pinned to CPU 0: our
-//! reactor and thread-per-client models (the `tcp-reactor` binary) and two tokio echo
-//! servers (this bench binary re-executed with a special first argument).
+//! reactor and thread-per-client models (the `tcp-reactor` binary), two tokio echo
+//! servers (this bench binary re-executed with a special first argument), and our proxy
+//! (`--protocol proxy`, reactor model) in front of our echo server. The proxy's upstream
+//! runs inside the bench process, on the load generator's CPU: the proxy has CPU 0 alone,
+//! and the upstream's CPU time is counted with the load generator's.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,15 +27,18 @@ pub enum Kind {
     TokioCurrent,
     /// tokio, multi-thread runtime.
     TokioMulti,
+    /// `tcp-reactor serve --protocol proxy` (reactor model) in front of our echo server.
+    Proxy,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Reactor,
         Kind::Threads,
         Kind::TokioCurrent,
         Kind::TokioMulti,
+        Kind::Proxy,
     ];
 
     /// Name in tables and files.
@@ -42,6 +48,7 @@ impl Kind {
             Kind::Threads => "threads",
             Kind::TokioCurrent => "tokio-current",
             Kind::TokioMulti => "tokio-multi",
+            Kind::Proxy => "proxy",
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The proxy's upstream, an echo server in this process; stopped after the proxy.
+    upstream: Option<tcp_reactor::Running>,
 }
 
 impl Server {
@@ -67,6 +76,9 @@ impl Drop for Server {
         // A benchmark server holds no state worth a graceful stop.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(upstream) = self.upstream.take() {
+            let _ = upstream.stop();
+        }
     }
 }
 
@@ -74,7 +86,22 @@ impl Drop for Server {
 /// wait until it accepts connections.
 pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
     let addr = free_port()?;
+    let mut upstream = None;
     let mut command = match kind {
+        Kind::Proxy => {
+            let echo = tcp_reactor::Server::new(tcp_reactor::protocols::Echo)
+                .config(tcp_reactor::Config {
+                    max_connections: 15_000,
+                    ..tcp_reactor::Config::default()
+                })
+                .bind("127.0.0.1:0".parse().map_err(io::Error::other)?)?;
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"));
+            c.args(["serve", "--protocol", "proxy", "--addr", &addr.to_string()]);
+            c.args(["--upstream", &echo.local_addr().to_string()]);
+            c.args(["--max-connections", "15000"]);
+            upstream = Some(echo);
+            c
+        }
         Kind::Reactor | Kind::Threads => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"));
             let model = if kind == Kind::Reactor {
@@ -124,6 +151,7 @@ pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
     let mut server = Server {
         child: spawned?,
         addr,
+        upstream,
     };
     wait_ready(&mut server)?;
     Ok(server)
