@@ -3,7 +3,8 @@
 //! one that accepts and never answers, one that cannot even be connected to in time, and a
 //! thousand pairs at once, each freed at the end (both slots).
 //!
-//! Upstreams are our echo server or small blocking test servers on 127.0.0.1. The memory
+//! Every test runs under both models (`reactor::…` and `threads::…`). Upstreams are our echo
+//! server or small blocking test servers on 127.0.0.1. The memory
 //! bound under a firehose is in `proxy_memory.rs`; the step API and the posting handle in
 //! `event_loop.rs`.
 
@@ -27,11 +28,11 @@ fn echo_upstream() -> Running {
         .expect("start the echo upstream")
 }
 
-/// Start the proxy (reactor model) to `upstreams` with `config`.
-fn proxy(upstreams: Vec<SocketAddr>, config: Config) -> Running {
+/// Start the proxy under `model` to `upstreams` with `config`.
+fn proxy(model: Model, upstreams: Vec<SocketAddr>, config: Config) -> Running {
     Server::new(Proxy::new(upstreams, Duration::from_secs(30)))
         .config(config)
-        .model(Model::Reactor)
+        .model(model)
         .bind(loopback())
         .expect("start the proxy")
 }
@@ -59,10 +60,9 @@ fn upstream_once<T: Send + 'static>(
     (addr, handle)
 }
 
-#[test]
-fn bytes_are_forwarded_unchanged_for_many_pairs() {
+fn bytes_are_forwarded_unchanged_for_many_pairs(model: Model) {
     let upstream = echo_upstream();
-    let running = proxy(vec![upstream.local_addr()], Config::default());
+    let running = proxy(model, vec![upstream.local_addr()], Config::default());
     let addr = running.local_addr();
     let pairs: Vec<_> = (0..32u64)
         .map(|seed| {
@@ -84,14 +84,15 @@ fn bytes_are_forwarded_unchanged_for_many_pairs() {
     for pair in pairs {
         pair.join().expect("a pair failed");
     }
+    // Both sides of every pair close once both directions are done; then stop.
+    assert!(wait_until(IO_TIMEOUT, || running.connections() == 0));
     let stats = running.stop().expect("stop the proxy");
     assert_eq!(stats.accepted, 32);
     assert_eq!(stats.connected, 32);
     assert_eq!(stats.closed_by(CloseReason::Eof), 64, "{stats}");
 }
 
-#[test]
-fn a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back() {
+fn a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back(model: Model) {
     // The upstream answers only after the client's EOF: with the half-close carried
     // across, the answer reaches the client, then the client reads EOF.
     let (up, upstream) = upstream_once(|mut stream| {
@@ -103,7 +104,7 @@ fn a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back() {
             .write_all(format!("got {} bytes", all.len()).as_bytes())
             .expect("reply after EOF");
     });
-    let running = proxy(vec![up], Config::default());
+    let running = proxy(model, vec![up], Config::default());
     let mut client = connect(running.local_addr());
     client.write_all(&[7; 5000]).expect("send");
     client.shutdown(Shutdown::Write).expect("half-close");
@@ -112,8 +113,7 @@ fn a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back() {
     assert!(wait_until(IO_TIMEOUT, || running.connections() == 0));
 }
 
-#[test]
-fn an_upstreams_eof_reaches_the_client_which_can_still_send() {
+fn an_upstreams_eof_reaches_the_client_which_can_still_send(model: Model) {
     let (up, upstream) = upstream_once(|mut stream| {
         stream.write_all(b"banner").expect("send the banner");
         stream.shutdown(Shutdown::Write).expect("half-close");
@@ -123,7 +123,7 @@ fn an_upstreams_eof_reaches_the_client_which_can_still_send() {
             .expect("read to the client's EOF");
         all
     });
-    let running = proxy(vec![up], Config::default());
+    let running = proxy(model, vec![up], Config::default());
     let mut client = connect(running.local_addr());
     let mut banner = [0; 6];
     client.read_exact(&mut banner).expect("the banner");
@@ -149,8 +149,7 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-#[test]
-fn a_clients_reset_reaches_the_upstream_as_a_reset() {
+fn a_clients_reset_reaches_the_upstream_as_a_reset(model: Model) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (up, upstream) = upstream_once(move |mut stream| {
         let mut hello = [0; 5];
@@ -159,7 +158,7 @@ fn a_clients_reset_reaches_the_upstream_as_a_reset() {
         let mut buf = [0; 16];
         stream.read(&mut buf).map_err(|err| err.kind())
     });
-    let running = proxy(vec![up], Config::default());
+    let running = proxy(model, vec![up], Config::default());
     let mut client = connect(running.local_addr());
     client.write_all(b"hello").expect("send");
     ready_rx
@@ -173,14 +172,13 @@ fn a_clients_reset_reaches_the_upstream_as_a_reset() {
     drop(running);
 }
 
-#[test]
-fn an_upstreams_reset_reaches_the_client_as_a_reset() {
+fn an_upstreams_reset_reaches_the_client_as_a_reset(model: Model) {
     let (up, upstream) = upstream_once(|mut stream| {
         let mut hello = [0; 5];
         stream.read_exact(&mut hello).expect("the client's bytes");
         reset(stream);
     });
-    let running = proxy(vec![up], Config::default());
+    let running = proxy(model, vec![up], Config::default());
     let mut client = connect(running.local_addr());
     client.write_all(b"hello").expect("send");
     upstream.join().expect("upstream");
@@ -189,11 +187,14 @@ fn an_upstreams_reset_reaches_the_client_as_a_reset() {
     assert_eq!(got, Err(ErrorKind::ConnectionReset));
 }
 
-#[test]
-fn a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after() {
+fn a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after(model: Model) {
     let upstream = echo_upstream();
     let refusing = closed_port();
-    let running = proxy(vec![refusing, upstream.local_addr()], Config::default());
+    let running = proxy(
+        model,
+        vec![refusing, upstream.local_addr()],
+        Config::default(),
+    );
     let addr = running.local_addr();
     // The first client is sent to the refusing upstream: closed at once, nothing echoed.
     let mut first = connect(addr);
@@ -221,8 +222,7 @@ fn a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after() {
     );
 }
 
-#[test]
-fn a_silent_upstream_is_closed_by_the_idle_timeout() {
+fn a_silent_upstream_is_closed_by_the_idle_timeout(model: Model) {
     let (up, upstream) = upstream_once(|mut stream| {
         // Accept and never answer; wait for the proxy to give up.
         let mut buf = [0; 64];
@@ -235,7 +235,7 @@ fn a_silent_upstream_is_closed_by_the_idle_timeout() {
         idle_timeout: Some(Duration::from_millis(300)),
         ..Config::default()
     };
-    let running = proxy(vec![up], config);
+    let running = proxy(model, vec![up], config);
     let mut client = connect(running.local_addr());
     client.write_all(b"anyone there?").expect("send");
     let started = Instant::now();
@@ -246,8 +246,7 @@ fn a_silent_upstream_is_closed_by_the_idle_timeout() {
     assert!(stats.closed_by(CloseReason::IdleTimeout) >= 1, "{stats}");
 }
 
-#[test]
-fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect() {
+fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Model) {
     // A listener whose accept queue is full drops new SYNs: connects to it hang.
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
@@ -272,7 +271,7 @@ fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect() {
         connect_timeout: Duration::from_millis(300),
         ..Config::default()
     };
-    let running = proxy(vec![full], config);
+    let running = proxy(model, vec![full], config);
     let mut client = connect(running.local_addr());
     let started = Instant::now();
     let mut buf = [0; 4];
@@ -292,25 +291,12 @@ fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect() {
     drop(fillers);
 }
 
-#[test]
-fn the_threads_model_closes_a_client_whose_upstream_it_cannot_dial() {
-    let upstream = echo_upstream();
-    let running = Server::new(Proxy::new(
-        vec![upstream.local_addr()],
-        Duration::from_secs(1),
-    ))
-    .model(Model::Threads)
-    .bind(loopback())
-    .expect("start");
-    let mut client = connect(running.local_addr());
-    let mut buf = [0; 4];
-    let got = client.read(&mut buf);
-    assert!(matches!(got, Ok(0) | Err(_)), "closed: {got:?}");
-}
-
-#[test]
-fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed() {
+fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed(model: Model) {
     const PAIRS: usize = 1000;
+    let model_name = match model {
+        Model::Threads => "threads",
+        _ => "reactor",
+    };
     raise_fd_limit();
     let echo = ServerProcess::spawn(&["--max-connections", "5000"], Some(8192));
     let upstream = echo.addr.to_string();
@@ -318,6 +304,8 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed() {
         &[
             "--protocol",
             "proxy",
+            "--model",
+            model_name,
             "--upstream",
             &upstream,
             "--max-connections",
@@ -325,6 +313,8 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed() {
         ],
         Some(8192),
     );
+    // The listener (and, under threads, the handle that wakes its accept): the baseline.
+    let baseline = proxy.open_sockets();
     let mut clients: Vec<TcpStream> = (0..PAIRS).map(|_| connect(proxy.addr)).collect();
     for (n, client) in clients.iter_mut().enumerate() {
         client
@@ -352,7 +342,7 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed() {
     }
     drop(clients);
     assert!(
-        wait_until(Duration::from_secs(10), || proxy.open_sockets() == 1),
+        wait_until(Duration::from_secs(10), || proxy.open_sockets() == baseline),
         "every pair's sockets are closed: {} left",
         proxy.open_sockets()
     );
@@ -366,3 +356,15 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed() {
     assert_eq!(stat(&stats, "eof"), 2 * PAIRS as u64);
     drop(echo);
 }
+
+for_each_model!(
+    bytes_are_forwarded_unchanged_for_many_pairs,
+    a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back,
+    an_upstreams_eof_reaches_the_client_which_can_still_send,
+    a_clients_reset_reaches_the_upstream_as_a_reset,
+    an_upstreams_reset_reaches_the_client_as_a_reset,
+    a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after,
+    a_silent_upstream_is_closed_by_the_idle_timeout,
+    an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect,
+    a_thousand_pairs_at_once_are_all_forwarded_and_all_freed,
+);

@@ -1,6 +1,7 @@
 //! The proxy is paced by its slower side: a firehose upstream behind a slow client, and a
 //! fast client in front of a slow upstream, stream many times the high-water mark through
-//! a proxy process whose peak resident memory (`VmHWM`) grows by a few MiB only. Without
+//! a proxy process (reactor model, then threads) whose peak resident memory (`VmHWM`)
+//! grows by a few MiB only. Without
 //! flow control across connections the proxy would read the fast side as fast as it
 //! sends, until the slow side's output reached its cap and the pair was cut.
 
@@ -70,8 +71,8 @@ fn slow_reader(mut stream: TcpStream) -> usize {
     }
 }
 
-/// A proxy process in front of the upstream at `upstream`.
-fn proxy_process(upstream: std::net::SocketAddr) -> ServerProcess {
+/// A proxy process under `model` (`reactor` or `threads`) in front of `upstream`.
+fn proxy_process(model: &str, upstream: std::net::SocketAddr) -> ServerProcess {
     let upstream = upstream.to_string();
     let high_water = HIGH_WATER.to_string();
     let low_water = (HIGH_WATER / 4).to_string();
@@ -79,6 +80,8 @@ fn proxy_process(upstream: std::net::SocketAddr) -> ServerProcess {
         &[
             "--protocol",
             "proxy",
+            "--model",
+            model,
             "--upstream",
             &upstream,
             "--high-water",
@@ -90,10 +93,10 @@ fn proxy_process(upstream: std::net::SocketAddr) -> ServerProcess {
     )
 }
 
-/// Run one stream through a fresh proxy and check its peak memory growth.
-fn stream_through(upstream_sends: bool) {
+/// Run one stream through a fresh proxy under `model` and check its peak memory growth.
+fn stream_through(model: &str, upstream_sends: bool) {
     let listener = TcpListener::bind(loopback()).expect("bind the upstream");
-    let proxy = proxy_process(listener.local_addr().expect("addr"));
+    let proxy = proxy_process(model, listener.local_addr().expect("addr"));
     let before = proxy.memory().hwm_kib;
     let upstream = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("the proxy connects");
@@ -125,7 +128,7 @@ fn stream_through(upstream_sends: bool) {
     );
     let growth = proxy.memory().hwm_kib.saturating_sub(before);
     eprintln!(
-        "proxy VmHWM grew by {growth} KiB while streaming {} MiB",
+        "{model} proxy VmHWM grew by {growth} KiB while streaming {} MiB",
         STREAM >> 20
     );
     assert!(
@@ -137,10 +140,22 @@ fn stream_through(upstream_sends: bool) {
 
 #[test]
 fn a_slow_client_behind_a_firehose_upstream_keeps_the_proxy_small() {
-    stream_through(true);
+    stream_through("reactor", true);
 }
 
 #[test]
 fn a_slow_upstream_behind_a_fast_client_keeps_the_proxy_small() {
-    stream_through(false);
+    stream_through("reactor", false);
+}
+
+/// Under the threads model a blocking write paces its thread: the same bounds hold.
+#[test]
+fn threads_a_slow_client_behind_a_firehose_upstream_keeps_the_proxy_small() {
+    stream_through("threads", true);
+}
+
+/// As above, the other way round.
+#[test]
+fn threads_a_slow_upstream_behind_a_fast_client_keeps_the_proxy_small() {
+    stream_through("threads", false);
 }

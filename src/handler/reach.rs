@@ -6,6 +6,8 @@
 //! touches a socket.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Context;
 use crate::ConnId;
@@ -37,13 +39,16 @@ pub(crate) enum Request {
 }
 
 /// Makes connection ids for one worker: `first`, `first + step`, … (workers stripe the
-/// id space, so an id also says which worker owns it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// id space, so an id also says which worker owns it); or, for the threads model, from
+/// the server's one shared counter.
+#[derive(Debug, Clone)]
 pub(crate) struct IdMint {
     /// The next id to hand out.
     next: u64,
     /// How far apart this worker's ids are: the number of workers.
     step: u64,
+    /// The last id handed out server-wide, when ids come from a shared counter.
+    shared: Option<Arc<AtomicU64>>,
 }
 
 impl Default for IdMint {
@@ -53,6 +58,7 @@ impl Default for IdMint {
         IdMint {
             next: 1 << 63,
             step: 1,
+            shared: None,
         }
     }
 }
@@ -63,11 +69,23 @@ impl IdMint {
         IdMint {
             next: index as u64 + 1,
             step: workers.max(1) as u64,
+            shared: None,
+        }
+    }
+
+    /// A mint drawing from `last`, the last id handed out server-wide.
+    pub(crate) fn shared(last: Arc<AtomicU64>) -> Self {
+        IdMint {
+            shared: Some(last),
+            ..IdMint::default()
         }
     }
 
     /// A fresh id, never handed out before by this mint.
     pub(crate) fn next_id(&mut self) -> ConnId {
+        if let Some(last) = &self.shared {
+            return ConnId(last.fetch_add(1, Ordering::Relaxed) + 1);
+        }
         let id = ConnId(self.next);
         self.next += self.step;
         id
@@ -84,8 +102,7 @@ impl Context<'_> {
     /// (refused, unreachable, or not established within `Config::connect_timeout`).
     /// Output sent to it meanwhile is queued and sent once it is established.
     ///
-    /// The reactor model carries this out; the threads model does not dial out yet, and
-    /// reports such a connection as failed.
+    /// Under the threads model the connection gets its own thread, as a client does.
     pub fn connect(&mut self, addr: SocketAddr) -> crate::ConnId {
         let id = self.outbox.mint.next_id();
         self.outbox.requests.push(Request::Connect {

@@ -145,7 +145,13 @@ impl<H: Handler> Reactor<H> {
             (Call::Drained, Some(session)) => handler.drained(session, &mut ctx),
             (_, None) => {}
         }
-        self.after_callback(key, use_scratch, actions, held);
+        // Only a callback that may have consumed input is held to the input cap: the flow
+        // and connect callbacks leave the input as it was (it may be waiting at high water).
+        let input_unchanged = matches!(
+            call,
+            Call::Connected | Call::ReadClosed | Call::Congested | Call::Drained
+        );
+        self.after_callback(key, use_scratch, actions, held || input_unchanged);
         if held
             && self
                 .conns

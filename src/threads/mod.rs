@@ -48,9 +48,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::worker::{Live, Prepared, WorkerSetup};
@@ -63,6 +64,7 @@ mod reach;
 mod registry;
 
 use accept::AcceptLoop;
+use client::Finished;
 use registry::Registry;
 
 /// Stack of each client thread. Handlers run on it; buffers live on the heap. Small stacks
@@ -84,6 +86,8 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
+    /// Threads of connections this worker's handlers dialed, joined by the accept thread.
+    dialed: Mutex<Vec<JoinHandle<Finished>>>,
 }
 
 /// Build the threads-model workers of one server, sharing one registry.
@@ -107,6 +111,7 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
+        dialed: Mutex::new(Vec::new()),
     });
     let registry_owner = Arc::clone(&shared.registry);
     let index = shared.index;

@@ -25,6 +25,22 @@ pub(super) struct Peer {
     pub(super) gate: Gate,
     /// Set when a sender gave up on this client: its owner closes with `OutputLimit`.
     pub(super) overflowed: AtomicBool,
+    /// Set when a handler reset this connection (`Context::reset_conn`): its owner drops it
+    /// without a FIN, so `SO_LINGER` 0 turns the close into a reset.
+    pub(super) reset: AtomicBool,
+}
+
+impl Peer {
+    /// A peer for `stream`, owned by a thread of `worker`.
+    pub(super) fn new(stream: TcpStream, worker: usize) -> Self {
+        Peer {
+            stream,
+            worker,
+            gate: Gate::default(),
+            overflowed: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Peer {

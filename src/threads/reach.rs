@@ -1,46 +1,51 @@
-//! What a threads-model callback asks of connections by id (`handler::reach`).
+//! What a threads-model callback asks of connections by id (`handler::reach`), carried out
+//! on the asking thread.
 //!
-//! The threads model does not dial out yet: a connect is reported to the handler as failed
-//! (`open`, then `ending` and `close` with `ConnectFailed(Unsupported)`), so a handler
-//! waiting for it is not left hanging. Pausing and resuming are not needed here (a blocking
-//! write paces the writer's own thread); the other requests are not carried out either.
+//! A connect gets a thread of its own (`client::dial`). Shutting down, closing and
+//! resetting act on the target's socket through its `Peer`, which wakes its thread.
+//! Pausing and resuming need nothing here: a writer's blocking write already paces the
+//! writer's own thread by its slowest receiver.
 
-use std::io;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crate::handler::{Actions, Outbox, Request};
-use crate::{CloseReason, Context, Handler};
+use super::WorkerShared;
+use super::client;
+use super::registry::Registry;
+use crate::Handler;
+use crate::handler::Request;
 
-/// Answer every connect in `outbox`'s requests as failed, and drop the other requests.
-pub(super) fn refuse_requests<H: Handler>(handler: &H, outbox: &mut Outbox, now: Instant) {
-    let requests = std::mem::take(&mut outbox.requests);
-    for request in requests {
-        let Request::Connect { id, addr, by } = request else {
-            continue;
-        };
-        let reason = CloseReason::ConnectFailed(io::ErrorKind::Unsupported);
-        log::debug!("{by}: connect to {addr} is not supported by the threads model");
-        let mut out = Vec::new();
-        let mut actions = Actions::default();
-        outbox.opener = Some(by);
-        let mut session = handler.open(&mut context(id, addr, now, &mut out, &mut actions, outbox));
-        outbox.opener = None;
-        let mut ctx = context(id, addr, now, &mut out, &mut actions, outbox);
-        handler.ending(&mut session, &mut ctx, reason);
-        handler.close(session, id, reason);
-        outbox.requests.clear();
+/// Dial every connection `requests` ask for.
+pub(super) fn dial_all<H: Handler>(shared: &Arc<WorkerShared<H>>, requests: &[Request]) {
+    for &request in requests {
+        if let Request::Connect { id, addr, by } = request {
+            client::dial(shared, id, addr, by);
+        }
     }
 }
 
-/// A context for a connection that never had a socket.
-fn context<'a>(
-    id: crate::ConnId,
-    addr: SocketAddr,
-    now: Instant,
-    out: &'a mut Vec<u8>,
-    actions: &'a mut Actions,
-    outbox: &'a mut Outbox,
-) -> Context<'a> {
-    Context::new(id, addr, now, out, actions, outbox)
+/// Carry out the requests other than connects.
+pub(super) fn carry_out(registry: &Registry, requests: &[Request]) {
+    for &request in requests {
+        let (id, how) = match request {
+            Request::Connect { .. } | Request::PauseReading(_) | Request::ResumeReading(_) => {
+                continue;
+            }
+            Request::ShutdownWrite(id) => (id, Shutdown::Write),
+            Request::Close(id) | Request::Abort(id) => (id, Shutdown::Both),
+            Request::Reset(id) => (id, Shutdown::Read),
+        };
+        let Some(peer) = registry.get(id) else {
+            continue;
+        };
+        if let Request::Reset(_) = request {
+            // Its thread wakes from the shut read side and drops the socket without a FIN.
+            peer.reset.store(true, Ordering::Relaxed);
+            let _ = socket2::SockRef::from(&peer.stream).set_linger(Some(Duration::ZERO));
+        }
+        // An error means the socket is already shut or broken: its thread will notice.
+        let _ = peer.stream.shutdown(how);
+    }
 }
