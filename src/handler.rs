@@ -25,7 +25,10 @@ pub(crate) use reach::{IdMint, Request};
 ///
 /// # Contract
 ///
-/// - [`open`](Handler::open) is called once per accepted connection, before any input.
+/// - [`open`](Handler::open) is called once per connection, before any input: per
+///   accepted client, and per connection dialed with [`Context::connect`] (right after
+///   the dialing callback, with [`Context::dialed_by`] set; then
+///   [`connected`](Handler::connected) once it is established).
 /// - [`data`](Handler::data) is called with *all* unconsumed input of the connection. It
 ///   returns how many bytes it consumed, from the front. Bytes it does not consume stay
 ///   buffered and are offered again, with new bytes appended, when more arrive. Returning
@@ -44,6 +47,11 @@ pub(crate) use reach::{IdMint, Request};
 /// - [`timer`](Handler::timer) fires once per [`Context::set_timer`].
 /// - [`close`](Handler::close) is called exactly once per opened connection, with the
 ///   reason, after which the connection id is dead: output sent to it is discarded.
+///   [`ending`](Handler::ending) comes just before it, with a [`Context`].
+/// - On the peer's EOF, [`read_closed`](Handler::read_closed) decides between closing
+///   (the default) and a half-close; [`congested`](Handler::congested) and
+///   [`drained`](Handler::drained) report the output crossing the high- and low-water
+///   marks, for flow control across connections.
 /// - No callback is made for a connection after `close`, and no callback ever sees a socket.
 ///
 /// # Example
@@ -70,7 +78,8 @@ pub trait Handler: Send + Sync + 'static {
     /// State kept for one connection from `open` to `close`.
     type Session: Send + 'static;
 
-    /// A connection was accepted; return its session. May already write output.
+    /// A connection was accepted (or dialed: see [`Context::dialed_by`]); return its
+    /// session. May already write output.
     fn open(&self, ctx: &mut Context<'_>) -> Self::Session;
 
     /// Input arrived: consume a prefix of `input` and return its length (`<= input.len()`).

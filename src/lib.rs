@@ -41,7 +41,9 @@
 //! - `handler/reach` — the [`Context`] calls that reach connections by id (`connect`,
 //!   `pause_reading`, `shutdown_write`, `reset_conn`, …).
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
-//!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
+//!   thread, the `client` thread (`client/dial` for a connection a handler dials, and the
+//!   half-close), the `peer` its writes go through, the `registry`, and `reach` (what a
+//!   callback asks of connections by id).
 //! - [`server`] — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP

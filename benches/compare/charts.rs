@@ -21,6 +21,7 @@ fn colour(server: &str) -> RGBColor {
         "threads" => RGBColor(31, 119, 180),
         "tokio-current" => RGBColor(44, 160, 44),
         "proxy" => RGBColor(255, 127, 14),
+        "proxy-threads" => RGBColor(140, 86, 75),
         _ => RGBColor(148, 103, 189),
     }
 }

@@ -1,7 +1,7 @@
 //! The servers under comparison, each started in its own process pinned to CPU 0: our
 //! reactor and thread-per-client models (the `tcp-reactor` binary), two tokio echo
 //! servers (this bench binary re-executed with a special first argument), and our proxy
-//! (`--protocol proxy`, reactor model) in front of our echo server. The proxy's upstream
+//! (`--protocol proxy`, under each model) in front of our echo server. The proxy's upstream
 //! runs inside the bench process, on the load generator's CPU: the proxy has CPU 0 alone,
 //! and the upstream's CPU time is counted with the load generator's.
 
@@ -29,16 +29,19 @@ pub enum Kind {
     TokioMulti,
     /// `tcp-reactor serve --protocol proxy` (reactor model) in front of our echo server.
     Proxy,
+    /// The same proxy under the threads model (a thread per client and per upstream).
+    ProxyThreads,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Reactor,
         Kind::Threads,
         Kind::TokioCurrent,
         Kind::TokioMulti,
         Kind::Proxy,
+        Kind::ProxyThreads,
     ];
 
     /// Name in tables and files.
@@ -49,6 +52,7 @@ impl Kind {
             Kind::TokioCurrent => "tokio-current",
             Kind::TokioMulti => "tokio-multi",
             Kind::Proxy => "proxy",
+            Kind::ProxyThreads => "proxy-threads",
         }
     }
 }
@@ -88,7 +92,7 @@ pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
     let addr = free_port()?;
     let mut upstream = None;
     let mut command = match kind {
-        Kind::Proxy => {
+        Kind::Proxy | Kind::ProxyThreads => {
             let echo = tcp_reactor::Server::new(tcp_reactor::protocols::Echo)
                 .config(tcp_reactor::Config {
                     max_connections: 15_000,
@@ -97,6 +101,12 @@ pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
                 .bind("127.0.0.1:0".parse().map_err(io::Error::other)?)?;
             let mut c = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"));
             c.args(["serve", "--protocol", "proxy", "--addr", &addr.to_string()]);
+            let model = if kind == Kind::Proxy {
+                "reactor"
+            } else {
+                "threads"
+            };
+            c.args(["--model", model]);
             c.args(["--upstream", &echo.local_addr().to_string()]);
             c.args(["--max-connections", "15000"]);
             upstream = Some(echo);
