@@ -9,6 +9,9 @@
 # Cores (a 2-core machine): the proxy under test gets CPU 0 alone; the upstream and the
 # load generator share CPU 1 (taskset).
 #
+# Our proxy runs under the reactor model ("ours") and, for reference, the threads model
+# ("ours-threads": a thread per client and per upstream).
+#
 # Per run: messages/s (the load generator's report), the proxy's CPU time per message
 # (utime + stime from /proc/PID/stat over the run, in microseconds), and the noise: the CPU
 # time that neither the proxy, the upstream nor the load generator took, as a share of all
@@ -111,7 +114,9 @@ CFG
 # Start proxy $1 (ours or haproxy) on CPU 0; sets PROXY_PID.
 start_proxy() {
     case $1 in
-        ours) taskset -c 0 "$BIN" serve --protocol proxy --addr "127.0.0.1:$PROXY_PORT" \
+        ours | ours-threads)
+            taskset -c 0 "$BIN" serve --protocol proxy --addr "127.0.0.1:$PROXY_PORT" \
+                --model "$([[ $1 == ours ]] && echo reactor || echo threads)" \
                 --upstream "127.0.0.1:$UPSTREAM" --max-connections 20000 >"$WORK/proxy.log" 2>&1 & ;;
         haproxy) taskset -c 0 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/proxy.log" 2>&1 & ;;
     esac
@@ -177,12 +182,12 @@ PY
 
 declare -A RUNS
 for round in $(seq "$REPEAT"); do
-    for proxy in ours haproxy; do
+    for proxy in ours haproxy ours-threads; do
         RUNS[$proxy]+="$(run_once "$proxy")"$'\n'
     done
 done
 declare -A IDLE_BYTES
-for proxy in ours haproxy; do
+for proxy in ours haproxy ours-threads; do
     IDLE_BYTES[$proxy]=$(idle_once "$proxy")
 done
 
@@ -195,7 +200,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
     echo
     echo "| proxy | msg/s (median) | CPU µs/msg (median) | others % (median) | idle pair, bytes |"
     echo "|---|---:|---:|---:|---:|"
-    for proxy in ours haproxy; do
+    for proxy in ours haproxy ours-threads; do
         runs=${RUNS[$proxy]}
         printf '| %s | %s | %s | %s | %s |\n' "$proxy" \
             "$(awk 'NF { print $1 }' <<<"$runs" | median)" \
@@ -206,7 +211,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
     echo
     echo "Every run (msg/s, CPU µs/msg, others %, load average, load errors):"
     echo
-    for proxy in ours haproxy; do
+    for proxy in ours haproxy ours-threads; do
         awk -v p="$proxy" 'NF { printf "- %s: %s msg/s, %s µs/msg, others %s%%, load %s, errors %s\n", p, $1, $2, $3, $4, $5 }' <<<"${RUNS[$proxy]}"
     done
 } | tee -a "$(mkdir -p target/bench-report && echo target/bench-report/report.md)"

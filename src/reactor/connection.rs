@@ -130,16 +130,16 @@ impl<S> Connection<S> {
         }
     }
 
-    /// Whether a connect under way has finished: `Ok(Some(peer))` once established,
-    /// `Ok(None)` while still in progress, `Err` if it failed (`SO_ERROR`).
-    pub(crate) fn connect_result(&self) -> io::Result<Option<SocketAddr>> {
-        if let Some(err) = self.stream.take_error()? {
-            return Err(err);
+    /// Whether a connect under way has finished, once the poll reported the socket.
+    pub(crate) fn connect_result(&self) -> rules::Connect {
+        match self.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => return rules::Connect::from_error(err),
         }
         match self.stream.peer_addr() {
-            Ok(peer) => Ok(Some(peer)),
-            Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(None),
-            Err(err) => Err(err),
+            Ok(_) => rules::Connect::Established,
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => rules::Connect::Pending,
+            Err(err) => rules::Connect::Failed(err),
         }
     }
 

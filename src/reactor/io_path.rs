@@ -202,6 +202,11 @@ impl<H: Handler> Reactor<H> {
     #[inline(always)]
     fn send_output(&mut self, key: usize, used_scratch: bool) -> bool {
         let conn = &mut self.conns[key];
+        if conn.phase == Phase::Connecting {
+            // Not established yet: output waits in the queue for `connected`.
+            conn.output.append(&mut self.scratch_out);
+            return true;
+        }
         let before = self.stats.bytes_out;
         let mut outcome = FlushOutcome::Done;
         if used_scratch && !self.scratch_out.is_empty() {

@@ -21,6 +21,7 @@ use super::connection::{Connection, Phase};
 use super::io_path::Call;
 use super::timer::TimerKind;
 use crate::handler::{Actions, Request};
+use crate::rules::Connect;
 use crate::{CloseReason, ConnId, Context, Handler};
 
 /// What a handler is told about a connection's output, at the end of a turn.
@@ -157,30 +158,34 @@ impl<H: Handler> Reactor<H> {
     /// The poll reported a connecting connection: established, failed, or not yet.
     pub(super) fn finish_connect(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        match conn.connect_result() {
-            Ok(None) => {}
-            Ok(Some(peer)) => {
-                trace!("connection {} established to {peer}", conn.id);
-                conn.peer = peer;
-                conn.phase = Phase::Open;
-                conn.last_progress = self.now;
-                if let Err(err) = conn.stream.set_nodelay(true) {
-                    debug!("{peer}: TCP_NODELAY: {err}");
-                }
-                if let Some(idle) = self.config.idle_timeout {
-                    self.timers
-                        .arm(self.now + idle, conn.token, TimerKind::Idle);
-                }
-                self.invoke(key, Call::Connected);
-                self.flush(key);
-                // The peer may have written already: its readable edge may be this one.
-                self.read(key, true);
-            }
-            Err(err) => {
+        let reset = match conn.connect_result() {
+            Connect::Pending => return,
+            Connect::Failed(err) => {
                 debug!("connect to {} for connection {}: {err}", conn.peer, conn.id);
                 self.kill(key, CloseReason::ConnectFailed(err.kind()));
+                return;
             }
+            Connect::Established => false,
+            Connect::EstablishedThenReset => true,
+        };
+        trace!("connection {} established to {}", conn.id, conn.peer);
+        conn.phase = Phase::Open;
+        conn.last_progress = self.now;
+        if let Err(err) = conn.stream.set_nodelay(true) {
+            debug!("{}: TCP_NODELAY: {err}", conn.peer);
         }
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers
+                .arm(self.now + idle, conn.token, TimerKind::Idle);
+        }
+        self.invoke(key, Call::Connected);
+        if reset {
+            self.kill(key, CloseReason::Reset);
+            return;
+        }
+        self.flush(key);
+        // The peer may have written already: its readable edge may be this one.
+        self.read(key, true);
     }
 
     /// A connect ran out of time.

@@ -41,6 +41,15 @@ impl Peer {
             reset: AtomicBool::new(false),
         }
     }
+
+    /// A peer whose connect is under way: senders wait at the gate until its thread opens
+    /// it ([`Gate::open`]), so no write can take the connect's error before that thread
+    /// reads it.
+    pub(super) fn connecting(stream: TcpStream, worker: usize) -> Self {
+        let peer = Peer::new(stream, worker);
+        peer.gate.lock().busy = true;
+        peer
+    }
 }
 
 impl Peer {
@@ -101,6 +110,12 @@ impl Gate {
     /// The state. Nothing can panic while it is locked, so a poisoned lock is still sound.
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Let writers in after a connect (see [`Peer::connecting`]).
+    pub(super) fn open(&self) {
+        self.lock().busy = false;
+        self.freed.notify_all();
     }
 
     /// Wait for the turn to write, until `deadline` if given.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{Client, Finished};
 use crate::handler::{Actions, IdMint, Outbox};
-use crate::rules::Ending;
+use crate::rules::{Connect, Ending};
 use crate::threads::peer::Peer;
 use crate::threads::{CLIENT_STACK, WorkerShared};
 use crate::{CloseReason, ConnId, Context, Handler};
@@ -46,7 +46,7 @@ pub(in crate::threads) fn dial<H: Handler>(
             return fail_unborn(&*shared.handler, id, addr, by, &err);
         }
     };
-    let peer = Arc::new(Peer::new(stream, shared.index));
+    let peer = Arc::new(Peer::connecting(stream, shared.index));
     shared.registry.insert(id, Arc::clone(&peer));
     let client = Client::new(Arc::clone(shared), id, addr, peer);
     let guard = Leaving {
@@ -140,18 +140,20 @@ impl<H: Handler> Client<H> {
         self.fx.outbox.opener = Some(by);
         let (mut session, actions) = self.open();
         self.fx.outbox.opener = None;
-        let reason = match self.await_connect() {
-            Err(err) => {
+        let outcome = self.await_connect();
+        self.peer.gate.open();
+        let reason = match outcome {
+            Connect::Failed(err) => {
                 log::debug!("connect to {} for {by}: {err}", self.addr);
                 self.fx.out.clear();
                 // What `open` asked of others still happens (it may have written to them).
                 self.deliver_outbox();
                 CloseReason::ConnectFailed(err.kind())
             }
-            Ok(()) => {
+            established => {
                 let ending = match self.after_callback(actions, false) {
                     Some(ending) => ending,
-                    None => self.connected(&mut session),
+                    None => self.connected(&mut session, established),
                 };
                 self.end(ending)
             }
@@ -159,8 +161,9 @@ impl<H: Handler> Client<H> {
         self.finish(session, reason)
     }
 
-    /// `Handler::connected`, then the read loop.
-    fn connected(&mut self, session: &mut H::Session) -> Ending {
+    /// `Handler::connected`, then the read loop (or the reset, if the peer reset it
+    /// already).
+    fn connected(&mut self, session: &mut H::Session, established: Connect) -> Ending {
         if let Err(err) = self.configure_socket() {
             return Ending::Abrupt(CloseReason::from_io(&err));
         }
@@ -173,18 +176,22 @@ impl<H: Handler> Client<H> {
         );
         match self.after_callback(actions, false) {
             Some(ending) => ending,
+            None if matches!(established, Connect::EstablishedThenReset) => {
+                self.peer.reset.store(true, Ordering::Relaxed);
+                Ending::Abrupt(CloseReason::Reset)
+            }
             None => self.run(session),
         }
     }
 
-    /// Wait, within the connect timeout, until the connect completes; its error if not.
-    fn await_connect(&self) -> io::Result<()> {
+    /// Wait, within the connect timeout, until the connect completes.
+    fn await_connect(&self) -> Connect {
         let deadline = Instant::now() + self.shared.config.connect_timeout;
         let stream = &self.peer.stream;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
+                return Connect::Failed(io::ErrorKind::TimedOut.into());
             }
             let mut fd = libc::pollfd {
                 fd: stream.as_raw_fd(),
@@ -198,14 +205,16 @@ impl<H: Handler> Client<H> {
                 n if n < 0 => {
                     let err = io::Error::last_os_error();
                     if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
+                        return Connect::Failed(err);
                     }
                 }
+                // Writable or hung up: established, unless an error is pending. (The
+                // peer may have answered and closed already; the reads will show it.)
                 _ => {
-                    if let Some(err) = stream.take_error()? {
-                        return Err(err);
-                    }
-                    return stream.peer_addr().map(|_| ());
+                    return match stream.take_error() {
+                        Ok(None) => Connect::Established,
+                        Ok(Some(err)) | Err(err) => Connect::from_error(err),
+                    };
                 }
             }
         }
