@@ -15,7 +15,7 @@ use common::faults::{
     stop_checked, wait_connections,
 };
 use tcp_reactor::protocols::Echo;
-use tcp_reactor::{CloseReason, Config, Model, Server};
+use tcp_reactor::{CloseReason, Model, Server};
 
 for_each_model!(
     half_close_still_delivers_the_whole_reply,
@@ -76,12 +76,8 @@ fn one_byte_writes_are_echoed_in_order(model: Model) {
 }
 
 fn randomly_chunked_writes_are_echoed_exactly(model: Model) {
-    let config = Config {
-        // Small reads, so chunk boundaries on both sides land everywhere.
-        read_chunk: 1000,
-        read_budget: 3000,
-        ..config()
-    };
+    // Small reads, so chunk boundaries on both sides land everywhere.
+    let config = config().with_read_chunk(1000).with_read_budget(3000);
     let server = serve(Echo, config, model);
     let payload = pseudo_random_bytes(3, 1 << 20);
     let sizes = pseudo_random_bytes(4, 4096);

@@ -158,11 +158,11 @@ fn lines_cross_between_workers(model: Model) {
 fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
     // A member that reads nothing must not hold up the room: once it cannot take more
     // (unsent output over the cap, or a send stalled past the linger time) it is closed.
-    let config = Config {
-        max_output: 512 * 1024,
-        linger: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_max_output(512 * 1024)
+        // Never paused before the cap closes it (the cap is checked first).
+        .with_high_water(512 * 1024)
+        .with_linger(Duration::from_millis(300));
     let chat = Arc::new(Chat::new());
     let running = start_server(Server::from_arc(Arc::clone(&chat)), model, config);
     let mut talker = connect(running.local_addr());

@@ -96,12 +96,10 @@ fn every_byte_comes_back_in_order_to_two_hundred_concurrent_clients(model: Model
 fn a_megabyte_reaches_a_slow_reader_intact_through_backpressure(model: Model) {
     // With output capped well below the payload, only backpressure (reading no more
     // while the reply is not taken) lets the whole megabyte through.
-    let config = Config {
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        max_output: 256 * 1024,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024)
+        .with_max_output(256 * 1024);
     let running = start_with(Echo, model, config);
     let stream = connect(running.local_addr());
     // Small client buffers keep the kernel from absorbing the whole payload.

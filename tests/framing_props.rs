@@ -49,11 +49,9 @@ fn send_chunked(addr: std::net::SocketAddr, input: &[u8], cuts: &[usize]) -> Vec
 
 /// Server-side reads as small as `read_chunk`, and a budget that forces revisits.
 fn small_reads(read_chunk: usize) -> Config {
-    Config {
-        read_chunk,
-        read_budget: read_chunk * 3,
-        ..config()
-    }
+    config()
+        .with_read_chunk(read_chunk)
+        .with_read_budget(read_chunk * 3)
 }
 
 proptest! {

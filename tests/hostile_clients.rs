@@ -97,10 +97,7 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
     const LIMIT: usize = 100;
     const ATTEMPTS: usize = 500;
     let (handler, closes) = Recorded::new(Busy);
-    let config = Config {
-        max_connections: LIMIT,
-        ..config()
-    };
+    let config = config().with_max_connections(LIMIT);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
@@ -153,10 +150,7 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
     // number of workers sharing its port.
     const LIMIT: usize = 100;
     const ATTEMPTS: usize = 500;
-    let config = Config {
-        max_connections: LIMIT,
-        ..config()
-    };
+    let config = config().with_max_connections(LIMIT);
     let server = Server::new(Busy)
         .config(config)
         .model(model)
@@ -287,12 +281,10 @@ fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served
     // The claimed bound on what the server holds for it, enforced by the server itself:
     // were pending output ever to exceed it, the flooder would be closed (OutputLimit).
     let bound = HIGH_WATER + read_chunk;
-    let config = Config {
-        high_water: HIGH_WATER,
-        low_water: LOW_WATER,
-        max_output: bound,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(HIGH_WATER)
+        .with_low_water(LOW_WATER)
+        .with_max_output(bound);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     // A small receive buffer keeps the kernel from absorbing much of the echo.
@@ -398,10 +390,7 @@ fn client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all
         written: Arc::clone(&written),
     };
     let (handler, closes) = Recorded::new(stream);
-    let config = Config {
-        max_output: MAX_OUTPUT,
-        ..config()
-    };
+    let config = config().with_max_output(MAX_OUTPUT);
     let server = serve(handler, config, model);
     let mut non_reader = connect(server.local_addr());
     let mut reader = connect(server.local_addr());
@@ -438,6 +427,7 @@ fn client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all
             let blocks = before - u64::from(CHUNKS);
             format!("blocked, open, after {blocks} blocks of 64 KiB were written to it")
         }
+        other => panic!("no expected behaviour written for {other:?}"),
     };
     let stats = stop_checked(server);
     eprintln!(
@@ -456,10 +446,7 @@ fn partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof(mod
     let (handler, closes) = Recorded::new(Lines {
         one_per_call: false,
     });
-    let config = Config {
-        max_input: MAX_INPUT,
-        ..config()
-    };
+    let config = config().with_max_input(MAX_INPUT);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let mut hostile = connect(addr);
@@ -506,12 +493,10 @@ fn backpressure_pause_is_not_mistaken_for_the_input_cap(model: Model) {
     // paused, input the echo was not offered must not count as a partial frame.
     const TOTAL: usize = 4 << 20;
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        max_input: 4096,
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..config()
-    };
+    let config = config()
+        .with_max_input(4096)
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
     let server = serve(handler, config, model);
     let mut client = connect(server.local_addr());
     client.set_nonblocking(true).expect("nonblocking");
@@ -622,10 +607,7 @@ fn slowloris_trickling_slower_than_the_idle_timeout_is_closed_and_others_are_una
     const SLOW: usize = 300;
     let idle = Duration::from_millis(400);
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<_> = (0..4)
@@ -674,10 +656,7 @@ fn slowloris_trickling_a_partial_frame_is_closed_by_the_idle_timeout_and_others_
     const SLOW: usize = 300;
     let idle = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(Lines { one_per_call: true });
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<_> = (0..4)
@@ -756,11 +735,9 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections(model: Model) {
     const STORM: usize = 300;
     const STEADY: usize = 8;
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        high_water: 256 * 1024,
-        low_water: 64 * 1024,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(256 * 1024)
+        .with_low_water(64 * 1024);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<Meanwhile> = (0..STEADY).map(|k| Meanwhile::start(addr, k)).collect();
@@ -834,12 +811,10 @@ fn pending_output_counts_only_bytes_not_yet_sent(model: Model) {
     let handler = Reporter {
         burst: common::faults::handlers::big_reply(BURST),
     };
-    let config = Config {
-        high_water: 128 << 20,
-        low_water: 64 << 20,
-        max_output: 128 << 20,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(128 << 20)
+        .with_low_water(64 << 20)
+        .with_max_output(128 << 20);
     let server = serve(handler, config, model);
     let mut client = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
     client.write_all(b"a").expect("write");
@@ -880,12 +855,10 @@ fn stop_is_bounded_by_linger_with_clients_that_never_read(model: Model) {
     // Stopping flushes and closes every connection, but a client that never reads cannot
     // hold the server up past the linger bound.
     let linger = Duration::from_millis(500);
-    let config = Config {
-        linger,
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_linger(linger)
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
     let (handler, closes) = Recorded::new(Echo);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
@@ -925,10 +898,7 @@ fn accept_budget_of_one_still_accepts_a_whole_burst(model: Model) {
     // A budget that stops accepting early must revisit the listener: the clients left in
     // the backlog raise no new readiness event.
     const BURST: usize = 300;
-    let config = Config {
-        accept_budget: 1,
-        ..config()
-    };
+    let config = config().with_accept_budget(1);
     let server = serve(Echo, config, model);
     let mut clients: Vec<TcpStream> = (0..BURST).map(|_| connect(server.local_addr())).collect();
     for (i, client) in clients.iter_mut().enumerate() {

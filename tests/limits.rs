@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tcp_reactor::protocols::{Chat, Echo};
-use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
+use tcp_reactor::{CloseReason, Config, ConfigError, Context, Handler, Model, Server};
 
 use common::*;
 
@@ -21,13 +21,11 @@ for_each_model!(
     a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
     abort_discards_queued_output_and_closes_at_once,
     bytes_the_handler_never_consumes_do_not_count_as_activity,
+    bind_refuses_a_config_that_cannot_work,
 );
 
 fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
-    let config = Config {
-        max_connections: 2,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(2);
     let chat = Arc::new(Chat::new());
     let running = start_server(Server::from_arc(Arc::clone(&chat)), model, config);
     let mut first = connect(running.local_addr());
@@ -51,10 +49,7 @@ fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
 }
 
 fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..Config::default()
-    };
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(200)));
     let running = start_with(Echo, model, config);
     let mut talker = connect(running.local_addr());
     let mut silent = connect(running.local_addr());
@@ -74,10 +69,7 @@ fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
 }
 
 fn input_the_handler_never_consumes_is_capped(model: Model) {
-    let config = Config {
-        max_input: 8 * 1024,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_input(8 * 1024);
     // A chat line limit above the input cap: the cap is what closes the client.
     let running = start_with(Chat::with_max_line(1024 * 1024), model, config);
     let mut client = connect(running.local_addr());
@@ -144,10 +136,7 @@ impl Handler for Flood {
 }
 
 fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: Model) {
-    let config = Config {
-        linger: Duration::from_millis(200),
-        ..Config::default()
-    };
+    let config = Config::default().with_linger(Duration::from_millis(200));
     let running = start_with(Flood, model, config);
     let mut client = connect(running.local_addr());
     socket2::SockRef::from(&client)
@@ -202,10 +191,7 @@ fn abort_discards_queued_output_and_closes_at_once(model: Model) {
 fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     // A client trickling a line that never ends makes no progress: it times out although
     // bytes keep arriving.
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(300)),
-        ..Config::default()
-    };
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
     let running = start_with(Chat::new(), model, config);
     let mut client = connect(running.local_addr());
     client
@@ -230,4 +216,39 @@ fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     wait_for_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
+}
+
+/// An inconsistent `Config`, or no workers, is refused by `bind` with an error naming the
+/// field, instead of being clamped into something that runs.
+fn bind_refuses_a_config_that_cannot_work(model: Model) {
+    let addr = "127.0.0.1:0".parse().expect("an address");
+    let bind = |server: Server<Echo>| match server.model(model).bind(addr) {
+        Ok(_) => panic!("a {model:?} server started with a bad configuration"),
+        Err(err) => err,
+    };
+    let err = bind(Server::new(Echo).workers(0));
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        ConfigError::of(&err),
+        Some(&ConfigError::Zero { field: "workers" })
+    );
+    let upside_down = Config::default().with_high_water(1000).with_low_water(2000);
+    let err = bind(Server::new(Echo).config(upside_down));
+    assert!(
+        matches!(
+            ConfigError::of(&err),
+            Some(ConfigError::Exceeds {
+                field: "low_water",
+                limit: "high_water",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    let no_reads = Config::default().with_read_chunk(0);
+    let err = bind(Server::new(Echo).config(no_reads));
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: read_chunk must be greater than zero"
+    );
 }

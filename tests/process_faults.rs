@@ -29,6 +29,7 @@ fn model_name(model: Model) -> &'static str {
     match model {
         Model::Reactor => "reactor",
         Model::Threads => "threads",
+        other => panic!("no expectation written for {other:?}"),
     }
 }
 
@@ -37,6 +38,7 @@ fn backoff_log(model: Model) -> &'static str {
     match model {
         Model::Reactor => "pausing accept",
         Model::Threads => "retrying in",
+        other => panic!("no expectation written for {other:?}"),
     }
 }
 
@@ -524,6 +526,7 @@ fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_defaul
     let epipe_note = match model {
         Model::Reactor => format!("{epipes} writes failed with EPIPE (debug log)"),
         Model::Threads => "EPIPEs not logged by this model".to_string(),
+        other => panic!("no expectation written for {other:?}"),
     };
     eprintln!(
         "{model:?}, SIGPIPE at SIG_DFL in the embedding process: {HOSTILE} peers reset \
@@ -564,11 +567,9 @@ fn sigpipe_child() {
 /// Serve a big reply to each client under `model` until stdin closes, then print the stats.
 fn child_server(model: Model) {
     let _ = env_logger::builder().try_init();
-    let config = tcp_reactor::Config {
-        max_output: 64 << 20,
-        linger: Duration::from_secs(2),
-        ..tcp_reactor::Config::default()
-    };
+    let config = tcp_reactor::Config::default()
+        .with_max_output(64 << 20)
+        .with_linger(Duration::from_secs(2));
     let running = tcp_reactor::Server::new(BigReply::new(SIGPIPE_REPLY))
         .config(config)
         .model(model)

@@ -159,10 +159,7 @@ for_each_model!(
 );
 
 fn a_full_server_says_max_clients_reached(model: Model) {
-    let config = Config {
-        max_connections: 1,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(1);
     let server = start_server(Server::new(Resp::default()), model, config);
     let mut first = connect(server.local_addr());
     call(&mut first, &[b"PING"], b"+PONG\r\n");

@@ -77,6 +77,7 @@ fn the_tutorial_python_client_gets_hahaha_from_the_binary(model: Model) {
     let model_name = match model {
         Model::Reactor => "reactor",
         Model::Threads => "threads",
+        other => panic!("no command-line name for {other:?}"),
     };
     let child = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
         .args(["serve", "--protocol", "seed", "--model", model_name])

@@ -125,10 +125,7 @@ fn replaced_handler_timer_fires_only_at_its_new_deadline(model: Model) {
 fn idle_timeout_closes_a_silent_client_but_not_a_chatty_one(model: Model) {
     let idle = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let start = Instant::now();
     let mut silent = connect(server.local_addr());
@@ -158,10 +155,7 @@ fn output_written_counts_as_progress_for_the_idle_timeout(model: Model) {
         ticks: 10,
     };
     let (handler, closes) = Recorded::new(ticker);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let mut client = connect(server.local_addr());
     let got = String::from_utf8(read_to_eof(&mut client)).expect("text");
@@ -182,12 +176,10 @@ fn half_closed_client_that_never_reads_is_dropped_after_linger(model: Model, hig
     const REPLY: usize = 16 << 20;
     let linger = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(BigReply::new(REPLY));
-    let config = Config {
-        linger,
-        high_water,
-        max_output: 64 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_linger(linger)
+        .with_high_water(high_water)
+        .with_max_output(64 << 20);
     let server = serve(handler, config, model);
     // Control: a client that reads gets the whole reply (it half-closes after it, as
     // linger bounds the whole flush after an EOF).

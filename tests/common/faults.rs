@@ -27,10 +27,7 @@ pub fn loopback() -> SocketAddr {
 
 /// Default limits with a short linger, so that stopping a server with stuck clients is quick.
 pub fn config() -> Config {
-    Config {
-        linger: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config::default().with_linger(Duration::from_millis(500))
 }
 
 /// Start `handler` under `model` with `config` on a free loopback port.
