@@ -2,9 +2,9 @@
 //! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
 //! requests, and connections spread over several workers.
 
-mod common;
-
-use common::{connect, expect_eof, expect_reply, recv_to_end, send, start, start_server};
+use fixtures::client::{connect, expect_eof, expect_reply, recv_to_end, send};
+use fixtures::for_each_model;
+use fixtures::server::{start, start_server};
 use tcp_reactor::protocols::HTTP_MAX_HEAD as MAX_HEAD;
 use tcp_reactor::protocols::Http;
 use tcp_reactor::{Config, Model, Server};

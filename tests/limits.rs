@@ -1,17 +1,16 @@
 //! Limits and timers: a full server refuses cleanly, silent clients time out, unconsumed
 //! input is capped, handler timers fire. Under both models.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use fixtures::client::{connect, recv_exact, recv_line, recv_to_end, send};
+use fixtures::server::{serve, start, start_server, wait_connections};
+use fixtures::{PATIENCE, eventually, for_each_model};
 use tcp_reactor::protocols::{Chat, Echo};
 use tcp_reactor::{CloseReason, Config, ConfigError, Context, Handler, Model, Server};
-
-use common::*;
 
 for_each_model!(
     a_full_server_refuses_with_the_busy_reply_and_keeps_serving,
@@ -38,7 +37,7 @@ fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
     send(&mut first, b"hi\n");
     assert!(recv_line(&mut second).ends_with("] hi"));
     drop(first);
-    wait_for_connections(&running, 1);
+    wait_connections(&running, 1);
     let mut fourth = connect(running.local_addr());
     eventually("a free place is taken", || chat.members() == 2);
     send(&mut fourth, b"in\n");
@@ -50,7 +49,7 @@ fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
 
 fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
     let config = Config::default().with_idle_timeout(Some(Duration::from_millis(200)));
-    let running = start_with(Echo, model, config);
+    let running = serve(Echo, config, model);
     let mut talker = connect(running.local_addr());
     let mut silent = connect(running.local_addr());
     // The talker keeps talking past the timeout and stays.
@@ -63,7 +62,7 @@ fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
     send(&mut talker, b"still");
     assert_eq!(recv_exact(&mut talker, 5), b"still");
     drop(talker);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert!(stats.closed_by(CloseReason::IdleTimeout) >= 1, "{stats}");
 }
@@ -71,7 +70,7 @@ fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
 fn input_the_handler_never_consumes_is_capped(model: Model) {
     let config = Config::default().with_max_input(8 * 1024);
     // A chat line limit above the input cap: the cap is what closes the client.
-    let running = start_with(Chat::with_max_line(1024 * 1024), model, config);
+    let running = serve(Chat::with_max_line(1024 * 1024), config, model);
     let mut client = connect(running.local_addr());
     send(&mut client, &[b'z'; 20 * 1024]);
     assert!(
@@ -79,7 +78,7 @@ fn input_the_handler_never_consumes_is_capped(model: Model) {
         "closed without a reply"
     );
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::InputLimit), 1, "{stats}");
 }
@@ -115,7 +114,7 @@ fn a_handler_timer_fires_and_can_close(model: Model) {
     let mut client = connect(running.local_addr());
     assert_eq!(recv_to_end(&mut client), b"tick 1\ntick 2\ntick 3\n");
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
 }
@@ -137,7 +136,7 @@ impl Handler for Flood {
 
 fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: Model) {
     let config = Config::default().with_linger(Duration::from_millis(200));
-    let running = start_with(Flood, model, config);
+    let running = serve(Flood, config, model);
     let mut client = connect(running.local_addr());
     socket2::SockRef::from(&client)
         .set_recv_buffer_size(4096)
@@ -182,7 +181,7 @@ fn abort_discards_queued_output_and_closes_at_once(model: Model) {
         String::from_utf8_lossy(&received)
     );
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
     assert_eq!(stats.bytes_out, 0, "{stats}");
@@ -192,7 +191,7 @@ fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     // A client trickling a line that never ends makes no progress: it times out although
     // bytes keep arriving.
     let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
-    let running = start_with(Chat::new(), model, config);
+    let running = serve(Chat::new(), config, model);
     let mut client = connect(running.local_addr());
     client
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -213,7 +212,7 @@ fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     };
     assert!(closed);
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
 }

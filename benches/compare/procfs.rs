@@ -1,75 +1,18 @@
-//! Reading a server process's memory, threads and CPU time from `/proc`, and pinning
-//! processes to CPUs.
+//! The bench's view of `/proc`: the fixtures' reader (shared with the tests), CPU time in
+//! seconds, a sampler of a server's threads, and pinning processes to CPUs.
 
-use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+pub use fixtures::procfs::{load_average, status};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-/// One look at `/proc/PID/status`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Status {
-    /// Resident memory now, KiB (`VmRSS`).
-    pub rss_kib: u64,
-    /// Peak resident memory since the process started, KiB (`VmHWM`).
-    pub hwm_kib: u64,
-    /// Threads now.
-    pub threads: u64,
-}
-
-/// Read `/proc/PID/status`; `None` if the process is gone.
-pub fn status(pid: u32) -> Option<Status> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut s = Status::default();
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "VmRSS:" => s.rss_kib = value,
-            "VmHWM:" => s.hwm_kib = value,
-            "Threads:" => s.threads = value,
-            _ => {}
-        }
-    }
-    Some(s)
-}
-
 /// CPU time used so far by the process (user + system, all threads), in seconds.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux.
-fn clock_ticks() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |t| t as f64)
-}
-
-/// The 1, 5 and 15 minute load averages of the machine, as `/proc/loadavg` gives them.
-pub fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    fixtures::procfs::cpu_time(pid).map(|time| time.as_secs_f64())
 }
 
 /// Pin the calling thread (and so every process or thread it starts later) to `cpu`.
