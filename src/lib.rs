@@ -68,6 +68,12 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "tcp-reactor is Linux-only: it relies on epoll's edge-triggered semantics, POLLRDHUP, \
+     MSG_NOSIGNAL and SO_REUSEPORT load balancing (see the crate docs)"
+);
+
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;

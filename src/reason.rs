@@ -78,7 +78,7 @@ impl CloseReason {
 
     /// Classify an I/O error that ended a connection: the peer going away is a reset, the
     /// rest are errors.
-    pub fn from_io(err: &io::Error) -> CloseReason {
+    pub(crate) fn from_io(err: &io::Error) -> CloseReason {
         match err.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe
