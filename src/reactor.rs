@@ -50,6 +50,9 @@ const KEEP_SCRATCH: usize = 1024 * 1024;
 /// once sent a large partial frame does not keep the memory while idle.
 const KEEP_INPUT: usize = 16 * 1024;
 
+/// Messages the mail queue keeps room for once delivered.
+const KEEP_MAIL: usize = 256;
+
 /// Which handler callback [`Reactor::invoke`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -95,7 +98,6 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         dirty: Vec::new(),
         reap: Vec::new(),
         scratch_out: Vec::new(),
-        actions: Actions::default(),
         outbox: Outbox::default(),
         inbox: Vec::new(),
         now: Instant::now(),
@@ -157,8 +159,6 @@ struct Reactor<H: Handler> {
     /// Output of a connection with nothing pending is written here first and sent at once;
     /// only what the kernel refuses is copied into the connection's own buffer.
     scratch_out: Vec<u8>,
-    /// What the current callback asked for.
-    actions: Actions,
     /// What the current callback sent to other connections.
     outbox: Outbox,
     /// Mail taken from other workers (buffer reused).
@@ -349,7 +349,6 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
@@ -395,8 +394,10 @@ impl<H: Handler> Reactor<H> {
                     budget -= n;
                     trace!("read {n} bytes from connection {}", conn.id);
                     // A closing connection reads only to reach the peer's EOF.
-                    if conn.closing.is_none() {
-                        self.invoke(key, Call::Data(n));
+                    if conn.closing.is_none() && self.invoke(key, Call::Data(n)) {
+                        // Output passed high water with input left: the rest waits for a
+                        // revisit, and reading more now would only pile it up.
+                        return;
                     }
                     if n < want && !drain {
                         return;
@@ -418,10 +419,14 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Make one handler callback for connection `key`, then act on what it asked for.
-    fn invoke(&mut self, key: usize, call: Call) {
+    ///
+    /// Returns true when feeding stopped at the high-water mark with input left over. That
+    /// input is offered again by a revisit (queued here, unless reads are paused: then the
+    /// drain below low water queues it), so other connections are served in between.
+    fn invoke(&mut self, key: usize, call: Call) -> bool {
         let handler = &*self.handler;
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         // With nothing pending, output goes to the shared buffer and straight to the
         // socket; otherwise it must queue behind what is pending.
@@ -432,20 +437,25 @@ impl<H: Handler> Reactor<H> {
             &mut conn.output
         };
         let already_sent = if use_scratch { 0 } else { conn.sent };
+        // The callback's close and timer requests live exactly as long as the callback:
+        // they are handed to `after_callback` by value, so no path out of it can leave
+        // them behind for the next callback (of another connection).
+        let mut actions = Actions::default();
         let mut ctx = Context::new(
             conn.id,
             conn.peer,
             self.now,
             out,
-            &mut self.actions,
+            &mut actions,
             &mut self.outbox,
         )
         .already_sent(already_sent);
         let mut consumed = 0;
+        let mut held = false;
         match (call, conn.session.as_mut()) {
             (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
             (Call::Data(fresh), Some(session)) => {
-                consumed = feed(
+                (consumed, held) = feed(
                     handler,
                     session,
                     &mut conn.input,
@@ -460,18 +470,25 @@ impl<H: Handler> Reactor<H> {
         if consumed > 0 {
             conn.last_active = self.now;
         }
-        self.after_callback(key, use_scratch);
+        self.after_callback(key, use_scratch, actions);
+        if held
+            && let Some(conn) = self.conns.get(key)
+            && conn.wants_input()
+        {
+            self.queue_ready(key);
+        }
+        held
     }
 
-    /// Send what the callback wrote, carry out its requests, enforce the limits.
-    fn after_callback(&mut self, key: usize, used_scratch: bool) {
+    /// Send what the callback wrote, carry out its `actions`, enforce the limits.
+    /// `actions` is consumed whatever path returns: requests never outlive their callback.
+    fn after_callback(&mut self, key: usize, used_scratch: bool, actions: Actions) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.actions.close == Some(CloseRequest::Now) {
+        if actions.close == Some(CloseRequest::Now) {
             // `abort` discards queued output: nothing of it may reach the peer.
             self.scratch_out.clear();
-            self.actions = Actions::default();
             self.kill(key, CloseReason::Handler);
             self.outbox_route();
             return;
@@ -503,7 +520,6 @@ impl<H: Handler> Reactor<H> {
             self.outbox_route();
             return;
         }
-        let actions = mem::take(&mut self.actions);
         self.apply_actions(key, actions);
         self.enforce_limits(key);
         self.outbox_route();
@@ -642,7 +658,6 @@ impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
     /// the low-water mark, and close once everything is flushed if it is closing.
     fn settle(&mut self, key: usize) {
-        let stopping = self.stop_deadline.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -662,10 +677,9 @@ impl<H: Handler> Reactor<H> {
         match (conn.read_closed, conn.closing) {
             // The peer is done and so are we.
             (true, reason) => self.kill(key, reason.unwrap_or(CloseReason::Eof)),
-            // Stopping does not wait for the peer's EOF.
-            (false, Some(reason)) if stopping => self.kill(key, reason),
-            // Lingering close: send our FIN, then read until the peer's EOF (or the linger
-            // deadline) so unread input does not turn the close into a reset.
+            // Lingering close (stopping too): send our FIN, then read until the peer's EOF
+            // (or the linger deadline) so unread input does not turn the close into a reset.
+            // A client that closes on EOF sends nothing more, so it waits no longer.
             (false, Some(_)) if !conn.write_shut => {
                 trace!(
                     "connection {}: output flushed; shutting down writes",
@@ -754,9 +768,10 @@ impl<H: Handler> Reactor<H> {
             };
             let conn = &mut self.conns[key];
             conn.queued = false;
-            // Input buffered while paused is offered first.
-            if !conn.input.is_empty() && conn.wants_input() {
-                self.invoke(key, Call::Data(0));
+            // Input buffered while paused (or held at high water) is offered first; only
+            // once it is all taken is the socket read again.
+            if !conn.input.is_empty() && conn.wants_input() && self.invoke(key, Call::Data(0)) {
+                continue;
             }
             self.read(key, true);
         }
@@ -776,6 +791,9 @@ impl<H: Handler> Reactor<H> {
         for (to, bytes) in inbox.drain(..) {
             self.deliver(to, &bytes);
         }
+        // A burst of mail is over: do not keep its peak (the mailbox gets this vector
+        // back at the next swap).
+        inbox.shrink_to(KEEP_MAIL);
         self.inbox = inbox;
     }
 
@@ -907,7 +925,10 @@ impl<H: Handler> Reactor<H> {
         false
     }
 
-    /// Stop accepting, then close every connection once its output is flushed.
+    /// A graceful stop: stop accepting; answer the input that has already arrived; then
+    /// close every connection the lingering way (flush, shut down writes, discard input
+    /// until the peer's EOF). The whole stop is bounded by `linger`: `check_stop` drops
+    /// whatever is left at that deadline.
     fn begin_stop(&mut self) {
         info!(
             "worker {} stopping: {} connections to close",
@@ -921,16 +942,34 @@ impl<H: Handler> Reactor<H> {
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            self.answer_arrived(key);
             self.begin_close(key, CloseReason::Shutdown);
             self.settle(key);
         }
         self.reap_finished();
     }
+
+    /// Feed the handler what connection `key` has received and not yet offered: its
+    /// buffered input, then what waits in the socket (within one read budget). Closing
+    /// with a request unanswered would lose a reply the client is owed.
+    fn answer_arrived(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.wants_input() {
+            // Paused above high water, closing, or finished: it reads no more requests.
+            return;
+        }
+        if !conn.input.is_empty() {
+            self.invoke(key, Call::Data(0));
+        }
+        self.read(key, true);
+    }
 }
 
 /// Offer input to the handler: straight from `fresh` when nothing is buffered, otherwise
 /// appended to `buffered`. Whatever the handler leaves unconsumed ends up in `buffered`.
-/// Returns the bytes consumed.
+/// Returns the bytes consumed, and whether feeding stopped at high water with input left.
 fn feed<H: Handler>(
     handler: &H,
     session: &mut H::Session,
@@ -938,43 +977,47 @@ fn feed<H: Handler>(
     fresh: &[u8],
     ctx: &mut Context<'_>,
     high_water: usize,
-) -> usize {
+) -> (usize, bool) {
     if buffered.is_empty() {
         // The common case: no copy at all unless a partial frame is left over.
-        let consumed = consume(handler, session, fresh, ctx, high_water);
+        let (consumed, held) = consume(handler, session, fresh, ctx, high_water);
         buffered.extend_from_slice(&fresh[consumed..]);
-        consumed
+        (consumed, held)
     } else {
         buffered.extend_from_slice(fresh);
-        let consumed = consume(handler, session, buffered, ctx, high_water);
+        let (consumed, held) = consume(handler, session, buffered, ctx, high_water);
         buffered.drain(..consumed);
         if buffered.is_empty() && buffered.capacity() > KEEP_INPUT {
             *buffered = Vec::new();
         }
-        consumed
+        (consumed, held)
     }
 }
 
 /// Call `Handler::data` while it makes progress, input remains, it has not asked to close,
-/// and its output is below the high-water mark. Returns the bytes consumed.
+/// and its output (own and to others) is below the high-water mark. Returns the bytes
+/// consumed, and whether it stopped at high water with input left.
 fn consume<H: Handler>(
     handler: &H,
     session: &mut H::Session,
     input: &[u8],
     ctx: &mut Context<'_>,
     high_water: usize,
-) -> usize {
+) -> (usize, bool) {
     let mut consumed = 0;
     while consumed < input.len() {
         let rest = &input[consumed..];
         // A handler claiming more than it was given is clamped, not trusted.
         let n = handler.data(session, ctx, rest).min(rest.len());
         consumed += n;
-        if n == 0 || ctx.close_requested() || ctx.pending_output() > high_water {
+        if n == 0 || ctx.close_requested() {
             break;
         }
+        if ctx.over_high_water(high_water) {
+            return (consumed, consumed < input.len());
+        }
     }
-    consumed
+    (consumed, false)
 }
 
 /// True for accept errors that mean "the process or system is out of a resource", where

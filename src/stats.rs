@@ -28,7 +28,8 @@ pub struct Stats {
     pub polls: u64,
     /// Readiness events handled (reactor) — zero under the threads model.
     pub events: u64,
-    /// Most connections open at once.
+    /// Most connections open at once, server-wide: taken from the same count that enforces
+    /// `Config::max_connections`, so it never exceeds the limit.
     pub peak_connections: u64,
     /// Accept attempts that failed for lack of file descriptors (`EMFILE`, `ENFILE`).
     pub fd_exhausted: u64,
@@ -52,7 +53,8 @@ impl Stats {
 }
 
 impl AddAssign<&Stats> for Stats {
-    /// Sum counters of two workers; the peak is summed too, an upper bound of the true one.
+    /// Sum counters of two workers. Peaks are not additive (two workers' peaks need not
+    /// coincide): the larger is kept, and the server reports its own server-wide peak.
     fn add_assign(&mut self, other: &Stats) {
         self.accepted += other.accepted;
         self.refused += other.refused;
@@ -63,7 +65,7 @@ impl AddAssign<&Stats> for Stats {
         self.bytes_out += other.bytes_out;
         self.polls += other.polls;
         self.events += other.events;
-        self.peak_connections += other.peak_connections;
+        self.peak_connections = self.peak_connections.max(other.peak_connections);
         self.fd_exhausted += other.fd_exhausted;
     }
 }
