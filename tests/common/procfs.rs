@@ -51,7 +51,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), the unit of `/proc/PID/stat` times.
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     sysconf(SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -69,13 +69,4 @@ pub fn fd_targets(pid: u32) -> Option<Vec<String>> {
             .map(|target| target.to_string_lossy().into_owned())
             .collect(),
     )
-}
-
-/// The 1, 5 and 15 minute load averages of the machine, as `/proc/loadavg` gives them.
-pub fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
