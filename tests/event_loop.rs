@@ -2,14 +2,13 @@
 //! descriptor nested in an outer epoll, and messages posted into it from other threads
 //! reaching clients through the handler's `posted` callback.
 
-mod common;
-
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::{connect, loopback};
+use fixtures::client::connect;
+use fixtures::server::loopback;
 use tcp_reactor::{EventLoop, Server};
 
 // The example's handler, so the example is exercised too.

@@ -4,15 +4,14 @@
 //! `connected` is called once it is, and a refused connect reaches `close` as
 //! `ConnectFailed`, with `dialed_by` naming the connection that dialed.
 
-mod common;
-
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Sender};
-use std::thread;
 
-use common::faults::{IO_TIMEOUT, connect, loopback};
+use fixtures::client::connect;
+use fixtures::server::loopback;
+use fixtures::{PATIENCE, for_each_model};
 use tcp_reactor::{CloseReason, ConnId, Context, Handler, Model, Server};
 
 /// What the dialer saw, in order.
@@ -86,9 +85,7 @@ fn output_sent_while_connecting_arrives_first(model: Model) {
         .expect("start");
     let mut client = connect(running.local_addr());
     let (upstream, _) = listener.accept().expect("the handler dials");
-    upstream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .expect("timeout");
+    upstream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let mut got = vec![0; b"sent while connecting;connected".len()];
     (&upstream)
         .read_exact(&mut got)
@@ -107,9 +104,9 @@ fn output_sent_while_connecting_arrives_first(model: Model) {
     let mut up = [0; 2];
     client.read_exact(&mut up).expect("the client hears of it");
     assert_eq!(&up, b"up");
-    let first = rx.recv_timeout(IO_TIMEOUT).expect("open");
+    let first = rx.recv_timeout(PATIENCE).expect("open");
     assert!(matches!(first, Seen::DialedOpen(_)), "{first:?}");
-    assert_eq!(rx.recv_timeout(IO_TIMEOUT), Ok(Seen::Connected));
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(Seen::Connected));
     drop(upstream);
     drop(running);
 }
@@ -128,18 +125,16 @@ fn a_refused_connect_is_reported_as_connect_failed(model: Model) {
         .model(model)
         .bind(loopback())
         .expect("start");
-    let _client = connect(running.local_addr());
-    assert!(matches!(
-        rx.recv_timeout(IO_TIMEOUT),
-        Ok(Seen::DialedOpen(_))
-    ));
+    let client = connect(running.local_addr());
+    assert!(matches!(rx.recv_timeout(PATIENCE), Ok(Seen::DialedOpen(_))));
     assert_eq!(
-        rx.recv_timeout(IO_TIMEOUT),
+        rx.recv_timeout(PATIENCE),
         Ok(Seen::Closed(CloseReason::ConnectFailed(
             ErrorKind::ConnectionRefused
         )))
     );
-    thread::yield_now();
+    // The client closes first, so the stop need not wait for it.
+    drop(client);
     drop(running);
 }
 

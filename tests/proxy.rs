@@ -8,16 +8,16 @@
 //! bound under a firehose is in `proxy_memory.rs`; the step API and the posting handle in
 //! `event_loop.rs`.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::process::{ServerProcess, raise_fd_limit, stat};
-use common::faults::{IO_TIMEOUT, connect, loopback, pseudo_random_bytes, read_to_eof, wait_until};
+use fixtures::client::{connect, pseudo_random_bytes, recv_to_end};
+use fixtures::process::{ServerProcess, raise_fd_limit, stat};
+use fixtures::server::loopback;
+use fixtures::{PATIENCE, for_each_model, wait_until};
 use tcp_reactor::protocols::{Echo, Proxy};
 use tcp_reactor::{CloseReason, Config, Model, Running, Server};
 
@@ -54,7 +54,7 @@ fn upstream_once<T: Send + 'static>(
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("the proxy connects");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         serve(stream)
     });
     (addr, handle)
@@ -75,7 +75,7 @@ fn bytes_are_forwarded_unchanged_for_many_pairs(model: Model) {
                     writer.write_all(&sent).expect("send through the proxy");
                     writer.shutdown(Shutdown::Write).expect("half-close");
                 });
-                let back = read_to_eof(&mut client);
+                let back = recv_to_end(&mut client);
                 sending.join().expect("writer");
                 assert!(back == payload, "pair {seed}: the bytes came back changed");
             })
@@ -85,7 +85,7 @@ fn bytes_are_forwarded_unchanged_for_many_pairs(model: Model) {
         pair.join().expect("a pair failed");
     }
     // Both sides of every pair close once both directions are done; then stop.
-    assert!(wait_until(IO_TIMEOUT, || running.connections() == 0));
+    assert!(wait_until(PATIENCE, || running.connections() == 0));
     let stats = running.stop().expect("stop the proxy");
     assert_eq!(stats.accepted, 32);
     assert_eq!(stats.connected, 32);
@@ -108,9 +108,9 @@ fn a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back(model: Mode
     let mut client = connect(running.local_addr());
     client.write_all(&[7; 5000]).expect("send");
     client.shutdown(Shutdown::Write).expect("half-close");
-    assert_eq!(read_to_eof(&mut client), b"got 5000 bytes");
+    assert_eq!(recv_to_end(&mut client), b"got 5000 bytes");
     upstream.join().expect("upstream");
-    assert!(wait_until(IO_TIMEOUT, || running.connections() == 0));
+    assert!(wait_until(PATIENCE, || running.connections() == 0));
 }
 
 fn an_upstreams_eof_reaches_the_client_which_can_still_send(model: Model) {
@@ -137,8 +137,8 @@ fn an_upstreams_eof_reaches_the_client_which_can_still_send(model: Model) {
     client.write_all(b"still talking").expect("send after EOF");
     client.shutdown(Shutdown::Write).expect("half-close");
     assert_eq!(upstream.join().expect("upstream"), b"still talking");
-    assert_eq!(read_to_eof(&mut client), b"");
-    assert!(wait_until(IO_TIMEOUT, || running.connections() == 0));
+    assert_eq!(recv_to_end(&mut client), b"");
+    assert!(wait_until(PATIENCE, || running.connections() == 0));
 }
 
 /// Reset `stream`: `SO_LINGER` 0, then close.
@@ -162,7 +162,7 @@ fn a_clients_reset_reaches_the_upstream_as_a_reset(model: Model) {
     let mut client = connect(running.local_addr());
     client.write_all(b"hello").expect("send");
     ready_rx
-        .recv_timeout(IO_TIMEOUT)
+        .recv_timeout(PATIENCE)
         .expect("the upstream got the bytes");
     reset(client);
     assert_eq!(
@@ -231,15 +231,12 @@ fn a_silent_upstream_is_closed_by_the_idle_timeout(model: Model) {
             .expect("timeout");
         while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
     });
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(300)),
-        ..Config::default()
-    };
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
     let running = proxy(model, vec![up], config);
     let mut client = connect(running.local_addr());
     client.write_all(b"anyone there?").expect("send");
     let started = Instant::now();
-    assert_eq!(read_to_eof(&mut client), b"");
+    assert_eq!(recv_to_end(&mut client), b"");
     assert!(started.elapsed() < Duration::from_secs(5));
     upstream.join().expect("upstream");
     let stats = running.stop().expect("stop");
@@ -267,10 +264,7 @@ fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Mode
         })
         .collect();
     thread::sleep(Duration::from_millis(100));
-    let config = Config {
-        connect_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default().with_connect_timeout(Duration::from_millis(300));
     let running = proxy(model, vec![full], config);
     let mut client = connect(running.local_addr());
     let started = Instant::now();
@@ -338,7 +332,7 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed(model: Model) {
         client.shutdown(Shutdown::Write).expect("half-close");
     }
     for client in &mut clients {
-        assert_eq!(read_to_eof(client), b"");
+        assert_eq!(recv_to_end(client), b"");
     }
     drop(clients);
     assert!(

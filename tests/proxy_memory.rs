@@ -5,15 +5,15 @@
 //! flow control across connections the proxy would read the fast side as fast as it
 //! sends, until the slow side's output reached its cap and the pair was cut.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::process::ServerProcess;
-use common::faults::{IO_TIMEOUT, connect, loopback};
+use fixtures::PATIENCE;
+use fixtures::client::connect;
+use fixtures::process::ServerProcess;
+use fixtures::server::loopback;
 
 /// Bytes streamed through the proxy in each test: 64 times the high-water mark below.
 const STREAM: usize = 64 * 1024 * 1024;
@@ -97,7 +97,7 @@ fn proxy_process(model: &str, upstream: std::net::SocketAddr) -> ServerProcess {
 fn stream_through(model: &str, upstream_sends: bool) {
     let listener = TcpListener::bind(loopback()).expect("bind the upstream");
     let proxy = proxy_process(model, listener.local_addr().expect("addr"));
-    let before = proxy.memory().hwm_kib;
+    let before = proxy.status().hwm_kib;
     let upstream = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("the proxy connects");
         if upstream_sends {
@@ -109,7 +109,7 @@ fn stream_through(model: &str, upstream_sends: bool) {
     });
     let client = connect(proxy.addr);
     client
-        .set_write_timeout(Some(IO_TIMEOUT * 4))
+        .set_write_timeout(Some(PATIENCE * 4))
         .expect("timeout");
     let received = if upstream_sends {
         slow_reader(client)
@@ -126,7 +126,7 @@ fn stream_through(model: &str, upstream_sends: bool) {
         STREAM,
         "the whole stream arrived"
     );
-    let growth = proxy.memory().hwm_kib.saturating_sub(before);
+    let growth = proxy.status().hwm_kib.saturating_sub(before);
     eprintln!(
         "{model} proxy VmHWM grew by {growth} KiB while streaming {} MiB",
         STREAM >> 20
