@@ -108,6 +108,7 @@ fn output_sent_while_connecting_arrives_first(model: Model) {
     assert!(matches!(first, Seen::DialedOpen(_)), "{first:?}");
     assert_eq!(rx.recv_timeout(PATIENCE), Ok(Seen::Connected));
     drop(upstream);
+    drop(client);
     drop(running);
 }
 
