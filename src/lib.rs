@@ -47,16 +47,23 @@
 //!
 //! # Layout
 //!
+//! Bottom up; each layer knows only the ones below it.
+//!
 //! - `handler` — the [`Handler`] trait a protocol implements, and its [`Context`].
-//! - `reactor` — the event loop: poll, accept, dispatch, flush, timers, reap.
-//! - `connection` — one client's socket, buffers and state; classifies I/O results.
-//! - `mailbox` — queues for `send_to` between reactor workers.
-//! - `timer` — deadlines for idle, linger and handler timers, a heap with lazy cancellation.
-//! - `threads` — the thread-per-client model running the same handlers.
-//! - `server` — the [`Server`] builder, [`Running`] handle, [`StopHandle`] and workers.
-//! - `config`, `stats` — limits in ([`Config`], checked by [`Config::validate`]), counters
-//!   out ([`Stats`]).
-//! - `reason` — connection ids and the reasons a connection closes.
+//! - `config`, `stats`, `reason` — limits in ([`Config`], checked by
+//!   [`Config::validate`]), counters out ([`Stats`]), connection ids and the reasons a
+//!   connection closes.
+//! - `rules` — what both models do alike, written once: feeding the handler, the caps and
+//!   the high-water pause, a callback's timer and close requests, accept-error classes,
+//!   refusing a client, classifying a read.
+//! - `worker` — what every worker is given (its setup, the server-wide gauges).
+//! - `reactor/` — the event loop: `mod.rs` is the loop itself, one named step per line;
+//!   `accept`, `io_path`, `lifecycle` (a connection's phases), `mail` (cross-worker
+//!   messages), `timer` and `connection` each own one job.
+//! - `threads/` — the thread-per-client model running the same handlers: the `accept`
+//!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
+//! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
+//!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
 //!   key-value store.
 //! - `client` — the tutorial's client (feature `cli`).
@@ -77,23 +84,22 @@ compile_error!(
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;
-mod connection;
 mod handler;
 #[cfg(feature = "cli")]
 pub mod load;
-mod mailbox;
 pub mod protocols;
 mod reactor;
 mod reason;
+mod rules;
 mod server;
 mod stats;
 mod threads;
-mod timer;
+mod worker;
 
 pub use config::{Config, ConfigError};
 pub use handler::{Context, Handler};
 pub use reason::{CloseReason, ConnId};
-pub use server::{Live, Model, Running, Server, StopHandle};
+pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;
 
 /// The README's code examples, compiled and run as doc tests.

@@ -22,6 +22,7 @@ use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
 for_each_model!(
     connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest_cleanly,
     connection_flood_on_two_workers_is_limited_server_wide,
+    refused_client_that_already_sent_a_request_sees_the_busy_reply_and_eof_not_a_reset,
     writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served,
     client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all,
     partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof,
@@ -41,6 +42,59 @@ enum Fate {
     Waiting,
     /// The busy reply, then EOF.
     Refused,
+}
+
+/// Echo with a busy reply, whose callback sleeps on a line `stall`: it holds the reactor's
+/// only thread, so a client connecting meanwhile has its request waiting before `accept`.
+struct StallingBusy;
+
+impl Handler for StallingBusy {
+    type Session = ();
+
+    fn open(&self, _ctx: &mut Context<'_>) {}
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        if input.starts_with(b"stall\n") {
+            thread::sleep(Duration::from_millis(300));
+        }
+        ctx.write(input);
+        input.len()
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        BUSY
+    }
+}
+
+/// A client refused while its request is already in the server's socket must still read
+/// the busy reply and a clean EOF: closing with unread input would send a reset, which
+/// can destroy the reply. Both models read what a refused client sent before closing.
+fn refused_client_that_already_sent_a_request_sees_the_busy_reply_and_eof_not_a_reset(
+    model: Model,
+) {
+    let config = config().with_max_connections(1);
+    let server = serve(StallingBusy, config, model);
+    let addr = server.local_addr();
+    let mut holder = connect(addr);
+    echo_roundtrip(&mut holder, b"hold\n");
+    for round in 0..3 {
+        holder.write_all(b"stall\n").expect("write to the holder");
+        // Let the server enter the stalling callback before the next client arrives.
+        thread::sleep(Duration::from_millis(50));
+        let mut refused = connect(addr);
+        refused
+            .write_all(&[b'x'; 4096])
+            .expect("the request fits the socket buffers");
+        let mut got = Vec::new();
+        match refused.read_to_end(&mut got) {
+            Ok(_) => assert_eq!(got, BUSY, "{model:?} round {round}: the busy reply"),
+            Err(err) => panic!("{model:?} round {round}: {err} after {got:?}, not EOF"),
+        }
+        let mut back = [0; 6];
+        holder.read_exact(&mut back).expect("the holder's echo");
+    }
+    let stats = stop_checked(server);
+    assert_eq!(stats.refused, 3, "{stats}");
 }
 
 /// Read what the server sent a client of the flood test without blocking.
@@ -100,7 +154,7 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
-    let refused = || server.live().refused.load(Ordering::Relaxed);
+    let refused = || server.refused();
     assert!(
         wait_until(PATIENCE, || refused() == (ATTEMPTS - LIMIT) as u64),
         "{model:?}: expected {} refusals, saw {}",
@@ -159,14 +213,9 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
     let clients: Vec<TcpStream> = (0..ATTEMPTS)
         .map(|_| connect(server.local_addr()))
         .collect();
-    let live = server.live();
-    let decided = || live.accepted.load(Ordering::Relaxed) + live.refused.load(Ordering::Relaxed);
+    let decided = || server.accepted() + server.refused();
     assert!(wait_until(PATIENCE, || decided() == ATTEMPTS as u64));
-    let by_worker: Vec<u64> = live
-        .accepted_by_worker
-        .iter()
-        .map(|n| n.load(Ordering::Relaxed))
-        .collect();
+    let by_worker = server.accepted_by_worker();
     assert_eq!(
         server.connections(),
         LIMIT as u64,
