@@ -36,6 +36,11 @@ pub struct Config {
     /// How long a closing connection may go without progress while it flushes its output
     /// and waits for the peer's EOF; also bounds a graceful stop.
     pub linger: Duration,
+    /// How long a TLS client may take to complete its handshake before it is closed
+    /// ([`CloseReason::HandshakeTimeout`]); unused without TLS.
+    ///
+    /// [`CloseReason::HandshakeTimeout`]: crate::CloseReason::HandshakeTimeout
+    pub handshake_timeout: Duration,
     /// How long to stop accepting after running out of file descriptors.
     pub accept_backoff: Duration,
     /// Length of the listen queue.
@@ -55,6 +60,7 @@ impl Default for Config {
             max_output: 16 * 1024 * 1024,
             idle_timeout: None,
             linger: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
         }

@@ -83,6 +83,9 @@ pub struct Server<H> {
     model: Model,
     /// Independent event loops (or accept loops) sharing the port.
     workers: usize,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<H: Handler> Server<H> {
@@ -98,6 +101,8 @@ impl<H: Handler> Server<H> {
             config: Config::default(),
             model: Model::Reactor,
             workers: 1,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -120,10 +125,27 @@ impl<H: Handler> Server<H> {
         self
     }
 
+    /// Serve TLS with `config` on every connection (feature `tls`): the handler still sees
+    /// plaintext, and limits count plaintext bytes. Its ALPN protocols, certificates and
+    /// versions are the caller's choice. The reactor model only: binding a threads-model
+    /// server with TLS fails with `Unsupported`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Bind `addr` and start serving on background threads.
     ///
     /// Port 0 picks a free port: see [`Running::local_addr`].
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() && self.model == Model::Threads {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "TLS is served by the reactor model only",
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Live::new(self.workers));
         let first = listen(addr, &self.config, self.workers > 1)?;
@@ -145,6 +167,8 @@ impl<H: Handler> Server<H> {
                 listener,
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
+                #[cfg(feature = "tls")]
+                tls: self.tls.clone(),
             })
             .collect();
         let prepared = match self.model {
