@@ -127,8 +127,7 @@ impl<H: Handler> Server<H> {
 
     /// Serve TLS with `config` on every connection (feature `tls`): the handler still sees
     /// plaintext, and limits count plaintext bytes. Its ALPN protocols, certificates and
-    /// versions are the caller's choice. The reactor model only: binding a threads-model
-    /// server with TLS fails with `Unsupported`.
+    /// versions are the caller's choice. Both models serve it.
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
@@ -139,13 +138,6 @@ impl<H: Handler> Server<H> {
     ///
     /// Port 0 picks a free port: see [`Running::local_addr`].
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() && self.model == Model::Threads {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "TLS is served by the reactor model only",
-            ));
-        }
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Live::new(self.workers));
         let first = listen(addr, &self.config, self.workers > 1)?;

@@ -1,4 +1,4 @@
-//! TLS on the reactor: every protocol behind a rustls session, with a certificate made at
+//! TLS under both models: every protocol behind a rustls session, with a certificate made at
 //! test time (never one committed), clients that verify it, and the hostile cases: junk,
 //! silence, resets mid-handshake, slow readers, half-closes and a graceful stop.
 
@@ -20,6 +20,20 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tcp_reactor::protocols::{Echo, Http, Resp};
 use tcp_reactor::{CloseReason, Config, Handler, Model, Running, Server, tls_config};
+
+for_each_model!(
+    echo_over_tls_with_workers_and_a_verifying_client,
+    many_handshakes_in_parallel,
+    four_mebibytes_through_a_slow_reader_arrive_intact,
+    half_close_gets_every_reply_then_close_notify,
+    close_notify_on_graceful_stop,
+    a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served,
+    plaintext_and_junk_on_the_tls_port_are_closed_at_once,
+    a_client_resetting_mid_handshake_does_not_disturb_others,
+    output_written_before_the_handshake_completes_is_sent_after_it,
+    curl_gets_https_with_alpn_http11,
+    redis_cli_over_tls_against_resp
+);
 
 /// A certificate for `localhost` and its key, written as PEM files in a fresh directory.
 struct Certificate {
@@ -69,10 +83,15 @@ impl Drop for Certificate {
     }
 }
 
-/// Start `handler` over TLS with `certificate` on the reactor.
-fn start_tls<H: Handler>(handler: H, certificate: &Certificate, config: Config) -> Running {
+/// Start `handler` over TLS with `certificate` under `model`.
+fn start_tls<H: Handler>(
+    handler: H,
+    certificate: &Certificate,
+    model: Model,
+    config: Config,
+) -> Running {
     let server = Server::new(handler).tls(certificate.server(&[]));
-    start_server(server, Model::Reactor, config)
+    start_server(server, model, config)
 }
 
 /// A verifying TLS client connected to `addr`, with timeouts of [`PATIENCE`].
@@ -115,11 +134,10 @@ fn closed_for(stats: &tcp_reactor::Stats, reason: CloseReason) -> u64 {
     stats.closed[reason.index()]
 }
 
-#[test]
-fn echo_over_tls_with_workers_and_a_verifying_client() {
+fn echo_over_tls_with_workers_and_a_verifying_client(model: Model) {
     let certificate = Certificate::generate();
     let server = Server::new(Echo).tls(certificate.server(&[])).workers(2);
-    let running = start_server(server, Model::Reactor, Config::default());
+    let running = start_server(server, model, Config::default());
     let config = certificate.client();
     let mut clients: Vec<Client> = (0..6)
         .map(|_| tls_connect(running.local_addr(), &config))
@@ -139,7 +157,7 @@ fn echo_over_tls_with_workers_and_a_verifying_client() {
 fn a_client_that_does_not_trust_the_certificate_fails_its_handshake() {
     let certificate = Certificate::generate();
     let stranger = Certificate::generate();
-    let running = start_tls(Echo, &certificate, Config::default());
+    let running = start_tls(Echo, &certificate, Model::Reactor, Config::default());
     let mut client = tls_connect(running.local_addr(), &stranger.client());
     let err = client.write_all(b"hello").and_then(|()| client.flush());
     let read = client.read(&mut [0; 16]);
@@ -152,10 +170,9 @@ fn a_client_that_does_not_trust_the_certificate_fails_its_handshake() {
     echo_round(&mut good, b"still here");
 }
 
-#[test]
-fn many_handshakes_in_parallel() {
+fn many_handshakes_in_parallel(model: Model) {
     let certificate = Certificate::generate();
-    let running = start_tls(Echo, &certificate, Config::default());
+    let running = start_tls(Echo, &certificate, model, Config::default());
     let addr = running.local_addr();
     let config = certificate.client();
     let threads: Vec<_> = (0..32)
@@ -168,21 +185,22 @@ fn many_handshakes_in_parallel() {
         })
         .collect();
     for thread in threads {
-        thread.join().expect("every client completes its handshake and echo");
+        thread
+            .join()
+            .expect("every client completes its handshake and echo");
     }
     let stats = running.stop().expect("stops");
     assert_eq!(stats.accepted, 32);
 }
 
-#[test]
-fn four_mebibytes_through_a_slow_reader_arrive_intact() {
+fn four_mebibytes_through_a_slow_reader_arrive_intact(model: Model) {
     let certificate = Certificate::generate();
     let config = Config {
         high_water: 64 * 1024,
         low_water: 16 * 1024,
         ..Config::default()
     };
-    let running = start_tls(Echo, &certificate, config);
+    let running = start_tls(Echo, &certificate, model, config);
     let mut client = tls_connect(running.local_addr(), &certificate.client());
     let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     // One rustls session serves both directions, so one thread drives both over a
@@ -197,7 +215,11 @@ fn four_mebibytes_through_a_slow_reader_arrive_intact() {
         assert!(started.elapsed() < PATIENCE * 2, "the transfer stalled");
         if written < payload.len() && !client.conn.wants_write() {
             let end = payload.len().min(written + 16 * 1024);
-            written += client.conn.writer().write(&payload[written..end]).expect("sealed");
+            written += client
+                .conn
+                .writer()
+                .write(&payload[written..end])
+                .expect("sealed");
         }
         while client.conn.wants_write() {
             match client.conn.write_tls(&mut client.sock) {
@@ -224,12 +246,13 @@ fn four_mebibytes_through_a_slow_reader_arrive_intact() {
     assert!(back == payload, "the echo differs from the payload");
 }
 
-#[test]
-fn half_close_gets_every_reply_then_close_notify() {
+fn half_close_gets_every_reply_then_close_notify(model: Model) {
     let certificate = Certificate::generate();
-    let running = start_tls(Echo, &certificate, Config::default());
+    let running = start_tls(Echo, &certificate, model, Config::default());
     let mut client = tls_connect(running.local_addr(), &certificate.client());
-    client.write_all(b"before the half-close").expect("TLS write");
+    client
+        .write_all(b"before the half-close")
+        .expect("TLS write");
     // close_notify, then TCP FIN: we send no more, and still read.
     client.conn.send_close_notify();
     client.flush().expect("close_notify written");
@@ -243,10 +266,9 @@ fn half_close_gets_every_reply_then_close_notify() {
     assert_eq!(closed_for(&stats, CloseReason::Eof), 1);
 }
 
-#[test]
-fn close_notify_on_graceful_stop() {
+fn close_notify_on_graceful_stop(model: Model) {
     let certificate = Certificate::generate();
-    let running = start_tls(Echo, &certificate, Config::default());
+    let running = start_tls(Echo, &certificate, model, Config::default());
     let mut client = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut client, b"hello");
     let stopping = thread::spawn(move || running.stop());
@@ -260,14 +282,13 @@ fn close_notify_on_graceful_stop() {
     assert_eq!(closed_for(&stats, CloseReason::Shutdown), 1);
 }
 
-#[test]
-fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served() {
+fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(model: Model) {
     let certificate = Certificate::generate();
     let config = Config {
         handshake_timeout: Duration::from_millis(300),
         ..Config::default()
     };
-    let running = start_tls(Echo, &certificate, config);
+    let running = start_tls(Echo, &certificate, model, config);
     let mut silent = common::connect(running.local_addr());
     let mut other = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut other, b"served meanwhile");
@@ -281,15 +302,14 @@ fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served() {
     assert_eq!(closed_for(&stats, CloseReason::HandshakeTimeout), 1);
 }
 
-#[test]
-fn plaintext_and_junk_on_the_tls_port_are_closed_at_once() {
+fn plaintext_and_junk_on_the_tls_port_are_closed_at_once(model: Model) {
     let certificate = Certificate::generate();
     // A deadline far away: only the TLS error can close these clients in time.
     let config = Config {
         handshake_timeout: Duration::from_secs(60),
         ..Config::default()
     };
-    let running = start_tls(Echo, &certificate, config);
+    let running = start_tls(Echo, &certificate, model, config);
     let mut other = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut other, b"before");
     for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 64][..]] {
@@ -306,10 +326,9 @@ fn plaintext_and_junk_on_the_tls_port_are_closed_at_once() {
     );
 }
 
-#[test]
-fn a_client_resetting_mid_handshake_does_not_disturb_others() {
+fn a_client_resetting_mid_handshake_does_not_disturb_others(model: Model) {
     let certificate = Certificate::generate();
-    let running = start_tls(Echo, &certificate, Config::default());
+    let running = start_tls(Echo, &certificate, model, Config::default());
     let mut other = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut other, b"before");
     // Half of a real ClientHello, then a reset (SO_LINGER 0).
@@ -333,8 +352,7 @@ fn a_client_resetting_mid_handshake_does_not_disturb_others() {
     assert_eq!(closed_for(&stats, CloseReason::Reset), 1);
 }
 
-#[test]
-fn output_written_before_the_handshake_completes_is_sent_after_it() {
+fn output_written_before_the_handshake_completes_is_sent_after_it(model: Model) {
     // A handler that writes at open: its output waits for the handshake.
     #[derive(Debug)]
     struct Greeter;
@@ -354,7 +372,7 @@ fn output_written_before_the_handshake_completes_is_sent_after_it() {
     let mut tls = (*certificate.server(&[])).clone();
     tls.send_tls13_tickets = 0;
     let server = Server::new(Greeter).tls(Arc::new(tls));
-    let running = start_server(server, Model::Reactor, Config::default());
+    let running = start_server(server, model, Config::default());
     let mut client = tls_connect(running.local_addr(), &certificate.client());
     // Complete the handshake without sending data: the greeting must follow it.
     while client.conn.is_handshaking() {
@@ -369,30 +387,24 @@ fn output_written_before_the_handshake_completes_is_sent_after_it() {
     echo_round(&mut client, b"and echo");
 }
 
-#[test]
-fn threads_model_with_tls_is_refused_clearly() {
-    let certificate = Certificate::generate();
-    let server = Server::new(Echo)
-        .tls(certificate.server(&[]))
-        .model(Model::Threads);
-    let err = server
-        .bind("127.0.0.1:0".parse().expect("an address"))
-        .expect_err("not served by the threads model");
-    assert_eq!(err.kind(), io::ErrorKind::Unsupported);
-}
-
-#[test]
-fn curl_gets_https_with_alpn_http11() {
+fn curl_gets_https_with_alpn_http11(model: Model) {
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("SKIP: curl is not installed");
         return;
     }
     let certificate = Certificate::generate();
     let server = Server::new(Http::default()).tls(certificate.server(&[b"http/1.1"]));
-    let running = start_server(server, Model::Reactor, Config::default());
+    let running = start_server(server, model, Config::default());
     let port = running.local_addr().port();
     let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_version}", "--cacert"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version}",
+            "--cacert",
+        ])
         .arg(certificate.cert())
         .arg(format!("https://localhost:{port}/a"))
         .arg(format!("https://localhost:{port}/b"))
@@ -404,14 +416,13 @@ fn curl_gets_https_with_alpn_http11() {
     assert!(stdout.contains("\n1.1"), "ALPN http/1.1 expected: {stdout}");
 }
 
-#[test]
-fn redis_cli_over_tls_against_resp() {
+fn redis_cli_over_tls_against_resp(model: Model) {
     if Command::new("redis-cli").arg("--version").output().is_err() {
         eprintln!("SKIP: redis-cli (redis-tools) is not installed");
         return;
     }
     let certificate = Certificate::generate();
-    let running = start_tls(Resp::default(), &certificate, Config::default());
+    let running = start_tls(Resp::default(), &certificate, model, Config::default());
     let port = running.local_addr().port().to_string();
     let cli = |args: &[&str]| {
         let output = Command::new("redis-cli")

@@ -62,7 +62,10 @@ impl Transport {
     /// Write what `unsent` counts. Ok(true) once nothing is left.
     pub(crate) fn push<S: Read + Write>(&mut self, stream: &mut S) -> io::Result<bool> {
         match self {
-            Transport::Plain => Ok(true),
+            Transport::Plain => {
+                let _ = stream;
+                Ok(true)
+            }
             #[cfg(feature = "tls")]
             Transport::Tls(tls) => tls.push_records(stream),
         }
@@ -93,7 +96,9 @@ impl Transport {
     #[inline]
     pub(crate) fn close_notify<S: Read + Write>(&mut self, stream: &mut S) {
         match self {
-            Transport::Plain => {}
+            Transport::Plain => {
+                let _ = stream;
+            }
             #[cfg(feature = "tls")]
             Transport::Tls(tls) => tls.close_notify(stream),
         }
