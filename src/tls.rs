@@ -1,4 +1,4 @@
-//! TLS below the handler: one server-side rustls session over any nonblocking
+//! TLS below the handler: one rustls session (a server's, or the load generator's client) over any nonblocking
 //! `Read + Write` stream, offering the calls a plaintext socket offers (read some bytes,
 //! write some bytes, shut down the sending side), so the connection above it keeps its
 //! buffers, caps, timers and backpressure in plaintext bytes.
@@ -13,7 +13,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use log::debug;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::rules::{ReadOutcome, is_timeout};
 
@@ -22,11 +23,11 @@ use crate::rules::{ReadOutcome, is_timeout};
 /// buffer (the caps and the high-water mark count the rest, in plaintext).
 const SEAL_SLICE: usize = 64 * 1024;
 
-/// One server-side TLS session.
+/// One TLS session, server or client side.
 #[derive(Debug)]
 pub(crate) struct TlsSession {
     /// rustls's state machine, with its buffers of records not yet read or written.
-    conn: ServerConnection,
+    conn: Connection,
     /// Plaintext bytes already sealed into records that the socket has not fully taken.
     sealed: usize,
     /// The handshake completed with output possibly waiting for it: flush once.
@@ -37,11 +38,25 @@ impl TlsSession {
     /// A session for a client just accepted.
     pub(crate) fn new(config: &Arc<ServerConfig>) -> io::Result<Self> {
         let conn = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
-        Ok(TlsSession {
+        Ok(TlsSession::over(conn.into()))
+    }
+
+    /// A client's session with the server `name`; its first write sends the ClientHello.
+    pub(crate) fn client(
+        config: &Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        Ok(TlsSession::over(conn.into()))
+    }
+
+    /// A session driving `conn`.
+    fn over(conn: Connection) -> Self {
+        TlsSession {
             conn,
             sealed: 0,
             flush_due: false,
-        })
+        }
     }
 
     /// True until the handshake has completed.

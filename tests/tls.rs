@@ -32,6 +32,7 @@ for_each_model!(
     a_client_resetting_mid_handshake_does_not_disturb_others,
     output_written_before_the_handshake_completes_is_sent_after_it,
     curl_gets_https_with_alpn_http11,
+    the_load_generator_speaks_tls_and_verifies_every_byte,
     redis_cli_over_tls_against_resp
 );
 
@@ -449,4 +450,29 @@ fn a_missing_or_mismatched_key_is_one_clear_error() {
     let err = tls_config::server_from_pem(&certificate.cert(), &other.key(), &[])
         .expect_err("a key of another certificate");
     assert!(err.to_string().contains("do not go together"), "{err}");
+}
+
+fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    // 64 KiB messages, 4 in flight: records split across reads and writes both ways.
+    for (size, pipeline, messages) in [(100, 4, 1003), (64 * 1024, 4, 40)] {
+        let args = tcp_reactor::load::LoadArgs {
+            addr: running.local_addr(),
+            connections: 7,
+            size,
+            pipeline,
+            messages: Some(messages),
+            timeout: Some(60.0),
+            quiet: true,
+            tls: true,
+            ca: Some(certificate.cert()),
+            ..Default::default()
+        };
+        let report = tcp_reactor::load::run(&args).expect("the load runs");
+        assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+        assert_eq!(report.connected, 7);
+        assert_eq!(report.messages, messages);
+        assert_eq!(report.bytes, messages * size as u64);
+    }
 }

@@ -14,9 +14,9 @@ use mio::{Interest, Token};
 use super::connection::Connection;
 use super::io_path::Call;
 use super::timer::TimerKind;
-use super::transport::Transport;
 use super::{LISTENER, Reactor};
 use crate::rules::{self, AcceptError};
+use crate::transport::Transport;
 use crate::{ConnId, Handler};
 
 impl<H: Handler> Reactor<H> {

@@ -13,8 +13,8 @@ use std::time::Instant;
 use mio::Token;
 use mio::net::TcpStream;
 
-use super::transport::Transport;
 use crate::rules::{HalfClose, ReadOutcome};
+use crate::transport::Transport;
 use crate::{CloseReason, ConnId};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection

@@ -25,8 +25,8 @@
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase);
-//! - `transport` — what its bytes travel through: the socket, or TLS over it.
+//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
+//!   (its bytes go through the crate's `transport`: the socket, or TLS over it).
 
 use std::collections::HashMap;
 use std::io;
@@ -49,7 +49,6 @@ mod io_path;
 mod lifecycle;
 mod mail;
 mod timer;
-mod transport;
 
 use connection::Connection;
 use mail::Mailboxes;

@@ -1,5 +1,6 @@
-//! What a reactor connection's bytes travel through between its buffers and its socket:
-//! the socket itself, or a TLS session over it.
+//! What a nonblocking connection's bytes travel through between its buffers and its
+//! socket: the socket itself, or a TLS session over it. The reactor's connections and the
+//! load generator's use it.
 //!
 //! Everything above this sees plaintext: the handler, the output queue, the caps, the
 //! high-water mark and the timers. The calls mirror a nonblocking socket's (read some,
