@@ -115,7 +115,7 @@ fn check_report(dir: &Path, settings: &Settings) -> Result<(), String> {
         "## Idle connections",
         "## Charts",
         "load average",
-        "smoke profile: 3 cells × 4 servers × 2 rounds",
+        "smoke profile: 3 cells × 7 servers × 2 rounds",
     ] {
         if !report.contains(heading) {
             return Err(format!("report.md lacks {heading:?}"));
