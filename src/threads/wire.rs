@@ -157,7 +157,8 @@ impl TlsWire {
         gate: &Gate,
         buf: &mut [u8],
     ) -> ReadOutcome {
-        let mut raw = vec![0; RAW_READ];
+        // On the client thread's stack: no allocation per read.
+        let mut raw = [0; RAW_READ];
         loop {
             match self.lock().reader().read(buf) {
                 // The peer's close_notify: a clean end of its data.
