@@ -4,8 +4,6 @@
 
 #![cfg(feature = "tls")]
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, start_server, wait_for_connections};
+use fixtures::server::{start_server, stop_checked, wait_connections};
+use fixtures::{PATIENCE, eventually, for_each_model};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tcp_reactor::protocols::{Echo, Http, Resp};
@@ -99,7 +98,7 @@ fn start_tls<H: Handler>(
 type Client = StreamOwned<ClientConnection, TcpStream>;
 
 fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Client {
-    let tcp = common::connect(addr);
+    let tcp = fixtures::client::connect(addr);
     let name = ServerName::try_from("localhost").expect("a server name");
     let session = ClientConnection::new(Arc::clone(config), name).expect("a client session");
     StreamOwned::new(session, tcp)
@@ -130,11 +129,6 @@ fn wait_closed(stream: &mut TcpStream) -> Duration {
     }
 }
 
-/// Closes counted for `reason` in the stats of a stopped server.
-fn closed_for(stats: &tcp_reactor::Stats, reason: CloseReason) -> u64 {
-    stats.closed[reason.index()]
-}
-
 fn echo_over_tls_with_workers_and_a_verifying_client(model: Model) {
     let certificate = Certificate::generate();
     let server = Server::new(Echo).tls(certificate.server(&[])).workers(2);
@@ -150,7 +144,7 @@ fn echo_over_tls_with_workers_and_a_verifying_client(model: Model) {
     }
     let negotiated = clients[0].conn.protocol_version();
     assert_eq!(negotiated, Some(rustls::ProtocolVersion::TLSv1_3));
-    let stats = running.stop().expect("stops");
+    let stats = stop_checked(running);
     assert_eq!(stats.accepted, 6);
 }
 
@@ -190,17 +184,15 @@ fn many_handshakes_in_parallel(model: Model) {
             .join()
             .expect("every client completes its handshake and echo");
     }
-    let stats = running.stop().expect("stops");
+    let stats = stop_checked(running);
     assert_eq!(stats.accepted, 32);
 }
 
 fn four_mebibytes_through_a_slow_reader_arrive_intact(model: Model) {
     let certificate = Certificate::generate();
-    let config = Config {
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
     let running = start_tls(Echo, &certificate, model, config);
     let mut client = tls_connect(running.local_addr(), &certificate.client());
     let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
@@ -263,8 +255,8 @@ fn half_close_gets_every_reply_then_close_notify(model: Model) {
         .read_to_end(&mut back)
         .expect("the server ends with close_notify, not a truncation");
     assert_eq!(back, b"before the half-close");
-    let stats = running.stop().expect("stops");
-    assert_eq!(closed_for(&stats, CloseReason::Eof), 1);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::Eof), 1);
 }
 
 fn close_notify_on_graceful_stop(model: Model) {
@@ -280,17 +272,14 @@ fn close_notify_on_graceful_stop(model: Model) {
         .expect("the stop ends the TLS stream with close_notify");
     assert!(rest.is_empty());
     let stats = stopping.join().expect("joins").expect("stops");
-    assert_eq!(closed_for(&stats, CloseReason::Shutdown), 1);
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 1);
 }
 
 fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(model: Model) {
     let certificate = Certificate::generate();
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
     let running = start_tls(Echo, &certificate, model, config);
-    let mut silent = common::connect(running.local_addr());
+    let mut silent = fixtures::client::connect(running.local_addr());
     let mut other = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut other, b"served meanwhile");
     let waited = wait_closed(&mut silent);
@@ -299,30 +288,27 @@ fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(mod
         "closed after {waited:?}, before the handshake deadline"
     );
     echo_round(&mut other, b"still served");
-    let stats = running.stop().expect("stops");
-    assert_eq!(closed_for(&stats, CloseReason::HandshakeTimeout), 1);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1);
 }
 
 fn plaintext_and_junk_on_the_tls_port_are_closed_at_once(model: Model) {
     let certificate = Certificate::generate();
     // A deadline far away: only the TLS error can close these clients in time.
-    let config = Config {
-        handshake_timeout: Duration::from_secs(60),
-        ..Config::default()
-    };
+    let config = Config::default().with_handshake_timeout(Duration::from_secs(60));
     let running = start_tls(Echo, &certificate, model, config);
     let mut other = tls_connect(running.local_addr(), &certificate.client());
     echo_round(&mut other, b"before");
     for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 64][..]] {
-        let mut stream = common::connect(running.local_addr());
+        let mut stream = fixtures::client::connect(running.local_addr());
         stream.write_all(junk).expect("junk sent");
         let waited = wait_closed(&mut stream);
         assert!(waited < PATIENCE, "junk kept the connection open");
     }
     echo_round(&mut other, b"after");
-    let stats = running.stop().expect("stops");
+    let stats = stop_checked(running);
     assert_eq!(
-        closed_for(&stats, CloseReason::Error(io::ErrorKind::InvalidData)),
+        stats.closed_by(CloseReason::Error(io::ErrorKind::InvalidData)),
         2
     );
 }
@@ -338,19 +324,19 @@ fn a_client_resetting_mid_handshake_does_not_disturb_others(model: Model) {
         ClientConnection::new(certificate.client(), name).expect("a client session");
     let mut hello = Vec::new();
     hello_session.write_tls(&mut hello).expect("a ClientHello");
-    let stream = common::connect(running.local_addr());
+    let stream = fixtures::client::connect(running.local_addr());
     (&stream)
         .write_all(&hello[..hello.len() / 2])
         .expect("half a hello sent");
-    wait_for_connections(&running, 2);
+    wait_connections(&running, 2);
     socket2::SockRef::from(&stream)
         .set_linger(Some(Duration::ZERO))
         .expect("SO_LINGER");
     drop(stream);
     eventually("the reset client is closed", || running.connections() == 1);
     echo_round(&mut other, b"after");
-    let stats = running.stop().expect("stops");
-    assert_eq!(closed_for(&stats, CloseReason::Reset), 1);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::Reset), 1);
 }
 
 fn output_written_before_the_handshake_completes_is_sent_after_it(model: Model) {
@@ -474,5 +460,32 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
         assert_eq!(report.connected, 7);
         assert_eq!(report.messages, messages);
         assert_eq!(report.bytes, messages * size as u64);
+    }
+}
+
+#[test]
+fn serve_with_a_missing_unreadable_or_mismatched_key_prints_one_line_and_exits_1() {
+    let certificate = Certificate::generate();
+    let other = Certificate::generate();
+    let garbage = certificate.dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").expect("garbage written");
+    let cases = [
+        (certificate.cert(), PathBuf::from("/nonexistent/key.pem")),
+        (certificate.cert(), garbage.clone()),
+        (garbage, certificate.key()),
+        (certificate.cert(), other.key()),
+    ];
+    for (cert, key) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .output()
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{cert:?} {key:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("tcp-reactor: error: "), "{stderr}");
     }
 }
