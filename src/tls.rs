@@ -13,8 +13,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use log::debug;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::{Connection, ServerConfig, ServerConnection};
 
 use crate::rules::{ReadOutcome, is_timeout};
 
@@ -42,11 +41,14 @@ impl TlsSession {
     }
 
     /// A client's session with the server `name`; its first write sends the ClientHello.
+    /// (The load generator's, which comes with the `cli` feature.)
+    #[cfg(feature = "cli")]
     pub(crate) fn client(
-        config: &Arc<ClientConfig>,
-        name: ServerName<'static>,
+        config: &Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<Self> {
-        let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        let conn =
+            rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
         Ok(TlsSession::over(conn.into()))
     }
 
