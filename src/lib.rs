@@ -64,6 +64,12 @@
 //!   `driven` is the [`EventLoop`] turned by the caller and the [`Poster`] into it.
 //! - `handler/reach` — the [`Context`] calls that reach connections by id (`connect`,
 //!   `pause_reading`, `shutdown_write`, `reset_conn`, …).
+//!   messages), `timer` and `connection` each own one job.
+//! - `tls` — TLS below the handler (feature `tls`): a rustls session (server or client)
+//!   over any nonblocking stream, offering a socket's calls in plaintext.
+//! - `transport` — a nonblocking connection's bytes go through the socket or `tls`; the
+//!   reactor's connections and the load generator's hold one. [`tls_config`] builds rustls
+//!   configurations from PEM files.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread (`client/dial` for a connection a handler dials, and the
 //!   half-close), the `peer` its writes go through, the `registry`, and `reach` (what a
@@ -100,6 +106,11 @@ mod rules;
 mod server;
 mod stats;
 mod threads;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub mod tls_config;
+mod transport;
 mod worker;
 
 pub use config::{Config, ConfigError};

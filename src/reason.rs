@@ -43,6 +43,8 @@ pub enum CloseReason {
     LingerTimeout,
     /// The server was stopped.
     Shutdown,
+    /// A TLS client did not complete its handshake within the handshake timeout.
+    HandshakeTimeout,
     /// Another I/O error.
     Error(io::ErrorKind),
     /// A connection started with [`Context::connect`](crate::Context::connect) could not be
@@ -52,7 +54,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "eof",
         "reset",
         "handler",
@@ -63,6 +65,7 @@ impl CloseReason {
         "shutdown",
         "error",
         "connect_failed",
+        "handshake_timeout",
     ];
 
     /// A dense index for counting reasons in an array (see [`CloseReason::NAMES`]).
@@ -78,6 +81,7 @@ impl CloseReason {
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
             CloseReason::ConnectFailed(_) => 9,
+            CloseReason::HandshakeTimeout => 10,
         }
     }
 

@@ -32,6 +32,8 @@
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
 //!   the [`Poster`] that sends messages into a running loop.
+//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
+//!   (its bytes go through the crate's `transport`: the socket, or TLS over it).
 
 use std::collections::HashMap;
 use std::io;
@@ -116,6 +118,8 @@ impl<H: Handler> Reactor<H> {
             conns: Slab::new(),
             ids: HashMap::new(),
             handler: setup.handler,
+            #[cfg(feature = "tls")]
+            tls: setup.tls,
             read_buf: vec![0; setup.config.read_chunk.max(1)],
             config: setup.config,
             stats: Stats::default(),
@@ -158,6 +162,9 @@ struct Reactor<H: Handler> {
     ids: HashMap<ConnId, usize>,
     /// Shared by every connection; each connection's state is its session.
     handler: Arc<H>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// Shared read buffer: every read lands here first, so idle connections own none.
     read_buf: Vec<u8>,
     /// Limits and timeouts.

@@ -32,6 +32,8 @@ pub(crate) enum TimerKind {
     AcceptBackoff,
     /// A dialed connection must be established by now.
     Connect,
+    /// The TLS handshake must have completed by now.
+    Handshake,
 }
 
 /// A min-heap of deadlines with lazy cancellation.
@@ -87,8 +89,21 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::Linger => self.expire_linger(key),
                 TimerKind::Handler => self.expire_handler_timer(key),
                 TimerKind::Connect => self.expire_connect(key),
+                TimerKind::Handshake => self.expire_handshake(key),
                 TimerKind::AcceptBackoff => {}
             }
+        }
+    }
+
+    /// Close connection `key` if its handshake has not completed by its deadline.
+    fn expire_handshake(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.transport.is_handshaking() && !conn.phase.is_dead() {
+            debug!(
+                "connection {} ({}): no TLS handshake within {:?}; closing",
+                conn.id, conn.peer, self.config.handshake_timeout
+            );
+            self.kill(key, CloseReason::HandshakeTimeout);
         }
     }
 

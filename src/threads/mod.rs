@@ -44,6 +44,8 @@
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
 //! - `reach` — what a callback asks of connections by id (a connect is refused here);
 //! - `registry` — every live client by id.
+//! - `registry` — every live client by id;
+//! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
 use std::io;
@@ -62,6 +64,7 @@ mod client;
 mod peer;
 mod reach;
 mod registry;
+mod wire;
 
 use accept::AcceptLoop;
 use client::Finished;
@@ -88,6 +91,9 @@ struct WorkerShared<H> {
     registry: Arc<Registry>,
     /// Threads of connections this worker's handlers dialed, joined by the accept thread.
     dialed: Mutex<Vec<JoinHandle<Finished>>>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Build the threads-model workers of one server, sharing one registry.
@@ -112,6 +118,8 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         live: setup.live,
         registry,
         dialed: Mutex::new(Vec::new()),
+        #[cfg(feature = "tls")]
+        tls: setup.tls,
     });
     let registry_owner = Arc::clone(&shared.registry);
     let index = shared.index;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::wire::Wire;
 use crate::rules::is_timeout;
 
 /// One client's socket, shared by its own thread and by threads that send it messages.
@@ -28,31 +29,32 @@ pub(super) struct Peer {
     /// Set when a handler reset this connection (`Context::reset_conn`): its owner drops it
     /// without a FIN, so `SO_LINGER` 0 turns the close into a reset.
     pub(super) reset: AtomicBool,
+    /// What bytes travel through: the socket itself, or TLS over it.
+    pub(super) wire: Wire,
 }
 
 impl Peer {
-    /// A peer for `stream`, owned by a thread of `worker`.
-    pub(super) fn new(stream: TcpStream, worker: usize) -> Self {
+    /// A peer for `stream`, owned by a thread of `worker`, its bytes going through `wire`.
+    pub(super) fn new(stream: TcpStream, worker: usize, wire: Wire) -> Self {
         Peer {
             stream,
             worker,
             gate: Gate::default(),
             overflowed: AtomicBool::new(false),
             reset: AtomicBool::new(false),
+            wire,
         }
     }
 
-    /// A peer whose connect is under way: senders wait at the gate until its thread opens
-    /// it ([`Gate::open`]), so no write can take the connect's error before that thread
-    /// reads it.
+    /// A peer whose connect is under way (plaintext): senders wait at the gate until its
+    /// thread opens it ([`Gate::open`]), so no write can take the connect's error before
+    /// that thread reads it.
     pub(super) fn connecting(stream: TcpStream, worker: usize) -> Self {
-        let peer = Peer::new(stream, worker);
+        let peer = Peer::new(stream, worker, Wire::Plain);
         peer.gate.lock().busy = true;
         peer
     }
-}
 
-impl Peer {
     /// Write a message from another client, waiting at most `patience` for a turn and
     /// for the socket to take the bytes. Returns the bytes written.
     pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
@@ -62,13 +64,23 @@ impl Peer {
             self.overflow();
             return written;
         };
-        match write_all(&self.stream, bytes, Patience::Until(deadline), &mut written) {
+        let patience = Patience::Until(deadline);
+        match self
+            .wire
+            .write_all(&self.stream, bytes, patience, &mut written)
+        {
             Ok(()) => {}
             Err(WriteError::Stalled) => self.overflow(),
             // The receiver is gone or broken; its own thread sees the error and closes.
             Err(WriteError::Failed(_)) => {}
         }
         written
+    }
+
+    /// One read of plaintext from `source` (this peer's socket, read one way or another),
+    /// through the wire.
+    pub(super) fn read(&self, source: impl io::Read, buf: &mut [u8]) -> crate::rules::ReadOutcome {
+        self.wire.read(source, &self.stream, &self.gate, buf)
     }
 
     /// Give up on a receiver that does not take its messages: mark it and wake its
