@@ -40,6 +40,42 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Length of the listen queue.
     pub backlog: i32,
+    /// When the reactor writes the output a callback queued (the threads model always
+    /// writes at once).
+    pub write_policy: WritePolicy,
+}
+
+/// When the reactor hands a connection's output to the kernel.
+///
+/// Output order, flush-before-close, the caps and the idle timeout behave the same under
+/// every policy; only the moment of the `write` differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePolicy {
+    /// Write each callback's output as soon as the callback returns: the lowest latency
+    /// for the first client of a busy turn.
+    Eager,
+    /// Keep output in the connection's buffer while the turn's readiness events are
+    /// handled, then write every connection that has output once, before the next poll
+    /// (redis's `beforeSleep`). A client with many connections then finds many replies
+    /// ready per wake-up, and the server sleeps less often per request.
+    EndOfTurn,
+    /// [`EndOfTurn`](WritePolicy::EndOfTurn) in turns whose poll returned at least this
+    /// many readiness events, [`Eager`](WritePolicy::Eager) in quieter turns.
+    Adaptive {
+        /// Fewest readiness events in a turn for its output to be deferred.
+        min_events: usize,
+    },
+}
+
+impl WritePolicy {
+    /// True when a turn whose poll returned `events` readiness events defers its output.
+    pub fn defers(self, events: usize) -> bool {
+        match self {
+            WritePolicy::Eager => false,
+            WritePolicy::EndOfTurn => true,
+            WritePolicy::Adaptive { min_events } => events >= min_events,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +93,7 @@ impl Default for Config {
             linger: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
+            write_policy: WritePolicy::EndOfTurn,
         }
     }
 }

@@ -54,7 +54,7 @@ pub mod stats;
 mod threads;
 mod timer;
 
-pub use config::Config;
+pub use config::{Config, WritePolicy};
 pub use handler::{Context, Handler};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Live, Model, Running, Server, StopHandle};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tcp_reactor::{Config, Handler, Model, Server, client, protocols};
+use tcp_reactor::{Config, Handler, Model, Server, WritePolicy, client, protocols};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -51,6 +51,17 @@ enum ModelName {
     Threads,
 }
 
+/// When the reactor writes replies (`--write-policy`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WritePolicyName {
+    /// As soon as each callback returns.
+    Eager,
+    /// Once the turn's readiness events are handled, before the next poll.
+    EndOfTurn,
+    /// End of turn when the poll returned at least --defer-min-events events, else eager.
+    Adaptive,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Protocol to serve.
@@ -92,6 +103,13 @@ struct ServeArgs {
     /// Most clients accepted per turn of the loop.
     #[arg(long, default_value_t = Config::default().accept_budget)]
     accept_budget: usize,
+    /// When the reactor writes replies [default: as Config::default()].
+    #[arg(long, value_enum)]
+    write_policy: Option<WritePolicyName>,
+    /// With --write-policy adaptive: fewest readiness events in a turn for its replies to
+    /// wait for the end of the turn.
+    #[arg(long, default_value_t = 2)]
+    defer_min_events: usize,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +174,14 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         max_output: args.max_output,
         idle_timeout: (!idle.is_zero()).then_some(idle),
         linger: seconds(args.linger, "linger")?,
+        write_policy: match args.write_policy {
+            None => Config::default().write_policy,
+            Some(WritePolicyName::Eager) => WritePolicy::Eager,
+            Some(WritePolicyName::EndOfTurn) => WritePolicy::EndOfTurn,
+            Some(WritePolicyName::Adaptive) => WritePolicy::Adaptive {
+                min_events: args.defer_min_events,
+            },
+        },
         ..Config::default()
     })
 }

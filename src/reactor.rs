@@ -12,10 +12,16 @@
 //! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
 //!    readiness will not be reported again for data already waiting;
 //! 4. **deliver mail** sent by other workers to our connections;
-//! 5. **flush** output that handlers queued for other connections;
-//! 6. **expire timers**: idle, linger, handler timers, accept back-off;
+//! 5. **flush** output queued during the turn: output handlers sent to other connections,
+//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own replies, each
+//!    connection written once;
+//! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
+//!    written at once);
 //! 7. **reap** connections that finished, telling the handler why;
 //! 8. **check stop**: begin or finish a graceful shutdown.
+//!
+//! The write policy is decided once per turn, from the number of events the poll returned
+//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `after_callback` is the one place that acts on it.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -46,6 +52,10 @@ const KEY_MASK: usize = 0xFFFF_FFFF;
 const EVENTS_PER_POLL: usize = 1024;
 /// The shared output buffer is trimmed back to this capacity after a large burst.
 const KEEP_SCRATCH: usize = 1024 * 1024;
+/// Deferred output is written at once when a connection has more than this queued (or more
+/// than its high-water mark): batching saves nothing on writes this large, and the pause
+/// at high water must still mean "the kernel refused it", whatever the policy.
+const DEFER_LIMIT: usize = 64 * 1024;
 /// A connection's input buffer above this capacity is released once empty, so a client that
 /// once sent a large partial frame does not keep the memory while idle.
 const KEEP_INPUT: usize = 16 * 1024;
@@ -93,6 +103,7 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         ready: Vec::new(),
         listener_ready: false,
         dirty: Vec::new(),
+        defer: false,
         reap: Vec::new(),
         scratch_out: Vec::new(),
         actions: Actions::default(),
@@ -150,8 +161,13 @@ struct Reactor<H: Handler> {
     ready: Vec<Token>,
     /// The accept budget ran out with clients possibly still waiting.
     listener_ready: bool,
-    /// Connections with output queued during this turn by other connections.
+    /// Connections with output to write at the end of this turn (sent by other
+    /// connections, or deferred by the write policy); each is listed once.
     dirty: Vec<Token>,
+    /// This turn's output waits for the end-of-turn flush
+    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false
+    /// once the flush step has run, so timer callbacks write at once.
+    defer: bool,
     /// Finished connections, freed at the end of the turn.
     reap: Vec<usize>,
     /// Output of a connection with nothing pending is written here first and sent at once;
@@ -184,6 +200,8 @@ impl<H: Handler> Reactor<H> {
             self.revisit_ready();
             self.deliver_mail();
             self.flush_dirty();
+            // The batch is over: output of timer callbacks goes out at once.
+            self.defer = false;
             self.expire_timers();
             self.reap_finished();
             if self.check_stop() {
@@ -217,6 +235,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Step 2: act on each readiness event.
     fn handle_events(&mut self, events: &Events) {
+        self.defer = self.config.write_policy.defers(events.iter().count());
         for event in events {
             self.stats.events += 1;
             let token = event.token();
@@ -248,7 +267,12 @@ impl<H: Handler> Reactor<H> {
                         self.peer_finished(key);
                     }
                     if event.is_writable() {
-                        self.flush(key);
+                        if self.defer {
+                            // Output deferred this turn is written with the rest.
+                            self.mark_dirty(key);
+                        } else {
+                            self.flush(key);
+                        }
                     }
                 }
             }
@@ -389,6 +413,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             let want = budget.min(self.read_buf.len());
+            self.stats.reads += 1;
             match conn.read_into(&mut self.read_buf[..want]) {
                 ReadOutcome::Data(n) => {
                     self.stats.bytes_in += n as u64;
@@ -423,9 +448,11 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        // With nothing pending, output goes to the shared buffer and straight to the
-        // socket; otherwise it must queue behind what is pending.
-        let use_scratch = conn.pending() == 0;
+        // Written at once with nothing pending, output goes to the shared buffer and
+        // straight to the socket. Otherwise it queues behind what is pending, or stays in
+        // the connection's own buffer until the end of the turn: no copy either way.
+        let use_scratch = !self.defer && conn.pending() == 0;
+        let mark = conn.output.len();
         let out = if use_scratch {
             &mut self.scratch_out
         } else {
@@ -460,17 +487,25 @@ impl<H: Handler> Reactor<H> {
         if consumed > 0 {
             conn.last_active = self.now;
         }
-        self.after_callback(key, use_scratch);
+        self.after_callback(key, use_scratch, mark);
     }
 
-    /// Send what the callback wrote, carry out its requests, enforce the limits.
-    fn after_callback(&mut self, key: usize, used_scratch: bool) {
+    /// Send what the callback wrote (or leave it for the end of the turn), carry out its
+    /// requests, enforce the limits. `mark` is the length of the connection's own buffer
+    /// before the callback.
+    fn after_callback(&mut self, key: usize, used_scratch: bool, mark: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if self.actions.close == Some(CloseRequest::Now) {
-            // `abort` discards queued output: nothing of it may reach the peer.
+            // `abort` discards this callback's output: nothing of it may reach the peer.
             self.scratch_out.clear();
+            if self.defer {
+                // Earlier callbacks' output would already be on the wire under the eager
+                // policy: give it its one write, as that policy would have.
+                conn.output.truncate(mark);
+                let _ = conn.flush(&mut self.stats);
+            }
             self.actions = Actions::default();
             self.kill(key, CloseReason::Handler);
             self.outbox_route();
@@ -478,8 +513,14 @@ impl<H: Handler> Reactor<H> {
         }
         let mut outcome = FlushOutcome::Done;
         let before = self.stats.bytes_out;
-        if used_scratch && !self.scratch_out.is_empty() {
-            outcome = conn.send(&self.scratch_out, &mut self.stats.bytes_out);
+        let pending = conn.pending();
+        // The one decision point of the write policy: leave the output for the end of the
+        // turn, unless there is too much of it to gain from waiting.
+        let deferred = self.defer && pending <= self.config.high_water.min(DEFER_LIMIT);
+        if deferred {
+            // Written by `flush_dirty`, which also counts it as progress.
+        } else if used_scratch && !self.scratch_out.is_empty() {
+            outcome = conn.send(&self.scratch_out, &mut self.stats);
             trace!(
                 "wrote {} of {} bytes to connection {}",
                 self.stats.bytes_out - before,
@@ -490,8 +531,8 @@ impl<H: Handler> Reactor<H> {
             if self.scratch_out.capacity() > KEEP_SCRATCH {
                 self.scratch_out.shrink_to(KEEP_SCRATCH);
             }
-        } else if conn.pending() > 0 {
-            outcome = conn.flush(&mut self.stats.bytes_out);
+        } else if pending > 0 {
+            outcome = conn.flush(&mut self.stats);
         }
         if self.stats.bytes_out > before {
             // Output written is progress, for the idle timeout (as in `flush`).
@@ -502,6 +543,9 @@ impl<H: Handler> Reactor<H> {
             self.kill(key, CloseReason::from_io(&err));
             self.outbox_route();
             return;
+        }
+        if deferred {
+            self.mark_dirty(key);
         }
         let actions = mem::take(&mut self.actions);
         self.apply_actions(key, actions);
@@ -604,11 +648,19 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         conn.output.extend_from_slice(bytes);
-        if !conn.dirty {
+        self.mark_dirty(key);
+        self.enforce_limits(key);
+    }
+
+    /// Put connection `key` on the end-of-turn flush list if it has output to write.
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+            && conn.pending() > 0
+        {
             conn.dirty = true;
             self.dirty.push(conn.token);
         }
-        self.enforce_limits(key);
     }
 
     /// Write pending output of connection `key`; then see whether it can close or resume.
@@ -620,7 +672,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let before = self.stats.bytes_out;
-        match conn.flush(&mut self.stats.bytes_out) {
+        match conn.flush(&mut self.stats) {
             FlushOutcome::Done | FlushOutcome::Blocked => {}
             FlushOutcome::Failed(err) => {
                 debug!("write to connection {}: {err}", conn.id);
