@@ -5,6 +5,7 @@
 //! same protocol runs unchanged under every model.
 
 use std::io;
+use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,15 @@ use crate::{CloseReason, ConnId};
 ///   returns how many bytes it consumed, from the front. Bytes it does not consume stay
 ///   buffered and are offered again, with new bytes appended, when more arrive. Returning
 ///   `0` means "I need more bytes". After a non-zero return with input left, `data` is
-///   called again at once, so a handler may consume one frame per call.
+///   called again at once, so a handler should consume one frame per call.
+/// - Output is bounded by the high-water mark (`Config::high_water`), checked between
+///   calls of `data`: once this connection's unsent output, or the output a callback
+///   queued for other connections with [`Context::send_to`], passes it, the model stops
+///   calling `data`, sends that output, and offers the rest of the input only once the
+///   output has drained (the reactor serves other connections meanwhile). So pending
+///   output stays within the mark plus what one call wrote: a handler that answers a
+///   whole batch of frames in one call defeats the bound, and a single reply larger than
+///   the mark is the only way past it.
 ///   A handler that consumes nothing while the buffered input reaches the input cap has its
 ///   connection closed with [`CloseReason::InputLimit`].
 /// - [`timer`](Handler::timer) fires once per [`Context::set_timer`].
@@ -104,7 +113,8 @@ pub(crate) struct Actions {
 /// Output addressed to other connections, collected during a callback and delivered by
 /// the server model afterwards (the sender's own buffer is borrowed while it runs).
 ///
-/// One byte arena and one index, both reused, so broadcasting allocates nothing once warm.
+/// One byte arena and one index, both reused, so broadcasting allocates nothing once warm;
+/// after a burst larger than [`KEEP_OUTBOX`] they are trimmed back to that size.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     /// Every message's bytes, back to back.
@@ -112,6 +122,11 @@ pub(crate) struct Outbox {
     /// `(destination, end offset in bytes)` per message, in order.
     index: Vec<(ConnId, usize)>,
 }
+
+/// Capacity, in bytes, that an [`Outbox`]'s arena and index each keep once drained. A
+/// burst (a fan-out of many lines to many members) may grow them far beyond; keeping that
+/// would hold the peak for the life of the worker or connection.
+pub(crate) const KEEP_OUTBOX: usize = 16 * 1024;
 
 impl Outbox {
     /// Queue `data` for connection `to`.
@@ -125,6 +140,12 @@ impl Outbox {
         self.index.is_empty()
     }
 
+    /// Memory the queued messages take, in bytes: their bytes plus their index entries.
+    /// This is what the high-water mark bounds per callback batch.
+    pub(crate) fn queued(&self) -> usize {
+        self.bytes.len() + self.index.len() * mem::size_of::<(ConnId, usize)>()
+    }
+
     /// Hand every queued message to `deliver`, in order, and empty the outbox.
     pub(crate) fn drain(&mut self, mut deliver: impl FnMut(ConnId, &[u8])) {
         let mut start = 0;
@@ -134,6 +155,9 @@ impl Outbox {
         }
         self.bytes.clear();
         self.index.clear();
+        self.bytes.shrink_to(KEEP_OUTBOX);
+        self.index
+            .shrink_to(KEEP_OUTBOX / mem::size_of::<(ConnId, usize)>());
     }
 }
 
@@ -221,6 +245,14 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Bytes this callback batch queued for other connections with
+    /// [`send_to`](Context::send_to) that the server has not routed yet (with the
+    /// bookkeeping per message). Like [`pending_output`](Context::pending_output), it is
+    /// bounded by the high-water mark between calls of [`Handler::data`].
+    pub fn queued_for_others(&self) -> usize {
+        self.outbox.queued()
+    }
+
     /// Close this connection once its queued output has been sent. No more input is
     /// delivered to the handler.
     pub fn close(&mut self) {
@@ -238,6 +270,12 @@ impl<'a> Context<'a> {
     /// already set).
     pub fn set_timer(&mut self, after: Duration) {
         self.actions.timer = Some(TimerRequest::Set(self.now + after));
+    }
+
+    /// True once this callback batch's output, to this connection or to others, passed
+    /// `high_water`: the model stops feeding input until it is sent.
+    pub(crate) fn over_high_water(&self, high_water: usize) -> bool {
+        self.pending_output() > high_water || self.queued_for_others() > high_water
     }
 
     /// True once the handler asked to close (so a model stops feeding it input).

@@ -13,15 +13,16 @@
 //!    readiness will not be reported again for data already waiting;
 //! 4. **deliver mail** sent by other workers to our connections;
 //! 5. **flush** output queued during the turn: output handlers sent to other connections,
-//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own replies, each
-//!    connection written once;
+//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own
+//!    replies, each connection written once;
 //! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
 //!    written at once);
 //! 7. **reap** connections that finished, telling the handler why;
 //! 8. **check stop**: begin or finish a graceful shutdown.
 //!
 //! The write policy is decided once per turn, from the number of events the poll returned
-//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `after_callback` is the one place that acts on it.
+//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `after_callback` is the one place
+//! that acts on it.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -59,6 +60,9 @@ const DEFER_LIMIT: usize = 64 * 1024;
 /// A connection's input buffer above this capacity is released once empty, so a client that
 /// once sent a large partial frame does not keep the memory while idle.
 const KEEP_INPUT: usize = 16 * 1024;
+
+/// Messages the mail queue keeps room for once delivered.
+const KEEP_MAIL: usize = 256;
 
 /// Which handler callback [`Reactor::invoke`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +169,8 @@ struct Reactor<H: Handler> {
     /// connections, or deferred by the write policy); each is listed once.
     dirty: Vec<Token>,
     /// This turn's output waits for the end-of-turn flush
-    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false
-    /// once the flush step has run, so timer callbacks write at once.
+    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false once the flush step has
+    /// run, so timer callbacks write at once.
     defer: bool,
     /// Finished connections, freed at the end of the turn.
     reap: Vec<usize>,
@@ -420,8 +424,10 @@ impl<H: Handler> Reactor<H> {
                     budget -= n;
                     trace!("read {n} bytes from connection {}", conn.id);
                     // A closing connection reads only to reach the peer's EOF.
-                    if conn.closing.is_none() {
-                        self.invoke(key, Call::Data(n));
+                    if conn.closing.is_none() && self.invoke(key, Call::Data(n)) {
+                        // Output passed high water with input left: the rest waits for a
+                        // revisit, and reading more now would only pile it up.
+                        return;
                     }
                     if n < want && !drain {
                         return;
@@ -443,10 +449,14 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Make one handler callback for connection `key`, then act on what it asked for.
-    fn invoke(&mut self, key: usize, call: Call) {
+    ///
+    /// Returns true when feeding stopped at the high-water mark with input left over. That
+    /// input is offered again by a revisit (queued here, unless reads are paused: then the
+    /// drain below low water queues it), so other connections are served in between.
+    fn invoke(&mut self, key: usize, call: Call) -> bool {
         let handler = &*self.handler;
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         // Written at once with nothing pending, output goes to the shared buffer and
         // straight to the socket. Otherwise it queues behind what is pending, or stays in
@@ -469,10 +479,11 @@ impl<H: Handler> Reactor<H> {
         )
         .already_sent(already_sent);
         let mut consumed = 0;
+        let mut held = false;
         match (call, conn.session.as_mut()) {
             (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
             (Call::Data(fresh), Some(session)) => {
-                consumed = feed(
+                (consumed, held) = feed(
                     handler,
                     session,
                     &mut conn.input,
@@ -488,6 +499,13 @@ impl<H: Handler> Reactor<H> {
             conn.last_active = self.now;
         }
         self.after_callback(key, use_scratch, mark);
+        if held
+            && let Some(conn) = self.conns.get(key)
+            && conn.wants_input()
+        {
+            self.queue_ready(key);
+        }
+        held
     }
 
     /// Send what the callback wrote (or leave it for the end of the turn), carry out its
@@ -806,9 +824,10 @@ impl<H: Handler> Reactor<H> {
             };
             let conn = &mut self.conns[key];
             conn.queued = false;
-            // Input buffered while paused is offered first.
-            if !conn.input.is_empty() && conn.wants_input() {
-                self.invoke(key, Call::Data(0));
+            // Input buffered while paused (or held at high water) is offered first; only
+            // once it is all taken is the socket read again.
+            if !conn.input.is_empty() && conn.wants_input() && self.invoke(key, Call::Data(0)) {
+                continue;
             }
             self.read(key, true);
         }
@@ -828,6 +847,9 @@ impl<H: Handler> Reactor<H> {
         for (to, bytes) in inbox.drain(..) {
             self.deliver(to, &bytes);
         }
+        // A burst of mail is over: do not keep its peak (the mailbox gets this vector
+        // back at the next swap).
+        inbox.shrink_to(KEEP_MAIL);
         self.inbox = inbox;
     }
 
@@ -982,7 +1004,7 @@ impl<H: Handler> Reactor<H> {
 
 /// Offer input to the handler: straight from `fresh` when nothing is buffered, otherwise
 /// appended to `buffered`. Whatever the handler leaves unconsumed ends up in `buffered`.
-/// Returns the bytes consumed.
+/// Returns the bytes consumed, and whether feeding stopped at high water with input left.
 fn feed<H: Handler>(
     handler: &H,
     session: &mut H::Session,
@@ -990,43 +1012,47 @@ fn feed<H: Handler>(
     fresh: &[u8],
     ctx: &mut Context<'_>,
     high_water: usize,
-) -> usize {
+) -> (usize, bool) {
     if buffered.is_empty() {
         // The common case: no copy at all unless a partial frame is left over.
-        let consumed = consume(handler, session, fresh, ctx, high_water);
+        let (consumed, held) = consume(handler, session, fresh, ctx, high_water);
         buffered.extend_from_slice(&fresh[consumed..]);
-        consumed
+        (consumed, held)
     } else {
         buffered.extend_from_slice(fresh);
-        let consumed = consume(handler, session, buffered, ctx, high_water);
+        let (consumed, held) = consume(handler, session, buffered, ctx, high_water);
         buffered.drain(..consumed);
         if buffered.is_empty() && buffered.capacity() > KEEP_INPUT {
             *buffered = Vec::new();
         }
-        consumed
+        (consumed, held)
     }
 }
 
 /// Call `Handler::data` while it makes progress, input remains, it has not asked to close,
-/// and its output is below the high-water mark. Returns the bytes consumed.
+/// and its output (own and to others) is below the high-water mark. Returns the bytes
+/// consumed, and whether it stopped at high water with input left.
 fn consume<H: Handler>(
     handler: &H,
     session: &mut H::Session,
     input: &[u8],
     ctx: &mut Context<'_>,
     high_water: usize,
-) -> usize {
+) -> (usize, bool) {
     let mut consumed = 0;
     while consumed < input.len() {
         let rest = &input[consumed..];
         // A handler claiming more than it was given is clamped, not trusted.
         let n = handler.data(session, ctx, rest).min(rest.len());
         consumed += n;
-        if n == 0 || ctx.close_requested() || ctx.pending_output() > high_water {
+        if n == 0 || ctx.close_requested() {
             break;
         }
+        if ctx.over_high_water(high_water) {
+            return (consumed, consumed < input.len());
+        }
     }
-    consumed
+    (consumed, false)
 }
 
 /// True for accept errors that mean "the process or system is out of a resource", where

@@ -16,8 +16,9 @@
 //!   and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
 //!   every one and sums their counters.
 //! - A **client thread** blocks in `read`, hands input to the handler, and writes the
-//!   handler's whole batch of output at once. Handler timers and the idle timeout become
-//!   read timeouts.
+//!   handler's batch of output at once. A batch ends with the input, or as soon as its
+//!   output passes the high-water mark; the rest of the input is then fed after the write.
+//!   Handler timers and the idle timeout become read timeouts.
 //! - A client's socket lives in a [`Peer`], shared by its owner thread and by any thread
 //!   that sends it a message. A [`Gate`] makes writes to one socket take turns, so two
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and
@@ -48,6 +49,13 @@ const CLIENT_STACK: usize = 128 * 1024;
 /// First size of a client's read buffer. It doubles, up to `Config::read_chunk`, each time
 /// a read fills it, so idle clients stay cheap and busy ones read in large chunks.
 const FIRST_READ_BUFFER: usize = 4 * 1024;
+
+/// A client's input buffer above this capacity is released once empty.
+const KEEP_INPUT: usize = 16 * 1024;
+
+/// Capacity a client's output buffer keeps once a batch is written: a large reply does
+/// not leave its size behind for the life of the connection.
+const KEEP_OUTPUT: usize = 16 * 1024;
 
 /// A read timeout this much longer than needed is still accepted, to save a `setsockopt`
 /// per read: deadlines fire at most this late.
@@ -835,32 +843,57 @@ impl<H: Handler> Client<H> {
     }
 
     /// Hand `n` freshly read bytes (and any input left over) to the handler.
+    ///
+    /// Whenever the output of the batch passes the high-water mark, feeding pauses: that
+    /// output is written (blocking, as any batch) and messages are delivered, then the rest
+    /// of the input is offered. So a client that sends many requests without reading holds
+    /// at most the mark plus one reply, not the replies to a whole read.
     fn on_input(&mut self, session: &mut H::Session, n: usize) -> Option<Ending> {
-        let now = Instant::now();
         self.bytes_in += n as u64;
-        let handler = &*self.shared.handler;
+        let handler = Arc::clone(&self.shared.handler);
+        let high_water = self.shared.config.high_water;
         let (id, addr) = (self.id, self.addr);
-        let used = if self.input.is_empty() {
-            // The common case: hand the read buffer over without copying it.
-            let used = self
-                .fx
-                .feed(handler, session, (id, addr, now), &self.buf[..n]);
-            self.input.extend_from_slice(&self.buf[used..n]);
-            used
-        } else {
-            self.input.extend_from_slice(&self.buf[..n]);
-            let used = self.fx.feed(handler, session, (id, addr, now), &self.input);
-            self.input.drain(..used);
-            used
-        };
-        if used > 0 {
-            self.last_progress = now;
+        // Fresh bytes of the read buffer not yet consumed nor moved to `input`.
+        let mut fresh = 0;
+        loop {
+            let now = Instant::now();
+            let (used, held) = if self.input.is_empty() {
+                // The common case: hand the read buffer over without copying it.
+                let (used, held) = self.fx.feed(
+                    &*handler,
+                    session,
+                    (id, addr, now),
+                    &self.buf[fresh..n],
+                    high_water,
+                );
+                fresh += used;
+                (used, held)
+            } else {
+                self.input.extend_from_slice(&self.buf[fresh..n]);
+                fresh = n;
+                let input = &self.input;
+                let (used, held) =
+                    self.fx
+                        .feed(&*handler, session, (id, addr, now), input, high_water);
+                self.input.drain(..used);
+                (used, held)
+            };
+            if used > 0 {
+                self.last_progress = now;
+            }
+            if !held {
+                break;
+            }
+            if let Some(ending) = self.after_callback(false) {
+                return Some(ending);
+            }
         }
-        if n == self.buf.len() && n < self.shared.config.read_chunk {
-            // The read filled the buffer: more is probably waiting, read more at once.
-            let grown = (n * 2).min(self.shared.config.read_chunk);
-            self.buf.resize(grown, 0);
+        self.input.extend_from_slice(&self.buf[fresh..n]);
+        if self.input.is_empty() && self.input.capacity() > KEEP_INPUT {
+            // A large partial frame is over: an idle client does not keep its memory.
+            self.input = Vec::new();
         }
+        self.resize_read_buffer(n);
         // The handler consumed nothing of a full input buffer: it never will.
         let over_limit = !self.input.is_empty() && self.input.len() >= self.shared.config.max_input;
         let ending = self.after_callback(over_limit);
@@ -874,6 +907,20 @@ impl<H: Handler> Client<H> {
             return Some(Ending::Lingering(CloseReason::InputLimit));
         }
         ending
+    }
+
+    /// Size the read buffer after a read of `n` bytes: double it (up to `read_chunk`) when
+    /// the read filled it, as more is probably waiting; go back to the first size after a
+    /// short read, so a client that once streamed does not keep a large buffer while idle.
+    fn resize_read_buffer(&mut self, n: usize) {
+        let first = FIRST_READ_BUFFER.min(self.shared.config.read_chunk).max(1);
+        if n == self.buf.len() && n < self.shared.config.read_chunk {
+            let grown = (n * 2).min(self.shared.config.read_chunk);
+            self.buf.resize(grown, 0);
+        } else if n < first && self.buf.len() > first {
+            self.buf.truncate(first);
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// Carry out what a callback asked: timer, messages to others, this client's output,
@@ -936,10 +983,9 @@ impl<H: Handler> Client<H> {
             self.last_progress = Instant::now();
         }
         self.fx.out.clear();
-        if self.fx.out.capacity() > self.shared.config.read_chunk.max(FIRST_READ_BUFFER) * 4 {
-            // A burst of output is over: give its memory back.
-            self.fx.out.shrink_to(self.shared.config.read_chunk);
-        }
+        // A burst of output is over: give its memory back (a shrink in place, and a
+        // growth that usually extends in place again, for a client that streams).
+        self.fx.out.shrink_to(KEEP_OUTPUT);
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),
@@ -1039,24 +1085,30 @@ impl Effects {
         )
     }
 
-    /// Offer `input` to the handler until it consumes all of it, needs more, or asks to
-    /// close. Returns the bytes consumed.
+    /// Offer `input` to the handler until it consumes all of it, needs more, asks to
+    /// close, or its output (own or to others) passes `high_water`. Returns the bytes
+    /// consumed, and whether it stopped at high water with input left.
     fn feed<H: Handler>(
         &mut self,
         handler: &H,
         session: &mut H::Session,
         (id, addr, now): (ConnId, SocketAddr, Instant),
         input: &[u8],
-    ) -> usize {
+        high_water: usize,
+    ) -> (usize, bool) {
         let mut used = 0;
         while used < input.len() && self.actions.close.is_none() {
-            let consumed = handler.data(session, &mut self.context(id, addr, now), &input[used..]);
+            let mut ctx = self.context(id, addr, now);
+            let consumed = handler.data(session, &mut ctx, &input[used..]);
             if consumed == 0 {
                 break;
             }
             // A handler claiming more than it was given consumed everything.
             used += consumed.min(input.len() - used);
+            if ctx.over_high_water(high_water) {
+                return (used, used < input.len());
+            }
         }
-        used
+        (used, false)
     }
 }

@@ -187,7 +187,10 @@ fn a_slow_reader_gets_every_byte_through_backpressure(policy: WritePolicy) {
         got.extend(recv_exact(&mut stream, 16 * 1024));
     }
     for (index, reply) in got.chunks(AMPLIFY).enumerate() {
-        assert!(reply.iter().all(|&byte| byte == index as u8), "reply {index}");
+        assert!(
+            reply.iter().all(|&byte| byte == index as u8),
+            "reply {index}"
+        );
     }
     finish_sending(&stream);
     expect_eof(&mut stream);

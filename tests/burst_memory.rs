@@ -1,0 +1,149 @@
+//! Memory after a burst: the server (in its own process, so its `/proc` figures are its
+//! own) gives back what a burst took once the burst is over. The case is a chat fan-out,
+//! one member sending 64 KiB of bare `\n` (65,536 empty lines) to a room of members, which
+//! queues millions of short messages in a single callback batch. Once every member has
+//! read everything, with everyone still connected, and again once all have left, resident
+//! memory must be back near where it started.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::faults::connect;
+use common::faults::process::ServerProcess;
+use tcp_reactor::Model;
+
+/// Members of the room, the sender included.
+const MEMBERS: usize = 100;
+/// Bare newlines the sender sends at once: each is an empty line for every other member.
+const BURST: usize = 64 * 1024;
+/// How far above its baseline the server's VmRSS may stay once the burst is over.
+///
+/// Measured with this scenario (debug build): with trimming, the server stays within
+/// about 1 MiB of its baseline once the members have read everything, and once all have
+/// left, whatever the mark (with a mark of 4 GiB the burst peaks at VmHWM 171 MiB under
+/// the reactor, 95 MiB under threads, and still falls back). Without trimming, the reactor
+/// kept 130 MiB, even after everyone left, and the threads model 65 MiB while the sender
+/// stayed connected. 16 MiB leaves room for the allocator's own slack and still fails the
+/// old code four times over.
+const KEEP_BOUND_KIB: u64 = 16 * 1024;
+/// Longest wait for any step.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The model's name on the command line.
+fn model_name(model: Model) -> &'static str {
+    match model {
+        Model::Reactor => "reactor",
+        Model::Threads => "threads",
+    }
+}
+
+/// Poll `condition` until it holds, failing the test after [`PATIENCE`].
+#[track_caller]
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Read from `member` until `lines` newlines have arrived; returns the bytes read.
+fn read_lines(mut member: TcpStream, lines: usize) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut seen, mut total) = (0, 0);
+    while seen < lines {
+        match member.read(&mut buf) {
+            Ok(0) => panic!("EOF after {seen} of {lines} lines"),
+            Ok(n) => {
+                seen += buf[..n].iter().filter(|&&byte| byte == b'\n').count();
+                total += n;
+            }
+            Err(err) => panic!("read failed after {seen} of {lines} lines: {err}"),
+        }
+    }
+    total
+}
+
+/// The burst under default flags: the high-water mark bounds each callback batch, and the
+/// buffers are trimmed after it.
+fn chat_burst_memory_falls_back_once_members_leave(model: Model) {
+    chat_burst(model, &[]);
+}
+
+/// The burst with a high-water mark so high that one batch queues the whole fan-out
+/// (over 100 MiB): only the trimming of the buffers gives that memory back.
+fn chat_burst_memory_falls_back_even_when_one_batch_takes_it_all(model: Model) {
+    chat_burst(model, &["--high-water", "4294967296"]);
+}
+
+/// One member of a chat room of [`MEMBERS`] sends [`BURST`] bare newlines; check the
+/// server's resident memory once everyone has read them, and once everyone has left.
+fn chat_burst(model: Model, flags: &[&str]) {
+    let mut args = vec!["--protocol", "chat", "--model", model_name(model)];
+    args.extend_from_slice(flags);
+    let server = ServerProcess::spawn(&args, None);
+    let idle_sockets = server.open_sockets();
+    let mut members: Vec<TcpStream> = (0..MEMBERS).map(|_| connect(server.addr)).collect();
+    for member in &members {
+        member
+            .set_read_timeout(Some(PATIENCE))
+            .expect("set a read timeout");
+    }
+    wait_for("every member joined", || {
+        server.open_sockets() == idle_sockets + MEMBERS
+    });
+    let baseline = server.memory();
+
+    let mut sender = members.remove(0);
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|member| thread::spawn(move || read_lines(member, BURST)))
+        .collect();
+    sender.write_all(&[b'\n'; BURST]).expect("send the burst");
+    let received: usize = readers
+        .into_iter()
+        .map(|reader| reader.join().expect("a member got every line"))
+        .sum();
+    // The last member may get its last line just before the sender's batch is trimmed.
+    thread::sleep(Duration::from_millis(300));
+    let idle = server.memory();
+    drop(sender);
+    wait_for("every member left", || {
+        server.open_sockets() == idle_sockets
+    });
+    // Let the last closes finish (the threads model joins its client threads lazily).
+    thread::sleep(Duration::from_millis(300));
+    let after = server.memory();
+
+    eprintln!(
+        "{model:?} {flags:?}: {MEMBERS} members, {BURST} bare newlines from one, {} MiB delivered; \
+         server VmRSS baseline {} KiB, after the burst {} KiB (VmHWM {} KiB), after all left \
+         {} KiB",
+        received >> 20,
+        baseline.rss_kib,
+        idle.rss_kib,
+        idle.hwm_kib,
+        after.rss_kib
+    );
+    let kept = idle.rss_kib.saturating_sub(baseline.rss_kib);
+    assert!(
+        kept <= KEEP_BOUND_KIB,
+        "server kept {kept} KiB above its baseline once the burst was read, everyone still \
+         connected (bound {KEEP_BOUND_KIB} KiB)"
+    );
+    let kept = after.rss_kib.saturating_sub(baseline.rss_kib);
+    assert!(
+        kept <= KEEP_BOUND_KIB,
+        "server kept {kept} KiB above its baseline after every client left (bound {KEEP_BOUND_KIB} KiB)"
+    );
+    server.stop();
+}
+
+for_each_model!(
+    chat_burst_memory_falls_back_once_members_leave,
+    chat_burst_memory_falls_back_even_when_one_batch_takes_it_all,
+);
