@@ -28,6 +28,7 @@
 //! - `reactor` — the event loop: poll, accept, dispatch, flush, timers, reap.
 //! - `connection` — one client's socket, buffers and state; classifies I/O results.
 //! - `mailbox` — queues for `send_to` between reactor workers.
+//! - `spare` — spare output buffers, so idle connections own none.
 //! - `timer` — deadlines for idle, linger and handler timers, a heap with lazy cancellation.
 //! - `threads` — the thread-per-client model running the same handlers.
 //! - [`server`] — the [`Server`] builder, [`Running`] handle, [`StopHandle`] and workers.
@@ -50,6 +51,7 @@ pub mod protocols;
 mod reactor;
 mod reason;
 pub mod server;
+mod spare;
 pub mod stats;
 mod threads;
 mod timer;

@@ -40,6 +40,7 @@ use slab::Slab;
 use crate::connection::{Connection, FlushOutcome, ReadOutcome};
 use crate::handler::{Actions, CloseRequest, Outbox, TimerRequest};
 use crate::server::{Live, Prepared, Shared, WorkerSetup};
+use crate::spare::SpareBuffers;
 use crate::timer::{TimerKind, Timers};
 use crate::{CloseReason, Config, ConnId, Context, Handler, Stats};
 
@@ -108,6 +109,7 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         listener_ready: false,
         dirty: Vec::new(),
         defer: false,
+        spare: SpareBuffers::default(),
         reap: Vec::new(),
         scratch_out: Vec::new(),
         actions: Actions::default(),
@@ -172,6 +174,8 @@ struct Reactor<H: Handler> {
     /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false once the flush step has
     /// run, so timer callbacks write at once.
     defer: bool,
+    /// Output buffers of connections with nothing left to write, for the next to need one.
+    spare: SpareBuffers,
     /// Finished connections, freed at the end of the turn.
     reap: Vec<usize>,
     /// Output of a connection with nothing pending is written here first and sent at once;
@@ -462,6 +466,9 @@ impl<H: Handler> Reactor<H> {
         // straight to the socket. Otherwise it queues behind what is pending, or stays in
         // the connection's own buffer until the end of the turn: no copy either way.
         let use_scratch = !self.defer && conn.pending() == 0;
+        if !use_scratch && conn.output.capacity() == 0 {
+            conn.output = self.spare.take();
+        }
         let mark = conn.output.len();
         let out = if use_scratch {
             &mut self.scratch_out
@@ -728,6 +735,10 @@ impl<H: Handler> Reactor<H> {
         }
         if conn.pending() > 0 {
             return;
+        }
+        // Nothing left to write: an idle connection keeps no output buffer.
+        if conn.output.capacity() > 0 {
+            self.spare.give(mem::take(&mut conn.output));
         }
         match (conn.read_closed, conn.closing) {
             // The peer is done and so are we.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tcp_reactor::protocols::{Chat, Echo, Http};
 use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server, WritePolicy};
 
+use common::faults::process::ServerProcess;
 use common::*;
 
 /// Generates, for each named test function `fn name(policy: WritePolicy)`, a `#[test]` per
@@ -54,6 +55,7 @@ for_each_policy!(
     a_slow_reader_gets_every_byte_through_backpressure,
     a_client_that_never_reads_is_closed_by_the_output_cap,
     written_output_and_consumed_input_count_as_progress,
+    idle_connections_keep_no_output_buffer,
 );
 
 /// The reactor model with `policy` and otherwise default limits.
@@ -266,6 +268,42 @@ fn written_output_and_consumed_input_count_as_progress(policy: WritePolicy) {
     expect_reply(&mut busy, b"still here");
     let stats = running.stop().expect("the server stopped");
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1);
+}
+
+/// The `serve` flag value naming `policy`.
+fn policy_flag(policy: WritePolicy) -> &'static str {
+    match policy {
+        WritePolicy::Eager => "eager",
+        WritePolicy::EndOfTurn => "end-of-turn",
+        WritePolicy::Adaptive { .. } => "adaptive",
+    }
+}
+
+fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
+    // Each client echoes 4 KiB once, then idles. A connection that kept the buffer its
+    // reply was queued in would hold 4 KiB more each (measured before the spare pool:
+    // 4,328 bytes per connection under end of turn, against 238 eager).
+    const CLIENTS: usize = 1000;
+    const SIZE: usize = 4096;
+    let server = ServerProcess::spawn(&["--write-policy", policy_flag(policy)], None);
+    let before = server.memory().rss_kib;
+    let payload = vec![b'm'; SIZE];
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = connect(server.addr);
+            send(&mut stream, &payload);
+            expect_reply(&mut stream, &payload);
+            stream
+        })
+        .collect();
+    let after = server.memory().rss_kib;
+    let per_connection = (after.saturating_sub(before) * 1024) as usize / CLIENTS;
+    assert!(
+        per_connection < 1024,
+        "{per_connection} bytes per idle connection ({before} KiB -> {after} KiB)"
+    );
+    drop(clients);
+    server.stop();
 }
 
 /// Echo with a 16-byte read buffer: a 160-byte burst takes ten reads in one turn, each
