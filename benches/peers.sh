@@ -150,16 +150,25 @@ if command -v perf >/dev/null &&
 fi
 
 # Start counting the syscalls of process $1 and its children; stop with perf_stop.
+# perf starts with its counters disabled and enables them on request, acknowledging on a
+# second fifo: so counting has surely begun when the load starts, however busy the machine.
 perf_start() {
     PERF_PID=
     $PERF || return 0
     local pids
+    # shellcheck disable=SC2046 # pgrep prints one pid per line.
     pids=$(echo "$1" $(pgrep -P "$1" || true) | tr ' ' ',')
-    perf stat -x, -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -p "$pids" \
+    rm -f "$WORK/perf.ctl" "$WORK/perf.ack"
+    mkfifo "$WORK/perf.ctl" "$WORK/perf.ack"
+    perf stat -x, -D -1 --control "fifo:$WORK/perf.ctl,$WORK/perf.ack" \
+        -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -p "$pids" \
         -o "$WORK/perf.csv" &
     PERF_PID=$!
-    # perf attaches asynchronously; give it a moment before the load starts.
-    sleep 0.2
+    exec 5>"$WORK/perf.ctl" 6<"$WORK/perf.ack"
+    echo enable >&5
+    local ack
+    read -r -t 30 -u 6 ack || echo "peers.sh: perf did not start counting" >&2
+    exec 5>&- 6<&-
 }
 
 # Stop counting; print "syscalls/request epoll_wait/request" over $1 requests ("? ?"

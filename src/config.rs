@@ -68,6 +68,15 @@ pub enum WritePolicy {
 }
 
 impl WritePolicy {
+    /// The policy's name on the command line (`--write-policy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePolicy::Eager => "eager",
+            WritePolicy::EndOfTurn => "end-of-turn",
+            WritePolicy::Adaptive { .. } => "adaptive",
+        }
+    }
+
     /// True when a turn whose poll returned `events` readiness events defers its output.
     pub fn defers(self, events: usize) -> bool {
         match self {

@@ -34,6 +34,8 @@ pub struct Cell {
 pub struct Row {
     /// Which server.
     pub server: &'static str,
+    /// The reactor's write policy; "-" for the other servers.
+    pub policy: String,
     /// The load pattern.
     pub cell: Cell,
     /// What the load generator measured.
@@ -216,6 +218,7 @@ fn run_cell(kind: Kind, cell: Cell, mode: &Mode) -> io::Result<Row> {
     drop(server);
     Ok(Row {
         server: kind.name(),
+        policy: kind.policy(),
         cell,
         load: result?,
         rss_peak_kib: status.hwm_kib,

@@ -27,13 +27,14 @@ pub fn bytes_per_conn(idle: &Idle) -> f64 {
 }
 
 /// The table header, shared by the terminal and `report.md`.
-const HEADER: &str = "| server | conns | size | pipe | msg/s | MiB/s | p50 us | p99 us | peak RSS MiB | threads | CPU s | CPU us/msg | load CPU s | errors |";
+const HEADER: &str = "| server | policy | conns | size | pipe | msg/s | MiB/s | p50 us | p99 us | peak RSS MiB | threads | CPU s | CPU us/msg | load CPU s | errors |";
 
 /// One row of the table.
 fn table_row(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} |",
         r.server,
+        r.policy,
         r.cell.connections,
         r.cell.size,
         r.cell.pipeline,
@@ -105,15 +106,16 @@ pub fn write_all(
 /// Every cell as CSV.
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "server,connections,size,pipeline,sent,messages,errors,msgs_per_sec,mib_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,\
+        "server,policy,connections,size,pipeline,sent,messages,errors,msgs_per_sec,mib_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,\
          server_rss_peak_kib,server_threads,server_cpu_secs,server_cpu_us_per_msg,load_cpu_secs,elapsed_secs,rate_secs\n",
     );
     for r in rows {
         let l = &r.load.latency_us;
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
             r.server,
+            r.policy,
             r.cell.connections,
             r.cell.size,
             r.cell.pipeline,
@@ -152,7 +154,7 @@ fn markdown(
     md.push_str(&setup(mode, skipped, load_after));
     md.push_str("\n## Results\n\n");
     md.push_str(HEADER);
-    md.push_str("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&table_row(r));
         md.push('\n');

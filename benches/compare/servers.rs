@@ -26,6 +26,13 @@ pub enum Kind {
     TokioMulti,
 }
 
+/// The write policy the reactor runs with: `BENCH_POLICY` (`eager`, `end-of-turn`,
+/// `adaptive`) when set, else the library's default.
+pub fn reactor_policy() -> String {
+    std::env::var("BENCH_POLICY")
+        .unwrap_or_else(|_| tcp_reactor::Config::default().write_policy.name().to_string())
+}
+
 impl Kind {
     /// Every kind, in report order.
     pub const ALL: [Kind; 4] = [
@@ -34,6 +41,14 @@ impl Kind {
         Kind::TokioCurrent,
         Kind::TokioMulti,
     ];
+
+    /// The write policy column: the reactor's policy, "-" for the other servers.
+    pub fn policy(self) -> String {
+        match self {
+            Kind::Reactor => reactor_policy(),
+            _ => "-".to_string(),
+        }
+    }
 
     /// Name in tables and files.
     pub fn name(self) -> &'static str {
@@ -93,6 +108,9 @@ pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
             ]);
             // Room for the 10,000 idle connections (the default maximum is exactly 10,000).
             c.args(["--max-connections", "15000"]);
+            if kind == Kind::Reactor {
+                c.args(["--write-policy", &reactor_policy()]);
+            }
             c
         }
         Kind::TokioCurrent | Kind::TokioMulti => {
