@@ -112,7 +112,6 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         spare: SpareBuffers::default(),
         reap: Vec::new(),
         scratch_out: Vec::new(),
-        actions: Actions::default(),
         outbox: Outbox::default(),
         inbox: Vec::new(),
         now: Instant::now(),
@@ -181,8 +180,6 @@ struct Reactor<H: Handler> {
     /// Output of a connection with nothing pending is written here first and sent at once;
     /// only what the kernel refuses is copied into the connection's own buffer.
     scratch_out: Vec<u8>,
-    /// What the current callback asked for.
-    actions: Actions,
     /// What the current callback sent to other connections.
     outbox: Outbox,
     /// Mail taken from other workers (buffer reused).
@@ -381,7 +378,6 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
@@ -476,12 +472,16 @@ impl<H: Handler> Reactor<H> {
             &mut conn.output
         };
         let already_sent = if use_scratch { 0 } else { conn.sent };
+        // The callback's close and timer requests live exactly as long as the callback:
+        // they are handed to `after_callback` by value, so no path out of it can leave
+        // them behind for the next callback (of another connection).
+        let mut actions = Actions::default();
         let mut ctx = Context::new(
             conn.id,
             conn.peer,
             self.now,
             out,
-            &mut self.actions,
+            &mut actions,
             &mut self.outbox,
         )
         .already_sent(already_sent);
@@ -505,7 +505,7 @@ impl<H: Handler> Reactor<H> {
         if consumed > 0 {
             conn.last_active = self.now;
         }
-        self.after_callback(key, use_scratch, mark);
+        self.after_callback(key, use_scratch, mark, actions);
         if held
             && let Some(conn) = self.conns.get(key)
             && conn.wants_input()
@@ -516,13 +516,14 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Send what the callback wrote (or leave it for the end of the turn), carry out its
-    /// requests, enforce the limits. `mark` is the length of the connection's own buffer
+    /// `actions`, enforce the limits. `actions` is consumed whatever path returns: requests
+    /// never outlive their callback. `mark` is the length of the connection's own buffer
     /// before the callback.
-    fn after_callback(&mut self, key: usize, used_scratch: bool, mark: usize) {
+    fn after_callback(&mut self, key: usize, used_scratch: bool, mark: usize, actions: Actions) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.actions.close == Some(CloseRequest::Now) {
+        if actions.close == Some(CloseRequest::Now) {
             // `abort` discards this callback's output: nothing of it may reach the peer.
             self.scratch_out.clear();
             if self.defer {
@@ -531,7 +532,6 @@ impl<H: Handler> Reactor<H> {
                 conn.output.truncate(mark);
                 let _ = conn.flush(&mut self.stats);
             }
-            self.actions = Actions::default();
             self.kill(key, CloseReason::Handler);
             self.outbox_route();
             return;
@@ -572,7 +572,6 @@ impl<H: Handler> Reactor<H> {
         if deferred {
             self.mark_dirty(key);
         }
-        let actions = mem::take(&mut self.actions);
         self.apply_actions(key, actions);
         self.enforce_limits(key);
         self.outbox_route();
@@ -719,7 +718,6 @@ impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
     /// the low-water mark, and close once everything is flushed if it is closing.
     fn settle(&mut self, key: usize) {
-        let stopping = self.stop_deadline.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -743,10 +741,9 @@ impl<H: Handler> Reactor<H> {
         match (conn.read_closed, conn.closing) {
             // The peer is done and so are we.
             (true, reason) => self.kill(key, reason.unwrap_or(CloseReason::Eof)),
-            // Stopping does not wait for the peer's EOF.
-            (false, Some(reason)) if stopping => self.kill(key, reason),
-            // Lingering close: send our FIN, then read until the peer's EOF (or the linger
-            // deadline) so unread input does not turn the close into a reset.
+            // Lingering close (stopping too): send our FIN, then read until the peer's EOF
+            // (or the linger deadline) so unread input does not turn the close into a reset.
+            // A client that closes on EOF sends nothing more, so it waits no longer.
             (false, Some(_)) if !conn.write_shut => {
                 trace!(
                     "connection {}: output flushed; shutting down writes",
@@ -992,7 +989,10 @@ impl<H: Handler> Reactor<H> {
         false
     }
 
-    /// Stop accepting, then close every connection once its output is flushed.
+    /// A graceful stop: stop accepting; answer the input that has already arrived; then
+    /// close every connection the lingering way (flush, shut down writes, discard input
+    /// until the peer's EOF). The whole stop is bounded by `linger`: `check_stop` drops
+    /// whatever is left at that deadline.
     fn begin_stop(&mut self) {
         info!(
             "worker {} stopping: {} connections to close",
@@ -1006,10 +1006,28 @@ impl<H: Handler> Reactor<H> {
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            self.answer_arrived(key);
             self.begin_close(key, CloseReason::Shutdown);
             self.settle(key);
         }
         self.reap_finished();
+    }
+
+    /// Feed the handler what connection `key` has received and not yet offered: its
+    /// buffered input, then what waits in the socket (within one read budget). Closing
+    /// with a request unanswered would lose a reply the client is owed.
+    fn answer_arrived(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.wants_input() {
+            // Paused above high water, closing, or finished: it reads no more requests.
+            return;
+        }
+        if !conn.input.is_empty() {
+            self.invoke(key, Call::Data(0));
+        }
+        self.read(key, true);
     }
 }
 

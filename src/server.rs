@@ -29,6 +29,8 @@ pub enum Model {
 pub struct Live {
     /// Connections open right now.
     pub connections: AtomicU64,
+    /// Most connections open at once so far, server-wide.
+    pub peak_connections: AtomicU64,
     /// Connections accepted so far.
     pub accepted: AtomicU64,
     /// Connections refused so far because the server was full.
@@ -48,16 +50,19 @@ impl Live {
 
     /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;
     /// return false (counting nothing) when the server is full. Atomic, so workers
-    /// accepting at the same moment cannot together exceed the limit.
+    /// accepting at the same moment cannot together exceed the limit; the peak is taken
+    /// from the same reservation, so it is the server-wide one.
     pub(crate) fn try_open(&self, worker: usize, max: usize) -> bool {
         let reserved =
             self.connections
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
                     (open < max as u64).then_some(open + 1)
                 });
-        if reserved.is_err() {
+        let Ok(before) = reserved else {
             return false;
-        }
+        };
+        self.peak_connections
+            .fetch_max(before + 1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = self.accepted_by_worker.get(worker) {
             count.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +333,8 @@ impl Running {
         self.wait()
     }
 
-    /// Wait until the server stops (through a [`StopHandle`]) and return its stats.
+    /// Wait until the server stops (through a [`StopHandle`]) and return its stats: the
+    /// workers' counters summed, and the server-wide peak of open connections.
     pub fn wait(mut self) -> io::Result<Stats> {
         let mut total = Stats::default();
         let mut first_error = None;
@@ -343,6 +349,8 @@ impl Running {
                 }
             }
         }
+        // Workers' peaks need not coincide; the shared count saw the real one.
+        total.peak_connections = self.live.peak_connections.load(Ordering::Relaxed);
         match first_error {
             Some(err) => Err(err),
             None => Ok(total),

@@ -28,7 +28,8 @@ pub struct Stats {
     pub reads: u64,
     /// `write` calls on connections (reactor) — zero under the threads model.
     pub writes: u64,
-    /// Most connections open at once.
+    /// Most connections open at once, server-wide: taken from the same count that enforces
+    /// `Config::max_connections`, so it never exceeds the limit.
     pub peak_connections: u64,
     /// Accept attempts that failed for lack of file descriptors (`EMFILE`, `ENFILE`).
     pub fd_exhausted: u64,
@@ -52,7 +53,8 @@ impl Stats {
 }
 
 impl AddAssign<&Stats> for Stats {
-    /// Sum counters of two workers; the peak is summed too, an upper bound of the true one.
+    /// Sum counters of two workers. Peaks are not additive (two workers' peaks need not
+    /// coincide): the larger is kept, and the server reports its own server-wide peak.
     fn add_assign(&mut self, other: &Stats) {
         self.accepted += other.accepted;
         self.refused += other.refused;
@@ -65,7 +67,7 @@ impl AddAssign<&Stats> for Stats {
         self.events += other.events;
         self.reads += other.reads;
         self.writes += other.writes;
-        self.peak_connections += other.peak_connections;
+        self.peak_connections = self.peak_connections.max(other.peak_connections);
         self.fd_exhausted += other.fd_exhausted;
     }
 }

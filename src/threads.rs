@@ -26,11 +26,18 @@
 //!   ([`CloseReason::OutputLimit`]).
 //! - **Stopping**: `wake` shuts down the listening socket (which makes a blocked `accept`
 //!   return at once on Linux; elsewhere it connects to the listener instead) and shuts
-//!   down the read side of every client of the worker, so each blocked `read` returns 0.
-//!   Each client thread then closes its connection with [`CloseReason::Shutdown`].
+//!   down the read side of every client of the worker, so each blocked `read` returns
+//!   what has arrived, then 0. Each client thread answers the input that has arrived
+//!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
+//!   [`CloseReason::Shutdown`]. Unlike the reactor it cannot wait for the client's EOF:
+//!   once the read side is shut, Linux answers any data arriving after our FIN with a
+//!   reset (RFC 1122). The client has already received the replies and the FIN by then,
+//!   so a client that closes on EOF sees EOF; a reply to a request sent after the stop is
+//!   not owed.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::mem;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -299,6 +306,23 @@ fn peer_finished_sending(stream: &TcpStream) -> bool {
     ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// One read of what has already arrived on `stream`, never blocking (`MSG_DONTWAIT`): the
+/// socket stays blocking for every other read and write of its thread.
+fn read_arrived(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    // A negative count means failure, with the reason in errno.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// True for the error a socket timeout produces (`EAGAIN` on Unix, `TimedOut` elsewhere).
 fn is_timeout(err: &io::Error) -> bool {
     matches!(
@@ -322,8 +346,6 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// The registry (and the reactor's mailboxes, unused here).
     shared: Arc<Shared>,
-    /// Clients of this worker open right now (for its peak).
-    open: AtomicU64,
 }
 
 /// What a client thread reports when it ends.
@@ -349,7 +371,6 @@ pub(crate) fn prepare<H: Handler>(setup: WorkerSetup<H>) -> io::Result<Prepared>
         stop: setup.stop,
         live: setup.live,
         shared: setup.shared,
-        open: AtomicU64::new(0),
     });
     let registry_owner = Arc::clone(&shared.shared);
     let index = shared.index;
@@ -494,8 +515,6 @@ impl<H: Handler> AcceptLoop<H> {
         // sees it. Either way no client sleeps through a stop.
         registry.insert(id, Arc::clone(&peer));
         self.stats.accepted += 1;
-        let open = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats.peak_connections = self.stats.peak_connections.max(open);
         let guard = Departure {
             shared: Arc::clone(&self.shared),
             id,
@@ -603,7 +622,6 @@ struct Departure<H> {
 impl<H> Drop for Departure<H> {
     fn drop(&mut self) {
         self.shared.shared.registry.remove(self.id);
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.live.closed();
         // The accept thread may be gone (it joins everyone before leaving, so only when
         // the thread could not be spawned): nothing to tell then.
@@ -689,8 +707,11 @@ impl<H: Handler> Client<H> {
     fn serve(mut self) -> Finished {
         let ending = match self.configure_socket() {
             Ok(()) => {
-                let mut session = self.open();
-                let ending = self.run(&mut session);
+                let (mut session, opened) = self.open();
+                let ending = match self.after_callback(opened, false) {
+                    Some(ending) => ending,
+                    None => self.run(&mut session),
+                };
                 let reason = self.end(ending);
                 self.shared.handler.close(session, self.id, reason);
                 reason
@@ -722,20 +743,21 @@ impl<H: Handler> Client<H> {
         self.shared.config.linger.max(Duration::from_millis(1))
     }
 
-    /// Call `Handler::open` and carry out what it asked.
-    fn open(&mut self) -> H::Session {
+    /// Call `Handler::open`; return the session and what the callback asked for.
+    fn open(&mut self) -> (H::Session, Actions) {
         let handler = Arc::clone(&self.shared.handler);
-        handler.open(&mut self.fx.context(self.id, self.addr, Instant::now()))
+        let mut actions = Actions::default();
+        let ctx = &mut self
+            .fx
+            .context(&mut actions, self.id, self.addr, Instant::now());
+        (handler.open(ctx), actions)
     }
 
-    /// The read loop: returns how the connection must end.
+    /// The read loop, after `open`: returns how the connection must end.
     fn run(&mut self, session: &mut H::Session) -> Ending {
-        if let Some(ending) = self.after_callback(false) {
-            return ending;
-        }
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
-                return Ending::Graceful(CloseReason::Shutdown);
+                return self.answer_arrived(session);
             }
             if let Some(ending) = self.expire(session) {
                 return ending;
@@ -743,7 +765,11 @@ impl<H: Handler> Client<H> {
             let outcome = self.read();
             let ending = match outcome {
                 ReadOutcome::Data(n) => self.on_input(session, n),
-                ReadOutcome::Closed => Some(Ending::Graceful(self.closed_reason(CloseReason::Eof))),
+                ReadOutcome::Closed => Some(match self.closed_reason(CloseReason::Eof) {
+                    // The stop shut our read side: answer what is left, close lingering.
+                    CloseReason::Shutdown => self.answer_arrived(session),
+                    reason => Ending::Graceful(reason),
+                }),
                 ReadOutcome::TimedOut => None,
                 ReadOutcome::Failed(reason) => Some(Ending::Abrupt(self.closed_reason(reason))),
             };
@@ -751,6 +777,33 @@ impl<H: Handler> Client<H> {
                 return ending;
             }
         }
+    }
+
+    /// The server is stopping: answer the input that has already arrived (what the socket
+    /// holds, within one read budget, read without blocking), then end the lingering way,
+    /// so the client gets every reply it is owed, then EOF.
+    fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
+        let mut budget = self.shared.config.read_budget.max(1);
+        while budget > 0 {
+            match read_arrived(&self.peer.stream, &mut self.buf) {
+                // EOF, or the stop shut our read side: nothing more has arrived.
+                Ok(0) => break,
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if let Some(ending) = self.on_input(session, n) {
+                        return ending;
+                    }
+                }
+                // A signal interrupted the call before any data: try again.
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // Everything that arrived has been read.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    return Ending::Abrupt(self.closed_reason(CloseReason::from_io(&err)));
+                }
+            }
+        }
+        Ending::Lingering(CloseReason::Shutdown)
     }
 
     /// Why the connection closed, when its socket reported `seen`: a sender may have shut
@@ -836,8 +889,12 @@ impl<H: Handler> Client<H> {
         if self.timer.is_some_and(|at| now >= at) {
             self.timer = None;
             let handler = Arc::clone(&self.shared.handler);
-            handler.timer(session, &mut self.fx.context(self.id, self.addr, now));
-            return self.after_callback(false);
+            let mut actions = Actions::default();
+            handler.timer(
+                session,
+                &mut self.fx.context(&mut actions, self.id, self.addr, now),
+            );
+            return self.after_callback(actions, false);
         }
         None
     }
@@ -855,6 +912,8 @@ impl<H: Handler> Client<H> {
         let (id, addr) = (self.id, self.addr);
         // Fresh bytes of the read buffer not yet consumed nor moved to `input`.
         let mut fresh = 0;
+        // The requests of the current batch of callbacks, consumed by `after_callback`.
+        let mut actions = Actions::default();
         loop {
             let now = Instant::now();
             let (used, held) = if self.input.is_empty() {
@@ -863,6 +922,7 @@ impl<H: Handler> Client<H> {
                     &*handler,
                     session,
                     (id, addr, now),
+                    &mut actions,
                     &self.buf[fresh..n],
                     high_water,
                 );
@@ -872,9 +932,14 @@ impl<H: Handler> Client<H> {
                 self.input.extend_from_slice(&self.buf[fresh..n]);
                 fresh = n;
                 let input = &self.input;
-                let (used, held) =
-                    self.fx
-                        .feed(&*handler, session, (id, addr, now), input, high_water);
+                let (used, held) = self.fx.feed(
+                    &*handler,
+                    session,
+                    (id, addr, now),
+                    &mut actions,
+                    input,
+                    high_water,
+                );
                 self.input.drain(..used);
                 (used, held)
             };
@@ -884,7 +949,7 @@ impl<H: Handler> Client<H> {
             if !held {
                 break;
             }
-            if let Some(ending) = self.after_callback(false) {
+            if let Some(ending) = self.after_callback(mem::take(&mut actions), false) {
                 return Some(ending);
             }
         }
@@ -896,7 +961,7 @@ impl<H: Handler> Client<H> {
         self.resize_read_buffer(n);
         // The handler consumed nothing of a full input buffer: it never will.
         let over_limit = !self.input.is_empty() && self.input.len() >= self.shared.config.max_input;
-        let ending = self.after_callback(over_limit);
+        let ending = self.after_callback(actions, over_limit);
         if ending.is_none() && over_limit {
             log::warn!(
                 "{} ({}): {} bytes of input not consumed",
@@ -925,9 +990,10 @@ impl<H: Handler> Client<H> {
 
     /// Carry out what a callback asked: timer, messages to others, this client's output,
     /// close. Returns how to end, if the connection must end.
+    /// `actions` is consumed: a callback's requests never outlive it.
     /// `closing` says the caller closes the connection anyway (its input is over the cap).
-    fn after_callback(&mut self, closing: bool) -> Option<Ending> {
-        match self.fx.actions.timer.take() {
+    fn after_callback(&mut self, actions: Actions, closing: bool) -> Option<Ending> {
+        match actions.timer {
             Some(TimerRequest::Set(at)) => self.timer = Some(at),
             Some(TimerRequest::Cancel) => self.timer = None,
             None => {}
@@ -935,7 +1001,7 @@ impl<H: Handler> Client<H> {
         if !self.fx.outbox.is_empty() {
             self.deliver_outbox();
         }
-        let close = self.fx.actions.close.take();
+        let close = actions.close;
         if close == Some(CloseRequest::Now) {
             self.fx.out.clear();
             return Some(Ending::Abrupt(CloseReason::Handler));
@@ -1060,29 +1126,28 @@ impl<H: Handler> Client<H> {
     }
 }
 
-/// What a client's callbacks ask for: output, requests, messages. Reused across callbacks,
-/// so a warm connection allocates nothing per message.
+/// Where a client's callbacks put output and messages. Reused across callbacks, so a warm
+/// connection allocates nothing per message. (Close and timer requests are not kept here:
+/// each callback gets its own [`Actions`], which `after_callback` consumes.)
 #[derive(Debug, Default)]
 struct Effects {
     /// Output of the current handler batch.
     out: Vec<u8>,
-    /// Close and timer requests of the current callback.
-    actions: Actions,
     /// Messages to other clients from the current callback.
     outbox: Outbox,
 }
 
 impl Effects {
-    /// A context for one callback of connection `id` at `addr`.
-    fn context(&mut self, id: ConnId, addr: SocketAddr, now: Instant) -> Context<'_> {
-        Context::new(
-            id,
-            addr,
-            now,
-            &mut self.out,
-            &mut self.actions,
-            &mut self.outbox,
-        )
+    /// A context for one callback of connection `id` at `addr`, recording its requests in
+    /// `actions`.
+    fn context<'a>(
+        &'a mut self,
+        actions: &'a mut Actions,
+        id: ConnId,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Context<'a> {
+        Context::new(id, addr, now, &mut self.out, actions, &mut self.outbox)
     }
 
     /// Offer `input` to the handler until it consumes all of it, needs more, asks to
@@ -1093,13 +1158,14 @@ impl Effects {
         handler: &H,
         session: &mut H::Session,
         (id, addr, now): (ConnId, SocketAddr, Instant),
+        actions: &mut Actions,
         input: &[u8],
         high_water: usize,
     ) -> (usize, bool) {
         let mut used = 0;
-        while used < input.len() && self.actions.close.is_none() {
-            let mut ctx = self.context(id, addr, now);
-            let consumed = handler.data(session, &mut ctx, &input[used..]);
+        while used < input.len() && actions.close.is_none() {
+            let ctx = &mut self.context(actions, id, addr, now);
+            let consumed = handler.data(session, ctx, &input[used..]);
             if consumed == 0 {
                 break;
             }

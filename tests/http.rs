@@ -1,6 +1,6 @@
 //! The `http` protocol over real sockets on 127.0.0.1, under every model: keep-alive,
 //! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
-//! requests, and connections spread over several workers.
+//! requests, `CONNECT`, and connections spread over several workers.
 
 mod common;
 
@@ -101,33 +101,47 @@ fn expect_continue_gets_100_before_the_body_is_sent(model: Model) {
     expect_reply(&mut stream, OK);
 }
 
-fn malformed_request_gets_400_then_close(model: Model) {
+/// Send `request` on a fresh connection and expect exactly `refusal`, then EOF.
+#[track_caller]
+fn expect_refused(model: Model, request: &[u8], refusal: &[u8]) {
     let server = start(Http::default(), model);
     let mut stream = connect(server.local_addr());
-    send(&mut stream, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n");
-    expect_reply(
-        &mut stream,
+    send(&mut stream, request);
+    expect_reply(&mut stream, refusal);
+    expect_eof(&mut stream);
+}
+
+fn malformed_request_gets_400_then_close(model: Model) {
+    expect_refused(
+        model,
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\
 Connection: close\r\n\r\nBad Request\n",
     );
-    expect_eof(&mut stream);
 }
 
 fn oversized_head_gets_431_then_close(model: Model) {
-    let server = start(Http::default(), model);
-    let mut stream = connect(server.local_addr());
     let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
     head.resize(MAX_HEAD + 100, b'x');
-    send(&mut stream, &head);
-    expect_reply(
-        &mut stream,
+    expect_refused(
+        model,
+        &head,
         b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
 Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n",
     );
-    expect_eof(&mut stream);
+}
+
+fn connect_gets_501_then_close_and_no_tunnel(model: Model) {
+    expect_refused(
+        model,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n\
+Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n",
+    );
 }
 
 for_each_model!(
+    connect_gets_501_then_close_and_no_tunnel,
     keep_alive_serves_many_requests_on_one_connection,
     pipelined_requests_are_answered_in_order,
     connection_close_is_answered_then_closed,

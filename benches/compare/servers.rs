@@ -29,8 +29,12 @@ pub enum Kind {
 /// The write policy the reactor runs with: `BENCH_POLICY` (`eager`, `end-of-turn`,
 /// `adaptive`) when set, else the library's default.
 pub fn reactor_policy() -> String {
-    std::env::var("BENCH_POLICY")
-        .unwrap_or_else(|_| tcp_reactor::Config::default().write_policy.name().to_string())
+    std::env::var("BENCH_POLICY").unwrap_or_else(|_| {
+        tcp_reactor::Config::default()
+            .write_policy
+            .name()
+            .to_string()
+    })
 }
 
 impl Kind {

@@ -1,15 +1,22 @@
 //! HTTP/1.1: a tiny server that answers every request with one short plain-text body.
 //!
 //! This module owns request framing (on `httparse`), persistence (keep-alive, `Connection:
-//! close`, HTTP/1.0), skipping request bodies, and the error replies (400, 431, 501). It
+//! close`, HTTP/1.0), skipping request bodies, and the error replies (400, 431, 501 for
+//! `CONNECT` and `Transfer-Encoding`). It
 //! serves no files and routes nothing: every path gets the same body, which makes it a fair
 //! benchmark opponent for a web server's `return 200 "..."`. It must not touch sockets.
 //!
 //! Framing keeps "need more bytes" (`httparse` says `Partial`) apart from real errors, so a
 //! request split across any number of reads is answered exactly as if it came whole.
-//! Every complete request in the buffer is answered in one `data` call, so the replies to a
-//! pipelined batch leave in one write. Nothing is allocated per request: the header array
-//! lives on the stack and replies are byte strings built once, when the handler is made.
+//! A line may end in a bare LF as well as CRLF: RFC 9112 (section 2.2) lets a recipient
+//! accept a lone LF, and nginx and `httparse` do; replies always use CRLF.
+//!
+//! Each `data` call answers one request (or skips what has arrived of one body), so a
+//! server model can stop between requests once unsent output passes its high-water mark;
+//! it calls again at once while input remains, and output accumulates across those calls,
+//! so the replies to a pipelined batch still leave in one write. Nothing is allocated per
+//! request: the header array lives on the stack and replies are byte strings built once,
+//! when the handler is made. A session is two fixed-size fields, whatever a client sent.
 
 use std::cmp::min;
 
@@ -43,7 +50,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
 
-/// Reply to a request with a `Transfer-Encoding` (chunked bodies are not decoded).
+/// Reply to `CONNECT` (no tunnels) and to a request with a `Transfer-Encoding` (chunked
+/// bodies are not decoded).
 const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
 
@@ -55,8 +63,8 @@ Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
 ///   HTTP/1.0 closes it unless the request says `Connection: keep-alive`.
 /// - A request body announced by `Content-Length` is read and discarded; the reply follows
 ///   it (after a `100 Continue` when the request asked for one).
-/// - A malformed request gets `400`, an oversized head `431`, a `Transfer-Encoding` `501`;
-///   each of these closes the connection after the reply.
+/// - A malformed request gets `400`, an oversized head `431`, `CONNECT` or a
+///   `Transfer-Encoding` `501`; each of these closes the connection after the reply.
 /// - A client refused because the server is full gets `503` ([`BUSY`]).
 ///
 /// ```no_run
@@ -98,7 +106,7 @@ enum Refusal {
     BadRequest,
     /// Head too long or too many headers: 431.
     TooLarge,
-    /// A transfer coding we do not decode: 501.
+    /// `CONNECT`, or a transfer coding we do not decode: 501.
     NotImplemented,
 }
 
@@ -166,15 +174,13 @@ impl Http {
         }
     }
 
-    /// Queue the reply to `head`, whose body has been skipped; false if the connection
-    /// must now close.
-    fn answer(&self, ctx: &mut Context<'_>, head: &Head) -> bool {
+    /// Queue the reply to `head`, whose body has been skipped, and close after it if the
+    /// request said so.
+    fn answer(&self, ctx: &mut Context<'_>, head: &Head) {
         ctx.write(&self.replies[usize::from(head.head_only)][head.persist as usize]);
         if head.persist == Persist::Close {
             ctx.close();
-            return false;
         }
-        true
     }
 }
 
@@ -185,48 +191,42 @@ impl Handler for Http {
         HttpSession::default()
     }
 
-    /// Answers every complete request in `input`, in order, and skips request bodies.
+    /// Answers the request at the front of `input`, or skips what is here of its body;
+    /// returns the bytes that took.
     fn data(&self, session: &mut HttpSession, ctx: &mut Context<'_>, input: &[u8]) -> usize {
-        let mut used = 0;
-        loop {
-            if session.body_left > 0 {
-                let available = (input.len() - used) as u64;
-                let skip = min(session.body_left, available);
-                session.body_left -= skip;
-                // `skip <= available`, which is a `usize`, so this cannot truncate.
-                used += skip as usize;
-                if session.body_left > 0 {
-                    return used;
-                }
+        if let Some(head) = session.pending {
+            // `skip <= input.len()`, which is a `usize`, so this cannot truncate.
+            let skip = min(session.body_left, input.len() as u64) as usize;
+            session.body_left -= skip as u64;
+            if session.body_left == 0 {
+                session.pending = None;
+                self.answer(ctx, &head);
             }
-            if let Some(head) = session.pending.take()
-                && !self.answer(ctx, &head)
-            {
-                return used;
+            return skip;
+        }
+        match frame(input) {
+            Frame::Request(head) if head.body == 0 => {
+                self.answer(ctx, &head);
+                head.len
             }
-            if used == input.len() {
-                return used;
+            Frame::Request(head) => {
+                if head.expect_continue {
+                    ctx.write(CONTINUE);
+                }
+                session.body_left = head.body;
+                session.pending = Some(head);
+                head.len
             }
-            match frame(&input[used..]) {
-                Frame::Request(head) => {
-                    used += head.len;
-                    if head.expect_continue && head.body > 0 {
-                        ctx.write(CONTINUE);
-                    }
-                    session.body_left = head.body;
-                    session.pending = Some(head);
-                }
-                Frame::NeedMore => return used,
-                Frame::Refused(refusal) => {
-                    ctx.write(match refusal {
-                        Refusal::BadRequest => BAD_REQUEST,
-                        Refusal::TooLarge => TOO_LARGE,
-                        Refusal::NotImplemented => NOT_IMPLEMENTED,
-                    });
-                    ctx.close();
-                    // Nothing after a refused request can be framed; drop it all.
-                    return input.len();
-                }
+            Frame::NeedMore => 0,
+            Frame::Refused(refusal) => {
+                ctx.write(match refusal {
+                    Refusal::BadRequest => BAD_REQUEST,
+                    Refusal::TooLarge => TOO_LARGE,
+                    Refusal::NotImplemented => NOT_IMPLEMENTED,
+                });
+                ctx.close();
+                // Nothing after a refused request can be framed; drop it all.
+                input.len()
             }
         }
     }
@@ -261,6 +261,11 @@ fn frame(input: &[u8]) -> Frame {
 
 /// Read what matters from a parsed head: method, persistence and body length.
 fn read_head(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, Refusal> {
+    if request.method == Some("CONNECT") {
+        // A 2xx to CONNECT means "tunnel established" (RFC 9110, 9.3.6); this server
+        // tunnels nothing, for any target.
+        return Err(Refusal::NotImplemented);
+    }
     let mut body = None;
     let mut close = false;
     let mut keep_alive = false;

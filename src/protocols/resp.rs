@@ -8,15 +8,22 @@
 //! `CONFIG GET` for client start-up. `SET` takes no options (`EX`, `NX`, ... get
 //! `-ERR syntax error`). Unknown commands and wrong arguments get a RESP error and the
 //! client stays; broken framing gets `-ERR Protocol error: ...` and the client is closed.
-//! Every whole command in the buffer is run in one `data` call, so the replies to a
-//! pipelined batch leave in one write.
+//! Each `data` call runs one command, so a server model can stop between commands once a
+//! connection's unsent output passes its high-water mark (a pipeline of `GET`s of a large
+//! value must not turn a few KiB of input into GiB of output). The model calls again at
+//! once while input remains, and output accumulates in the connection across those calls,
+//! so the replies to a pipelined batch still leave in one write.
+//!
+//! A connection's session holds the framer, which remembers how far an unfinished command
+//! has been scanned; it gives back the room of a large command once it has run, so an
+//! idle connection costs a few bytes whatever it once sent.
 
 mod frame;
 mod store;
 
 use crate::{Context, Handler};
 
-use frame::{Check, check, parse, parse_i64};
+use frame::{Check, Framer, parse_i64};
 pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
 use store::Store;
 
@@ -50,11 +57,11 @@ const COMMANDS: [(&str, usize, usize); 11] = [
     ("quit", 1, usize::MAX),
 ];
 
-/// Per-connection state: scratch space reused for every command.
+/// Per-connection state: how far the command at the front of the input has been framed.
 #[derive(Debug, Default)]
 pub struct RespSession {
-    /// `(start, end)` of each argument of the command being run, within its frame.
-    args: Vec<(usize, usize)>,
+    /// Resumes the scan of an unfinished command where the previous read left it.
+    framer: Framer,
 }
 
 /// Whether the client stays after a command.
@@ -104,35 +111,29 @@ impl Handler for Resp {
         RespSession::default()
     }
 
-    /// Runs every whole command in `input`, in order.
+    /// Runs the command at the front of `input`, if it is whole; returns its length.
     fn data(&self, session: &mut RespSession, ctx: &mut Context<'_>, input: &[u8]) -> usize {
-        let mut used = 0;
-        while used < input.len() {
-            let rest = &input[used..];
-            let len = match check(rest) {
-                Check::Complete(len) => len,
-                Check::Incomplete => break,
-                Check::Error(err) => return protocol_error(ctx, err, input.len()),
-            };
-            let frame = &rest[..len];
-            used += len;
-            if let Err(err) = parse(frame, &mut session.args) {
+        let framer = &mut session.framer;
+        let len = match framer.check(input) {
+            Check::Complete(len) => len,
+            Check::Incomplete => return 0,
+            Check::Error(err) => {
+                framer.finish();
                 return protocol_error(ctx, err, input.len());
             }
-            if session.args.is_empty() {
-                // An empty inline line or `*0`: nothing to run, as in redis.
-                continue;
-            }
+        };
+        // An empty inline line or `*0` has nothing to run, as in redis.
+        if !framer.args().is_empty() {
             let args = Args {
-                frame,
-                spans: &session.args,
+                frame: &input[..len],
+                spans: framer.args(),
             };
             if self.run(ctx, args) == After::Quit {
                 ctx.close();
-                break;
             }
         }
-        used
+        framer.finish();
+        len
     }
 
     /// redis's own words for a full server.

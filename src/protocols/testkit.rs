@@ -64,6 +64,26 @@ pub(crate) fn drive<H: Handler>(handler: &H, chunks: &[&[u8]]) -> Transcript {
     }
 }
 
+/// Open one connection on `handler` and make one `data` call with `input`: how many bytes
+/// it consumed, and what it wrote.
+pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>) {
+    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
+    let mut out = Vec::new();
+    let mut actions = Actions::default();
+    let mut outbox = Outbox::default();
+    let mut ctx = Context::new(
+        ConnId(1),
+        peer,
+        Instant::now(),
+        &mut out,
+        &mut actions,
+        &mut outbox,
+    );
+    let mut session = handler.open(&mut ctx);
+    let used = handler.data(&mut session, &mut ctx, input);
+    (used, out)
+}
+
 /// Split `bytes` at the given cut points (any order, any value; clamped to the length).
 pub(crate) fn split_at<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     let mut points: Vec<usize> = cuts.iter().map(|&cut| cut % (bytes.len() + 1)).collect();

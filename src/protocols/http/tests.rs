@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocols::testkit::{drive, split_at};
+use crate::protocols::testkit::{drive, one_call, split_at};
 
 /// The reply a correct server gives, written independently of the handler's table.
 fn reference_reply(head_only: bool, connection: Option<&str>) -> Vec<u8> {
@@ -39,6 +39,13 @@ fn get_is_answered_and_connection_stays_open() {
     let got = drive(&Http::default(), &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
     assert_eq!(got.output, reference_reply(false, None));
     assert!(!got.closed);
+}
+
+#[test]
+fn one_data_call_answers_one_request_so_the_model_can_stop_between_them() {
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let (used, output) = one_call(&Http::default(), &[&get[..], get, get].concat());
+    assert_eq!((used, output), (get.len(), reference_reply(false, None)));
 }
 
 #[test]
@@ -140,13 +147,28 @@ fn malformed_request_gets_400_and_closes() {
 }
 
 #[test]
-fn chunked_body_gets_501() {
+fn connect_and_chunked_bodies_get_501_and_close() {
+    for request in [
+        &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        // A 200 would tell the client its tunnel is open; the TLS hello after it must not
+        // be taken for a request either.
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01",
+    ] {
+        let got = drive(&Http::default(), &[request]);
+        assert_eq!(got.output, NOT_IMPLEMENTED);
+        assert!(got.closed);
+    }
+}
+
+#[test]
+fn bare_lf_line_endings_are_accepted() {
     let got = drive(
         &Http::default(),
-        &[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+        &[b"GET / HTTP/1.1\nHost: x\n\nHEAD / HTTP/1.1\r\nHost: x\n\r\n"],
     );
-    assert_eq!(got.output, NOT_IMPLEMENTED);
-    assert!(got.closed);
+    let want = [reference_reply(false, None), reference_reply(true, None)].concat();
+    assert_eq!(got.output, want);
+    assert!(!got.closed);
 }
 
 #[test]

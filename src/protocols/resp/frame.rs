@@ -1,9 +1,13 @@
 //! RESP2 request framing: is a whole command here, do we need more bytes, or is the input
 //! broken for good.
 //!
-//! Split as mini-redis splits it: [`check`] only answers that question (and never
-//! allocates), [`parse`] then walks a frame already checked and records where each
-//! argument lies. This module knows nothing of commands or the store.
+//! The answer keeps "need more bytes" apart from real errors, as mini-redis's
+//! `Frame::check` does: [`Framer::check`] says [`Check::Incomplete`] or
+//! [`Check::Error`], and only a [`Check::Complete`] command's arguments are read, with
+//! [`Framer::args`]. Unlike a check that starts from the first byte every time, the
+//! framer resumes where the previous read left it, so a command trickled in byte by byte
+//! costs no more than one that arrives whole. This module knows nothing of commands or the
+//! store.
 
 /// The longest bulk string accepted, in bytes (the server's input cap bounds it too).
 pub const MAX_BULK: usize = 512 * 1024;
@@ -53,10 +57,10 @@ impl ProtocolError {
     }
 }
 
-/// What [`check`] found at the front of the input.
+/// What [`Framer::check`] found at the front of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// A whole command of this many bytes.
+    /// A whole command of this many bytes; its arguments are in [`Framer::args`].
     Complete(usize),
     /// Not a whole command yet; nothing wrong so far.
     Incomplete,
@@ -64,89 +68,185 @@ pub enum Check {
     Error(ProtocolError),
 }
 
-/// Decide whether `input` starts with a whole command.
+/// How far the command at the front of the input has been scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Progress {
+    /// Nothing of it is known yet (a `*<count>` line that has not ended counts as nothing:
+    /// it is at most [`MAX_COUNT_LINE`] bytes, so reading it again is cheap).
+    #[default]
+    Start,
+    /// An inline line whose first `scanned` bytes hold no `\n`.
+    Inline {
+        /// Bytes known to hold no `\n`.
+        scanned: usize,
+    },
+    /// A multibulk command: `left` arguments still to come, the next starting at `at`.
+    Multibulk {
+        /// Arguments announced but not yet complete.
+        left: usize,
+        /// Where the next argument's `$<length>` line starts.
+        at: usize,
+    },
+}
+
+/// A resumable framer for the command at the front of a connection's input.
 ///
-/// The answer for a prefix never contradicts the answer for the whole: a length that is
-/// too long is refused by its length alone, not by how much has arrived.
-pub fn check(input: &[u8]) -> Check {
-    match input.first() {
-        None => Check::Incomplete,
-        Some(b'*') => check_multibulk(input),
-        Some(_) => match find_newline(input, 0, MAX_INLINE) {
-            Line::End(newline) => Check::Complete(newline + 1),
-            Line::NotYet => Check::Incomplete,
-            Line::TooLong => Check::Error(ProtocolError::InlineTooLong),
-        },
+/// A server model offers the unconsumed input again from the same front, with new bytes
+/// appended, until a command is whole. The framer keeps where it stopped and the
+/// arguments found so far, so each call scans only what is new (plus at most one
+/// `$<length>` line): a command costs time linear in its size however it is cut, instead
+/// of being scanned again from its first byte on every read.
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// Where the scan of the front command stands.
+    progress: Progress,
+    /// `(start, end)` of each argument found so far, within the command's bytes.
+    args: Vec<(usize, usize)>,
+}
+
+/// Argument slots a framer keeps between commands; a larger command's are given back, so
+/// an idle connection does not hold memory for the largest command it ever sent.
+const KEEP_ARGS: usize = 16;
+
+impl Framer {
+    /// Decide whether `input` starts with a whole command, resuming the previous scan.
+    ///
+    /// `input` must start where it started on the previous call (that call's input plus
+    /// bytes appended), until [`Framer::finish`]. The answer for a prefix never contradicts
+    /// the answer for the whole: a length that is too long is refused by its length alone,
+    /// not by how much has arrived.
+    pub fn check(&mut self, input: &[u8]) -> Check {
+        if self.seen() > input.len() {
+            // Not the input the scan was made on: start again rather than trust it.
+            self.finish();
+        }
+        if self.progress == Progress::Start {
+            match input.first() {
+                None => return Check::Incomplete,
+                Some(b'*') => match count_line(input, 0, ProtocolError::MultibulkLength) {
+                    Ok(None) => return Check::Incomplete,
+                    Err(err) => return Check::Error(err),
+                    Ok(Some((count, _))) if count > MAX_ARGS as i64 => {
+                        return Check::Error(ProtocolError::MultibulkLength);
+                    }
+                    Ok(Some((count, at))) => {
+                        // `*0` and `*-1` are whole commands with nothing to run, as in redis.
+                        let left = usize::try_from(count).unwrap_or(0);
+                        self.progress = Progress::Multibulk { left, at };
+                    }
+                },
+                Some(_) => self.progress = Progress::Inline { scanned: 0 },
+            }
+        }
+        match self.progress {
+            Progress::Start => Check::Incomplete,
+            Progress::Inline { scanned } => self.check_inline(input, scanned),
+            Progress::Multibulk { left, at } => self.check_multibulk(input, left, at),
+        }
+    }
+
+    /// The arguments of the command [`check`](Framer::check) last found whole, as
+    /// `(start, end)` within its bytes. Empty means there is nothing to run (an empty
+    /// line, `*0`).
+    pub fn args(&self) -> &[(usize, usize)] {
+        &self.args
+    }
+
+    /// Forget the command at the front (it was run, or the input is dropped), ready for the
+    /// next one, and give back the room a large command took.
+    pub fn finish(&mut self) {
+        self.progress = Progress::Start;
+        self.args.clear();
+        self.args.shrink_to(KEEP_ARGS);
+    }
+
+    /// Room kept for arguments, in arguments (tests check that it shrinks).
+    #[cfg(test)]
+    pub fn args_capacity(&self) -> usize {
+        self.args.capacity()
+    }
+
+    /// Bytes of the front command the scan has already relied on.
+    fn seen(&self) -> usize {
+        match self.progress {
+            Progress::Start => 0,
+            Progress::Inline { scanned } => scanned,
+            Progress::Multibulk { at, .. } => at,
+        }
+    }
+
+    /// Look for the `\n` ending an inline line, from byte `scanned` on.
+    fn check_inline(&mut self, input: &[u8], scanned: usize) -> Check {
+        let window = input.len().min(MAX_INLINE);
+        match input[scanned..window]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
+            Some(offset) => {
+                let newline = scanned + offset;
+                // Checking again before `finish` finds the same line at once.
+                self.progress = Progress::Inline { scanned: newline };
+                split_inline(&input[..=newline], &mut self.args);
+                Check::Complete(newline + 1)
+            }
+            None if window < MAX_INLINE => {
+                self.progress = Progress::Inline { scanned: window };
+                Check::Incomplete
+            }
+            None => Check::Error(ProtocolError::InlineTooLong),
+        }
+    }
+
+    /// Read the `left` bulk strings still to come, the next at `at`, recording each one
+    /// that is whole so that it is never read again.
+    fn check_multibulk(&mut self, input: &[u8], mut left: usize, mut at: usize) -> Check {
+        while left > 0 {
+            match bulk_at(input, at) {
+                Ok(Some((start, end))) => {
+                    self.args.push((start, end));
+                    left -= 1;
+                    at = end + 2;
+                }
+                Ok(None) => {
+                    self.progress = Progress::Multibulk { left, at };
+                    return Check::Incomplete;
+                }
+                Err(err) => return Check::Error(err),
+            }
+        }
+        // Checking again before `finish` answers the same, without adding arguments.
+        self.progress = Progress::Multibulk { left: 0, at };
+        Check::Complete(at)
     }
 }
 
-/// Check `*<count>\r\n` followed by `count` bulk strings.
-fn check_multibulk(input: &[u8]) -> Check {
-    let (count, mut at) = match count_line(input, 0, ProtocolError::MultibulkLength) {
-        Ok(Some(found)) => found,
-        Ok(None) => return Check::Incomplete,
-        Err(err) => return Check::Error(err),
+/// Read the bulk string `$<length>\r\n<bytes>\r\n` starting at `at`: the span of its bytes
+/// once it is whole, `None` while it is not.
+fn bulk_at(input: &[u8], at: usize) -> Result<Option<(usize, usize)>, ProtocolError> {
+    let Some(&first) = input.get(at) else {
+        return Ok(None);
     };
-    if count > MAX_ARGS as i64 {
-        return Check::Error(ProtocolError::MultibulkLength);
+    if first != b'$' {
+        return Err(ProtocolError::ExpectedDollar(first));
     }
-    for _ in 0..count.max(0) {
-        let Some(&first) = input.get(at) else {
-            return Check::Incomplete;
-        };
-        if first != b'$' {
-            return Check::Error(ProtocolError::ExpectedDollar(first));
-        }
-        let (len, start) = match count_line(input, at, ProtocolError::BulkLength) {
-            Ok(Some(found)) => found,
-            Ok(None) => return Check::Incomplete,
-            Err(err) => return Check::Error(err),
-        };
-        if !(0..=MAX_BULK as i64).contains(&len) {
-            return Check::Error(ProtocolError::BulkLength);
-        }
-        // In range 0..=MAX_BULK, so it fits a usize.
-        let end = start + len as usize;
-        match input.get(end..end + 2) {
-            None => return Check::Incomplete,
-            Some(b"\r\n") => at = end + 2,
-            Some(_) => return Check::Error(ProtocolError::MissingCrlf),
-        }
-    }
-    Check::Complete(at)
-}
-
-/// Record in `args` the `(start, end)` of every argument of `frame`, a whole command as
-/// found by [`check`]. An empty `args` means there is nothing to run (an empty line, `*0`).
-pub fn parse(frame: &[u8], args: &mut Vec<(usize, usize)>) -> Result<(), ProtocolError> {
-    args.clear();
-    if frame.first() == Some(&b'*') {
-        parse_multibulk(frame, args)
-    } else {
-        split_inline(frame, args);
-        Ok(())
-    }
-}
-
-/// Walk a checked multibulk frame. The errors cannot happen after a successful check; they
-/// are reported rather than assumed away.
-fn parse_multibulk(frame: &[u8], args: &mut Vec<(usize, usize)>) -> Result<(), ProtocolError> {
-    let Ok(Some((count, mut at))) = count_line(frame, 0, ProtocolError::MultibulkLength) else {
-        return Err(ProtocolError::MultibulkLength);
+    let Some((len, start)) = count_line(input, at, ProtocolError::BulkLength)? else {
+        return Ok(None);
     };
-    for _ in 0..count.max(0) {
-        let Ok(Some((len, start))) = count_line(frame, at, ProtocolError::BulkLength) else {
-            return Err(ProtocolError::BulkLength);
-        };
-        let end = start + usize::try_from(len).map_err(|_| ProtocolError::BulkLength)?;
-        args.push((start, end));
-        at = end + 2;
+    if !(0..=MAX_BULK as i64).contains(&len) {
+        return Err(ProtocolError::BulkLength);
     }
-    Ok(())
+    // In range 0..=MAX_BULK, so it fits a usize.
+    let end = start + len as usize;
+    match input.get(end..end + 2) {
+        None => Ok(None),
+        Some(b"\r\n") => Ok(Some((start, end))),
+        Some(_) => Err(ProtocolError::MissingCrlf),
+    }
 }
 
 /// Split an inline command line on spaces and tabs (quotes are not interpreted).
 fn split_inline(frame: &[u8], args: &mut Vec<(usize, usize)>) {
+    args.clear();
     let mut start = None;
     for (at, &byte) in frame.iter().enumerate() {
         let blank = matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
@@ -202,13 +302,18 @@ fn count_line(
     }
 }
 
-/// Parse a decimal integer exactly: optional `-`, then digits, no overflow.
+/// Parse a decimal integer as redis's `string2ll` does: an optional `-`, then digits
+/// with no leading zero, no overflow. `0` alone is zero; `-0`, `01`, `+1` and blanks are
+/// not integers (redis refuses them in `INCR` and in `*`/`$` lines alike).
 pub fn parse_i64(text: &[u8]) -> Option<i64> {
+    if text == b"0" {
+        return Some(0);
+    }
     let (negative, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() || digits.len() > 19 || digits[0] == b'0' {
         return None;
     }
     let mut value: i64 = 0;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocols::testkit::{drive, split_at};
+use crate::protocols::testkit::{drive, one_call, split_at};
 
 /// Encode a command as a RESP multibulk array.
 fn multibulk(args: &[&[u8]]) -> Vec<u8> {
@@ -55,6 +55,13 @@ fn each_command_gets_its_redis_reply() {
 }
 
 #[test]
+fn one_data_call_runs_one_command_so_the_model_can_stop_between_them() {
+    let ping = multibulk(&[b"PING"]);
+    let (used, output) = one_call(&Resp::default(), &[&ping[..], b"PING\r\n", &ping].concat());
+    assert_eq!((used, output), (ping.len(), b"+PONG\r\n".to_vec()));
+}
+
+#[test]
 fn startup_queries_of_redis_tools_are_answered() {
     let mut wire = multibulk(&[b"CONFIG", b"GET", b"save"]);
     wire.extend(multibulk(&[b"CONFIG", b"GET", b"appendonly"]));
@@ -71,6 +78,20 @@ fn incr_refuses_to_overflow() {
     wire.extend(multibulk(&[b"INCR", b"n"]));
     let want = "+OK\r\n:9223372036854775807\r\n-ERR increment or decrement would overflow\r\n";
     assert_eq!(run(&wire).0, want);
+}
+
+#[test]
+fn incr_refuses_leading_zeros_and_negative_zero_as_redis_does() {
+    let mut wire = Vec::new();
+    for value in [&b"01"[..], b"-0", b"-01", b"00"] {
+        wire.extend(multibulk(&[b"SET", b"n", value]));
+        wire.extend(multibulk(&[b"INCR", b"n"]));
+    }
+    wire.extend(multibulk(&[b"SET", b"n", b"-1"]));
+    wire.extend(multibulk(&[b"INCR", b"n"]));
+    let refused = "+OK\r\n-ERR value is not an integer or out of range\r\n";
+    let want = format!("{}+OK\r\n:0\r\n", refused.repeat(4));
+    assert_eq!(run(&wire), (want, false));
 }
 
 #[test]
@@ -155,10 +176,31 @@ fn integers_format_at_the_extremes() {
     for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
         assert_eq!(format_i64(n, &mut buf), n.to_string().as_bytes());
     }
-    for text in ["0", "-0", "9223372036854775807", "-9223372036854775808"] {
+    for text in [
+        "0",
+        "7",
+        "-7",
+        "10",
+        "9223372036854775807",
+        "-9223372036854775808",
+    ] {
         assert_eq!(parse_i64(text.as_bytes()), text.parse().ok(), "{text}");
     }
-    for text in ["", "-", "+1", "1 ", "9223372036854775808", "--1", "1a"] {
+    // redis's string2ll refuses leading zeros and a negative zero.
+    for text in [
+        "",
+        "-",
+        "+1",
+        "1 ",
+        " 1",
+        "9223372036854775808",
+        "--1",
+        "1a",
+        "01",
+        "-0",
+        "-01",
+        "00",
+    ] {
         assert_eq!(parse_i64(text.as_bytes()), None, "{text}");
     }
 }
@@ -221,12 +263,10 @@ impl Command {
                 format!(":{n}\r\n").into_bytes()
             }
             Command::Incr(k) => {
+                // redis takes only the canonical form: the one `to_string` gives back.
                 let old = model.get(k).map_or(Some(0), |v| {
-                    std::str::from_utf8(v)
-                        .ok()
-                        .filter(|t| !t.starts_with('+'))?
-                        .parse::<i64>()
-                        .ok()
+                    let text = std::str::from_utf8(v).ok()?;
+                    text.parse::<i64>().ok().filter(|n| n.to_string() == text)
                 });
                 match old.map(|n| n.checked_add(1)) {
                     None => b"-ERR value is not an integer or out of range\r\n".to_vec(),
@@ -241,6 +281,20 @@ impl Command {
             Command::Ping(Some(m)) | Command::Echo(m) => bulk(m),
         }
     }
+}
+
+/// Encode `commands` back to back, then overwrite the byte at each `(index, byte)` of
+/// `damage` (indexes wrap around the length).
+fn damaged_wire(commands: &[(Command, bool)], damage: &[(usize, u8)]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for (command, inline) in commands {
+        command.encode(*inline, &mut wire);
+    }
+    for &(at, byte) in damage {
+        let at = at % wire.len();
+        wire[at] = byte;
+    }
+    wire
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -305,17 +359,94 @@ proptest! {
         damage in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
-        let mut wire = Vec::new();
-        for (command, inline) in &commands {
-            command.encode(*inline, &mut wire);
-        }
-        for (at, byte) in damage {
-            let at = at % wire.len();
-            wire[at] = byte;
-        }
+        let wire = damaged_wire(&commands, &damage);
         let whole = drive(&Resp::default(), &[&wire]);
         let split = drive(&Resp::default(), &split_at(&wire, &cuts));
         prop_assert_eq!(whole.output, split.output);
         prop_assert_eq!(whole.closed, split.closed);
+    }
+}
+
+/// Offer `wire` to one framer the way a server model does (the front stays, bytes are
+/// appended at each cut, a whole command is consumed) and check every verdict, and the
+/// arguments of every whole command, against a fresh framer that scans from the first
+/// byte. Returns the verdicts, for the caller to look at.
+fn resumed_matches_fresh(wire: &[u8], cuts: &[usize]) -> Result<Vec<Check>, TestCaseError> {
+    let mut ends: Vec<usize> = cuts.iter().map(|&cut| cut % (wire.len() + 1)).collect();
+    ends.push(wire.len());
+    ends.sort_unstable();
+    let mut resumed = frame::Framer::default();
+    let mut front = 0;
+    let mut verdicts = Vec::new();
+    for end in ends {
+        loop {
+            let input = &wire[front..end];
+            let verdict = resumed.check(input);
+            let mut fresh = frame::Framer::default();
+            prop_assert_eq!(verdict, fresh.check(input), "front {} end {}", front, end);
+            verdicts.push(verdict);
+            match verdict {
+                Check::Complete(len) => {
+                    prop_assert_eq!(resumed.args(), fresh.args());
+                    // Asking again before `finish` changes nothing.
+                    prop_assert_eq!(resumed.check(input), verdict);
+                    prop_assert_eq!(resumed.args(), fresh.args());
+                    resumed.finish();
+                    front += len;
+                }
+                Check::Incomplete => break,
+                Check::Error(_) => return Ok(verdicts),
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
+#[test]
+fn a_finished_large_command_gives_its_room_back() {
+    let args: Vec<Vec<u8>> = (0..MAX_ARGS).map(|i| i.to_string().into_bytes()).collect();
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let wire = multibulk(&refs);
+    let mut framer = frame::Framer::default();
+    assert_eq!(framer.check(&wire), Check::Complete(wire.len()));
+    assert_eq!(framer.args().len(), MAX_ARGS);
+    framer.finish();
+    assert!(framer.args().is_empty());
+    assert!(
+        framer.args_capacity() <= 16,
+        "kept room for {} arguments",
+        framer.args_capacity()
+    );
+}
+
+#[test]
+fn a_command_trickled_byte_by_byte_is_framed_like_a_whole_one() {
+    let mut wire = multibulk(&[b"SET", b"key", b"a value\r\nwith CRLF"]);
+    wire.extend_from_slice(b"PING   hello\r\n*0\r\n*-1\r\n");
+    let cuts: Vec<usize> = (0..wire.len()).collect();
+    let verdicts = resumed_matches_fresh(&wire, &cuts).unwrap();
+    let whole: Vec<usize> = verdicts
+        .iter()
+        .filter_map(|verdict| match verdict {
+            Check::Complete(len) => Some(*len),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(whole, [47, 14, 4, 5]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn resumed_framing_gives_the_verdicts_and_args_of_a_fresh_scan_for_any_cut(
+        commands in prop::collection::vec((command(), any::<bool>()), 1..8),
+        damage in prop::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        noise in prop::collection::vec(any::<u8>(), 0..40),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let mut wire = damaged_wire(&commands, &damage);
+        wire.extend(noise);
+        resumed_matches_fresh(&wire, &cuts)?;
     }
 }
