@@ -20,7 +20,8 @@
 # kind, and dumped (`-d`) after the load, so start-up is not counted; accepting the load's
 # one connection is (a few thousand instructions, under one per request here).
 #
-# Settings (environment): REQUESTS (20000), PORT (19190).
+# Settings (environment): REQUESTS (20000), PORT (19190), BIN (a tcp-reactor binary to
+# measure instead of building target/release/tcp-reactor).
 # Needs valgrind and python3; --peers also needs redis-server, redis-benchmark and nginx
 # (benches/peers.sh --install). Prints a markdown table.
 set -euo pipefail
@@ -46,8 +47,10 @@ for tool in "${peer_tools[@]}"; do
     fi
 done
 
-cargo build --release --quiet --bin tcp-reactor
-BIN=target/release/tcp-reactor
+if [[ -z ${BIN:-} ]]; then
+    cargo build --release --quiet --bin tcp-reactor
+    BIN=target/release/tcp-reactor
+fi
 # Not through `env`: valgrind would follow `env`, not the server it execs.
 export RUST_LOG=error
 WORK=$(mktemp -d)
