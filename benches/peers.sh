@@ -17,12 +17,7 @@
 #
 # Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50), REQUESTS
 # (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3),
-# ROUNDS ("1 2": the worker counts to compare), POLICIES (tcp-reactor's write policies to
-# run, in turn within each repetition: "" = the default only; e.g. "eager end-of-turn").
-#
-# Syscalls: when `perf` can count tracepoints, each row also gives the server's syscalls and
-# `epoll_wait` calls per request (`perf stat -e raw_syscalls:sys_enter` on the server's
-# processes during the run; counting only, nothing is recorded).
+# ROUNDS ("1 2": the worker counts to compare).
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +30,6 @@ REQUESTS_PIPELINED=${REQUESTS_PIPELINED:-2000000}
 PIPELINE=${PIPELINE:-16}
 REPEAT=${REPEAT:-3}
 ROUNDS=${ROUNDS:-1 2}
-POLICIES=${POLICIES:-}
 BODY='Hello, world!\n'
 
 if [[ ${1:-} == --install ]]; then
@@ -142,51 +136,6 @@ remember() {
     COMMANDS+=("$1")
 }
 
-# Count the server's syscalls with perf when it can (root, or perf_event_paranoid <= 1).
-PERF=false
-if command -v perf >/dev/null &&
-    perf stat -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -- true >/dev/null 2>&1; then
-    PERF=true
-fi
-
-# Start counting the syscalls of process $1 and its children; stop with perf_stop.
-# perf starts with its counters disabled and enables them on request, acknowledging on a
-# second fifo: so counting has surely begun when the load starts, however busy the machine.
-perf_start() {
-    PERF_PID=
-    $PERF || return 0
-    local pids
-    # shellcheck disable=SC2046 # pgrep prints one pid per line.
-    pids=$(echo "$1" $(pgrep -P "$1" || true) | tr ' ' ',')
-    rm -f "$WORK/perf.ctl" "$WORK/perf.ack"
-    mkfifo "$WORK/perf.ctl" "$WORK/perf.ack"
-    perf stat -x, -D -1 --control "fifo:$WORK/perf.ctl,$WORK/perf.ack" \
-        -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -p "$pids" \
-        -o "$WORK/perf.csv" &
-    PERF_PID=$!
-    exec 5>"$WORK/perf.ctl" 6<"$WORK/perf.ack"
-    echo enable >&5
-    local ack
-    read -r -t 30 -u 6 ack || echo "peers.sh: perf did not start counting" >&2
-    exec 5>&- 6<&-
-}
-
-# Stop counting; print "syscalls/request epoll_wait/request" over $1 requests ("? ?"
-# without perf).
-perf_stop() {
-    if [[ -z $PERF_PID ]]; then
-        echo "? ?"
-        return 0
-    fi
-    kill -INT "$PERF_PID" 2>/dev/null || true
-    wait "$PERF_PID" 2>/dev/null || true
-    awk -F, -v n="$1" '
-        $3 == "raw_syscalls:sys_enter" { all = $1 }
-        $3 == "syscalls:sys_enter_epoll_wait" { ep = $1 }
-        END { if (n > 0) printf "%.3f %.4f\n", all / n, ep / n; else print "? ?" }
-    ' "$WORK/perf.csv"
-}
-
 # CPU time (user + system, in clock ticks) used so far by process $1 and its children
 # (nginx's workers); threads are included in a process's own count.
 cpu_ticks() {
@@ -206,18 +155,16 @@ cpu_per_request() {
         'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1e6 / hz / n; else printf "?" }'
 }
 
-# Record one result row: server, workers, load, req/s, p50, p99, CPU us/request,
-# syscalls/request, epoll_wait/request.
+# Record one result row: server, workers, load, req/s, p50, p99, CPU us/request.
 row() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
 }
 
 # Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
 run_wrk() {
     local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "http://127.0.0.1:$1/")
     remember "${cmd[*]}"
-    local out before after syscalls
-    perf_start "$SERVER_PID"
+    local out before after
     before=$(cpu_ticks "$SERVER_PID")
     out=$("${cmd[@]}")
     after=$(cpu_ticks "$SERVER_PID")
@@ -226,10 +173,7 @@ run_wrk() {
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-    syscalls=$(perf_stop "$requests")
-    # shellcheck disable=SC2086 # two fields.
-    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")" \
-        ${syscalls}
+    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")"
 }
 
 # Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3, one test at a
@@ -244,42 +188,26 @@ run_redis_benchmark() {
         local cmd=(taskset -c "$2" redis-benchmark -h 127.0.0.1 -p "$1" -t "$name"
             -c "$CONNS" -n "$requests" -P "$3" --csv)
         remember "${cmd[*]}"
-        local before after out test rps p50 p99 syscalls
-        perf_start "$SERVER_PID"
+        local before after out test rps p50 p99
         before=$(cpu_ticks "$SERVER_PID")
         out=$("${cmd[@]}" 2>/dev/null)
         after=$(cpu_ticks "$SERVER_PID")
-        syscalls=$(perf_stop "$requests")
         # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
         IFS=, read -r test rps _ _ p50 _ p99 _ < <(tail -n 1 <<<"$out")
-        # shellcheck disable=SC2086 # two fields.
         row "$4" "$5" "${test//\"/} -P $3" "${rps//\"/}" "${p50//\"/}" "${p99//\"/}" \
-            "$(cpu_per_request "$before" "$after" "$requests")" ${syscalls}
+            "$(cpu_per_request "$before" "$after" "$requests")"
     done
-}
-
-# The `serve` flag selecting write policy $1 ("default": none).
-policy_flag() {
-    [[ $1 == default ]] || echo "--write-policy $1"
-}
-
-# The suffix naming write policy $1 in the tables ("default": none).
-policy_name() {
-    [[ $1 == default ]] || echo " ($1)"
 }
 
 # One round: both HTTP servers and both RESP servers with $1 workers.
 # HTTP, one repetition: tcp-reactor then nginx, $1 workers, server CPUs $2, load CPUs $3.
 bench_http() {
-    local workers=$1 threads=$1 http=$((PORT_BASE)) nginx=$((PORT_BASE + 1)) policy
-    for policy in ${POLICIES:-default}; do
-        # shellcheck disable=SC2046 # the policy flag is zero or two words.
-        start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol http \
-            --workers "$workers" --addr "127.0.0.1:$http" $(policy_flag "$policy")
-        wait_port "$http"
-        run_wrk "$http" "$3" "$threads" "tcp-reactor http$(policy_name "$policy")" "$workers"
-        stop_all
-    done
+    local workers=$1 threads=$1 http=$((PORT_BASE)) nginx=$((PORT_BASE + 1))
+    start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol http \
+        --workers "$workers" --addr "127.0.0.1:$http"
+    wait_port "$http"
+    run_wrk "$http" "$3" "$threads" "tcp-reactor http" "$workers"
+    stop_all
 
     start taskset -c "$2" nginx -c "$(nginx_conf "$workers" "$nginx")"
     wait_port "$nginx"
@@ -290,17 +218,13 @@ bench_http() {
 # RESP, one repetition: tcp-reactor then redis-server, $1 workers, server CPUs $2, load
 # CPUs $3, each without and with pipelining.
 bench_resp() {
-    local workers=$1 resp=$((PORT_BASE + 2)) redis=$((PORT_BASE + 3)) policy name
-    for policy in ${POLICIES:-default}; do
-        # shellcheck disable=SC2046 # the policy flag is zero or two words.
-        start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol resp \
-            --workers "$workers" --addr "127.0.0.1:$resp" $(policy_flag "$policy")
-        wait_port "$resp"
-        name="tcp-reactor resp$(policy_name "$policy")"
-        run_redis_benchmark "$resp" "$3" 1 "$name" "$workers"
-        run_redis_benchmark "$resp" "$3" "$PIPELINE" "$name" "$workers"
-        stop_all
-    done
+    local workers=$1 resp=$((PORT_BASE + 2)) redis=$((PORT_BASE + 3))
+    start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol resp \
+        --workers "$workers" --addr "127.0.0.1:$resp"
+    wait_port "$resp"
+    run_redis_benchmark "$resp" "$3" 1 "tcp-reactor resp" "$workers"
+    run_redis_benchmark "$resp" "$3" "$PIPELINE" "tcp-reactor resp" "$workers"
+    stop_all
 
     # redis runs commands on one thread; its "2 workers" is io-threads 2 (reads and writes).
     local redis_threads=()
@@ -347,11 +271,8 @@ report() {
     echo "per request = the server's user+system CPU time during the run / requests served"
     echo "(median over the runs): less sensitive to other load on the machine than req/s."
     echo
-    echo "Syscalls and epoll_wait per request: the server's, counted by perf (median over the"
-    echo "runs; ? without perf)."
-    echo
-    echo "| server | workers | load | req/s | p50 ms | p99 ms | server CPU us/req | syscalls/req | epoll_wait/req | every run, req/s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| server | workers | load | req/s | p50 ms | p99 ms | server CPU us/req | every run, req/s |"
+    echo "|---|---|---|---|---|---|---|---|"
     awk -f - "$WORK/rows.tsv" <<'AWK'
 BEGIN { FS = "\t" }
 {
@@ -359,16 +280,7 @@ BEGIN { FS = "\t" }
     if (!(key in n)) order[++keys] = key
     n[key]++
     rps[key, n[key]] = $4; p50[key, n[key]] = $5; p99[key, n[key]] = $6
-    cpu[key, n[key]] = $7; sys[key, n[key]] = $8; ep[key, n[key]] = $9
-}
-# The median of values v[1..m] (sorted in place).
-function median_of(v, m,    a, b, t) {
-    for (a = 2; a <= m; a++) {
-        t = v[a]
-        for (b = a - 1; b > 0 && v[b] > t; b--) v[b + 1] = v[b]
-        v[b + 1] = t
-    }
-    return v[int((m + 1) / 2)]
+    cpu[key, n[key]] = $7
 }
 END {
     for (i = 1; i <= keys; i++) {
@@ -386,15 +298,13 @@ END {
         split(key, f, FS)
         # CPU per request: the median over the runs (it is steadier than req/s).
         for (a = 1; a <= m; a++) c[a] = cpu[key, a] + 0
-        cpu_median[key] = median_of(c, m)
-        syscalls = "?"; epolls = "?"
-        if (sys[key, 1] != "?" && sys[key, 1] != "") {
-            for (a = 1; a <= m; a++) c[a] = sys[key, a] + 0
-            syscalls = sprintf("%.3f", median_of(c, m))
-            for (a = 1; a <= m; a++) c[a] = ep[key, a] + 0
-            epolls = sprintf("%.4f", median_of(c, m))
+        for (a = 2; a <= m; a++) {
+            t = c[a]
+            for (b = a - 1; b > 0 && c[b] > t; b--) c[b + 1] = c[b]
+            c[b + 1] = t
         }
-        printf "| %s | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], cpu_median[key], syscalls, epolls, list
+        cpu_median[key] = c[int((m + 1) / 2)]
+        printf "| %s | %s | %s | %.0f | %s | %s | %.2f | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], cpu_median[key], list
         median[key] = rps[key, mid]
     }
     print ""
