@@ -24,7 +24,9 @@
 # Settings (environment): PORT (19090), POLICIES ("eager end-of-turn adaptive"),
 # CONNS ("1 10 100 1000"), PIPELINES ("1 16"), MESSAGES (200000, echo, per run),
 # REQUESTS (200000, resp -P 1), REQUESTS_PIPELINED (2000000, resp -P 16), DURATION (10s,
-# wrk), REPEAT (3), EXTRA (more `serve` flags, e.g. "--defer-min-events 4").
+# wrk), REPEAT (3), EXTRA (more `serve` flags, e.g. "--defer-min-events 4"), TOKIO_ECHO
+# (the `compare` bench binary, target/release/deps/compare-*: adds its tokio
+# current_thread echo server as the echo reference row).
 # Needs python3; resp and http need redis-benchmark, redis-server, wrk and nginx
 # (`benches/peers.sh --install`). Prints markdown tables and appends them to
 # target/bench-report/policies.md.
@@ -114,7 +116,7 @@ measure_begin() {
     mkfifo "$WORK/perf.ctl" "$WORK/perf.ack"
     perf stat -x, -D -1 --control "fifo:$WORK/perf.ctl,$WORK/perf.ack" \
         -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -p "$pids" \
-        -o "$WORK/perf.csv" &
+        -o "$WORK/perf.csv" 2>/dev/null &
     PERF_PID=$!
     exec 5>"$WORK/perf.ctl" 6<"$WORK/perf.ack"
     echo enable >&5
@@ -156,13 +158,21 @@ policy_flags() {
     echo "--write-policy $1 $EXTRA"
 }
 
-# Echo, one run: policy $1, connections $2, pipeline $3.
+# Echo, one run: policy $1 (or "tokio": the reference server of TOKIO_ECHO), connections
+# $2, pipeline $3.
 echo_run() {
-    local ramp=0
+    local ramp=0 name="tcp-reactor ($1)"
     [[ $2 -ge 1000 ]] && ramp=0.5
-    # shellcheck disable=SC2046 # flags are words.
-    start env RUST_LOG=error "$BIN" serve --protocol echo --addr "127.0.0.1:$PORT" \
-        --max-connections 15000 $(policy_flags "$1")
+    if [[ $1 == tokio ]]; then
+        name="tokio current_thread"
+        # It does not raise its own descriptor limit, as our server does.
+        ulimit -n "$(ulimit -Hn)"
+        start "$TOKIO_ECHO" __tokio-echo current "127.0.0.1:$PORT"
+    else
+        # shellcheck disable=SC2046 # flags are words.
+        start env RUST_LOG=error "$BIN" serve --protocol echo --addr "127.0.0.1:$PORT" \
+            --max-connections 15000 $(policy_flags "$1")
+    fi
     measure_begin
     taskset -c 1 "$BIN" load --addr "127.0.0.1:$PORT" --connections "$2" --size 64 \
         --pipeline "$3" --messages "$MESSAGES" --ramp "$ramp" --threads 1 --json \
@@ -176,7 +186,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(round(r["messages_per_sec"]), r["latency_us"]["p50"], r["latency_us"]["p99"],
       r["messages"] + int(sys.argv[2]))' "$WORK/load.json" "$2")
-    row echo "tcp-reactor ($1)" "c$2 p$3" "$rate" "$p50" "$p99" "$served"
+    row echo "$name" "c$2 p$3" "$rate" "$p50" "$p99" "$served"
     rm -f "$WORK/stats"
 }
 
@@ -284,7 +294,7 @@ for part in "${PARTS[@]}"; do
             for pipeline in $PIPELINES; do
                 for conns in $CONNS; do
                     for _ in $(seq "$REPEAT"); do
-                        for policy in $POLICIES; do
+                        for policy in $POLICIES ${TOKIO_ECHO:+tokio}; do
                             echo_run "$policy" "$conns" "$pipeline"
                         done
                     done
