@@ -15,9 +15,15 @@
 # Each measurement is repeated REPEAT times, alternating the two peers (A B A B ...), and
 # the table shows the median run (all runs are listed too): a shared machine is noisy.
 #
+# Noise watch, as in `cargo bench --bench compare`: around every run the script reads
+# /proc/stat, the server's CPU time (/proc/PID/stat, its children included), the load
+# generator's (this shell's finished children, `times`) and /proc/loadavg. "others" is the
+# CPU time neither took, plus steal, as a share of all CPUs; a run where it passes
+# NOISE_LIMIT percent is counted as noisy in the table.
+#
 # Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50), REQUESTS
 # (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3),
-# ROUNDS ("1 2": the worker counts to compare).
+# ROUNDS ("1 2": the worker counts to compare), NOISE_LIMIT (5, percent).
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +36,7 @@ REQUESTS_PIPELINED=${REQUESTS_PIPELINED:-2000000}
 PIPELINE=${PIPELINE:-16}
 REPEAT=${REPEAT:-3}
 ROUNDS=${ROUNDS:-1 2}
+NOISE_LIMIT=${NOISE_LIMIT:-5}
 BODY='Hello, world!\n'
 
 if [[ ${1:-} == --install ]]; then
@@ -149,15 +156,64 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Busy, total and steal ticks of all CPUs together (the "cpu" line of /proc/stat). Busy
+# counts softirq: with tick-based accounting it is charged to the process it served too.
+cpu_stat() {
+    awk '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 + $9, $9 }' /proc/stat
+}
+
+# Set CHILD_TICKS to the CPU time, in clock ticks, of this shell's children that have
+# finished (the load generators). Call it directly, never in $(...): `times` must run in
+# this shell, not in a subshell that has no such children.
+children_ticks() {
+    times >"$WORK/times"
+    CHILD_TICKS=$(awk -v hz="$(getconf CLK_TCK)" 'END {
+        total = 0
+        for (i = 1; i <= NF; i++) { split($i, t, "m"); total += t[1] * 60 + t[2] }
+        printf "%.0f", total * hz
+    }' "$WORK/times")
+}
+
+# Start the noise watch around one run of the server $SERVER_PID.
+noise_begin() {
+    read -r NOISE_BUSY NOISE_TOTAL NOISE_STEAL < <(cpu_stat)
+    NOISE_SERVER=$(cpu_ticks "$SERVER_PID")
+    NOISE_LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
+    children_ticks
+    NOISE_LOAD=$CHILD_TICKS
+}
+
+# End the noise watch: set NOISE to others %, steal %, load generator busy (% of one
+# core) and the 1-minute load average before and after, tab-separated.
+noise_end() {
+    local load busy total steal server
+    children_ticks
+    load=$CHILD_TICKS
+    read -r busy total steal < <(cpu_stat)
+    server=$(cpu_ticks "$SERVER_PID")
+    NOISE=$(awk -v b0="$NOISE_BUSY" -v t0="$NOISE_TOTAL" -v s0="$NOISE_STEAL" -v b="$busy" \
+        -v t="$total" -v s="$steal" -v srv=$((server - NOISE_SERVER)) \
+        -v ld=$((load - NOISE_LOAD)) -v cpus="$(nproc --all)" -v l0="$NOISE_LOADAVG" \
+        -v l1="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+            total = t - t0
+            if (total <= 0) { printf "0.0\t0.0\t0\t%s\t%s", l0, l1; exit }
+            others = (b - b0) - srv - ld
+            if (others < 0) others = 0
+            printf "%.1f\t%.1f\t%.0f\t%s\t%s", (others + s - s0) * 100 / total,
+                (s - s0) * 100 / total, ld * 100 / (total / cpus), l0, l1
+        }')
+}
+
 # Server CPU microseconds per request, from tick counts $1 -> $2 over $3 requests.
 cpu_per_request() {
     awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1e6 / hz / n; else printf "?" }'
 }
 
-# Record one result row: server, workers, load, req/s, p50, p99, CPU us/request.
+# Record one result row: server, workers, load, req/s, p50, p99, CPU us/request, then the
+# noise watch's five fields (already tab-separated).
 row() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
 }
 
 # Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
@@ -166,14 +222,17 @@ run_wrk() {
     remember "${cmd[*]}"
     local out before after
     before=$(cpu_ticks "$SERVER_PID")
+    noise_begin
     out=$("${cmd[@]}")
+    noise_end
     after=$(cpu_ticks "$SERVER_PID")
     local rps p50 p99 requests
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")"
+    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")" \
+        "$NOISE"
 }
 
 # Run redis-benchmark against port $1 with load CPUs $2 and pipeline $3, one test at a
@@ -190,12 +249,14 @@ run_redis_benchmark() {
         remember "${cmd[*]}"
         local before after out test rps p50 p99
         before=$(cpu_ticks "$SERVER_PID")
+        noise_begin
         out=$("${cmd[@]}" 2>/dev/null)
+        noise_end
         after=$(cpu_ticks "$SERVER_PID")
         # CSV: "test","rps","avg","min","p50","p95","p99","max" (quoted).
         IFS=, read -r test rps _ _ p50 _ p99 _ < <(tail -n 1 <<<"$out")
         row "$4" "$5" "${test//\"/} -P $3" "${rps//\"/}" "${p50//\"/}" "${p99//\"/}" \
-            "$(cpu_per_request "$before" "$after" "$requests")"
+            "$(cpu_per_request "$before" "$after" "$requests")" "$NOISE"
     done
 }
 
@@ -260,7 +321,17 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 report() {
-    echo "## Peer comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores)"
+    local noisy runs
+    runs=$(wc -l <"$WORK/rows.tsv")
+    noisy=$(awk -F '\t' -v limit="$NOISE_LIMIT" '$8 + 0 > limit + 0' "$WORK/rows.tsv" | wc -l)
+    echo "## Peer comparison ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc --all) CPUs ($(awk -F ': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r))"
+    echo
+    if [[ $noisy == 0 ]]; then
+        echo "Noise watch: **quiet**, none of the $runs runs had others above $NOISE_LIMIT% of the CPUs."
+    else
+        echo "Noise watch: **noisy**, $noisy of $runs runs had others above $NOISE_LIMIT% of the CPUs"
+        echo "(the \"noisy runs\" column); their req/s and latencies are not to be trusted."
+    fi
     echo
     echo "1 worker: server on CPU 0, load on CPU 1. 2 workers: server and load share CPUs 0-1."
     echo "redis \"2 workers\" = --io-threads 2 --io-threads-do-reads yes. Latencies in ms."
@@ -270,17 +341,31 @@ report() {
     echo "Median of $REPEAT alternating runs; p50/p99 are those of the median run. Server CPU"
     echo "per request = the server's user+system CPU time during the run / requests served"
     echo "(median over the runs): less sensitive to other load on the machine than req/s."
+    echo "Others = CPU time of processes other than the server and the load generator, plus"
+    echo "steal, as a share of all CPUs (median and highest run); load busy = the load"
+    echo "generator's CPU time over the run's wall time, % of one core (median)."
     echo
-    echo "| server | workers | load | req/s | p50 ms | p99 ms | server CPU us/req | every run, req/s |"
-    echo "|---|---|---|---|---|---|---|---|"
-    awk -f - "$WORK/rows.tsv" <<'AWK'
+    echo "| server | workers | load | req/s | p50 ms | p99 ms | server CPU us/req | every run, req/s | others % (max) | steal % max | load busy % | load avg 1 min | noisy runs |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -v limit="$NOISE_LIMIT" -f - "$WORK/rows.tsv" <<'AWK'
 BEGIN { FS = "\t" }
+# Sort v[1..m] ascending in place; return its median (the lower middle for an even m).
+function median_of(v, m,    a, b, t) {
+    for (a = 2; a <= m; a++) {
+        t = v[a]
+        for (b = a - 1; b > 0 && v[b] > t; b--) v[b + 1] = v[b]
+        v[b + 1] = t
+    }
+    return v[int((m + 1) / 2)]
+}
 {
     key = $1 FS $2 FS $3
     if (!(key in n)) order[++keys] = key
     n[key]++
     rps[key, n[key]] = $4; p50[key, n[key]] = $5; p99[key, n[key]] = $6
     cpu[key, n[key]] = $7
+    others[key, n[key]] = $8; steal[key, n[key]] = $9; busy[key, n[key]] = $10
+    load1[key, n[key]] = $11; load1[key, n[key], "after"] = $12
 }
 END {
     for (i = 1; i <= keys; i++) {
@@ -298,25 +383,33 @@ END {
         split(key, f, FS)
         # CPU per request: the median over the runs (it is steadier than req/s).
         for (a = 1; a <= m; a++) c[a] = cpu[key, a] + 0
-        for (a = 2; a <= m; a++) {
-            t = c[a]
-            for (b = a - 1; b > 0 && c[b] > t; b--) c[b + 1] = c[b]
-            c[b + 1] = t
+        cpu_median[key] = median_of(c, m)
+        # The noise watch: median and worst of the runs.
+        noisy[key] = 0; steal_max = 0; lo = ""; hi = ""
+        for (a = 1; a <= m; a++) {
+            o[a] = others[key, a] + 0; u[a] = busy[key, a] + 0
+            if (o[a] > limit + 0) noisy[key]++
+            if (steal[key, a] + 0 > steal_max) steal_max = steal[key, a] + 0
+            for (e = 0; e < 2; e++) {
+                l = (e ? load1[key, a, "after"] : load1[key, a]) + 0
+                if (lo == "" || l < lo) lo = l
+                if (hi == "" || l > hi) hi = l
+            }
         }
-        cpu_median[key] = c[int((m + 1) / 2)]
-        printf "| %s | %s | %s | %.0f | %s | %s | %.2f | %s |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], cpu_median[key], list
+        others_median = median_of(o, m)
+        printf "| %s | %s | %s | %.0f | %s | %s | %.2f | %s | %.1f (%.1f) | %.1f | %.0f | %.2f–%.2f | %d of %d |\n", f[1], f[2], f[3], rps[key, mid], p50[key, mid], p99[key, mid], cpu_median[key], list, others_median, o[m], steal_max, median_of(u, m), lo, hi, noisy[key], m
         median[key] = rps[key, mid]
     }
     print ""
-    print "| workers | load | req/s, tcp-reactor / peer | server CPU per request, tcp-reactor / peer |"
-    print "|---|---|---|---|"
+    print "| workers | load | req/s, tcp-reactor / peer | server CPU per request, tcp-reactor / peer | noisy runs, tcp-reactor / peer |"
+    print "|---|---|---|---|---|"
     for (i = 1; i <= keys; i++) {
         split(order[i], f, FS)
         if (f[1] !~ /^tcp-reactor/) continue
         for (j = 1; j <= keys; j++) {
             split(order[j], g, FS)
             if (g[1] !~ /^tcp-reactor/ && g[2] == f[2] && g[3] == f[3] && median[order[j]] > 0 && cpu_median[order[j]] > 0)
-                printf "| %s | %s | %.2f (vs %s) | %.2f |\n", f[2], f[3], median[order[i]] / median[order[j]], g[1], cpu_median[order[i]] / cpu_median[order[j]]
+                printf "| %s | %s | %.2f (vs %s) | %.2f | %d / %d of %d |\n", f[2], f[3], median[order[i]] / median[order[j]], g[1], cpu_median[order[i]] / cpu_median[order[j]], noisy[order[i]], noisy[order[j]], n[order[i]]
         }
     }
 }

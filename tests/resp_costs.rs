@@ -36,7 +36,6 @@ mod reactor {
     }
 
     #[test]
-    #[ignore = "needs the reactor to feed input left buffered once output drains"]
     fn pipelined_gets_of_a_large_value_leave_server_memory_bounded() {
         super::pipelined_gets_of_a_large_value_leave_server_memory_bounded(Reactor);
     }
@@ -52,13 +51,11 @@ mod threads {
     }
 
     #[test]
-    #[ignore = "needs the threads model to shrink its input buffer after a burst"]
     fn idle_connections_after_a_command_of_max_args_hold_little_memory() {
         super::idle_connections_after_a_command_of_max_args_hold_little_memory(Threads);
     }
 
     #[test]
-    #[ignore = "needs the threads model to stop feeding at high water"]
     fn pipelined_gets_of_a_large_value_leave_server_memory_bounded() {
         super::pipelined_gets_of_a_large_value_leave_server_memory_bounded(Threads);
     }

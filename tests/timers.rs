@@ -201,8 +201,9 @@ fn half_closed_client_that_never_reads_is_dropped_after_linger(model: Model, hig
     // The hostile one asks, half-closes, and never reads.
     let hostile = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
     (&hostile).write_all(b"go").expect("write");
-    hostile.shutdown(Shutdown::Write).expect("half-close");
+    // Timed from before the half-close: the server cannot see the EOF any earlier.
     let start = Instant::now();
+    hostile.shutdown(Shutdown::Write).expect("half-close");
     assert!(
         closes.wait_for(CloseReason::LingerTimeout, 1, IO_TIMEOUT),
         "{model:?}: not dropped within {IO_TIMEOUT:?} of its EOF (high water {} KiB): \

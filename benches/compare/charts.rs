@@ -1,15 +1,18 @@
 //! SVG charts of the results (plotters, SVG backend only: text is left to the viewer, so
-//! no system fonts are needed).
+//! no system fonts are needed). Each point is the median over the rounds; the bar through
+//! it spans the lowest to the highest round.
 
+use std::error::Error;
 use std::io;
 use std::path::Path;
 
-use std::error::Error;
-
+use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::Row;
+use crate::stats::Spread;
+use crate::summary::{IdleSummary, Summary};
 
 /// A fixed colour per server, so that a server keeps its colour in every chart.
 fn colour(server: &str) -> RGBColor {
@@ -21,115 +24,202 @@ fn colour(server: &str) -> RGBColor {
     }
 }
 
-/// A chart: file stem, title, axis label, and the value plotted.
+/// One line chart against connections.
 struct Metric {
     /// File name without size and extension.
     stem: &'static str,
-    /// Caption.
+    /// What the chart shows, for the caption.
     title: &'static str,
     /// Y axis label.
     y_label: &'static str,
-    /// The value of a row.
-    value: fn(&Row) -> f64,
-    /// Where the legend hides the fewest points.
-    legend: SeriesLabelPosition,
-    /// Logarithmic y axis.
+    /// The figure of a summary, in the axis's unit.
+    value: fn(&Summary) -> Spread,
+    /// Logarithmic y axis (latency spans microseconds to seconds).
     log_y: bool,
 }
 
-const METRICS: [Metric; 3] = [
+/// The line charts, each drawn once per message size.
+const METRICS: [Metric; 4] = [
     Metric {
         stem: "throughput",
         title: "throughput",
-        y_label: "messages/s",
-        value: |r| r.load.messages_per_sec,
-        legend: SeriesLabelPosition::LowerLeft,
+        y_label: "thousand messages/s",
+        value: |s| scale(s.msgs, 1e-3),
         log_y: false,
     },
     Metric {
         stem: "p99",
         title: "p99 latency",
-        y_label: "p99 latency (us)",
-        value: |r| r.load.latency_us.p99,
-        legend: SeriesLabelPosition::UpperLeft,
+        y_label: "p99 latency, ms (log scale)",
+        value: |s| scale(s.p99, 1e-3),
         log_y: true,
+    },
+    Metric {
+        stem: "cpu",
+        title: "server CPU per message",
+        y_label: "server CPU time per message, µs",
+        value: |s| s.cpu_us,
+        log_y: false,
     },
     Metric {
         stem: "memory",
         title: "server peak RSS",
-        y_label: "peak RSS (MiB)",
-        value: |r| r.rss_peak_kib as f64 / 1024.0,
-        legend: SeriesLabelPosition::UpperLeft,
+        y_label: "peak RSS, MiB",
+        value: |s| s.rss_mib,
         log_y: false,
     },
 ];
 
-/// Draw every chart (per metric and message size, unpipelined cells) into `dir`; returns
-/// the file names.
-pub fn draw_all(dir: &Path, rows: &[Row]) -> io::Result<Vec<String>> {
-    let mut sizes: Vec<usize> = rows
+/// `s` times `factor`.
+fn scale(s: Spread, factor: f64) -> Spread {
+    Spread {
+        median: s.median * factor,
+        min: s.min * factor,
+        max: s.max * factor,
+    }
+}
+
+/// Draw every chart into `dir`: each metric per message size (unpipelined cells), and the
+/// idle-memory bars. A `warning` (a noisy run) is printed in red above every chart, so a
+/// chart copied away from its report still says so. Returns the file names.
+pub fn draw_all(
+    dir: &Path,
+    summaries: &[Summary],
+    idle: &[IdleSummary],
+    warning: Option<&str>,
+) -> io::Result<Vec<String>> {
+    let mut sizes: Vec<usize> = summaries
         .iter()
-        .filter(|r| r.cell.pipeline == 1)
-        .map(|r| r.cell.size)
+        .filter(|s| s.cell.pipeline == 1)
+        .map(|s| s.cell.size)
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
     let mut files = Vec::new();
-    for size in sizes {
-        for metric in &METRICS {
+    for metric in &METRICS {
+        for &size in &sizes {
             let name = format!("{}-{}B.svg", metric.stem, size);
-            draw(&dir.join(&name), rows, size, metric)
+            draw_lines(&dir.join(&name), summaries, size, metric, warning)
                 .map_err(|e| io::Error::other(format!("chart {name}: {e}")))?;
             files.push(name);
         }
     }
+    if !idle.is_empty() {
+        let name = "idle-memory.svg".to_string();
+        draw_idle(&dir.join(&name), idle, warning)
+            .map_err(|e| io::Error::other(format!("chart {name}: {e}")))?;
+        files.push(name);
+    }
     Ok(files)
 }
 
-/// One line chart: `metric` against connection count (log scale), one line per server.
-/// Latency spans microseconds to seconds, so its axis is logarithmic too.
-fn draw(path: &Path, rows: &[Row], size: usize, metric: &Metric) -> Result<(), Box<dyn Error>> {
-    let cells: Vec<&Row> = rows
+/// The points of one server: `(connections, figure)`.
+type Series = (&'static str, Vec<(f64, Spread)>);
+
+/// One series per server for the unpipelined cells of `size`.
+fn series(summaries: &[Summary], size: usize, metric: &Metric) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for s in summaries
         .iter()
-        .filter(|r| r.cell.size == size && r.cell.pipeline == 1)
+        .filter(|s| s.cell.size == size && s.cell.pipeline == 1)
+    {
+        let point = (s.cell.connections as f64, (metric.value)(s));
+        match out.iter_mut().find(|(name, _)| *name == s.server) {
+            Some((_, points)) => points.push(point),
+            None => out.push((s.server, vec![point])),
+        }
+    }
+    out
+}
+
+/// One line chart: `metric` against connection count (log scale), one line per server,
+/// each point with its min–max bar. Servers are nudged apart along x so that their bars do
+/// not hide each other.
+fn draw_lines(
+    path: &Path,
+    summaries: &[Summary],
+    size: usize,
+    metric: &Metric,
+    warning: Option<&str>,
+) -> Result<(), Box<dyn Error>> {
+    let series = series(summaries, size, metric);
+    let mut conns: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
         .collect();
-    let max_x = cells
-        .iter()
-        .map(|r| r.cell.connections)
-        .max()
-        .unwrap_or(1)
-        .max(2) as f64;
-    let values = cells.iter().map(|r| (metric.value)(r));
-    let max_y = values.clone().fold(0.0, f64::max).max(1.0) * 1.2;
-    let min_y = values.fold(f64::INFINITY, f64::min).clamp(1.0, max_y) / 1.2;
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
+    conns.sort_by(f64::total_cmp);
+    conns.dedup();
+    let max_x = conns.last().copied().unwrap_or(1.0).max(2.0);
+    let min_x = conns.first().copied().unwrap_or(1.0).min(max_x / 2.0);
+    let spreads = series.iter().flat_map(|(_, p)| p.iter().map(|(_, s)| *s));
+    let hi = spreads.clone().map(|s| s.max).fold(0.0, f64::max).max(1e-3);
+    let lo = spreads
+        .map(|s| s.min)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let root = canvas(path, warning)?;
+    let rounds = summaries.iter().map(|s| s.rounds).max().unwrap_or(0);
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(
-            format!("{} vs connections, {size} B echo", metric.title),
-            ("sans-serif", 22),
+            format!(
+                "{} vs connections, {size} B echo ({}; bars: lowest to highest)",
+                metric.title,
+                median_of(rounds)
+            ),
+            ("sans-serif", 19),
         )
         .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80);
-    let x = (1.0..max_x * 1.2).log_scale();
+        .x_label_area_size(50)
+        .y_label_area_size(70);
+    let x = (min_x / 1.5..max_x * 1.5)
+        .log_scale()
+        .with_key_points(conns);
     if metric.log_y {
-        let chart = builder.build_cartesian_2d(x, (min_y..max_y).log_scale())?;
-        lines(chart, &cells, metric)?;
+        let lo = if lo.is_finite() { lo } else { hi / 10.0 };
+        let (lo, hi) = (lo / 1.5, hi * 1.5);
+        // plotters labels a log axis at powers of ten only: under two decades, too few.
+        let y = (lo..hi).log_scale().with_key_points(log_ticks(lo, hi));
+        let chart = builder.build_cartesian_2d(x, y)?;
+        plot(chart, &series, metric, true)?;
     } else {
-        let chart = builder.build_cartesian_2d(x, 0.0..max_y)?;
-        lines(chart, &cells, metric)?;
+        let chart = builder.build_cartesian_2d(x, 0.0..hi * 1.15)?;
+        plot(chart, &series, metric, false)?;
     }
     root.present()?;
     Ok(())
 }
 
-/// Draw the mesh, one line per server, and the legend.
-fn lines<'a, X, Y>(
+/// A white 860×520 canvas, or below a red `warning` line when there is one.
+fn canvas<'a>(
+    path: &'a Path,
+    warning: Option<&str>,
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>, Box<dyn Error>> {
+    let Some(warning) = warning else {
+        let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        return Ok(root);
+    };
+    let root = SVGBackend::new(path, (860, 550)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(30);
+    top.draw(&Text::new(
+        warning.to_string(),
+        (430, 8),
+        ("sans-serif", 15)
+            .into_font()
+            .color(&RED)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))?;
+    Ok(body)
+}
+
+/// Mesh, lines, bars and legend of one line chart.
+fn plot<'a, X, Y>(
     mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-    cells: &[&Row],
+    series: &[Series],
     metric: &Metric,
+    log_y: bool,
 ) -> Result<(), String>
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -137,52 +227,199 @@ where
 {
     chart
         .configure_mesh()
-        .x_desc("connections")
+        .x_desc("client connections (log scale)")
         .y_desc(metric.y_label)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| {
-            if *y >= 100.0 {
-                format!("{y:.0}")
-            } else {
-                format!("{y:.1}")
-            }
-        })
+        .y_label_formatter(&|y| tick(*y))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())?;
-    let mut servers: Vec<&str> = Vec::new();
-    for r in cells {
-        if !servers.contains(&r.server) {
-            servers.push(r.server);
-        }
-    }
-    for server in servers {
+    let n = series.len() as f64;
+    let mut placed: Vec<(f64, f64)> = Vec::new();
+    for (i, (server, points)) in series.iter().enumerate() {
         let colour = colour(server);
-        let points: Vec<(f64, f64)> = cells
-            .iter()
-            .filter(|r| r.server == server)
-            .map(|r| (r.cell.connections as f64, (metric.value)(r)))
-            .collect();
+        // 6% apart along the log axis: visible, yet each stays near its connection count.
+        let nudge = 1.06f64.powf(i as f64 - (n - 1.0) / 2.0);
+        let at: Vec<(f64, Spread)> = points.iter().map(|(x, s)| (x * nudge, *s)).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                at.iter().map(|(x, s)| (*x, s.median)),
+                colour.stroke_width(2),
+            ))
             .map_err(|e| e.to_string())?
-            .label(server)
+            .label(*server)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
         chart
+            .draw_series(at.iter().map(|(x, s)| {
+                PathElement::new(vec![(*x, s.min), (*x, s.max)], colour.stroke_width(2))
+            }))
+            .map_err(|e| e.to_string())?;
+        for end in [|s: &Spread| s.min, |s: &Spread| s.max] {
+            chart
+                .draw_series(at.iter().map(|(x, s)| {
+                    EmptyElement::at((*x, end(s)))
+                        + PathElement::new(vec![(-5, 0), (5, 0)], colour.stroke_width(2))
+                }))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
             .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, colour.filled())),
+                at.iter()
+                    .map(|(x, s)| Circle::new((*x, s.median), 4, colour.filled())),
             )
             .map_err(|e| e.to_string())?;
+        let (xr, yr) = (chart.x_range(), chart.y_range());
+        placed.extend(at.iter().flat_map(|(x, s)| {
+            [s.min, s.median, s.max].map(|y| (share(*x, &xr, true), share(y, &yr, log_y)))
+        }));
     }
     chart
         .configure_series_labels()
-        .position(metric.legend.clone())
-        .background_style(WHITE.mix(0.8))
+        .position(emptiest_corner(&placed))
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
         .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Where `v` lies in `range`, 0 at the start and 1 at the end.
+fn share(v: f64, range: &std::ops::Range<f64>, log: bool) -> f64 {
+    let f = |v: f64| if log { v.max(1e-12).ln() } else { v };
+    let (a, b) = (f(range.start), f(range.end));
+    if b == a { 0.0 } else { (f(v) - a) / (b - a) }
+}
+
+/// The corner of the plot whose legend-sized box covers the fewest points (given as shares
+/// of the axes), so the legend hides as little as possible.
+fn emptiest_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, 0.7, 0.7),
+        (SeriesLabelPosition::UpperLeft, 0.0, 0.7),
+        (SeriesLabelPosition::LowerRight, 0.7, 0.0),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
+    ];
+    let covered = |x0: f64, y0: f64| {
+        points
+            .iter()
+            .filter(|(x, y)| *x >= x0 && *x <= x0 + 0.3 && *y >= y0 && *y <= y0 + 0.3)
+            .count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|(_, x0, y0)| covered(*x0, *y0))
+        .map_or(SeriesLabelPosition::UpperRight, |(p, _, _)| p)
+}
+
+/// `median of 3 rounds`, or `1 round`.
+fn median_of(rounds: usize) -> String {
+    if rounds == 1 {
+        "1 round".to_string()
+    } else {
+        format!("median of {rounds} rounds")
+    }
+}
+
+/// Ticks at 1, 2 and 5 times the powers of ten between `lo` and `hi`.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    (first..=last)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
+/// An axis tick: no more digits than its size needs (`50`, `2.5`, `0.25`).
+fn tick(y: f64) -> String {
+    let a = y.abs();
+    if a >= 10.0 || a == 0.0 || (y - y.round()).abs() < 1e-9 {
+        format!("{y:.0}")
+    } else if a >= 1.0 {
+        format!("{y:.1}")
+    } else if a >= 0.01 {
+        format!("{y:.2}")
+    } else {
+        format!("{y:.3}")
+    }
+}
+
+/// Bars of server memory per idle connection, labelled with their value, with min–max bars.
+fn draw_idle(
+    path: &Path,
+    idle: &[IdleSummary],
+    warning: Option<&str>,
+) -> Result<(), Box<dyn Error>> {
+    let kib = |v: f64| v / 1024.0;
+    let hi = idle
+        .iter()
+        .map(|i| kib(i.bytes_per_conn.max))
+        .fold(0.0, f64::max)
+        .max(0.1);
+    let held = idle.iter().map(|i| i.held).max().unwrap_or(0);
+    let rounds = idle.iter().map(|i| i.rounds).max().unwrap_or(0);
+    let root = canvas(path, warning)?;
+    let n = idle.len();
+    let names: Vec<&'static str> = idle.iter().map(|i| i.server).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "server memory per idle connection, {held} held ({})",
+                median_of(rounds)
+            ),
+            ("sans-serif", 19),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        // A segmented range has one segment more than its end: 0..n-1 gives n bars.
+        .build_cartesian_2d((0..n as i32 - 1).into_segmented(), 0.0..hi * 1.2)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").to_string(),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|y| tick(*y))
+        .y_desc("KiB of RSS per connection")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()?;
+    for (i, m) in idle.iter().enumerate() {
+        let (i, c) = (i as i32, colour(m.server));
+        let s = m.bytes_per_conn;
+        let mut bar = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), kib(s.median)),
+            ],
+            c.filled(),
+        );
+        bar.set_margin(0, 0, 50, 50);
+        chart.draw_series([bar])?;
+        let centre = SegmentValue::CenterOf(i);
+        chart.draw_series([PathElement::new(
+            vec![(centre.clone(), kib(s.min)), (centre.clone(), kib(s.max))],
+            BLACK.stroke_width(1),
+        )])?;
+        let label = if s.median >= 1024.0 {
+            format!("{:.1} KiB", kib(s.median))
+        } else {
+            format!("{:.0} B", s.median)
+        };
+        chart.draw_series([Text::new(
+            label,
+            (centre, kib(s.max) + hi * 0.03),
+            ("sans-serif", 15)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Bottom)),
+        )])?;
+    }
+    root.present()?;
     Ok(())
 }

@@ -2,251 +2,194 @@
 //! thread-per-client model, and tokio (current-thread and multi-thread), each server in its
 //! own process pinned to CPU 0 while the load generator runs pinned to CPU 1.
 //!
-//! `cargo bench` runs the full matrix (about 15 minutes); `BENCH_QUICK=1 cargo bench` (or
-//! `cargo bench -- --quick`) runs a tiny one in under a minute. Results go to the terminal
-//! and to `target/bench-report/` (`results.csv`, `report.md`, SVG charts).
+//! ```text
+//! cargo bench --bench compare                          # full matrix, about 10 minutes
+//! BENCH_QUICK=1 cargo bench --bench compare            # tiny matrix, under a minute
+//! cargo bench --bench compare -- --rounds 5 --out target/bench-a
+//! cargo bench --bench compare -- --agree target/bench-a target/bench-b
+//! cargo bench --bench compare -- --publish target/bench-b   # into docs/bench/ and README
+//! ```
+//!
+//! Every cell runs R rounds (`--rounds`, `BENCH_ROUNDS`, default 3) with the servers
+//! alternating within each round; the noise watch flags runs that other processes
+//! disturbed and repeats them (`--retries`, `BENCH_RETRIES`; `--noise-limit PCT`,
+//! `BENCH_NOISE_LIMIT`). `--duration SECS` (`BENCH_DURATION`) sets the traffic per run. The report goes to `--out DIR` (`BENCH_OUT`, default
+//! `target/bench-report/`): `report.md`, `results.csv`, `runs.csv`, `idle.csv`,
+//! `readme-section.md` and SVG charts. `--agree A B` compares two reports' medians;
+//! `--publish DIR` copies a quiet full run into `docs/bench/` and the README (`--force`
+//! for any other run).
+//!
+//! - `plan` — cells, profiles, the interleaved schedule.
+//! - `servers` — the servers under comparison, one process each.
+//! - `measure` — running the schedule, re-runs, idle memory.
+//! - `noise` / `procfs` — the noise watch: parsing and reading `/proc`.
+//! - `stats` / `summary` — medians and ranges over rounds, round-by-round ratios.
+//! - `report` / `charts` — the files.
+//! - `agree` — two runs compared.
+//! - `publish` — a run into `docs/bench/` and the README.
 
+mod agree;
 mod charts;
+mod harness;
+mod measure;
+mod noise;
+mod plan;
 mod procfs;
+mod publish;
 mod report;
 mod servers;
+mod stats;
+mod summary;
 
-use std::io;
-use std::thread;
-use std::time::Duration;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use servers::Kind;
-use tcp_reactor::load::{self, LoadArgs};
+use plan::Settings;
 
-/// One load pattern of the matrix.
-#[derive(Debug, Clone, Copy)]
-pub struct Cell {
-    /// Client connections.
-    pub connections: usize,
-    /// Bytes per message.
-    pub size: usize,
-    /// Messages in flight per connection.
-    pub pipeline: usize,
+/// What the command line asks for.
+enum Task {
+    /// Run the bench with these settings.
+    Bench(Box<Settings>),
+    /// Compare two report directories' medians, against a tolerance.
+    Agree(PathBuf, PathBuf, f64),
+    /// Copy a report directory into `docs/bench/` and the README (forced or not).
+    Publish(PathBuf, bool),
 }
 
-/// What one server did under one cell.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Which server.
-    pub server: &'static str,
-    /// The reactor's write policy; "-" for the other servers.
-    pub policy: String,
-    /// The load pattern.
-    pub cell: Cell,
-    /// What the load generator measured.
-    pub load: load::Report,
-    /// Server peak RSS (VmHWM), KiB.
-    pub rss_peak_kib: u64,
-    /// Most server threads seen during the run.
-    pub threads: u64,
-    /// Server CPU time during the run, seconds.
-    pub cpu_secs: f64,
-    /// The load generator's own CPU time during the run, seconds: near the cell's length,
-    /// the load generator (not the server) was the limit.
-    pub load_cpu_secs: f64,
-}
-
-/// Idle memory of one server model.
-#[derive(Debug, Clone)]
-pub struct Idle {
-    /// Which server.
-    pub server: &'static str,
-    /// Connections held open.
-    pub held: usize,
-    /// Connections that failed.
-    pub failed: usize,
-    /// RSS before connecting, KiB.
-    pub before_kib: u64,
-    /// RSS with every connection idle, KiB.
-    pub after_kib: u64,
-    /// Server threads with every connection open.
-    pub threads: u64,
-}
-
-/// Quick or full.
-#[derive(Debug, Clone)]
-pub struct Mode {
-    /// True for the tiny matrix.
-    pub quick: bool,
-    /// Seconds of traffic per cell.
-    pub duration: f64,
-    /// Idle connections for the memory measurement.
-    pub idle: usize,
-    /// `(server CPU, load CPU)` when pinning worked.
-    pub pin: Option<(usize, usize)>,
-    /// The machine's load average when the bench started (other work skews the figures).
-    pub load_before: String,
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(servers::ECHO_ARG) {
-        let (flavour, addr) = (
-            args.get(2).cloned().unwrap_or_default(),
-            args.get(3).cloned().unwrap_or_default(),
-        );
-        if let Err(e) = servers::tokio_echo(&flavour, &addr) {
-            eprintln!("tokio echo: {e}");
-            std::process::exit(1);
-        }
-        return;
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = servers::serve_if_asked(&args) {
+        return code;
     }
-    let quick =
-        std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0") || args.iter().any(|a| a == "--quick");
-    if let Err(e) = bench(quick) {
+    let result = match parse(&args) {
+        Ok(Task::Bench(settings)) => harness::run(&settings).map(|_| ExitCode::SUCCESS),
+        Ok(Task::Agree(a, b, tolerance)) => agreement(&a, &b, tolerance),
+        Ok(Task::Publish(dir, force)) => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            publish::publish(
+                &dir,
+                &root.join("docs/bench"),
+                &root.join("README.md"),
+                force,
+            )
+            .map(|()| {
+                println!("published {} into docs/bench/ and README.md", dir.display());
+                ExitCode::SUCCESS
+            })
+        }
+        Err(e) => Err(std::io::Error::other(e)),
+    };
+    result.unwrap_or_else(|e| {
         eprintln!("compare: {e}");
-        std::process::exit(1);
-    }
-}
-
-/// Run the matrix and the idle measurement, then write the report.
-fn bench(quick: bool) -> io::Result<()> {
-    // Room for the idle connections, held by this process.
-    load::ensure_descriptors(10_000)?;
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = (cores >= 2 && procfs::pin_self(1)).then_some((0, 1));
-    let mode = Mode {
-        quick,
-        duration: if quick { 1.0 } else { 10.0 },
-        idle: if quick { 2_000 } else { 10_000 },
-        pin,
-        load_before: procfs::load_average(),
-    };
-    eprintln!(
-        "compare: {} matrix, {} s per cell, {}",
-        if quick { "quick" } else { "full" },
-        mode.duration,
-        match pin {
-            Some((s, l)) => format!("server pinned to CPU {s}, load generator to CPU {l}"),
-            None => "not pinned (fewer than 2 CPUs or affinity refused)".to_string(),
-        }
-    );
-    let mut rows = Vec::new();
-    let mut skipped = Vec::new();
-    let mut kinds = Kind::ALL.to_vec();
-    // Cell by cell, every server in turn: noise from anything else running on the machine
-    // then hits all servers of a cell alike instead of one server's whole series.
-    for cell in matrix(quick) {
-        let mut failed = Vec::new();
-        for &kind in &kinds {
-            match run_cell(kind, cell, &mode) {
-                Ok(row) => {
-                    report::print_row(&row);
-                    rows.push(row);
-                }
-                Err(e) => {
-                    eprintln!("compare: {} skipped: {e}", kind.name());
-                    skipped.push(format!("{}: {e}", kind.name()));
-                    failed.push(kind);
-                }
-            }
-        }
-        kinds.retain(|k| !failed.contains(k));
-    }
-    let mut idle = Vec::new();
-    for kind in [Kind::Reactor, Kind::Threads, Kind::TokioCurrent] {
-        match idle_memory(kind, &mode) {
-            Ok(m) => {
-                report::print_idle(&m);
-                idle.push(m);
-            }
-            Err(e) => skipped.push(format!("{} idle: {e}", kind.name())),
-        }
-    }
-    let dir = report::write_all(&mode, &rows, &idle, &skipped, &procfs::load_average())?;
-    eprintln!("compare: report written to {}", dir.display());
-    Ok(())
-}
-
-/// The load patterns: unpipelined echo over growing connection counts and two sizes, plus
-/// a pipelined row.
-fn matrix(quick: bool) -> Vec<Cell> {
-    let (conns, sizes): (&[usize], &[usize]) = if quick {
-        (&[10, 1000], &[64])
-    } else {
-        (&[1, 10, 100, 1000, 5000], &[64, 4096])
-    };
-    let mut cells = Vec::new();
-    for &size in sizes {
-        for &connections in conns {
-            cells.push(Cell {
-                connections,
-                size,
-                pipeline: 1,
-            });
-        }
-    }
-    cells.push(Cell {
-        connections: 100,
-        size: 64,
-        pipeline: 16,
-    });
-    cells
-}
-
-/// Start a fresh server, load it with `cell`, and collect its figures.
-fn run_cell(kind: Kind, cell: Cell, mode: &Mode) -> io::Result<Row> {
-    let server = servers::start(kind, mode.pin)?;
-    let pid = server.pid();
-    let cpu_before = procfs::cpu_secs(pid).unwrap_or(0.0);
-    let sampler = procfs::Sampler::start(pid);
-    let args = LoadArgs {
-        addr: server.addr,
-        connections: cell.connections,
-        size: cell.size,
-        pipeline: cell.pipeline,
-        duration: Some(mode.duration),
-        // A connect storm of thousands overflows the listen queue; spread it a little.
-        ramp: if cell.connections >= 1000 { 0.5 } else { 0.0 },
-        // The load generator has one CPU: one thread.
-        threads: Some(if mode.pin.is_some() { 1 } else { 2 }),
-        quiet: true,
-        ..LoadArgs::default()
-    };
-    let me = std::process::id();
-    let load_cpu_before = procfs::cpu_secs(me).unwrap_or(0.0);
-    let result = load::run(&args);
-    let load_cpu_secs = procfs::cpu_secs(me).unwrap_or(load_cpu_before) - load_cpu_before;
-    let threads = sampler.finish();
-    let cpu_secs = procfs::cpu_secs(pid).unwrap_or(cpu_before) - cpu_before;
-    let status = procfs::status(pid).unwrap_or_default();
-    drop(server);
-    Ok(Row {
-        server: kind.name(),
-        policy: kind.policy(),
-        cell,
-        load: result?,
-        rss_peak_kib: status.hwm_kib,
-        threads,
-        cpu_secs,
-        load_cpu_secs,
+        ExitCode::FAILURE
     })
 }
 
-/// Server RSS with `mode.idle` idle connections, held by this process.
-fn idle_memory(kind: Kind, mode: &Mode) -> io::Result<Idle> {
-    let server = servers::start(kind, mode.pin)?;
-    let pid = server.pid();
-    thread::sleep(Duration::from_millis(300));
-    let before = procfs::status(pid).unwrap_or_default();
-    let conns = load::idle::open(server.addr, mode.idle, Duration::from_secs(60))?;
-    // Let the server finish its bookkeeping for the last connections.
-    thread::sleep(Duration::from_millis(1000));
-    let after = procfs::status(pid).unwrap_or_default();
-    let idle = Idle {
-        server: kind.name(),
-        held: conns.held(),
-        failed: conns.failed(),
-        before_kib: before.rss_kib,
-        after_kib: after.rss_kib,
-        threads: after.threads,
+/// Read the command line and the `BENCH_*` environment (flags win).
+fn parse(args: &[String]) -> Result<Task, String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut quick = env("BENCH_QUICK").is_some_and(|v| v != "0");
+    let mut rounds = env("BENCH_ROUNDS");
+    let mut retries = env("BENCH_RETRIES");
+    let mut duration = env("BENCH_DURATION");
+    let mut noise = env("BENCH_NOISE_LIMIT");
+    let mut out = env("BENCH_OUT").map(PathBuf::from);
+    let mut tolerance = "10".to_string();
+    let mut agree = None;
+    let mut publish = None;
+    let mut force = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--rounds" => rounds = Some(value()?),
+            "--retries" => retries = Some(value()?),
+            "--duration" => duration = Some(value()?),
+            "--noise-limit" => noise = Some(value()?),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--tolerance" => tolerance = value()?,
+            "--agree" => agree = Some((PathBuf::from(value()?), PathBuf::from(value()?))),
+            "--publish" => publish = Some(PathBuf::from(value()?)),
+            "--force" => force = true,
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let number = |name: &str, v: &str| v.parse::<f64>().map_err(|e| format!("{name} {v}: {e}"));
+    if let Some(dir) = publish {
+        return Ok(Task::Publish(dir, force));
+    }
+    if let Some((a, b)) = agree {
+        return Ok(Task::Agree(
+            a,
+            b,
+            number("--tolerance", &tolerance)? / 100.0,
+        ));
+    }
+    let out = out.unwrap_or_else(default_out);
+    let mut settings = if quick {
+        Settings::quick(out)
+    } else {
+        Settings::full(out)
     };
-    drop(conns);
-    drop(server);
-    Ok(idle)
+    if let Some(r) = rounds {
+        settings.set_rounds(number("rounds", &r)? as usize, servers::Kind::ALL.len());
+    }
+    if let Some(r) = retries {
+        settings.retries = number("retries", &r)? as usize;
+    }
+    if let Some(d) = duration {
+        settings.duration = number("duration", &d)?;
+    }
+    if let Some(n) = noise {
+        settings.noise_limit = number("noise limit", &n)? / 100.0;
+    }
+    Ok(Task::Bench(Box::new(settings)))
+}
+
+/// `target/bench-report/` beside this bench binary's build.
+fn default_out() -> PathBuf {
+    // The bench runs from target/<profile>/deps/; its target dir is three levels up.
+    let from_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()));
+    from_exe
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-report")
+}
+
+/// Print how far two reports' medians agree; fails when the worst cell is over
+/// `tolerance`.
+fn agreement(a: &Path, b: &Path, tolerance: f64) -> std::io::Result<ExitCode> {
+    let read = |dir: &Path| {
+        let path = dir.join("results.csv");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        agree::medians(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+    };
+    let (ma, mb) = (read(a)?, read(b)?);
+    let (diffs, lonely) = agree::compare(&ma, &mb);
+    // The noise watch's verdict of each run, so a disagreement can be read against it.
+    let verdict = |dir: &Path| {
+        fs::read_to_string(dir.join("report.md"))
+            .ok()
+            .and_then(|r| {
+                r.lines()
+                    .find(|l| l.starts_with("- verdict:"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "- verdict: (no report.md)".to_string())
+    };
+    println!("A = {}\n  {}", a.display(), verdict(a));
+    println!("B = {}\n  {}\n", b.display(), verdict(b));
+    print!("{}", agree::render(&diffs, &lonely, tolerance));
+    let ok = agree::worst(&diffs).is_some_and(|w| w.relative() <= tolerance) && lonely.is_empty();
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,14 +1,17 @@
-//! Reading a server process's memory, threads and CPU time from `/proc`, and pinning
-//! processes to CPUs.
+//! Reading `/proc`: a server's memory and threads, the snapshots of the noise watch, the
+//! machine's description; and pinning processes to CPUs.
 
 use std::fs;
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
+
+use crate::noise::{LoadAvg, Snapshot, Tasks, cpu_count, process_ticks};
 
 /// One look at `/proc/PID/status`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,33 +46,65 @@ pub fn status(pid: u32) -> Option<Status> {
     Some(s)
 }
 
-/// CPU time used so far by the process (user + system, all threads), in seconds.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+/// Read the machine's CPU times, the server's and this process's (the load generator's)
+/// CPU ticks and the load averages, as close together as possible.
+pub fn snapshot(server_pid: u32) -> io::Result<Snapshot> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let server = fs::read_to_string(format!("/proc/{server_pid}/stat"))?;
+    let load = fs::read_to_string("/proc/self/stat")?;
+    let loadavg = fs::read_to_string("/proc/loadavg")?;
+    Snapshot::parse(&stat, &server, &load, &loadavg)
+        .ok_or_else(|| io::Error::other("unexpected /proc/stat, /proc/PID/stat or /proc/loadavg"))
+}
+
+/// Every process's CPU ticks now (threads are counted in their process).
+pub fn tasks() -> Tasks {
+    let mut tasks = Tasks::default();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return tasks;
+    };
+    for entry in dir.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        // A process may exit between the listing and the read: skip it.
+        if let Some(stat) = is_pid
+            .then(|| fs::read_to_string(entry.path().join("stat")).ok())
+            .flatten()
+        {
+            tasks.push(&stat);
+        }
+    }
+    tasks
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux.
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .map_or(100.0, |t| t as f64)
 }
 
-/// The 1, 5 and 15 minute load averages of the machine, as `/proc/loadavg` gives them.
-pub fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The machine: CPU model, CPU count and kernel release, for the report.
+pub fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    // Not `available_parallelism`: this process may be pinned to one CPU already.
+    let cpus = cpu_count(&fs::read_to_string("/proc/stat").unwrap_or_default());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
+
+/// `/proc/loadavg` as it reads now.
+pub fn load_average() -> Option<LoadAvg> {
+    LoadAvg::parse(&fs::read_to_string("/proc/loadavg").ok()?)
 }
 
 /// Pin the calling thread (and so every process or thread it starts later) to `cpu`.
@@ -79,44 +114,73 @@ pub fn pin_self(cpu: usize) -> bool {
     set.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
-/// Samples a process's thread count and RSS while a load runs, keeping the maxima.
+/// What a [`Sampler`] saw.
+#[derive(Debug, Default)]
+pub struct Samples {
+    /// Most server threads seen.
+    pub threads: u64,
+    /// This process's (the load generator's) CPU ticks, with when they were read.
+    pub load_ticks: Vec<(Instant, u64)>,
+}
+
+impl Samples {
+    /// The load generator's CPU use between `from` and `to`, in cores (1.0: one core
+    /// busy throughout); `None` when the samples inside span less than 0.2 s.
+    pub fn load_busy(&self, from: Instant, to: Instant) -> Option<f64> {
+        let mut inside = self
+            .load_ticks
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to);
+        let first = inside.next()?;
+        let last = inside.next_back()?;
+        let secs = last.0.duration_since(first.0).as_secs_f64();
+        (secs >= 0.2).then(|| last.1.saturating_sub(first.1) as f64 / clock_ticks() / secs)
+    }
+}
+
+/// Samples a server's thread count and this process's CPU ticks every 20 ms while a load
+/// runs.
 #[derive(Debug)]
 pub struct Sampler {
     /// Raised to stop sampling.
     stop: Arc<AtomicBool>,
-    /// Most threads seen.
-    threads: Arc<AtomicU64>,
-    /// The sampling thread.
-    handle: Option<JoinHandle<()>>,
+    /// The sampling thread, which returns what it saw.
+    handle: Option<JoinHandle<Samples>>,
 }
 
 impl Sampler {
-    /// Start sampling `pid` every 20 ms.
+    /// Start sampling the server `pid` and this process.
     pub fn start(pid: u32) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = Arc::new(AtomicU64::new(0));
-        let (flag, max) = (Arc::clone(&stop), Arc::clone(&threads));
+        let flag = Arc::clone(&stop);
         let handle = thread::spawn(move || {
+            let mut seen = Samples::default();
             while !flag.load(Ordering::Relaxed) {
                 if let Some(s) = status(pid) {
-                    max.fetch_max(s.threads, Ordering::Relaxed);
+                    seen.threads = seen.threads.max(s.threads);
+                }
+                let ticks = fs::read_to_string("/proc/self/stat")
+                    .ok()
+                    .and_then(|t| process_ticks(&t));
+                if let Some(ticks) = ticks {
+                    seen.load_ticks.push((Instant::now(), ticks));
                 }
                 thread::sleep(Duration::from_millis(20));
             }
+            seen
         });
         Sampler {
             stop,
-            threads,
             handle: Some(handle),
         }
     }
 
-    /// Stop and return the most threads seen.
-    pub fn finish(mut self) -> u64 {
+    /// Stop and return what was seen.
+    pub fn finish(mut self) -> Samples {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-        self.threads.load(Ordering::Relaxed)
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,14 +45,6 @@ impl Kind {
         Kind::TokioCurrent,
         Kind::TokioMulti,
     ];
-
-    /// The write policy column: the reactor's policy, "-" for the other servers.
-    pub fn policy(self) -> String {
-        match self {
-            Kind::Reactor => reactor_policy(),
-            _ => "-".to_string(),
-        }
-    }
 
     /// Name in tables and files.
     pub fn name(self) -> &'static str {
@@ -175,6 +167,25 @@ fn wait_ready(server: &mut Server) -> io::Result<()> {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// When `args` (the arguments after the program name) start with [`ECHO_ARG`], run the
+/// tokio echo server they ask for until killed and return its exit code; else `None`.
+pub fn serve_if_asked(args: &[String]) -> Option<ExitCode> {
+    if args.first().map(String::as_str) != Some(ECHO_ARG) {
+        return None;
+    }
+    let (flavour, addr) = (
+        args.get(1).map_or("", String::as_str),
+        args.get(2).map_or("", String::as_str),
+    );
+    Some(match tokio_echo(flavour, addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokio echo: {e}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Run a tokio echo server (`current` or `multi` runtime) on `addr` until killed:

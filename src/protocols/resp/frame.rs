@@ -377,7 +377,7 @@ mod fast_path_tests {
     fn count_bytes() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(
             prop_oneof![
-                4 => (b'0'..=b'9'),
+                4 => b'0'..=b'9',
                 1 => Just(b'-'),
                 1 => Just(b'\r'),
                 1 => Just(b'\n'),

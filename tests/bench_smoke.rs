@@ -1,0 +1,154 @@
+//! A smoke run of the benchmark (`benches/compare`): a tiny matrix against all four
+//! servers, two rounds, then a check that every file of the report was written and holds
+//! what it should. Nothing about speed is asserted.
+//!
+//! This test has its own `main` (`harness = false`): the bench starts its tokio echo
+//! servers by re-executing itself with a special first argument, and so does this binary.
+
+#[allow(dead_code)]
+#[path = "../benches/compare/charts.rs"]
+mod charts;
+#[allow(dead_code)]
+#[path = "../benches/compare/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../benches/compare/measure.rs"]
+mod measure;
+#[allow(dead_code)]
+#[path = "../benches/compare/noise.rs"]
+mod noise;
+#[allow(dead_code)]
+#[path = "../benches/compare/plan.rs"]
+mod plan;
+#[allow(dead_code)]
+#[path = "../benches/compare/procfs.rs"]
+mod procfs;
+#[allow(dead_code)]
+#[path = "../benches/compare/report.rs"]
+mod report;
+#[allow(dead_code)]
+#[path = "../benches/compare/servers.rs"]
+mod servers;
+#[allow(dead_code)]
+#[path = "../benches/compare/stats.rs"]
+mod stats;
+#[allow(dead_code)]
+#[path = "../benches/compare/summary.rs"]
+mod summary;
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+
+use plan::{Cell, Settings};
+
+/// Two rounds of two unpipelined cells and a pipelined one, a fifth of a second each.
+fn smoke_settings(out: &Path) -> Settings {
+    let cell = |connections, pipeline| Cell {
+        connections,
+        size: 64,
+        pipeline,
+    };
+    let cells = vec![cell(4, 1), cell(16, 1), cell(8, 4)];
+    let mut s = Settings::with_cells("smoke", cells, 0.2, 100, out.to_path_buf());
+    s.set_rounds(2, servers::Kind::ALL.len());
+    s.retries = 1;
+    s
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = servers::serve_if_asked(&args) {
+        return code;
+    }
+    let out = std::env::temp_dir().join(format!("tcp-reactor-bench-smoke-{}", std::process::id()));
+    let settings = smoke_settings(&out);
+    let result = harness::run(&settings)
+        .map_err(|e| format!("smoke run failed: {e}"))
+        .and_then(|_| check_report(&out, &settings));
+    match result {
+        Ok(()) => {
+            let _ = fs::remove_dir_all(&out);
+            println!("bench_smoke: every file of the report written and checked");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench_smoke: {e} (files kept in {})", out.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The contents of `dir/name`, which must exist and not be empty.
+fn read(dir: &Path, name: &str) -> Result<String, String> {
+    let text = fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    if text.trim().is_empty() {
+        return Err(format!("{name} is empty"));
+    }
+    Ok(text)
+}
+
+/// Every file the report promises, with the rows and sections the settings call for.
+fn check_report(dir: &Path, settings: &Settings) -> Result<(), String> {
+    let servers = servers::Kind::ALL.map(servers::Kind::name);
+    let (cells, rounds) = (settings.cells.len(), settings.rounds);
+    let results = read(dir, "results.csv")?;
+    expect_rows("results.csv", &results, cells * servers.len())?;
+    let runs = read(dir, "runs.csv")?;
+    let kept = runs
+        .lines()
+        .filter(|l| l.split(',').nth(2) == Some("true"))
+        .count();
+    if kept != cells * servers.len() * rounds {
+        return Err(format!(
+            "runs.csv: {kept} kept runs, want {}",
+            cells * servers.len() * rounds
+        ));
+    }
+    expect_rows("idle.csv", &read(dir, "idle.csv")?, 3 * rounds)?;
+    let report = read(dir, "report.md")?;
+    for heading in [
+        "## Conditions",
+        "## Noise per cell",
+        "## Results",
+        "## Reactor compared",
+        "## Idle connections",
+        "## Charts",
+        "load average",
+        "smoke profile: 3 cells × 4 servers × 2 rounds",
+    ] {
+        if !report.contains(heading) {
+            return Err(format!("report.md lacks {heading:?}"));
+        }
+    }
+    let section = read(dir, "readme-section.md")?;
+    for chart in ["throughput-64B", "p99-64B", "cpu-64B", "memory-64B"] {
+        let svg = read(dir, &format!("{chart}.svg"))?;
+        if !svg.contains("<svg") || servers.iter().any(|s| !svg.contains(s)) {
+            return Err(format!(
+                "{chart}.svg is not a chart with every server in its legend"
+            ));
+        }
+        if !report.contains(&format!("({chart}.svg)"))
+            || !section.contains(&format!("(docs/bench/{chart}.svg)"))
+        {
+            return Err(format!(
+                "{chart}.svg is not linked from report.md and readme-section.md"
+            ));
+        }
+    }
+    let idle = read(dir, "idle-memory.svg")?;
+    if !idle.contains("<svg") || !idle.contains("reactor") {
+        return Err("idle-memory.svg is not a chart of the servers".to_string());
+    }
+    Ok(())
+}
+
+/// `text` must be a header and `rows` rows.
+fn expect_rows(name: &str, text: &str, rows: usize) -> Result<(), String> {
+    let got = text.lines().count().saturating_sub(1);
+    if got != rows {
+        return Err(format!("{name}: {got} rows, want {rows}"));
+    }
+    Ok(())
+}
