@@ -21,7 +21,8 @@
 # one connection is (a few thousand instructions, under one per request here).
 #
 # Settings (environment): REQUESTS (20000), PORT (19190), BIN (a tcp-reactor binary to
-# measure instead of building target/release/tcp-reactor).
+# measure instead of building target/release/tcp-reactor), FLAGS (more `serve` flags for
+# it, e.g. "--write-policy eager").
 # Needs valgrind and python3; --peers also needs redis-server, redis-benchmark and nginx
 # (benches/peers.sh --install). Prints a markdown table.
 set -euo pipefail
@@ -152,7 +153,7 @@ measure() {
 }
 
 ours() {
-    echo "$BIN" serve --protocol "$1" --addr "127.0.0.1:$PORT"
+    echo "$BIN" serve --protocol "$1" --addr "127.0.0.1:$PORT" "${FLAGS:-}"
 }
 
 nginx_conf() {

@@ -97,9 +97,11 @@ start() {
     wait_port
 }
 
-# Stop the server (SIGINT: ours then prints its stats).
+# Stop the server (ours then prints its stats).
 stop() {
-    kill -INT "$SERVER_PID" 2>/dev/null || true
+    # SIGTERM: a job started in the background of a script ignores SIGINT unless it
+    # installs its own handler (ours, redis and nginx do; the tokio echo does not).
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
 }
