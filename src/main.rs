@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tcp_reactor::{Config, Handler, Model, Server, WritePolicy, client, protocols};
+use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -49,17 +49,6 @@ enum ModelName {
     Reactor,
     /// One blocking OS thread per client.
     Threads,
-}
-
-/// When the reactor writes replies (`--write-policy`).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum WritePolicyName {
-    /// As soon as each callback returns.
-    Eager,
-    /// Once the turn's readiness events are handled, before the next poll.
-    EndOfTurn,
-    /// End of turn when the poll returned at least --defer-min-events events, else eager.
-    Adaptive,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +101,17 @@ struct ServeArgs {
     defer_min_events: usize,
 }
 
+/// When the reactor writes replies (`--write-policy`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WritePolicyName {
+    /// As soon as each callback returns.
+    Eager,
+    /// Once the turn's readiness events are handled, before the next poll.
+    EndOfTurn,
+    /// End of turn when the poll returned at least --defer-min-events events, else eager.
+    Adaptive,
+}
+
 #[derive(Debug, Args)]
 struct ClientArgs {
     /// Server address; asked for on stdin when missing.
@@ -151,39 +151,33 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     }
 }
 
-/// Turn the limit flags into a [`Config`], rejecting inconsistent ones.
+/// Turn the limit flags into a [`Config`]; the library judges whether it makes sense
+/// ([`Config::validate`], called by `bind`).
 fn config_from(args: &ServeArgs) -> io::Result<Config> {
     let seconds = |value: f64, flag: &str| {
         Duration::try_from_secs_f64(value)
             .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
     };
     let idle = seconds(args.idle_timeout, "idle-timeout")?;
-    if args.low_water > args.high_water {
-        return Err(invalid("--low-water must not exceed --high-water".into()));
-    }
-    if args.max_connections == 0 {
-        return Err(invalid("--max-connections must be at least 1".into()));
-    }
-    Ok(Config {
-        max_connections: args.max_connections,
-        accept_budget: args.accept_budget,
-        read_budget: args.read_budget,
-        high_water: args.high_water,
-        low_water: args.low_water,
-        max_input: args.max_input,
-        max_output: args.max_output,
-        idle_timeout: (!idle.is_zero()).then_some(idle),
-        linger: seconds(args.linger, "linger")?,
-        write_policy: match args.write_policy {
+    Ok(Config::default()
+        .with_max_connections(args.max_connections)
+        .with_accept_budget(args.accept_budget)
+        .with_read_budget(args.read_budget)
+        .with_high_water(args.high_water)
+        .with_low_water(args.low_water)
+        .with_max_input(args.max_input)
+        .with_max_output(args.max_output)
+        // On the command line 0 means "never", the library's `None`.
+        .with_idle_timeout((!idle.is_zero()).then_some(idle))
+        .with_linger(seconds(args.linger, "linger")?)
+        .with_write_policy(match args.write_policy {
             None => Config::default().write_policy,
             Some(WritePolicyName::Eager) => WritePolicy::Eager,
             Some(WritePolicyName::EndOfTurn) => WritePolicy::EndOfTurn,
             Some(WritePolicyName::Adaptive) => WritePolicy::Adaptive {
                 min_events: args.defer_min_events,
             },
-        },
-        ..Config::default()
-    })
+        }))
 }
 
 /// Bind, install the signal handler, serve until stopped, print the stats.
@@ -197,8 +191,10 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         .model(model)
         .workers(args.workers)
         .bind(args.addr)
-        .map_err(|err| {
-            io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr))
+        .map_err(|err| match ConfigError::of(&err) {
+            // Printed as it is: it names the field (`low_water` is `--low-water`).
+            Some(_) => err,
+            None => io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr)),
         })?;
     let stop = running.stop_handle();
     ctrlc::set_handler(move || stop.stop())

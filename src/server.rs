@@ -1,21 +1,27 @@
 //! Starting and stopping a server: the builder, the running server's handle, and workers.
 //!
-//! This module binds listeners and spawns the threads of the chosen model; it must not run
-//! any protocol or loop itself (that is `reactor` and `threads`).
+//! The top layer: this module binds listeners, chooses a model and starts its workers, and
+//! reads the server-wide gauges for the [`Running`] handle. It must not run any protocol
+//! or loop itself (that is `reactor` and `threads`), and no module below imports it.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{Config, Handler, Stats, mailbox, reactor, threads};
+use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
+use crate::{Config, Handler, Stats, reactor, threads};
+
+/// A running worker's thread, which returns the worker's counters.
+type WorkerThread = JoinHandle<io::Result<Stats>>;
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Model {
     /// One thread, one `mio::Poll`, a slab of connections (per worker).
     #[default]
@@ -24,65 +30,20 @@ pub enum Model {
     Threads,
 }
 
-/// Live gauges of a running server, readable from any thread.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Connections open right now.
-    pub connections: AtomicU64,
-    /// Most connections open at once so far, server-wide.
-    pub peak_connections: AtomicU64,
-    /// Connections accepted so far.
-    pub accepted: AtomicU64,
-    /// Connections refused so far because the server was full.
-    pub refused: AtomicU64,
-    /// Connections accepted so far by each worker.
-    pub accepted_by_worker: Vec<AtomicU64>,
-}
-
-impl Live {
-    /// Gauges for a server of `workers` workers.
-    pub(crate) fn new(workers: usize) -> Self {
-        Live {
-            accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            ..Live::default()
-        }
-    }
-
-    /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;
-    /// return false (counting nothing) when the server is full. Atomic, so workers
-    /// accepting at the same moment cannot together exceed the limit; the peak is taken
-    /// from the same reservation, so it is the server-wide one.
-    pub(crate) fn try_open(&self, worker: usize, max: usize) -> bool {
-        let reserved =
-            self.connections
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                    (open < max as u64).then_some(open + 1)
-                });
-        let Ok(before) = reserved else {
-            return false;
-        };
-        self.peak_connections
-            .fetch_max(before + 1, Ordering::Relaxed);
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        if let Some(count) = self.accepted_by_worker.get(worker) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-        true
-    }
-
-    pub(crate) fn closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A wake-up function for one worker, called after the stop flag is raised.
-type WakeFn = Box<dyn Fn() + Send + Sync>;
-
 /// Stops a running server from any thread. Cheap to clone.
+///
+/// ```
+/// use std::thread;
+/// use tcp_reactor::{Server, protocols::Echo};
+///
+/// let running = Server::new(Echo).bind("127.0.0.1:0".parse().unwrap())?;
+/// let stop = running.stop_handle();
+/// // Another thread (a signal handler, an admin command) decides when to stop.
+/// thread::spawn(move || stop.stop());
+/// let stats = running.wait()?;
+/// assert_eq!(stats.accepted, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct StopHandle {
     /// Raised once; every worker checks it after waking.
@@ -116,51 +77,23 @@ impl StopHandle {
     }
 }
 
-/// Everything one worker needs, whatever its model.
-pub(crate) struct WorkerSetup<H> {
-    /// Index of this worker, `0..workers`.
-    pub(crate) index: usize,
-    /// How many workers share the server (for routing messages between them).
-    pub(crate) workers: usize,
-    /// The protocol.
-    pub(crate) handler: Arc<H>,
-    /// Limits.
-    pub(crate) config: Config,
-    /// This worker's own listener (bound with `SO_REUSEPORT` when there are several).
-    pub(crate) listener: std::net::TcpListener,
-    /// Raised when the server must stop.
-    pub(crate) stop: Arc<AtomicBool>,
-    /// Shared gauges.
-    pub(crate) live: Arc<Live>,
-    /// State shared by all workers of this server (message routing between them).
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// State shared by every worker of one server.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// Reactor model: one mailbox per worker, for `send_to` across workers.
-    pub(crate) mailboxes: mailbox::Mailboxes,
-    /// Threads model: every live client, for `send_to` between client threads.
-    pub(crate) registry: threads::Registry,
-}
-
-/// A worker that has been built but not started, with the function that wakes it.
-pub(crate) struct Prepared {
-    /// Runs the worker to completion on the current thread.
-    pub(crate) run: Box<dyn FnOnce() -> io::Result<Stats> + Send>,
-    /// Wakes the worker so it notices the stop flag.
-    pub(crate) wake: WakeFn,
-}
-
 /// Builds a server: a protocol, a model, limits and a worker count.
 ///
 /// ```no_run
-/// use tcp_reactor::{protocols::Echo, Server};
+/// use std::time::Duration;
+/// use tcp_reactor::{Config, Model, Server, protocols::Echo};
 ///
-/// let running = Server::new(Echo).bind("127.0.0.1:8866".parse().unwrap())?;
+/// let config = Config::default()
+///     .with_max_connections(1_000)
+///     .with_idle_timeout(Some(Duration::from_secs(60)));
+/// let running = Server::new(Echo)
+///     .config(config)
+///     .model(Model::Reactor)
+///     .workers(2)
+///     .bind("127.0.0.1:8866".parse().unwrap())?;
 /// println!("listening on {}", running.local_addr());
 /// let stats = running.wait()?;
+/// println!("{stats}");
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -203,17 +136,21 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Run `n` independent workers (at least one), each with its own listener on the same
-    /// address (`SO_REUSEPORT`); the kernel spreads connections between them.
+    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0), each
+    /// with its own listener on the same address (`SO_REUSEPORT`); the kernel spreads
+    /// connections between them.
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n;
         self
     }
 
     /// Bind `addr` and start serving on background threads.
     ///
-    /// Port 0 picks a free port: see [`Running::local_addr`].
+    /// Port 0 picks a free port: see [`Running::local_addr`]. An inconsistent [`Config`]
+    /// or a worker count of 0 fails with [`InvalidInput`](io::ErrorKind::InvalidInput)
+    /// holding a [`ConfigError`](crate::ConfigError) (see [`Config::validate`]).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
+        crate::config::validate_server(&self.config, self.workers)?;
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Live::new(self.workers));
         let first = listen(addr, &self.config, self.workers > 1)?;
@@ -224,14 +161,10 @@ impl<H: Handler> Server<H> {
             listeners.push(listen(local_addr, &self.config, true)?);
         }
         let workers = listeners.len();
-        let shared = Arc::new(Shared {
-            mailboxes: mailbox::Mailboxes::new(workers),
-            registry: threads::Registry::default(),
-        });
-        let mut runs = Vec::with_capacity(workers);
-        let mut wakers = Vec::with_capacity(workers);
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let setup = WorkerSetup {
+        let setups = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| WorkerSetup {
                 index,
                 workers,
                 handler: Arc::clone(&self.handler),
@@ -239,36 +172,21 @@ impl<H: Handler> Server<H> {
                 listener,
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
-                shared: Arc::clone(&shared),
-            };
-            let prepared = match self.model {
-                Model::Reactor => reactor::prepare(setup)?,
-                Model::Threads => threads::prepare(setup)?,
-            };
-            wakers.push(prepared.wake);
-            runs.push(prepared.run);
-        }
+            })
+            .collect();
+        let prepared = match self.model {
+            Model::Reactor => reactor::prepare(setups)?,
+            Model::Threads => threads::prepare(setups)?,
+        };
+        let (runs, wakers): (Vec<_>, Vec<_>) = prepared
+            .into_iter()
+            .map(|worker| (worker.run, worker.wake))
+            .unzip();
         let stop_handle = StopHandle {
             flag: stop,
             wakers: Arc::new(wakers),
         };
-        let mut threads = Vec::with_capacity(workers);
-        for (index, run) in runs.into_iter().enumerate() {
-            let spawned = thread::Builder::new()
-                .name(format!("tcp-reactor-{index}"))
-                .spawn(run);
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(err) => {
-                    // Stop the workers already running before reporting the failure.
-                    stop_handle.stop();
-                    for thread in threads {
-                        let _ = thread.join();
-                    }
-                    return Err(err);
-                }
-            }
-        }
+        let threads = spawn_workers(runs, &stop_handle)?;
         Ok(Running {
             local_addr,
             stop: stop_handle,
@@ -285,6 +203,24 @@ impl<H: Handler> Server<H> {
 }
 
 /// A server that is serving. Dropping it stops it and waits for its workers.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use tcp_reactor::{Server, protocols::Echo};
+///
+/// let running = Server::new(Echo).bind("127.0.0.1:0".parse().unwrap())?;
+/// let mut client = TcpStream::connect(running.local_addr())?;
+/// client.write_all(b"hello")?;
+/// let mut reply = [0; 5];
+/// client.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"hello");
+/// drop(client);
+/// let stats = running.stop()?;
+/// assert_eq!(stats.accepted, 1);
+/// assert_eq!(stats.bytes_out, 5);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Running {
     /// The address actually bound.
@@ -294,7 +230,7 @@ pub struct Running {
     /// Shared gauges.
     live: Arc<Live>,
     /// One thread per worker.
-    threads: Vec<JoinHandle<io::Result<Stats>>>,
+    threads: Vec<WorkerThread>,
 }
 
 impl Running {
@@ -308,23 +244,24 @@ impl Running {
         self.stop.clone()
     }
 
-    /// Live gauges: connections open now, accepted and refused so far.
-    pub fn live(&self) -> &Live {
-        &self.live
+    /// Connections open right now, over every worker.
+    pub fn connections(&self) -> u64 {
+        self.live.connections()
+    }
+
+    /// Connections accepted so far, over every worker.
+    pub fn accepted(&self) -> u64 {
+        self.live.accepted()
+    }
+
+    /// Connections refused so far because the server was full.
+    pub fn refused(&self) -> u64 {
+        self.live.refused()
     }
 
     /// Connections accepted so far by each worker, in worker order.
     pub fn accepted_by_worker(&self) -> Vec<u64> {
-        self.live
-            .accepted_by_worker
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// Connections open right now.
-    pub fn connections(&self) -> u64 {
-        self.live.connections.load(Ordering::Relaxed)
+        self.live.accepted_by_worker()
     }
 
     /// Stop gracefully and return the final stats, summed over workers.
@@ -350,7 +287,7 @@ impl Running {
             }
         }
         // Workers' peaks need not coincide; the shared count saw the real one.
-        total.peak_connections = self.live.peak_connections.load(Ordering::Relaxed);
+        total.peak_connections = self.live.peak_connections();
         match first_error {
             Some(err) => Err(err),
             None => Ok(total),
@@ -367,6 +304,28 @@ impl Drop for Running {
             }
         }
     }
+}
+
+/// Start each worker on a thread of its own. If one cannot start, stop and join the ones
+/// already running before reporting the failure.
+fn spawn_workers(runs: Vec<WorkerRun>, stop: &StopHandle) -> io::Result<Vec<WorkerThread>> {
+    let mut threads = Vec::with_capacity(runs.len());
+    for (index, run) in runs.into_iter().enumerate() {
+        let spawned = thread::Builder::new()
+            .name(format!("tcp-reactor-{index}"))
+            .spawn(run);
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(err) => {
+                stop.stop();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(threads)
 }
 
 /// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when

@@ -4,17 +4,17 @@
 //!
 //! Every behaviour test runs under each policy ([`for_each_policy!`]).
 
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fixtures::client::{
+    connect, expect_eof, expect_reply, finish_sending, recv_exact, recv_line, recv_to_end, send,
+};
+use fixtures::process::ServerProcess;
+use fixtures::server::{serve, wait_connections};
 use tcp_reactor::protocols::{Chat, Echo, Http};
 use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server, WritePolicy};
-
-use common::faults::process::ServerProcess;
-use common::*;
 
 /// Generates, for each named test function `fn name(policy: WritePolicy)`, a `#[test]` per
 /// write policy: `eager::name`, `end_of_turn::name` and `adaptive::name`.
@@ -60,10 +60,7 @@ for_each_policy!(
 
 /// The reactor model with `policy` and otherwise default limits.
 fn config(policy: WritePolicy) -> Config {
-    Config {
-        write_policy: policy,
-        ..Config::default()
-    }
+    Config::default().with_write_policy(policy)
 }
 
 /// Replies to every input byte with [`AMPLIFY`] bytes (a reply much larger than its
@@ -88,7 +85,7 @@ impl Handler for Amplify {
 fn pipelined_echo_comes_back_in_order_to_fifty_concurrent_clients(policy: WritePolicy) {
     const CLIENTS: usize = 50;
     const MESSAGES: usize = 200;
-    let running = start_with(Echo, Model::Reactor, config(policy));
+    let running = serve(Echo, config(policy), Model::Reactor);
     let addr = running.local_addr();
     let start = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
@@ -114,17 +111,17 @@ fn pipelined_echo_comes_back_in_order_to_fifty_concurrent_clients(policy: WriteP
     for client in clients {
         client.join().expect("a client thread finished");
     }
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped");
     assert_eq!(stats.closed_by(CloseReason::Eof), CLIENTS as u64);
 }
 
 fn chat_lines_and_own_replies_keep_their_order(policy: WritePolicy) {
-    let running = start_with(Chat::new(), Model::Reactor, config(policy));
+    let running = serve(Chat::new(), config(policy), Model::Reactor);
     let addr = running.local_addr();
     let mut alice = connect(addr);
     let mut bob = connect(addr);
-    wait_for_connections(&running, 2);
+    wait_connections(&running, 2);
     // Lines sent in one write reach the other member in order, each once.
     send(&mut alice, b"one\ntwo\nthree\n");
     let lines: Vec<String> = (0..3).map(|_| recv_line(&mut bob)).collect();
@@ -138,7 +135,7 @@ fn chat_lines_and_own_replies_keep_their_order(policy: WritePolicy) {
 }
 
 fn pipelined_requests_are_all_answered_before_the_close(policy: WritePolicy) {
-    let running = start_with(Http::default(), Model::Reactor, config(policy));
+    let running = serve(Http::default(), config(policy), Model::Reactor);
     let mut stream = connect(running.local_addr());
     let keep = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let last = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -153,7 +150,7 @@ fn pipelined_requests_are_all_answered_before_the_close(policy: WritePolicy) {
 }
 
 fn a_half_closed_client_receives_every_reply_before_eof(policy: WritePolicy) {
-    let running = start_with(Echo, Model::Reactor, config(policy));
+    let running = serve(Echo, config(policy), Model::Reactor);
     let mut stream = connect(running.local_addr());
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     send(&mut stream, &payload);
@@ -167,15 +164,13 @@ fn a_slow_reader_gets_every_byte_through_backpressure(policy: WritePolicy) {
     // 64 replies of 32 KiB: 2 MiB in all, twice the output cap, so only backpressure (not
     // the cap) may stand between the client and its replies.
     const REQUESTS: usize = 64;
-    let running = start_with(
+    let running = serve(
         Amplify,
+        config(policy)
+            .with_high_water(128 * 1024)
+            .with_low_water(32 * 1024)
+            .with_max_output(1024 * 1024),
         Model::Reactor,
-        Config {
-            high_water: 128 * 1024,
-            low_water: 32 * 1024,
-            max_output: 1024 * 1024,
-            ..config(policy)
-        },
     );
     let mut stream = connect(running.local_addr());
     let requests: Vec<u8> = (0..REQUESTS as u8).collect();
@@ -202,60 +197,52 @@ fn a_slow_reader_gets_every_byte_through_backpressure(policy: WritePolicy) {
 }
 
 fn a_client_that_never_reads_is_closed_by_the_output_cap(policy: WritePolicy) {
-    // The handler itself ignores backpressure here: each call writes four replies, so the
-    // queued bytes grow past the cap while the client reads nothing.
+    // One reply far larger than the cap and than what the kernel buffers on loopback: the
+    // only way past the high-water pause (a single reply larger than the cap). What the
+    // kernel refuses stays queued, over the cap, whatever the policy.
     struct Flood;
     impl Handler for Flood {
         type Session = ();
         fn open(&self, _ctx: &mut Context<'_>) {}
         fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
-            for _ in 0..4 * input.len() {
+            for _ in 0..FLOOD / AMPLIFY {
                 ctx.write(&[b'x'; AMPLIFY]);
             }
             input.len()
         }
     }
-    let running = start_with(
+    /// Bytes of the one reply.
+    const FLOOD: usize = 32 * 1024 * 1024;
+    let running = serve(
         Flood,
+        config(policy)
+            .with_high_water(256 * 1024)
+            .with_low_water(64 * 1024)
+            .with_max_output(512 * 1024),
         Model::Reactor,
-        Config {
-            max_output: 512 * 1024,
-            ..config(policy)
-        },
     );
     let mut stream = connect(running.local_addr());
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .expect("set a write timeout");
-    wait_for_connections(&running, 1);
-    // A byte at a time until the server gives up on us (never reading a byte).
-    let deadline = Instant::now() + PATIENCE;
-    while running.connections() > 0 && Instant::now() < deadline {
-        if std::io::Write::write(&mut stream, b"y").is_err() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 1);
+    // One byte, and never a byte read.
+    send(&mut stream, b"y");
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped");
     assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1, "{stats}");
+    drop(stream);
 }
 
 fn written_output_and_consumed_input_count_as_progress(policy: WritePolicy) {
     // Generous: a loaded machine may hold a thread back for a good part of a second.
     let idle = Duration::from_millis(1500);
-    let running = start_with(
+    let running = serve(
         Echo,
+        config(policy).with_idle_timeout(Some(idle)),
         Model::Reactor,
-        Config {
-            idle_timeout: Some(idle),
-            ..config(policy)
-        },
     );
     let addr = running.local_addr();
     let mut busy = connect(addr);
     let mut silent = connect(addr);
-    wait_for_connections(&running, 2);
+    wait_connections(&running, 2);
     // Three idle periods of traffic: the busy client stays, the silent one goes.
     let until = Instant::now() + idle * 3;
     while Instant::now() < until {
@@ -270,23 +257,14 @@ fn written_output_and_consumed_input_count_as_progress(policy: WritePolicy) {
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1);
 }
 
-/// The `serve` flag value naming `policy`.
-fn policy_flag(policy: WritePolicy) -> &'static str {
-    match policy {
-        WritePolicy::Eager => "eager",
-        WritePolicy::EndOfTurn => "end-of-turn",
-        WritePolicy::Adaptive { .. } => "adaptive",
-    }
-}
-
 fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
     // Each client echoes 4 KiB once, then idles. A connection that kept the buffer its
     // reply was queued in would hold 4 KiB more each (measured before the spare pool:
     // 4,328 bytes per connection under end of turn, against 238 eager).
     const CLIENTS: usize = 1000;
     const SIZE: usize = 4096;
-    let server = ServerProcess::spawn(&["--write-policy", policy_flag(policy)], None);
-    let before = server.memory().rss_kib;
+    let server = ServerProcess::spawn(&["--write-policy", policy.name()], None);
+    let before = server.status().rss_kib;
     let payload = vec![b'm'; SIZE];
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -296,7 +274,7 @@ fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
             stream
         })
         .collect();
-    let after = server.memory().rss_kib;
+    let after = server.status().rss_kib;
     let per_connection = (after.saturating_sub(before) * 1024) as usize / CLIENTS;
     assert!(
         per_connection < 1024,
@@ -310,10 +288,7 @@ fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
 /// followed by a callback with 16 bytes of output. Returns the server's write calls.
 fn writes_for_a_burst_of_ten_reads(policy: WritePolicy) -> u64 {
     let running = Server::new(Echo)
-        .config(Config {
-            read_chunk: 16,
-            ..config(policy)
-        })
+        .config(config(policy).with_read_chunk(16))
         .bind("127.0.0.1:0".parse().expect("an address"))
         .expect("the server starts");
     let mut stream = connect(running.local_addr());
@@ -322,13 +297,12 @@ fn writes_for_a_burst_of_ten_reads(policy: WritePolicy) -> u64 {
     send(&mut stream, &burst);
     assert!(recv_exact(&mut stream, burst.len()) == burst);
     drop(stream);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     running.stop().expect("the server stopped").writes
 }
 
 #[test]
 fn end_of_turn_writes_the_output_of_ten_reads_at_once() {
-    init_logs();
     assert_eq!(writes_for_a_burst_of_ten_reads(WritePolicy::Eager), 10);
     assert_eq!(writes_for_a_burst_of_ten_reads(WritePolicy::EndOfTurn), 1);
     // One readiness event: below the adaptive threshold of 2, so written at once.

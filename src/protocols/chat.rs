@@ -129,14 +129,10 @@ fn refuse_line(ctx: &mut Context<'_>, max_line: usize) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
-    use std::time::Instant;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::handler::{Actions, Outbox};
-    use crate::protocols::testkit::split_at;
+    use crate::protocols::testkit::{Driver, split_at};
 
     /// What a two-member room produced when member 1 sent some bytes.
     #[derive(Debug, PartialEq, Eq)]
@@ -149,49 +145,24 @@ mod tests {
         closed: bool,
     }
 
-    /// Open members 1 and 2, feed member 1 `chunks` one read at a time, following the
-    /// model's contract (all unconsumed input, again while it consumes, nothing after close).
+    /// Open members 1 and 2, feed member 1 `chunks` one read at a time, as a server
+    /// model does.
     fn drive(chat: &Chat, chunks: &[&[u8]]) -> Room {
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
-        let now = Instant::now();
-        let (mut told, mut scratch) = (Vec::new(), Vec::new());
-        let (mut actions, mut outbox) = (Actions::default(), Outbox::default());
-        for id in [1, 2] {
-            let mut ctx = Context::new(
-                ConnId(id),
-                peer,
-                now,
-                &mut scratch,
-                &mut actions,
-                &mut outbox,
-            );
-            chat.open(&mut ctx);
-        }
-        let mut input = Vec::new();
-        'feed: for chunk in chunks {
-            input.extend_from_slice(chunk);
-            while !input.is_empty() {
-                let mut ctx =
-                    Context::new(ConnId(1), peer, now, &mut told, &mut actions, &mut outbox);
-                let used = chat.data(&mut (), &mut ctx, &input);
-                input.drain(..used);
-                if actions.close.is_some() {
-                    break 'feed;
-                }
-                if used == 0 {
-                    break;
-                }
-            }
+        let mut one = Driver::open(chat, ConnId(1));
+        let _two = Driver::open(chat, ConnId(2));
+        one.output.clear();
+        for chunk in chunks {
+            one.read(chunk);
         }
         let mut heard = Vec::new();
-        outbox.drain(|to, bytes| {
+        one.outbox.drain(|to, bytes| {
             assert_eq!(to, ConnId(2), "a line went back to its sender");
             heard.extend_from_slice(bytes);
         });
         Room {
             heard,
-            told,
-            closed: actions.close.is_some(),
+            told: one.output,
+            closed: one.closed,
         }
     }
 

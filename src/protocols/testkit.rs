@@ -1,5 +1,5 @@
-//! A socket-free driver for protocol unit tests: feeds bytes to a [`Handler`] exactly as a
-//! server model does, and collects what it writes.
+//! A socket-free driver for protocol unit tests: feeds bytes to a [`Handler`] with the same
+//! `rules::feed` both server models use, and collects what it writes.
 //!
 //! Test-only. It mimics the model's contract (all unconsumed input on every call, called
 //! again at once while it consumes and input remains, nothing delivered after `close`); it
@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::handler::{Actions, Outbox};
-use crate::{ConnId, Context, Handler};
+use crate::{Config, ConnId, Context, Handler, rules};
 
 /// What one connection produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,63 +25,117 @@ pub(crate) struct Transcript {
 /// Open one connection on `handler`, deliver `chunks` one read at a time, and return what
 /// came out.
 pub(crate) fn drive<H: Handler>(handler: &H, chunks: &[&[u8]]) -> Transcript {
-    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
-    let now = Instant::now();
-    let mut out = Vec::new();
-    let mut actions = Actions::default();
-    let mut outbox = Outbox::default();
-    let mut session = {
-        let mut ctx = Context::new(ConnId(1), peer, now, &mut out, &mut actions, &mut outbox);
-        handler.open(&mut ctx)
-    };
-    let mut input: Vec<u8> = Vec::new();
-    'feed: for chunk in chunks {
-        if actions.close.is_some() {
-            break;
-        }
-        input.extend_from_slice(chunk);
-        while !input.is_empty() {
-            let mut ctx = Context::new(ConnId(1), peer, now, &mut out, &mut actions, &mut outbox);
-            let used = handler.data(&mut session, &mut ctx, &input);
-            assert!(
-                used <= input.len(),
-                "handler consumed more than it was given"
-            );
-            input.drain(..used);
-            if actions.close.is_some() {
-                break 'feed;
-            }
-            if used == 0 {
-                break;
-            }
+    let mut conn = Driver::open(handler, ConnId(1));
+    for chunk in chunks {
+        conn.read(chunk);
+    }
+    assert!(
+        conn.outbox.is_empty(),
+        "protocol wrote to another connection"
+    );
+    Transcript {
+        leftover: conn.input.len(),
+        output: conn.output,
+        closed: conn.closed,
+    }
+}
+
+/// One connection of `handler`, fed the way both server models feed it (`rules::feed`),
+/// with its output taken as soon as it is written.
+pub(crate) struct Driver<'h, H: Handler> {
+    /// The protocol under test.
+    handler: &'h H,
+    /// This connection's id.
+    id: ConnId,
+    /// The handler's state for this connection.
+    session: H::Session,
+    /// Input the handler has not consumed yet.
+    input: Vec<u8>,
+    /// Every byte the handler wrote to this connection, in order.
+    pub(crate) output: Vec<u8>,
+    /// Messages the handler sent to other connections, in order.
+    pub(crate) outbox: Outbox,
+    /// True once the handler asked to close (or abort): no more input is delivered.
+    pub(crate) closed: bool,
+}
+
+impl<'h, H: Handler> Driver<'h, H> {
+    /// Open connection `id` on `handler`.
+    pub(crate) fn open(handler: &'h H, id: ConnId) -> Self {
+        let (mut output, mut actions, mut outbox) =
+            (Vec::new(), Actions::default(), Outbox::default());
+        let session = handler.open(&mut Context::new(
+            id,
+            peer(),
+            Instant::now(),
+            &mut output,
+            &mut actions,
+            &mut outbox,
+        ));
+        Driver {
+            handler,
+            id,
+            session,
+            input: Vec::new(),
+            output,
+            outbox,
+            closed: actions.close.is_some(),
         }
     }
-    assert!(outbox.is_empty(), "protocol wrote to another connection");
-    Transcript {
-        output: out,
-        closed: actions.close.is_some(),
-        leftover: input.len(),
+
+    /// Deliver one read's bytes. Output is taken at once, so a stop at the high-water mark
+    /// only splits the feeding in two, as a server whose client reads does.
+    pub(crate) fn read(&mut self, mut chunk: &[u8]) {
+        while !self.closed {
+            let mut actions = Actions::default();
+            let sent = self.output.len();
+            let mut ctx = Context::new(
+                self.id,
+                peer(),
+                Instant::now(),
+                &mut self.output,
+                &mut actions,
+                &mut self.outbox,
+            )
+            .already_sent(sent);
+            let high_water = Config::default().high_water;
+            let fed = rules::feed(
+                self.handler,
+                &mut self.session,
+                &mut self.input,
+                chunk,
+                &mut ctx,
+                high_water,
+            );
+            self.closed = actions.close.is_some();
+            if fed.stop != rules::Stop::HighWater {
+                return;
+            }
+            chunk = &[];
+        }
     }
 }
 
 /// Open one connection on `handler` and make one `data` call with `input`: how many bytes
 /// it consumed, and what it wrote.
 pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>) {
-    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
-    let mut out = Vec::new();
+    let mut conn = Driver::open(handler, ConnId(1));
     let mut actions = Actions::default();
-    let mut outbox = Outbox::default();
     let mut ctx = Context::new(
-        ConnId(1),
-        peer,
+        conn.id,
+        peer(),
         Instant::now(),
-        &mut out,
+        &mut conn.output,
         &mut actions,
-        &mut outbox,
+        &mut conn.outbox,
     );
-    let mut session = handler.open(&mut ctx);
-    let used = handler.data(&mut session, &mut ctx, input);
-    (used, out)
+    let used = handler.data(&mut conn.session, &mut ctx, input);
+    (used, conn.output)
+}
+
+/// The address every test connection comes from.
+fn peer() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000))
 }
 
 /// Split `bytes` at the given cut points (any order, any value; clamped to the length).

@@ -1,17 +1,23 @@
 //! Deadlines for the reactor: idle timeouts, linger bounds, handler timers and the accept
-//! back-off.
+//! back-off, and what the reactor does when one passes.
 //!
 //! A binary heap of `(deadline, token, kind)` with *lazy cancellation*: entries are never
 //! removed early. When one comes due the reactor checks it against the connection's current
 //! state and ignores it if it is stale (the connection is gone, or its deadline moved). That
 //! keeps arming a timer O(log n) with no bookkeeping per cancel, and at most a few entries
-//! per connection. This module knows nothing of sockets.
+//! per connection. Nothing here touches a socket.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use log::debug;
 use mio::Token;
+
+use super::Reactor;
+use super::connection::Phase;
+use super::io_path::Call;
+use crate::{CloseReason, Handler};
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +65,85 @@ impl Timers {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    /// Step 6: act on every deadline that has passed; stale entries are skipped.
+    pub(super) fn expire_timers(&mut self) {
+        while let Some((_, token, kind)) = self.timers.pop_due(self.now) {
+            if kind == TimerKind::AcceptBackoff {
+                self.accept_paused = false;
+                self.listener_ready = true;
+                continue;
+            }
+            let Some(key) = self.live_key(token) else {
+                continue;
+            };
+            match kind {
+                TimerKind::Idle => self.expire_idle(key),
+                TimerKind::Linger => self.expire_linger(key),
+                TimerKind::Handler => self.expire_handler_timer(key),
+                TimerKind::AcceptBackoff => {}
+            }
+        }
+    }
+
+    /// Fire the handler's timer of connection `key` if it is still due, unless the
+    /// connection is closing.
+    fn expire_handler_timer(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.handler_timer.is_some_and(|at| at <= self.now) {
+            conn.handler_timer = None;
+            if conn.phase.close_requested().is_none() {
+                self.invoke(key, Call::Timer);
+            }
+        }
+    }
+
+    /// Close connection `key` if it made no progress for the idle timeout; otherwise re-arm
+    /// for its current deadline.
+    fn expire_idle(&mut self, key: usize) {
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let conn = &self.conns[key];
+        if !matches!(conn.phase, Phase::Open | Phase::Paused) {
+            // The linger deadline bounds it now.
+            return;
+        }
+        let due = conn.last_progress + idle;
+        if due <= self.now {
+            debug!(
+                "connection {} ({}): idle for {idle:?}; closing",
+                conn.id, conn.peer
+            );
+            self.kill(key, CloseReason::IdleTimeout);
+        } else {
+            self.timers.arm(due, conn.token, TimerKind::Idle);
+        }
+    }
+
+    /// A closing connection ran out of time: drop it. The bound counts from the last
+    /// progress, so a large reply that a slow reader keeps draining is not cut off.
+    fn expire_linger(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Some(deadline) = conn.linger_deadline else {
+            return;
+        };
+        let deadline = deadline.max(conn.last_progress + self.config.linger);
+        if deadline > self.now {
+            conn.linger_deadline = Some(deadline);
+            self.timers.arm(deadline, conn.token, TimerKind::Linger);
+            return;
+        }
+        // Flushed but the peer never sent EOF: the close itself went as planned.
+        let reason = match conn.phase.close_requested() {
+            Some(reason) if conn.pending() == 0 => reason,
+            _ => CloseReason::LingerTimeout,
+        };
+        debug!("connection {}: linger deadline passed ({reason})", conn.id);
+        self.kill(key, reason);
     }
 }
 

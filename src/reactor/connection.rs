@@ -1,35 +1,24 @@
-//! One client of the reactor: its socket, its buffers, where it is in its life, and the
-//! classification of every read and write result.
+//! One client of the reactor: its socket, its buffers, its [`Phase`] of life, and the
+//! classification of every write result.
 //!
 //! This module owns the socket calls for connections and turns their results into a few
-//! outcomes the reactor can act on. It must not call the handler or know about other
-//! connections; that is the reactor's job.
+//! outcomes the reactor can act on (reads are classified by `rules::read_once`, shared with
+//! the threads model). It must not call the handler or know about other connections; the
+//! rest of the reactor decides what a connection does next.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
 
 use mio::Token;
 use mio::net::TcpStream;
 
+use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::{CloseReason, ConnId, Stats};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection
 /// that once sent a burst does not keep the memory while idle.
 const KEEP_OUTPUT_CAPACITY: usize = 16 * 1024;
-
-/// What one `read` produced.
-#[derive(Debug)]
-pub(crate) enum ReadOutcome {
-    /// This many bytes were read into the buffer.
-    Data(usize),
-    /// The peer closed its sending side: `read` returned 0.
-    Eof,
-    /// No more bytes for now; the next edge will tell us when there are.
-    WouldBlock,
-    /// The connection is broken (reset, or another error).
-    Failed(io::Error),
-}
 
 /// What flushing the output buffer achieved.
 #[derive(Debug)]
@@ -63,23 +52,17 @@ pub(crate) struct Connection<S> {
     pub(crate) output: Vec<u8>,
     /// How much of `output` has been written.
     pub(crate) sent: usize,
-    /// The peer sent EOF; nothing more will be read.
-    pub(crate) read_closed: bool,
-    /// Output passed the high-water mark: reading is paused until it drains.
-    pub(crate) paused: bool,
-    /// The connection will close once its output is flushed, for this reason.
-    pub(crate) closing: Option<CloseReason>,
-    /// Our write side has been shut down (lingering close in progress).
-    pub(crate) write_shut: bool,
-    /// The connection is finished and waits to be reaped at the end of the turn.
-    pub(crate) dead: Option<CloseReason>,
-    /// Already on the ready list for a revisit next turn.
+    /// Where the connection is in its life; decides what it reads and when it closes.
+    pub(crate) phase: Phase,
+    /// Already on the ready list for a revisit next turn (independent of the phase: any
+    /// phase that reads can be stopped early by a budget).
     pub(crate) queued: bool,
-    /// Output is waiting for a flush at the end of this turn.
+    /// On the list of connections whose output another connection queued this turn, to be
+    /// flushed at its end.
     pub(crate) dirty: bool,
     /// When the connection last made progress (the handler consumed input, or output was
-    /// written), for the idle timeout.
-    pub(crate) last_active: Instant,
+    /// written), for the idle timeout and the linger bound.
+    pub(crate) last_progress: Instant,
     /// When a closing connection must be gone.
     pub(crate) linger_deadline: Option<Instant>,
     /// When the handler's timer fires.
@@ -104,49 +87,25 @@ impl<S> Connection<S> {
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
-            read_closed: false,
-            paused: false,
-            closing: None,
-            write_shut: false,
-            dead: None,
+            phase: Phase::Open,
             queued: false,
             dirty: false,
-            last_active: now,
+            last_progress: now,
             linger_deadline: None,
             handler_timer: None,
         }
     }
 
     /// Bytes queued and not yet written.
+    #[inline]
     pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.sent
     }
 
-    /// True while input should still be read and given to the handler.
-    pub(crate) fn wants_input(&self) -> bool {
-        self.dead.is_none() && !self.read_closed && !self.paused && self.closing.is_none()
-    }
-
-    /// True while the socket should still be read at all (a closing connection reads and
-    /// discards input until the peer's EOF, so that closing does not send a reset).
-    pub(crate) fn wants_read(&self) -> bool {
-        self.dead.is_none() && !self.read_closed && (!self.paused || self.closing.is_some())
-    }
-
     /// One `read` into `buf`, classified.
+    #[inline]
     pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> ReadOutcome {
-        loop {
-            return match self.stream.read(buf) {
-                // Zero bytes from a nonblocking socket means the peer closed its side.
-                Ok(0) => ReadOutcome::Eof,
-                Ok(n) => ReadOutcome::Data(n),
-                // Not an error: the socket is drained until the next edge.
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-                // A signal interrupted the call before any byte moved: try again.
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => ReadOutcome::Failed(err),
-            };
-        }
+        rules::read_once(&self.stream, buf)
     }
 
     /// Write queued output until it is all sent or the kernel buffer is full.
@@ -213,9 +172,130 @@ impl<S> Connection<S> {
     }
 
     /// Shut down our sending side: the peer sees EOF after the bytes already sent.
-    pub(crate) fn shutdown_write(&mut self) {
-        self.write_shut = true;
+    pub(crate) fn shutdown_write(&self) {
         // Failure means the peer is already gone; reading will report it.
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown_write();
+    }
+}
+
+impl HalfClose for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// Where a connection is in its life. Each phase says what the connection reads and what
+/// ends it; the transitions are the methods below and `Reactor::settle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading, and feeding the handler.
+    Open,
+    /// Unsent output passed the high-water mark: not read until it drains to low water.
+    Paused,
+    /// The peer sent EOF: nothing more is read. Flush, then close for this reason (`Eof`,
+    /// or the reason of a close requested before the EOF).
+    Draining(CloseReason),
+    /// Closing for this reason once output is flushed. Input is read and discarded, so
+    /// that the close does not become a reset.
+    Closing(CloseReason),
+    /// Output flushed and our FIN sent: read and discard until the peer's EOF or the
+    /// linger deadline, then close for this reason.
+    Lingering(CloseReason),
+    /// Finished; freed at the end of the turn, and the handler told this reason.
+    Dead(CloseReason),
+}
+
+impl Phase {
+    /// True while input is read and given to the handler.
+    #[inline]
+    pub(crate) fn wants_input(self) -> bool {
+        self == Phase::Open
+    }
+
+    /// True while the socket is read at all (a closing connection reads and discards input
+    /// until the peer's EOF).
+    #[inline]
+    pub(crate) fn wants_read(self) -> bool {
+        matches!(self, Phase::Open | Phase::Closing(_) | Phase::Lingering(_))
+    }
+
+    /// True once the connection only waits to be freed.
+    #[inline]
+    pub(crate) fn is_dead(self) -> bool {
+        matches!(self, Phase::Dead(_))
+    }
+
+    /// The reason a close was requested for (by the handler, a limit or a stop), if any.
+    #[inline]
+    pub(crate) fn close_requested(self) -> Option<CloseReason> {
+        match self {
+            Phase::Closing(reason) | Phase::Lingering(reason) => Some(reason),
+            Phase::Draining(reason) if reason != CloseReason::Eof => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The phase after the peer's EOF: a close already requested keeps its reason.
+    pub(crate) fn after_eof(self) -> Phase {
+        match self {
+            Phase::Open | Phase::Paused => Phase::Draining(CloseReason::Eof),
+            Phase::Closing(reason) | Phase::Lingering(reason) => Phase::Draining(reason),
+            Phase::Draining(_) | Phase::Dead(_) => self,
+        }
+    }
+
+    /// The phase after a close is requested for `reason`: the first request wins.
+    pub(crate) fn after_close_request(self, reason: CloseReason) -> Phase {
+        match self {
+            Phase::Open | Phase::Paused => Phase::Closing(reason),
+            Phase::Draining(CloseReason::Eof) => Phase::Draining(reason),
+            _ => self,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_request_survives_the_peers_eof() {
+        let closing = Phase::Open.after_close_request(CloseReason::Handler);
+        assert_eq!(closing.after_eof(), Phase::Draining(CloseReason::Handler));
+        let lingering = Phase::Lingering(CloseReason::InputLimit);
+        assert_eq!(
+            lingering.after_eof(),
+            Phase::Draining(CloseReason::InputLimit)
+        );
+    }
+
+    #[test]
+    fn the_first_close_request_wins() {
+        let eof = Phase::Paused.after_eof();
+        assert_eq!(eof, Phase::Draining(CloseReason::Eof));
+        assert_eq!(eof.close_requested(), None);
+        let shutdown = eof.after_close_request(CloseReason::Shutdown);
+        assert_eq!(shutdown.close_requested(), Some(CloseReason::Shutdown));
+        let again = shutdown.after_close_request(CloseReason::Handler);
+        assert_eq!(again, shutdown);
+        let dead = Phase::Dead(CloseReason::Reset);
+        assert_eq!(dead.after_close_request(CloseReason::Handler), dead);
+        assert_eq!(dead.after_eof(), dead);
+    }
+
+    #[test]
+    fn only_an_open_connection_feeds_the_handler() {
+        let phases = [
+            Phase::Open,
+            Phase::Paused,
+            Phase::Draining(CloseReason::Eof),
+            Phase::Closing(CloseReason::Handler),
+            Phase::Lingering(CloseReason::Handler),
+            Phase::Dead(CloseReason::Reset),
+        ];
+        let feeding: Vec<bool> = phases.iter().map(|p| p.wants_input()).collect();
+        assert_eq!(feeding, [true, false, false, false, false, false]);
+        let reading: Vec<bool> = phases.iter().map(|p| p.wants_read()).collect();
+        assert_eq!(reading, [true, false, false, true, true, false]);
     }
 }

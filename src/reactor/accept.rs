@@ -1,0 +1,127 @@
+//! The reactor's accept path: taking clients from the listener within a budget, backing
+//! off when descriptors run out, and admitting or refusing each client.
+//!
+//! What an accept error means and how a client is refused are `rules`; this file only
+//! acts on them. It must not read from or write to an admitted connection: that starts
+//! with the `open` callback on the I/O path.
+
+use std::net::SocketAddr;
+
+use log::{debug, info, trace, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::connection::Connection;
+use super::io_path::Call;
+use super::timer::TimerKind;
+use super::{LISTENER, Reactor};
+use crate::rules::{self, AcceptError};
+use crate::{ConnId, Handler};
+
+impl<H: Handler> Reactor<H> {
+    /// Accept clients until the kernel has none, or the per-turn budget is spent.
+    pub(super) fn accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        self.listener_ready = false;
+        for _ in 0..self.config.accept_budget.max(1) {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let err = match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.fd_episode {
+                        self.fd_episode = false;
+                        info!("file descriptors available again; accepting");
+                    }
+                    self.admit(stream, peer);
+                    continue;
+                }
+                Err(err) => err,
+            };
+            match rules::classify_accept(&err) {
+                AcceptError::Retry => {}
+                // The backlog is empty until the next edge.
+                AcceptError::Drained => return,
+                // Retrying now would spin, and the waiting clients raise no new edge, so
+                // a timer resumes us.
+                AcceptError::Exhausted => {
+                    self.back_off_accept(&err);
+                    return;
+                }
+                AcceptError::ClientGone => debug!("accept failed: {err}"),
+                AcceptError::ListenerBroken => {
+                    // `check_stop` begins the stop and the worker reports the error.
+                    self.failure = Some(err);
+                    return;
+                }
+            }
+        }
+        // Budget spent: clients may still wait, and no new edge will announce them.
+        self.listener_ready = true;
+    }
+
+    /// Suspend accepting for the back-off period, logging once per episode.
+    fn back_off_accept(&mut self, err: &std::io::Error) {
+        self.stats.fd_exhausted += 1;
+        if !self.fd_episode {
+            self.fd_episode = true;
+            warn!(
+                "accept: {err}; pausing accept for {:?} ({} connections open)",
+                self.config.accept_backoff,
+                self.conns.len()
+            );
+        }
+        self.accept_paused = true;
+        self.timers.arm(
+            self.now + self.config.accept_backoff,
+            LISTENER,
+            TimerKind::AcceptBackoff,
+        );
+    }
+
+    /// Take a freshly accepted client into the slab, or refuse it when full.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        // The limit is server-wide: every worker counts against it.
+        if self.stop_deadline.is_some()
+            || !self.live.try_open(self.index, self.config.max_connections)
+        {
+            self.refuse(stream, peer);
+            return;
+        }
+        // Replies are written whole; do not let Nagle hold the last segment back.
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!("{peer}: TCP_NODELAY: {err}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.generation = self.generation.wrapping_add(1);
+        let token = Token(key | ((self.generation as usize) << 32));
+        // Register once, for both directions: no epoll_ctl per message afterwards.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
+            warn!("{peer}: cannot register: {err}; dropping");
+            self.live.closed();
+            return;
+        }
+        let id = ConnId(self.index as u64 + 1 + self.next_seq * self.workers as u64);
+        self.next_seq += 1;
+        entry.insert(Connection::new(stream, token, id, peer, self.now));
+        self.ids.insert(id, key);
+        self.stats.accepted += 1;
+        trace!("accept {peer} as connection {id} (slot {key})");
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers.arm(self.now + idle, token, TimerKind::Idle);
+        }
+        self.invoke(key, Call::Open);
+    }
+
+    /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+        rules::refuse(&stream, self.handler.busy_reply());
+        self.stats.refused += 1;
+        self.live.count_refused();
+        debug!("refused {peer}: {} connections open", self.conns.len());
+    }
+}

@@ -1,0 +1,228 @@
+//! A reactor connection's life after each event: resume reading when output drains, close
+//! once flushed, linger for the peer's EOF, revisit what a budget stopped early, and free
+//! what finished.
+//!
+//! Every decision here is a `match` over the connection's [`Phase`]. This file makes no
+//! socket call of its own except the FIN of a lingering close: reading, writing and handler
+//! callbacks go through the I/O path, which a revisit calls.
+
+use std::mem;
+
+use log::trace;
+
+use super::Reactor;
+use super::connection::Phase;
+use super::io_path::Call;
+use super::timer::TimerKind;
+use crate::rules::Ending;
+use crate::{CloseReason, Handler};
+
+impl<H: Handler> Reactor<H> {
+    /// Decide what a connection does next after its output changed: resume reading below
+    /// the low-water mark, and close once everything is flushed if it is closing.
+    pub(super) fn settle(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let pending = conn.pending();
+        // Nothing left to write: an idle connection keeps no output buffer.
+        if pending == 0 && conn.output.capacity() > 0 {
+            self.spare.give(mem::take(&mut conn.output));
+        }
+        match conn.phase {
+            Phase::Paused if pending <= self.config.low_water => {
+                trace!("connection {}: output drained; resuming reads", conn.id);
+                conn.phase = Phase::Open;
+                // Input that arrived while paused raised its edge already: revisit.
+                self.queue_ready(key);
+            }
+            // Everything below waits for the output to be flushed.
+            _ if pending > 0 => {}
+            // The peer is done and so are we.
+            Phase::Draining(reason) => self.kill(key, reason),
+            // Lingering close (stopping too): send our FIN, then read until the peer's EOF
+            // (or the linger deadline) so unread input does not turn the close into a reset.
+            // A client that closes on EOF sends nothing more, so it waits no longer.
+            Phase::Closing(reason) => {
+                trace!(
+                    "connection {}: output flushed; shutting down writes",
+                    conn.id
+                );
+                conn.shutdown_write();
+                conn.phase = Phase::Lingering(reason);
+            }
+            Phase::Open | Phase::Paused | Phase::Lingering(_) | Phase::Dead(_) => {}
+        }
+    }
+
+    /// The peer sent EOF: stop reading, flush what is queued (bounded by the linger
+    /// timeout), then close.
+    pub(super) fn on_eof(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.phase = conn.phase.after_eof();
+            self.arm_linger(key);
+            self.settle(key);
+        }
+    }
+
+    /// The poll reports that the peer has finished sending. A paused connection does not
+    /// read its EOF until its output drains, which a peer that never reads prevents: bound
+    /// its life with the linger deadline now.
+    pub(super) fn peer_finished(&mut self, key: usize) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.phase == Phase::Paused)
+        {
+            self.arm_linger(key);
+        }
+    }
+
+    /// End connection `key` as `ending` says.
+    pub(super) fn end(&mut self, key: usize, ending: Ending) {
+        match ending {
+            Ending::Abrupt(reason) => self.kill(key, reason),
+            Ending::Lingering(reason) => self.begin_close(key, reason),
+            // Flush, then close without waiting for the peer: as after its EOF.
+            Ending::Graceful(reason) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.phase = conn.phase.after_close_request(reason).after_eof();
+                    self.arm_linger(key);
+                }
+            }
+        }
+    }
+
+    /// Start closing connection `key` for `reason` once its output is flushed.
+    pub(super) fn begin_close(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let before = conn.phase;
+            conn.phase = before.after_close_request(reason);
+            if conn.phase != before {
+                trace!("connection {}: closing ({reason}) after flush", conn.id);
+            }
+            self.arm_linger(key);
+        }
+    }
+
+    /// Bound how long a closing connection may live.
+    pub(super) fn arm_linger(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.linger_deadline.is_none()
+        {
+            let at = self.now + self.config.linger;
+            conn.linger_deadline = Some(at);
+            self.timers.arm(at, conn.token, TimerKind::Linger);
+        }
+    }
+
+    /// Mark connection `key` finished; it is freed in the reap step.
+    pub(super) fn kill(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.phase.is_dead()
+        {
+            conn.phase = Phase::Dead(reason);
+            self.reap.push(key);
+        }
+    }
+
+    /// Put connection `key` on the list to read again next turn.
+    pub(super) fn queue_ready(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.ready.push(conn.token);
+        }
+    }
+
+    /// Step 3: serve again what a budget or a pause stopped early, without a new edge.
+    pub(super) fn revisit_ready(&mut self) {
+        if self.listener_ready {
+            self.accept();
+        }
+        let mut ready = mem::take(&mut self.ready);
+        for token in ready.drain(..) {
+            let Some(key) = self.live_key(token) else {
+                continue;
+            };
+            let conn = &mut self.conns[key];
+            conn.queued = false;
+            // Input buffered while paused (or held at high water) is offered first; only
+            // once it is all taken is the socket read again.
+            if !conn.input.is_empty() && conn.phase.wants_input() && self.invoke(key, Call::Data(0))
+            {
+                continue;
+            }
+            self.read(key, true);
+        }
+        // Keep the allocation unless new entries arrived meanwhile.
+        if self.ready.is_empty() {
+            self.ready = ready;
+        }
+    }
+
+    /// Feed the handler what connection `key` has received and not yet offered, as a
+    /// stop begins: its buffered input, then what waits in the socket (within one read
+    /// budget). Closing with a request unanswered would lose a reply the client is owed.
+    pub(super) fn answer_arrived(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.phase.wants_input() {
+            // Paused above high water, closing, or finished: it reads no more requests.
+            return;
+        }
+        if !conn.input.is_empty() {
+            self.invoke(key, Call::Data(0));
+        }
+        self.read(key, true);
+    }
+
+    /// Put connection `key` on the end-of-turn flush list if it has output to write.
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+            && conn.pending() > 0
+        {
+            conn.dirty = true;
+            self.dirty.push(conn.token);
+        }
+    }
+
+    /// Step 5: flush the output queued during the turn, each connection once.
+    pub(super) fn flush_dirty(&mut self) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for token in dirty.drain(..) {
+            if let Some(key) = self.live_key(token) {
+                self.conns[key].dirty = false;
+                self.flush(key);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Step 7: free finished connections and tell the handler why each closed.
+    pub(super) fn reap_finished(&mut self) {
+        for key in self.reap.drain(..) {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            let conn = self.conns.remove(key);
+            let reason = match conn.phase {
+                Phase::Dead(reason) => reason,
+                _ => CloseReason::Shutdown,
+            };
+            self.ids.remove(&conn.id);
+            self.stats.count_close(reason);
+            self.live.closed();
+            trace!("close connection {} ({}): {reason}", conn.id, conn.peer);
+            if let Some(session) = conn.session {
+                self.handler.close(session, conn.id, reason);
+            }
+            // Dropping the stream closes the descriptor, which also removes it from epoll.
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The event loop: one thread, one `mio::Poll`, a slab of connections.
+//!
+//! This module owns the order of work in a turn; its files own one job each. It leaves the
+//! rules shared with the threads model (feeding the handler, limits, a callback's
+//! requests, accept errors, refusals) to `rules`, and never interprets the bytes: that is
+//! the handler's. It must not import the server that starts it.
+//!
+//! One turn of the loop, in order:
+//!
+//! 1. **poll** for readiness, sleeping no longer than the next timer (not at all when some
+//!    connection is waiting for a revisit);
+//! 2. **handle events**: accept on the listener, read and write on connections;
+//! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
+//!    readiness will not be reported again for data already waiting;
+//! 4. **deliver mail** sent by other workers to our connections;
+//! 5. **flush** output queued during the turn: output handlers sent to other connections,
+//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own
+//!    replies, each connection written once;
+//! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
+//!    written at once);
+//! 7. **reap** connections that finished, telling the handler why;
+//! 8. **check stop**: begin or finish a graceful stop.
+//!
+//! The write policy is decided once per turn, from the number of events the poll returned
+//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `send_output` is the one place
+//! that acts on it.
+//!
+//! # Files
+//!
+//! - `accept` — taking clients from the listener, admitting or refusing them;
+//! - `io_path` — reading, the handler callbacks, writing their output, the limits;
+//! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
+//! - `mail` — output for other connections, here or on other workers;
+//! - `timer` — the deadline heap and what happens when a deadline passes;
+//! - `spare` — spare output buffers, so idle connections own none;
+//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, trace};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::handler::Outbox;
+use crate::worker::{Live, Prepared, WorkerSetup};
+use crate::{CloseReason, Config, ConnId, Handler, Stats};
+
+mod accept;
+mod connection;
+mod io_path;
+mod lifecycle;
+mod mail;
+mod spare;
+mod timer;
+
+use connection::Connection;
+use mail::Mailboxes;
+use spare::SpareBuffers;
+use timer::Timers;
+
+/// The listener's token; connection tokens never reach it (their key fits in 32 bits).
+const LISTENER: Token = Token(usize::MAX);
+/// The waker's token: another thread wants our attention (stop, or mail).
+const WAKER: Token = Token(usize::MAX - 1);
+/// Connection tokens keep the slab key in these low bits and a generation above them.
+const KEY_MASK: usize = 0xFFFF_FFFF;
+/// Readiness events taken per `poll`.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// Build the reactor workers of one server: a `Poll`, a waker and a listener registration
+/// each, and the mailboxes through which they reach each other's connections.
+pub(crate) fn prepare<H: Handler>(setups: Vec<WorkerSetup<H>>) -> io::Result<Vec<Prepared>> {
+    let mailboxes = Arc::new(Mailboxes::new(setups.len()));
+    setups
+        .into_iter()
+        .map(|setup| prepare_one(setup, Arc::clone(&mailboxes)))
+        .collect()
+}
+
+/// Build one reactor worker.
+fn prepare_one<H: Handler>(
+    setup: WorkerSetup<H>,
+    mailboxes: Arc<Mailboxes>,
+) -> io::Result<Prepared> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    setup.listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(setup.listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    mailboxes.set_waker(setup.index, Arc::clone(&waker));
+    let reactor = Reactor {
+        poll,
+        listener: Some(listener),
+        conns: Slab::new(),
+        ids: HashMap::new(),
+        handler: setup.handler,
+        read_buf: vec![0; setup.config.read_chunk.max(1)],
+        config: setup.config,
+        stats: Stats::default(),
+        live: setup.live,
+        mailboxes,
+        stop: setup.stop,
+        index: setup.index,
+        workers: setup.workers,
+        next_seq: 0,
+        generation: 0,
+        timers: Timers::default(),
+        ready: Vec::new(),
+        listener_ready: false,
+        dirty: Vec::new(),
+        defer: false,
+        spare: SpareBuffers::default(),
+        reap: Vec::new(),
+        scratch_out: Vec::new(),
+        outbox: Outbox::default(),
+        inbox: Vec::new(),
+        now: Instant::now(),
+        accept_paused: false,
+        fd_episode: false,
+        stop_deadline: None,
+        failure: None,
+    };
+    Ok(Prepared {
+        run: Box::new(move || reactor.run()),
+        wake: Box::new(move || {
+            // Failure means the poll is already gone: the worker has stopped.
+            let _ = waker.wake();
+        }),
+    })
+}
+
+/// A single-threaded event loop serving one listener.
+struct Reactor<H: Handler> {
+    /// The readiness queue (epoll on Linux).
+    poll: Poll,
+    /// Accepts new clients; `None` once stopping.
+    listener: Option<TcpListener>,
+    /// Live connections, keyed by the low bits of their token.
+    conns: Slab<Connection<H::Session>>,
+    /// Connection id to slab key, for `send_to`.
+    ids: HashMap<ConnId, usize>,
+    /// Shared by every connection; each connection's state is its session.
+    handler: Arc<H>,
+    /// Shared read buffer: every read lands here first, so idle connections own none.
+    read_buf: Vec<u8>,
+    /// Limits and timeouts.
+    config: Config,
+    /// Counters returned at the end.
+    stats: Stats,
+    /// Server-wide gauges; the connection limit is enforced on them.
+    live: Arc<Live>,
+    /// Mailboxes of all workers, for `send_to` across workers.
+    mailboxes: Arc<Mailboxes>,
+    /// Raised by a `StopHandle`.
+    stop: Arc<AtomicBool>,
+    /// This worker's index.
+    index: usize,
+    /// How many workers share the server.
+    workers: usize,
+    /// Connections accepted by this worker so far (to make ids).
+    next_seq: u64,
+    /// Bumped per accept and put in the token's high bits.
+    generation: u32,
+    /// Idle, linger, handler and back-off deadlines.
+    timers: Timers,
+    /// Connections a budget stopped early, to read again next turn.
+    ready: Vec<Token>,
+    /// The accept budget ran out with clients possibly still waiting.
+    listener_ready: bool,
+    /// Connections with output to write at the end of this turn (sent by other
+    /// connections, or deferred by the write policy); each is listed once.
+    dirty: Vec<Token>,
+    /// This turn's output waits for the end-of-turn flush
+    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false once the flush step has
+    /// run, so timer callbacks write at once.
+    defer: bool,
+    /// Output buffers of connections with nothing left to write, for the next to need one.
+    spare: SpareBuffers,
+    /// Finished connections, freed at the end of the turn.
+    reap: Vec<usize>,
+    /// Output of a connection with nothing pending is written here first and sent at once;
+    /// only what the kernel refuses is copied into the connection's own buffer.
+    scratch_out: Vec<u8>,
+    /// What the current callback sent to other connections (an arena reused across
+    /// callbacks, emptied after each).
+    outbox: Outbox,
+    /// Mail taken from other workers (buffer reused).
+    inbox: Vec<(ConnId, Vec<u8>)>,
+    /// When the current turn started.
+    now: Instant,
+    /// Accepting is suspended after running out of file descriptors.
+    accept_paused: bool,
+    /// An fd-exhaustion episode is in progress (logged once).
+    fd_episode: bool,
+    /// Set when stopping: when the last connections are dropped regardless.
+    stop_deadline: Option<Instant>,
+    /// The listener broke: the worker stops and reports this.
+    failure: Option<io::Error>,
+}
+
+impl<H: Handler> Reactor<H> {
+    /// Run until stopped; return the stats.
+    fn run(mut self) -> io::Result<Stats> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        debug!("worker {} serving", self.index);
+        loop {
+            self.poll_events(&mut events)?;
+            self.handle_events(&events);
+            self.revisit_ready();
+            self.deliver_mail();
+            self.flush_dirty();
+            // The batch is over: output of timer callbacks goes out at once.
+            self.defer = false;
+            self.expire_timers();
+            self.reap_finished();
+            if self.check_stop() {
+                break;
+            }
+        }
+        debug!("worker {} stopped", self.index);
+        match self.failure.take() {
+            Some(err) => Err(err),
+            None => Ok(self.stats),
+        }
+    }
+
+    /// Step 1: wait for readiness, no longer than the next deadline, and not at all when
+    /// work is already waiting.
+    fn poll_events(&mut self, events: &mut Events) -> io::Result<()> {
+        let now = Instant::now();
+        let timeout = if !self.ready.is_empty() || self.listener_ready {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.timeout(now)
+        };
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            // A signal arrived while waiting: nothing happened, go round again.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => events.clear(),
+            // The poll itself failed: the reactor cannot go on.
+            Err(err) => return Err(err),
+        }
+        self.stats.polls += 1;
+        self.now = Instant::now();
+        Ok(())
+    }
+
+    /// Step 2: act on each readiness event.
+    fn handle_events(&mut self, events: &Events) {
+        self.defer = self.config.write_policy.defers(events.iter().count());
+        for event in events {
+            self.stats.events += 1;
+            let token = event.token();
+            trace!(
+                "event {:#x}: readable={} writable={} read_closed={} error={}",
+                token.0,
+                event.is_readable(),
+                event.is_writable(),
+                event.is_read_closed(),
+                event.is_error()
+            );
+            match token {
+                LISTENER => self.accept(),
+                // Mail and the stop flag are checked every turn.
+                WAKER => {}
+                token => {
+                    let Some(key) = self.live_key(token) else {
+                        // The connection closed earlier in this batch (or its slot now
+                        // holds another): the event is stale.
+                        continue;
+                    };
+                    // Data that arrived before the peer's FIN raises no further edge, so
+                    // then (and on error) read until the kernel says WouldBlock or EOF.
+                    let drain = event.is_read_closed() || event.is_error();
+                    if event.is_readable() || drain {
+                        self.read(key, drain);
+                    }
+                    if event.is_read_closed() {
+                        self.peer_finished(key);
+                    }
+                    if event.is_writable() {
+                        if self.defer {
+                            // Output deferred this turn is written with the rest.
+                            self.mark_dirty(key);
+                        } else {
+                            self.flush(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The slab key for `token` if it still names a live connection.
+    fn live_key(&self, token: Token) -> Option<usize> {
+        let key = token.0 & KEY_MASK;
+        match self.conns.get(key) {
+            Some(conn) if conn.token == token && !conn.phase.is_dead() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Step 8: begin a graceful stop when asked (or when the listener broke); report true
+    /// when it is complete.
+    fn check_stop(&mut self) -> bool {
+        let asked = self.stop.load(Ordering::SeqCst) || self.failure.is_some();
+        if self.stop_deadline.is_none() && asked {
+            self.begin_stop();
+        }
+        let Some(deadline) = self.stop_deadline else {
+            return false;
+        };
+        if self.conns.is_empty() {
+            return true;
+        }
+        if self.now >= deadline {
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                self.kill(key, CloseReason::Shutdown);
+            }
+            self.reap_finished();
+            return true;
+        }
+        false
+    }
+
+    /// A graceful stop: stop accepting; answer the input that has already arrived; then
+    /// close every connection the lingering way (flush, shut down writes, discard input
+    /// until the peer's EOF). The whole stop is bounded by `linger`: `check_stop` drops
+    /// whatever is left at that deadline.
+    fn begin_stop(&mut self) {
+        info!(
+            "worker {} stopping: {} connections to close",
+            self.index,
+            self.conns.len()
+        );
+        if let Some(err) = &self.failure {
+            error!("worker {}: the listener failed: {err}", self.index);
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listener_ready = false;
+        self.stop_deadline = Some(self.now + self.config.linger);
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.answer_arrived(key);
+            self.begin_close(key, CloseReason::Shutdown);
+            self.settle(key);
+        }
+        self.reap_finished();
+    }
+}

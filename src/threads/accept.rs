@@ -1,0 +1,198 @@
+//! The threads model's accept thread: it blocks in `accept`, admits each client (a
+//! registry entry and a thread of its own) or refuses it, and joins client threads as they
+//! end, summing their counters.
+//!
+//! What an accept error means and how a client is refused are `rules`. This file must not
+//! read from or write to an admitted client: its own thread does.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::{self, JoinHandle};
+
+use super::client::{Client, Finished};
+use super::peer::{Gate, Peer};
+use super::{CLIENT_STACK, WorkerShared};
+use crate::rules::{self, AcceptError};
+use crate::{CloseReason, ConnId, Handler, Stats};
+
+/// The accept thread of one worker and the client threads it spawned.
+pub(super) struct AcceptLoop<H> {
+    /// What client threads share.
+    pub(super) shared: Arc<WorkerShared<H>>,
+    /// The listening socket.
+    pub(super) listener: TcpListener,
+    /// Client threads not yet joined, by connection id.
+    pub(super) clients: HashMap<ConnId, JoinHandle<Finished>>,
+    /// Cloned into each client thread, which sends its id as it ends.
+    pub(super) done_tx: Sender<ConnId>,
+    /// Ids of client threads that have ended and can be joined without waiting.
+    pub(super) done_rx: Receiver<ConnId>,
+    /// Counters of this worker.
+    pub(super) stats: Stats,
+}
+
+impl<H: Handler> AcceptLoop<H> {
+    /// Accept until stopped, then close every client and return the counters.
+    pub(super) fn run(&mut self) -> io::Result<Stats> {
+        let result = self.accept_until_stopped();
+        // Whatever ended the loop, stop listening and close this worker's clients.
+        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Both);
+        if result.is_err() {
+            self.shared.registry.shut_reads(self.shared.index);
+        }
+        let clients: Vec<_> = self.clients.drain().collect();
+        for (_, thread) in clients {
+            self.join(thread);
+        }
+        log::debug!("threads worker {} stopped", self.shared.index);
+        result.map(|()| std::mem::take(&mut self.stats))
+    }
+
+    /// The accept loop proper. Each arm says why it goes on or ends.
+    fn accept_until_stopped(&mut self) -> io::Result<()> {
+        loop {
+            let accepted = self.listener.accept();
+            if self.shared.stop.load(Ordering::SeqCst) {
+                // A connection accepted as the server stops is closed unserved.
+                return Ok(());
+            }
+            let err = match accepted {
+                Ok((stream, peer)) => {
+                    self.admit(stream, peer);
+                    continue;
+                }
+                Err(err) => err,
+            };
+            match rules::classify_accept(&err) {
+                AcceptError::Retry | AcceptError::Drained => {}
+                AcceptError::ClientGone => log::debug!("accept failed: {err}"),
+                // Back off instead of spinning; clients closing will free descriptors.
+                AcceptError::Exhausted => {
+                    self.stats.fd_exhausted += 1;
+                    log::warn!(
+                        "accept: {err}; retrying in {:?}",
+                        self.shared.config.accept_backoff
+                    );
+                    self.reap();
+                    thread::sleep(self.shared.config.accept_backoff);
+                }
+                AcceptError::ListenerBroken => {
+                    log::error!("accept failed: {err}");
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Serve a new client on its own thread, or refuse it when the server is full.
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+        self.reap();
+        let live = &self.shared.live;
+        if !live.try_open(self.shared.index, self.shared.config.max_connections) {
+            self.refuse(stream, addr);
+            return;
+        }
+        let registry = &self.shared.registry;
+        let id = registry.next_id();
+        log::trace!("accepted {id} from {addr}");
+        let peer = Arc::new(Peer {
+            stream,
+            worker: self.shared.index,
+            gate: Gate::default(),
+            overflowed: AtomicBool::new(false),
+        });
+        // Register before the client thread first checks the stop flag (it does before
+        // every read): `wake` either finds this client in the registry and shuts its read
+        // side, or raised the flag before the registration, and then the client thread
+        // sees it. Either way no client sleeps through a stop.
+        registry.insert(id, Arc::clone(&peer));
+        self.stats.accepted += 1;
+        let guard = Departure {
+            shared: Arc::clone(&self.shared),
+            id,
+            done: self.done_tx.clone(),
+        };
+        let client = Client::new(Arc::clone(&self.shared), id, addr, peer);
+        let spawned = thread::Builder::new()
+            .name(format!("tcp-client-{id}"))
+            .stack_size(CLIENT_STACK)
+            .spawn(move || {
+                let _guard = guard;
+                client.serve()
+            });
+        match spawned {
+            Ok(thread) => {
+                self.clients.insert(id, thread);
+            }
+            Err(err) => {
+                // The closure (and with it the socket and the guard) was dropped: the
+                // client is closed and unregistered.
+                log::warn!("could not start a thread for {id} ({addr}): {err}");
+                self.stats.count_close(CloseReason::Error(err.kind()));
+            }
+        }
+    }
+
+    /// Turn a client away, without ever blocking the accept thread.
+    fn refuse(&mut self, stream: TcpStream, addr: SocketAddr) {
+        log::debug!(
+            "refusing {addr}: {} connections open",
+            self.shared.config.max_connections
+        );
+        self.shared.live.count_refused();
+        self.stats.refused += 1;
+        if stream.set_nonblocking(true).is_ok() {
+            rules::refuse(&stream, self.shared.handler.busy_reply());
+        }
+    }
+
+    /// Join client threads that have ended, adding their counters.
+    fn reap(&mut self) {
+        while let Ok(id) = self.done_rx.try_recv() {
+            if let Some(thread) = self.clients.remove(&id) {
+                self.join(thread);
+            }
+        }
+    }
+
+    /// Join one client thread and add its counters.
+    fn join(&mut self, thread: JoinHandle<Finished>) {
+        match thread.join() {
+            Ok(finished) => {
+                self.stats.count_close(finished.reason);
+                self.stats.bytes_in += finished.bytes_in;
+                self.stats.bytes_out += finished.bytes_out;
+            }
+            Err(_) => {
+                log::error!("a client thread panicked");
+                self.stats
+                    .count_close(CloseReason::Error(io::ErrorKind::Other));
+            }
+        }
+    }
+}
+
+/// Runs when a client thread ends, however it ends (even by a handler panic): the
+/// client leaves the registry and the gauges, and the accept thread learns it can join.
+struct Departure<H> {
+    /// Gauges and registry.
+    shared: Arc<WorkerShared<H>>,
+    /// The client.
+    id: ConnId,
+    /// Tells the accept thread.
+    done: Sender<ConnId>,
+}
+
+impl<H> Drop for Departure<H> {
+    fn drop(&mut self) {
+        self.shared.registry.remove(self.id);
+        self.shared.live.closed();
+        // The accept thread may be gone (it joins everyone before leaving, so only when
+        // the thread could not be spawned): nothing to tell then.
+        let _ = self.done.send(self.id);
+    }
+}

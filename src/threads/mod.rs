@@ -1,0 +1,156 @@
+//! The thread-per-client model: std::net, one blocking OS thread per client, running the
+//! same [`Handler`]s as the reactor.
+//!
+//! This is the classic server the reactor is measured against, written to be a fair
+//! opponent: small thread stacks, `TCP_NODELAY`, a read buffer that grows to
+//! `Config::read_chunk`, one `write` per handler batch, and no shared lock on the path of
+//! a message that stays within its own connection.
+//!
+//! This module owns the accept thread, the client threads and the registry through which
+//! client threads reach each other (`Context::send_to`). It follows `rules` for everything
+//! the reactor does too (feeding, limits, requests, accept errors, refusals). It must not
+//! use `mio`, must not import the server that starts it, and must not hold a lock while
+//! calling a handler.
+//!
+//! # How the pieces meet
+//!
+//! - The **accept thread** (the worker's `run`) blocks in `accept`, registers each client
+//!   and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
+//!   every one and sums their counters.
+//! - A **client thread** blocks in `read`, hands input to the handler, and writes the
+//!   handler's batch of output at once. A batch ends with the input, or as soon as its
+//!   output passes the high-water mark; the rest of the input is then fed after the write.
+//!   Handler timers and the idle timeout become read timeouts.
+//! - A client's socket lives in a `Peer`, shared by its owner thread and by any thread
+//!   that sends it a message. A `Gate` makes writes to one socket take turns, so two
+//!   messages never interleave; a sender waits at most `Config::linger` for its turn and
+//!   for the socket to take the bytes, and otherwise closes the stuck receiver
+//!   (`CloseReason::OutputLimit`).
+//! - **Stopping**: `wake` shuts down the listening socket (which makes a blocked `accept`
+//!   return at once on Linux; elsewhere it connects to the listener instead) and shuts
+//!   down the read side of every client of the worker, so each blocked `read` returns
+//!   what has arrived, then 0. Each client thread answers the input that has arrived
+//!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
+//!   `CloseReason::Shutdown`. Unlike the reactor it cannot wait for the client's EOF:
+//!   once the read side is shut, Linux answers any data arriving after our FIN with a
+//!   reset (RFC 1122). The client has already received the replies and the FIN by then,
+//!   so a client that closes on EOF sees EOF; a reply to a request sent after the stop is
+//!   not owed.
+//!
+//! # Files
+//!
+//! - `accept` — the accept thread: admitting, refusing, joining client threads;
+//! - `client` — one client thread: read, feed, write, deadlines, the close;
+//! - `peer` — a client's socket as other threads see it, and every blocking write;
+//! - `registry` — every live client by id.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::worker::{Live, Prepared, WorkerSetup};
+use crate::{Config, Handler, Stats};
+
+mod accept;
+mod client;
+mod peer;
+mod registry;
+
+use accept::AcceptLoop;
+use registry::Registry;
+
+/// Stack of each client thread. Handlers run on it; buffers live on the heap. Small stacks
+/// are what let a thread-per-client server hold thousands of clients at all.
+const CLIENT_STACK: usize = 128 * 1024;
+
+/// What every thread of one worker shares.
+#[derive(Debug)]
+struct WorkerShared<H> {
+    /// Index of the worker, to tell its clients from other workers' in the registry.
+    index: usize,
+    /// Shared by every client thread; each client's state is its session.
+    handler: Arc<H>,
+    /// Limits and timeouts.
+    config: Config,
+    /// Raised when the server must stop.
+    stop: Arc<AtomicBool>,
+    /// Server-wide gauges.
+    live: Arc<Live>,
+    /// Every client of the server (all workers), for `send_to` and stops.
+    registry: Arc<Registry>,
+}
+
+/// Build the threads-model workers of one server, sharing one registry.
+pub(crate) fn prepare<H: Handler>(setups: Vec<WorkerSetup<H>>) -> io::Result<Vec<Prepared>> {
+    let registry = Arc::new(Registry::default());
+    setups
+        .into_iter()
+        .map(|setup| prepare_one(setup, Arc::clone(&registry)))
+        .collect()
+}
+
+/// Build one threads-model worker.
+fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io::Result<Prepared> {
+    // The wake function keeps its own handle on the listening socket to shut it down.
+    let waker_listener = setup.listener.try_clone()?;
+    let local = setup.listener.local_addr()?;
+    let shared = Arc::new(WorkerShared {
+        index: setup.index,
+        handler: setup.handler,
+        config: setup.config,
+        stop: setup.stop,
+        live: setup.live,
+        registry,
+    });
+    let registry_owner = Arc::clone(&shared.registry);
+    let index = shared.index;
+    let wake = Box::new(move || {
+        wake_accept(&waker_listener, local);
+        registry_owner.shut_reads(index);
+    });
+    let listener = setup.listener;
+    let run = Box::new(move || {
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut worker = AcceptLoop {
+            shared,
+            listener,
+            clients: HashMap::new(),
+            done_tx,
+            done_rx,
+            stats: Stats::default(),
+        };
+        worker.run()
+    });
+    Ok(Prepared { run, wake })
+}
+
+/// Make a blocked `accept` on `listener` return.
+///
+/// On Linux, shutting down a listening socket wakes every thread blocked in `accept` on it
+/// (with `EINVAL`) and stops the listen queue, whatever address it is bound to and however
+/// many `SO_REUSEPORT` siblings it has. Where that is not supported, connect to it instead
+/// (with several workers on one port, the kernel may route that connection to a sibling;
+/// each worker is woken once, so every one sees at least its share).
+fn wake_accept(listener: &TcpListener, local: SocketAddr) {
+    if socket2::SockRef::from(listener)
+        .shutdown(Shutdown::Both)
+        .is_ok()
+    {
+        return;
+    }
+    let mut target = local;
+    if target.ip().is_unspecified() {
+        // A listener on every address is reachable on loopback.
+        target.set_ip(match local {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    if let Err(err) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        log::warn!("could not wake the accept thread on {local}: {err}");
+    }
+}

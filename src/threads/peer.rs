@@ -1,0 +1,203 @@
+//! One threads-model client's socket as other threads see it: a [`Peer`] shared by its
+//! own client thread and by any thread that sends it a message, the [`Gate`] that makes
+//! their writes take turns, and the blocking write loop with its patience.
+//!
+//! Owns every `write` of the threads model and the classification of its results. It must
+//! not read from a socket (the client thread does) or call a handler.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::rules::is_timeout;
+
+/// One client's socket, shared by its own thread and by threads that send it messages.
+#[derive(Debug)]
+pub(super) struct Peer {
+    /// The connection. Reads and writes go through `&TcpStream`, so no lock is needed to
+    /// read while another thread writes.
+    pub(super) stream: TcpStream,
+    /// Which worker accepted it (stop wakes only its own clients).
+    pub(super) worker: usize,
+    /// Writes take turns through this.
+    pub(super) gate: Gate,
+    /// Set when a sender gave up on this client: its owner closes with `OutputLimit`.
+    pub(super) overflowed: AtomicBool,
+}
+
+impl Peer {
+    /// Write a message from another client, waiting at most `patience` for a turn and
+    /// for the socket to take the bytes. Returns the bytes written.
+    pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
+        let deadline = Instant::now() + patience;
+        let mut written = 0;
+        let Some(_turn) = self.gate.enter(Some(deadline)) else {
+            self.overflow();
+            return written;
+        };
+        match write_all(&self.stream, bytes, Patience::Until(deadline), &mut written) {
+            Ok(()) => {}
+            Err(WriteError::Stalled) => self.overflow(),
+            // The receiver is gone or broken; its own thread sees the error and closes.
+            Err(WriteError::Failed(_)) => {}
+        }
+        written
+    }
+
+    /// Give up on a receiver that does not take its messages: mark it and wake its
+    /// thread, which closes it with `OutputLimit` (as the reactor does when unsent output
+    /// passes its cap).
+    fn overflow(&self) {
+        self.overflowed.store(true, Ordering::Relaxed);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A turn-taking lock for writers of one socket, with a deadline for waiting.
+///
+/// (`std::sync::Mutex` cannot time out; a sender must not wait forever on a receiver
+/// whose own thread is stuck writing to a client that does not read.)
+#[derive(Debug, Default)]
+pub(super) struct Gate {
+    /// Who holds and who waits for the turn.
+    state: Mutex<GateState>,
+    /// Signalled when a writer leaves and another waits.
+    freed: Condvar,
+}
+
+/// The state behind a [`Gate`].
+#[derive(Debug, Default)]
+struct GateState {
+    /// True while some thread is writing.
+    busy: bool,
+    /// Threads waiting for their turn. Without any, leaving skips the wake-up, which is a
+    /// system call even when nobody waits: the owner's writes stay one syscall each.
+    waiting: u32,
+}
+
+/// A turn at writing; the next writer may enter when it is dropped.
+#[derive(Debug)]
+pub(super) struct Turn<'a>(&'a Gate);
+
+impl Gate {
+    /// The state. Nothing can panic while it is locked, so a poisoned lock is still sound.
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait for the turn to write, until `deadline` if given.
+    pub(super) fn enter(&self, deadline: Option<Instant>) -> Option<Turn<'_>> {
+        let mut state = self.lock();
+        while state.busy {
+            let left = match deadline {
+                None => None,
+                Some(deadline) => Some(deadline.checked_duration_since(Instant::now())?),
+            };
+            state.waiting += 1;
+            state = match left {
+                None => self
+                    .freed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(left) => {
+                    let waited = self.freed.wait_timeout(state, left);
+                    waited.unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+            state.waiting -= 1;
+        }
+        state.busy = true;
+        Some(Turn(self))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.busy = false;
+        if state.waiting > 0 {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+/// How long a writer keeps trying while the peer takes nothing. Each `write` blocks at
+/// most the socket's send timeout (`linger`), so "timed out" means "no progress for
+/// `linger`".
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Patience<'a> {
+    /// The owner of an open connection: as long as the server runs (this is
+    /// backpressure: the client thread reads nothing more until its client takes the
+    /// reply, as the reactor stops reading above its high-water mark).
+    WhileRunning(&'a AtomicBool),
+    /// A connection that is closing: until the first timeout, so a closing connection
+    /// goes at most `linger` without progress, as in the reactor.
+    NoStall,
+    /// A sender of a message: until this instant.
+    Until(Instant),
+}
+
+/// Why a write did not complete.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    /// The peer took nothing for longer than the writer's patience.
+    Stalled,
+    /// The connection failed.
+    Failed(io::Error),
+}
+
+/// Write all of `data`, counting written bytes into `written`. Every write result is
+/// classified here.
+pub(super) fn write_all(
+    stream: &TcpStream,
+    mut data: &[u8],
+    patience: Patience<'_>,
+    written: &mut u64,
+) -> Result<(), WriteError> {
+    while !data.is_empty() {
+        match (&*stream).write(data) {
+            // The socket accepts no more bytes: the connection is unusable.
+            Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                *written += n as u64;
+                data = &data[n..];
+            }
+            // A signal interrupted the call before anything was written: try again.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // The send timeout passed with nothing written: the peer is not reading.
+            Err(err) if is_timeout(&err) => {
+                let give_up = match patience {
+                    // A peer that has finished sending and takes nothing for `linger`
+                    // is held no longer: the linger bound of a half-closed connection.
+                    Patience::WhileRunning(stop) => {
+                        stop.load(Ordering::Relaxed) || peer_finished_sending(stream)
+                    }
+                    Patience::NoStall => true,
+                    Patience::Until(deadline) => Instant::now() >= deadline,
+                };
+                if give_up {
+                    return Err(WriteError::Stalled);
+                }
+            }
+            Err(err) => return Err(WriteError::Failed(err)),
+        }
+    }
+    Ok(())
+}
+
+/// True if the peer has shut down its sending side (or the connection is gone), without
+/// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
+/// not hide it, as a read would.
+fn peer_finished_sending(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}

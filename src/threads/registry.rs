@@ -1,0 +1,62 @@
+//! The threads model's registry: every live client of a server, by id, so one client
+//! thread can write to another (`Context::send_to`), and a stop can reach every client.
+//!
+//! Shared by all threads-model workers of one server. It owns only the map; writing to a
+//! peer is `peer`'s job. It must not be locked while a handler runs or a socket blocks.
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::peer::Peer;
+use crate::ConnId;
+
+/// Every live client of a server's threads-model workers, by id, for `send_to`.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// The last id handed out; ids are never reused while the server runs.
+    last_id: AtomicU64,
+    /// Live clients. Read-locked per message sent to another client, write-locked only
+    /// when a client comes or goes.
+    peers: RwLock<HashMap<ConnId, Arc<Peer>>>,
+}
+
+impl Registry {
+    /// A new id, unique within the server.
+    pub(super) fn next_id(&self) -> ConnId {
+        ConnId(self.last_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Make `peer` reachable by its id.
+    pub(super) fn insert(&self, id: ConnId, peer: Arc<Peer>) {
+        self.peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, peer);
+    }
+
+    /// Forget a client; messages to it are dropped from now on.
+    pub(super) fn remove(&self, id: ConnId) {
+        self.peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// The client with this id, if it is still connected.
+    pub(super) fn get(&self, id: ConnId) -> Option<Arc<Peer>> {
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers.get(&id).cloned()
+    }
+
+    /// Shut down the read side of every client of `worker`, so each blocked `read`
+    /// returns 0 and its thread notices the stop flag.
+    pub(super) fn shut_reads(&self, worker: usize) {
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers.values().filter(|peer| peer.worker == worker) {
+            // An error means the socket is already shut or broken: its thread will notice.
+            let _ = peer.stream.shutdown(Shutdown::Read);
+        }
+    }
+}
