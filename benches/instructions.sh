@@ -27,6 +27,8 @@
 # (benches/peers.sh --install). Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 REQUESTS=${REQUESTS:-20000}
 PORT=${PORT:-19190}
@@ -117,15 +119,11 @@ load() {
 
 # Wait up to 60 s (valgrind starts slowly) for a listener on $PORT.
 wait_port() {
-    for _ in $(seq 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "instructions.sh: nothing listens on port $PORT" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
+    if ! wait_listening "$PORT" 600; then
+        echo "instructions.sh: nothing listens on port $PORT" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
 }
 
 # Instructions per request of the server started by "${@:4}" under load kind $1 with
@@ -156,33 +154,9 @@ ours() {
     echo "$BIN" serve --protocol "$1" --addr "127.0.0.1:$PORT" "${FLAGS:-}"
 }
 
+# nginx as one process (no master), so callgrind watches the process that serves.
 nginx_conf() {
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        location / {
-            default_type text/plain;
-            return 200 "Hello, world!\n";
-        }
-    }
-}
-EOF
-    echo "$WORK/nginx/nginx.conf"
+    nginx_conf_in "$WORK" 1 "$PORT" "master_process off;"
 }
 
 echo "User-space instructions per request (callgrind), $REQUESTS requests on one connection:"

@@ -27,6 +27,8 @@
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 PORT_BASE=${PORT_BASE:-18080}
 DURATION=${DURATION:-10s}
@@ -37,7 +39,6 @@ PIPELINE=${PIPELINE:-16}
 REPEAT=${REPEAT:-3}
 ROUNDS=${ROUNDS:-1 2}
 NOISE_LIMIT=${NOISE_LIMIT:-5}
-BODY='Hello, world!\n'
 
 if [[ ${1:-} == --install ]]; then
     apt-get update
@@ -82,44 +83,17 @@ stop_all() {
 
 # Wait until something listens on 127.0.0.1:$1 (at most 10 s).
 wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "peers.sh: nothing listens on port $1; server log:" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
+    if ! wait_listening "$1"; then
+        echo "peers.sh: nothing listens on port $1; server log:" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
 }
 
-# Write an nginx config for $1 workers on port $2 that returns $BODY to every request.
+# Write an nginx config for $1 workers on port $2 that returns "Hello, world!\n" to every
+# request.
 nginx_conf() {
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes $1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$2 reuseport;
-        location / {
-            default_type text/plain;
-            return 200 "$BODY";
-        }
-    }
-}
-EOF
-    echo "$WORK/nginx/nginx.conf"
+    nginx_conf_in "$WORK" "$1" "$2"
 }
 
 # Convert a wrk latency ("123.45us", "1.20ms", "1.01s") to milliseconds.

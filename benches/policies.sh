@@ -32,6 +32,8 @@
 # target/bench-report/policies.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 PORT=${PORT:-19090}
 POLICIES=${POLICIES:-eager end-of-turn adaptive}
@@ -80,14 +82,10 @@ cpu_ticks() {
 
 # Wait until something listens on 127.0.0.1:$PORT (at most 10 s).
 wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "policies.sh: nothing listens on port $PORT" >&2
-    exit 1
+    if ! wait_listening "$PORT"; then
+        echo "policies.sh: nothing listens on port $PORT" >&2
+        exit 1
+    fi
 }
 
 # Start server "$@" on CPU 0 and wait for its port.
@@ -260,31 +258,7 @@ http_round() {
         http_test "tcp-reactor ($policy)"
         stop
     done
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        location / {
-            default_type text/plain;
-            return 200 "Hello, world!\n";
-        }
-    }
-}
-EOF
-    start nginx -c "$WORK/nginx/nginx.conf"
+    start nginx -c "$(nginx_conf_in "$WORK" 1 "$PORT")"
     http_test "nginx $(nginx -v 2>&1 | sed 's/.*\///')"
     stop
 }
