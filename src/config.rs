@@ -77,6 +77,52 @@ pub struct Config {
     /// How long a connection started with [`Context::connect`](crate::Context::connect)
     /// may take to be established before it fails with `ConnectFailed(TimedOut)`.
     pub connect_timeout: Duration,
+    /// When the reactor writes the output a callback queued (the threads model always
+    /// writes at once).
+    pub write_policy: WritePolicy,
+}
+
+/// When the reactor hands a connection's output to the kernel.
+///
+/// Output order, flush-before-close, the caps and the idle timeout behave the same under
+/// every policy; only the moment of the `write` differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WritePolicy {
+    /// Write each callback's output as soon as the callback returns: the lowest latency
+    /// for the first client of a busy turn.
+    Eager,
+    /// Keep output in the connection's buffer while the turn's readiness events are
+    /// handled, then write every connection that has output once, before the next poll
+    /// (redis's `beforeSleep`). A client with many connections then finds many replies
+    /// ready per wake-up, and the server sleeps less often per request.
+    EndOfTurn,
+    /// [`EndOfTurn`](WritePolicy::EndOfTurn) in turns whose poll returned at least this
+    /// many readiness events, [`Eager`](WritePolicy::Eager) in quieter turns.
+    Adaptive {
+        /// Fewest readiness events in a turn for its output to be deferred.
+        min_events: usize,
+    },
+}
+
+impl WritePolicy {
+    /// The policy's name on the command line (`--write-policy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePolicy::Eager => "eager",
+            WritePolicy::EndOfTurn => "end-of-turn",
+            WritePolicy::Adaptive { .. } => "adaptive",
+        }
+    }
+
+    /// True when a turn whose poll returned `events` readiness events defers its output.
+    pub fn defers(self, events: usize) -> bool {
+        match self {
+            WritePolicy::Eager => false,
+            WritePolicy::EndOfTurn => true,
+            WritePolicy::Adaptive { min_events } => events >= min_events,
+        }
+    }
 }
 
 impl Default for Config {
@@ -96,6 +142,7 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
             connect_timeout: Duration::from_secs(5),
+            write_policy: WritePolicy::EndOfTurn,
         }
     }
 }
@@ -186,6 +233,12 @@ impl Config {
     /// Use a listen queue of `backlog` connections (at least 1).
     pub fn with_backlog(mut self, backlog: i32) -> Self {
         self.backlog = backlog;
+        self
+    }
+
+    /// Write replies as `policy` says (the reactor only; the threads model writes at once).
+    pub fn with_write_policy(mut self, policy: WritePolicy) -> Self {
+        self.write_policy = policy;
         self
     }
 

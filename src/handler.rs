@@ -300,6 +300,7 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// Assemble a context; only server models do this.
+    #[inline]
     pub(crate) fn new(
         id: ConnId,
         peer: SocketAddr,
@@ -321,6 +322,7 @@ impl<'a> Context<'a> {
 
     /// Say that the first `sent` bytes of the output buffer have already been written, so
     /// that [`pending_output`](Context::pending_output) counts only the rest.
+    #[inline]
     pub(crate) fn already_sent(mut self, sent: usize) -> Self {
         self.sent = sent.min(self.out.len());
         self
@@ -342,12 +344,14 @@ impl<'a> Context<'a> {
     }
 
     /// Queue `bytes` for this connection. They are sent in order, after earlier output.
+    #[inline]
     pub fn write(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
     }
 
     /// Bytes queued for this connection and not yet sent (useful for a handler's own
     /// backpressure decisions).
+    #[inline]
     pub fn pending_output(&self) -> usize {
         self.out.len() - self.sent
     }
@@ -396,6 +400,7 @@ impl<'a> Context<'a> {
     }
 
     /// True once the handler asked to close (so a model stops feeding it input).
+    #[inline]
     pub(crate) fn close_requested(&self) -> bool {
         self.actions.close.is_some()
     }

@@ -113,7 +113,7 @@ pub mod tls_config;
 mod transport;
 mod worker;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, WritePolicy};
 pub use handler::{Context, Handler};
 pub use reactor::{EventLoop, Poster};
 pub use reason::{CloseReason, ConnId};

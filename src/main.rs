@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tcp_reactor::{Config, ConfigError, Handler, Model, Server, client, protocols};
+use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -114,6 +114,24 @@ struct ServeArgs {
     #[cfg(feature = "tls")]
     #[arg(long, requires = "tls_cert", value_name = "KEY.pem")]
     tls_key: Option<std::path::PathBuf>,
+    /// When the reactor writes replies [default: as Config::default()].
+    #[arg(long, value_enum)]
+    write_policy: Option<WritePolicyName>,
+    /// With --write-policy adaptive: fewest readiness events in a turn for its replies to
+    /// wait for the end of the turn.
+    #[arg(long, default_value_t = 2)]
+    defer_min_events: usize,
+}
+
+/// When the reactor writes replies (`--write-policy`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WritePolicyName {
+    /// As soon as each callback returns.
+    Eager,
+    /// Once the turn's readiness events are handled, before the next poll.
+    EndOfTurn,
+    /// End of turn when the poll returned at least --defer-min-events events, else eager.
+    Adaptive,
 }
 
 #[derive(Debug, Args)]
@@ -195,7 +213,15 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         .with_idle_timeout((!idle.is_zero()).then_some(idle))
         .with_linger(seconds(args.linger, "linger")?)
         .with_connect_timeout(seconds(args.connect_timeout, "connect-timeout")?)
-        .with_handshake_timeout(seconds(args.handshake_timeout, "handshake-timeout")?))
+        .with_handshake_timeout(seconds(args.handshake_timeout, "handshake-timeout")?)
+        .with_write_policy(match args.write_policy {
+            None => Config::default().write_policy,
+            Some(WritePolicyName::Eager) => WritePolicy::Eager,
+            Some(WritePolicyName::EndOfTurn) => WritePolicy::EndOfTurn,
+            Some(WritePolicyName::Adaptive) => WritePolicy::Adaptive {
+                min_events: args.defer_min_events,
+            },
+        }))
 }
 
 /// Bind, install the signal handler, serve until stopped, print the stats.

@@ -30,6 +30,10 @@ pub struct Stats {
     pub polls: u64,
     /// Readiness events handled (reactor) — zero under the threads model.
     pub events: u64,
+    /// `read` calls on connections (reactor) — zero under the threads model.
+    pub reads: u64,
+    /// `write` calls on connections (reactor) — zero under the threads model.
+    pub writes: u64,
     /// Most connections open at once, server-wide: taken from the same count that enforces
     /// `Config::max_connections`, so it never exceeds the limit.
     pub peak_connections: u64,
@@ -68,6 +72,8 @@ impl AddAssign<&Stats> for Stats {
         self.bytes_out += other.bytes_out;
         self.polls += other.polls;
         self.events += other.events;
+        self.reads += other.reads;
+        self.writes += other.writes;
         self.peak_connections = self.peak_connections.max(other.peak_connections);
         self.fd_exhausted += other.fd_exhausted;
     }
@@ -82,6 +88,8 @@ impl fmt::Display for Stats {
         writeln!(f, "bytes out         {}", self.bytes_out)?;
         writeln!(f, "polls             {}", self.polls)?;
         writeln!(f, "events            {}", self.events)?;
+        writeln!(f, "reads             {}", self.reads)?;
+        writeln!(f, "writes            {}", self.writes)?;
         writeln!(f, "fd exhausted      {}", self.fd_exhausted)?;
         write!(f, "closed            {}", self.closed_total())?;
         for (name, count) in CloseReason::NAMES.iter().zip(self.closed) {

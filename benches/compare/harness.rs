@@ -11,7 +11,7 @@ use crate::measure::{self, Pinning};
 use crate::plan::Settings;
 use crate::procfs;
 use crate::report::{self, Conditions};
-use crate::servers::Kind;
+use crate::servers::{self, Kind};
 
 /// Run `settings` against every server and write the report; returns the chart files.
 pub fn run(settings: &Settings) -> io::Result<Vec<String>> {
@@ -37,6 +37,7 @@ pub fn run(settings: &Settings) -> io::Result<Vec<String>> {
             "release"
         },
         pinning,
+        policy: servers::reactor_policy(),
         servers: kinds.iter().map(|k| k.name()).collect(),
         load_start: procfs::load_average(),
         load_end: None,

@@ -26,6 +26,8 @@ pub struct Conditions {
     pub build: &'static str,
     /// How the server and the load generator were placed on the CPUs.
     pub pinning: String,
+    /// The reactor's write policy (`BENCH_POLICY`, else the library's default).
+    pub policy: String,
     /// The servers, in the order they run within a round.
     pub servers: Vec<&'static str>,
     /// Load averages when the bench started.
@@ -271,6 +273,11 @@ impl Tables<'_> {
             c.build
         );
         let _ = writeln!(md, "- pinning: {}", c.pinning);
+        let _ = writeln!(
+            md,
+            "- reactor write policy: {} (`BENCH_POLICY` picks another)",
+            c.policy
+        );
         let _ = writeln!(
             md,
             "- {} profile: {} cells × {} servers × {} round{}, {} s of traffic per run, a fresh server process per run; rounds outermost, the servers alternating within each round ({})",

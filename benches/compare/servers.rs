@@ -46,6 +46,17 @@ pub enum Kind {
     TokioTls,
 }
 
+/// The write policy the reactor runs with: `BENCH_POLICY` (`eager`, `end-of-turn`,
+/// `adaptive`) when set, else the library's default.
+pub fn reactor_policy() -> String {
+    std::env::var("BENCH_POLICY").unwrap_or_else(|_| {
+        tcp_reactor::Config::default()
+            .write_policy
+            .name()
+            .to_string()
+    })
+}
+
 impl Kind {
     /// Every kind, in report order.
     pub const ALL: [Kind; 9] = [
@@ -203,10 +214,14 @@ fn spawn(kind: Kind) -> io::Result<Server> {
         let [cert, key] = certificate_args()?;
         command = command.args(["--tls-cert", &cert, "--tls-key", &key]);
     }
-    command
+    command = command
         .args(["--protocol", "echo", "--model", model_arg(model)])
         // Room for the 10,000 idle connections (the default maximum is exactly 10,000).
-        .args(["--max-connections", "15000"])
+        .args(["--max-connections", "15000"]);
+    if model == Model::Reactor {
+        command = command.args(["--write-policy", &reactor_policy()]);
+    }
+    command
         // Per-connection log lines would cost our servers time the tokio ones do not spend.
         .log("warn")
         .spawn()

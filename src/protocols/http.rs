@@ -19,6 +19,7 @@
 //! when the handler is made. A session is two fixed-size fields, whatever a client sent.
 
 use std::cmp::min;
+use std::mem::MaybeUninit;
 
 use crate::{Context, Handler};
 
@@ -242,9 +243,11 @@ impl Handler for Http {
 /// The answer for a prefix never contradicts the answer for the whole: a head is refused
 /// as too large by its length alone, whether it arrived whole or in pieces.
 fn frame(input: &[u8]) -> Frame {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(input) {
+    // Left uninitialised: httparse fills only the headers it finds, so a request with one
+    // header does not pay for clearing all MAX_HEADERS slots (2 KiB) first.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(input, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Complete(_)) => return Frame::Refused(Refusal::TooLarge),
         // Everything buffered belongs to this unfinished head.

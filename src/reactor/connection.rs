@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 
 use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::transport::Transport;
-use crate::{CloseReason, ConnId};
+use crate::{CloseReason, ConnId, Stats};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection
 /// that once sent a burst does not keep the memory while idle.
@@ -174,9 +174,10 @@ impl<S> Connection<S> {
     }
 
     /// Write queued output until it is all sent or the kernel buffer is full.
-    /// Adds the bytes written to `written`.
-    pub(crate) fn flush(&mut self, written: &mut u64) -> FlushOutcome {
+    /// Counts the calls and the bytes written in `stats`.
+    pub(crate) fn flush(&mut self, stats: &mut Stats) -> FlushOutcome {
         while self.sent < self.output.len() {
+            stats.writes += 1;
             // `write` on a mio stream is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
             // instead of raising SIGPIPE in the (possibly embedding) process.
             match self
@@ -186,7 +187,7 @@ impl<S> Connection<S> {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
-                    *written += n as u64;
+                    stats.bytes_out += n as u64;
                 }
                 // Not an error: wait for the writable edge. Drop what was sent once it is
                 // half the buffer (amortised O(1) per byte), so output that never fully
@@ -222,16 +223,18 @@ impl<S> Connection<S> {
     }
 
     /// Send `bytes` now, when nothing else is queued; whatever the kernel does not take is
-    /// queued in `output` for the next writable edge. Adds the bytes written to `written`.
-    pub(crate) fn send(&mut self, bytes: &[u8], written: &mut u64) -> FlushOutcome {
+    /// queued in `output` for the next writable edge. Counts the calls and the bytes
+    /// written in `stats`.
+    pub(crate) fn send(&mut self, bytes: &[u8], stats: &mut Stats) -> FlushOutcome {
         debug_assert_eq!(self.pending(), 0, "send would reorder queued output");
         let mut done = 0;
         while done < bytes.len() {
+            stats.writes += 1;
             match self.transport.write(&mut self.stream, &bytes[done..]) {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
-                    *written += n as u64;
+                    stats.bytes_out += n as u64;
                 }
                 // The kernel buffer is full: keep the rest for the writable edge.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {

@@ -17,6 +17,10 @@ use crate::{CloseReason, Context, Handler};
 
 /// The shared output buffer is trimmed back to this capacity after a large burst.
 const KEEP_SCRATCH: usize = 1024 * 1024;
+/// Deferred output is written at once when a connection has more than this queued (or more
+/// than its high-water mark): batching saves nothing on writes this large, and the pause
+/// at high water must still mean "the kernel refused it", whatever the policy.
+const DEFER_LIMIT: usize = 64 * 1024;
 
 /// Which handler callback [`Reactor::invoke`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             let want = budget.min(self.read_buf.len());
+            self.stats.reads += 1;
             match conn.read_into(&mut self.read_buf[..want]) {
                 ReadOutcome::Data(n) => {
                     self.stats.bytes_in += n as u64;
@@ -104,9 +109,14 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        // With nothing pending, output goes to the shared buffer and straight to the
-        // socket; otherwise it must queue behind what is pending.
-        let use_scratch = conn.pending() == 0;
+        // Written at once with nothing pending, output goes to the shared buffer and
+        // straight to the socket. Otherwise it queues behind what is pending, or stays in
+        // the connection's own buffer until the end of the turn: no copy either way.
+        let use_scratch = !self.defer && conn.pending() == 0;
+        if !use_scratch && conn.output.capacity() == 0 {
+            conn.output = self.spare.take();
+        }
+        let mark = conn.output.len();
         let (out, already_sent) = if use_scratch {
             (&mut self.scratch_out, 0)
         } else {
@@ -157,7 +167,7 @@ impl<H: Handler> Reactor<H> {
             call,
             Call::Connected | Call::ReadClosed | Call::Congested | Call::Drained
         );
-        self.after_callback(key, use_scratch, actions, held || input_unchanged);
+        self.after_callback(key, use_scratch, mark, actions, held || input_unchanged);
         if held
             && self
                 .conns
@@ -169,12 +179,20 @@ impl<H: Handler> Reactor<H> {
         held
     }
 
-    /// Carry out a callback's requests, send what it wrote, enforce the limits, and route
-    /// its messages to other connections. `held`: feeding stopped at high water, so the
-    /// input left waits for output, not for more bytes.
+    /// Carry out a callback's requests, send what it wrote (or leave it for the end of the
+    /// turn), enforce the limits, and route its messages to other connections. `mark`: the
+    /// length of the connection's own buffer before the callback. `held`: feeding stopped
+    /// at high water, so the input left waits for output, not for more bytes.
     // Called once per callback, from `invoke` only: inlined, as it was when both were one.
     #[inline(always)]
-    fn after_callback(&mut self, key: usize, used_scratch: bool, actions: Actions, held: bool) {
+    fn after_callback(
+        &mut self,
+        key: usize,
+        used_scratch: bool,
+        mark: usize,
+        actions: Actions,
+        held: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -184,7 +202,14 @@ impl<H: Handler> Reactor<H> {
         }
         let alive = match applied.close {
             Some(Ending::Abrupt(reason)) => {
+                // `abort` discards this callback's output: nothing of it may reach the peer.
                 self.scratch_out.clear();
+                if self.defer {
+                    // Earlier callbacks' output would already be on the wire under the
+                    // eager policy: give it its one write, as that policy would have.
+                    conn.output.truncate(mark);
+                    let _ = conn.flush(&mut self.stats);
+                }
                 self.kill(key, reason);
                 false
             }
@@ -203,7 +228,8 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Send what a callback wrote: from the shared buffer at once, or by flushing the
-    /// connection's queue. Returns false if the connection failed (and is now dead).
+    /// connection's queue, or (deferring) by putting the connection on the end-of-turn
+    /// flush list. Returns false if the connection failed (and is now dead).
     // Called once per callback, from `after_callback` only.
     #[inline(always)]
     fn send_output(&mut self, key: usize, used_scratch: bool) -> bool {
@@ -213,10 +239,18 @@ impl<H: Handler> Reactor<H> {
             conn.output.append(&mut self.scratch_out);
             return true;
         }
+        let pending = conn.pending();
+        // The one decision point of the write policy: leave the output for the end of the
+        // turn, unless there is too much of it to gain from waiting. `flush_dirty` writes
+        // it, and counts it as progress then.
+        if self.defer && pending <= self.config.high_water.min(DEFER_LIMIT) {
+            self.mark_dirty(key);
+            return true;
+        }
         let before = self.stats.bytes_out;
         let mut outcome = FlushOutcome::Done;
         if used_scratch && !self.scratch_out.is_empty() {
-            outcome = conn.send(&self.scratch_out, &mut self.stats.bytes_out);
+            outcome = conn.send(&self.scratch_out, &mut self.stats);
             trace!(
                 "wrote {} of {} bytes to connection {}",
                 self.stats.bytes_out - before,
@@ -227,8 +261,8 @@ impl<H: Handler> Reactor<H> {
             if self.scratch_out.capacity() > KEEP_SCRATCH {
                 self.scratch_out.shrink_to(KEEP_SCRATCH);
             }
-        } else if conn.pending() > 0 {
-            outcome = conn.flush(&mut self.stats.bytes_out);
+        } else if pending > 0 {
+            outcome = conn.flush(&mut self.stats);
         }
         if self.stats.bytes_out > before {
             // Output written is progress, for the idle timeout.
@@ -300,7 +334,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let before = self.stats.bytes_out;
-        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats.bytes_out) {
+        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats) {
             debug!("write to connection {}: {err}", conn.id);
             self.kill(key, CloseReason::from_io(&err));
             return;

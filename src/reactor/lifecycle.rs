@@ -27,6 +27,10 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let pending = conn.pending();
+        // Nothing left to write: an idle connection keeps no output buffer.
+        if pending == 0 && conn.output.capacity() > 0 {
+            self.spare.give(mem::take(&mut conn.output));
+        }
         if conn.flow.congested && pending <= self.config.low_water {
             self.notice(key, Notice::Drained);
         }
@@ -247,7 +251,18 @@ impl<H: Handler> Reactor<H> {
         self.read(key, true);
     }
 
-    /// Step 5: flush output queued for connections other than the one being served.
+    /// Put connection `key` on the end-of-turn flush list if it has output to write.
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+            && conn.pending() > 0
+        {
+            conn.dirty = true;
+            self.dirty.push(conn.token);
+        }
+    }
+
+    /// Step 5: flush the output queued during the turn, each connection once.
     pub(super) fn flush_dirty(&mut self) {
         let mut dirty = mem::take(&mut self.dirty);
         for token in dirty.drain(..) {

@@ -143,10 +143,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         conn.output.extend_from_slice(bytes);
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(conn.token);
-        }
+        self.mark_dirty(key);
         // Mail changes output only: the input cap was checked when input last changed.
         self.enforce_limits(key, false);
     }

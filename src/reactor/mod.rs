@@ -14,11 +14,18 @@
 //!    readiness will not be reported again for data already waiting;
 //! 4. **deliver mail** sent by other workers to our connections, and messages posted from
 //!    other threads to the handler;
-//! 5. **flush** output that handlers queued for other connections, and tell handlers which
-//!    connections' output passed high water or drained;
-//! 6. **expire timers**: idle, linger, handler timers, accept back-off;
+//! 5. **flush** output queued during the turn: output handlers sent to other connections,
+//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own
+//!    replies, each connection written once; then tell handlers which connections' output
+//!    passed high water or drained;
+//! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
+//!    written at once);
 //! 7. **reap** connections that finished, telling the handler why;
 //! 8. **check stop**: begin or finish a graceful stop.
+//!
+//! The write policy is decided once per turn, from the number of events the poll returned
+//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `send_output` is the one place
+//! that acts on it.
 //!
 //! # Files
 //!
@@ -27,11 +34,11 @@
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase);
 //! - `outbound` — connections a handler dials, and its requests about connections by id
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
-//!   the [`Poster`] that sends messages into a running loop.
+//!   the [`Poster`] that sends messages into a running loop;
+//! - `spare` — spare output buffers, so idle connections own none;
 //! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
 //!   (its bytes go through the crate's `transport`: the socket, or TLS over it).
 
@@ -58,6 +65,7 @@ mod io_path;
 mod lifecycle;
 mod mail;
 mod outbound;
+mod spare;
 mod timer;
 
 use connection::{Connection, Phase};
@@ -65,6 +73,7 @@ use driven::PostBox;
 pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
 use outbound::Notice;
+use spare::SpareBuffers;
 use timer::Timers;
 
 /// The listener's token; connection tokens never reach it (their key fits in 32 bits).
@@ -133,6 +142,8 @@ impl<H: Handler> Reactor<H> {
             ready: Vec::new(),
             listener_ready: false,
             dirty: Vec::new(),
+            defer: false,
+            spare: SpareBuffers::default(),
             reap: Vec::new(),
             scratch_out: Vec::new(),
             outbox: Outbox::minting(IdMint::new(setup.index, setup.workers)),
@@ -189,8 +200,15 @@ struct Reactor<H: Handler> {
     ready: Vec<Token>,
     /// The accept budget ran out with clients possibly still waiting.
     listener_ready: bool,
-    /// Connections with output queued during this turn by other connections.
+    /// Connections with output to write at the end of this turn (sent by other
+    /// connections, or deferred by the write policy); each is listed once.
     dirty: Vec<Token>,
+    /// This turn's output waits for the end-of-turn flush
+    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false once the flush step has
+    /// run, so timer callbacks write at once.
+    defer: bool,
+    /// Output buffers of connections with nothing left to write, for the next to need one.
+    spare: SpareBuffers,
     /// Finished connections, freed at the end of the turn.
     reap: Vec<usize>,
     /// Output of a connection with nothing pending is written here first and sent at once;
@@ -238,6 +256,8 @@ impl<H: Handler> Reactor<H> {
         self.deliver_mail();
         self.deliver_posts();
         self.flush_dirty();
+        // The batch is over: output of later callbacks (flow notices, timers) goes out at once.
+        self.defer = false;
         self.notify_flow();
         self.expire_timers();
         self.reap_finished();
@@ -278,6 +298,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Step 2: act on each readiness event.
     fn handle_events(&mut self, events: &Events) {
+        self.defer = self.config.write_policy.defers(events.iter().count());
         for event in events {
             self.stats.events += 1;
             let token = event.token();
@@ -313,7 +334,12 @@ impl<H: Handler> Reactor<H> {
                         self.peer_finished(key);
                     }
                     if event.is_writable() {
-                        self.flush(key);
+                        if self.defer {
+                            // Output deferred this turn is written with the rest.
+                            self.mark_dirty(key);
+                        } else {
+                            self.flush(key);
+                        }
                     }
                 }
             }

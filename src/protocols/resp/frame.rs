@@ -286,7 +286,43 @@ fn find_newline(input: &[u8], from: usize, limit: usize) -> Line {
 
 /// Read the line `<prefix><number>\r\n` starting at `from`: the number and the index just
 /// past the line, `None` when the line has not ended yet, `err` when it is no number.
+#[inline]
 fn count_line(
+    input: &[u8],
+    from: usize,
+    err: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // Nearly every count line a client sends is a few plain digits: read them in one pass.
+    // Anything else (a sign, a line not ended yet, a malformed one) takes the general path,
+    // which gives every verdict.
+    match plain_count_line(input, from) {
+        Some(found) => Ok(Some(found)),
+        None => count_line_general(input, from, err),
+    }
+}
+
+/// The fast path of [`count_line`]: `<prefix><digits>\r\n` with 1 to 18 digits and no
+/// leading zero (so no overflow, and exactly what [`parse_i64`] accepts); `None` for
+/// anything else, which is then left to the general path.
+#[inline]
+fn plain_count_line(input: &[u8], from: usize) -> Option<(i64, usize)> {
+    let line = input.get(from + 1..)?;
+    let digits = line
+        .iter()
+        .take(18)
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    if digits == 0 || (digits > 1 && line[0] == b'0') || line.get(digits..digits + 2)? != b"\r\n" {
+        return None;
+    }
+    let value = line[..digits]
+        .iter()
+        .fold(0i64, |value, &digit| value * 10 + i64::from(digit - b'0'));
+    Some((value, from + 1 + digits + 2))
+}
+
+/// [`count_line`] for any input: finds the line's end first, then parses what it holds.
+fn count_line_general(
     input: &[u8],
     from: usize,
     err: ProtocolError,
@@ -329,5 +365,57 @@ pub fn parse_i64(text: &[u8]) -> Option<i64> {
         Some(value)
     } else {
         value.checked_neg()
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes a count line is made of, so that random lines often look like real ones.
+    fn count_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => b'0'..=b'9',
+                1 => Just(b'-'),
+                1 => Just(b'\r'),
+                1 => Just(b'\n'),
+                1 => Just(b'+'),
+                1 => any::<u8>(),
+            ],
+            0..30,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// The fast path gives the general path's verdict on every line, cut anywhere.
+        #[test]
+        fn count_line_agrees_with_the_general_path(body in count_bytes(), cut in 0usize..32) {
+            let mut input = vec![b'$'];
+            input.extend_from_slice(&body);
+            let input = &input[..input.len().min(cut + 1)];
+            prop_assert_eq!(
+                count_line(input, 0, ProtocolError::BulkLength),
+                count_line_general(input, 0, ProtocolError::BulkLength)
+            );
+        }
+    }
+
+    #[test]
+    fn plain_lines_take_the_fast_path() {
+        assert_eq!(plain_count_line(b"*2\r\n$3", 0), Some((2, 4)));
+        assert_eq!(plain_count_line(b"x$16\r\n", 1), Some((16, 6)));
+        assert_eq!(plain_count_line(b"$0\r\n", 0), Some((0, 4)));
+        assert_eq!(plain_count_line(b"$01\r\n", 0), None);
+        assert_eq!(plain_count_line(b"$-1\r\n", 0), None);
+        assert_eq!(plain_count_line(b"$12\r", 0), None);
+        assert_eq!(
+            plain_count_line(b"$999999999999999999\r\n", 0),
+            Some((999_999_999_999_999_999, 21))
+        );
+        assert_eq!(plain_count_line(b"$1000000000000000000\r\n", 0), None);
     }
 }

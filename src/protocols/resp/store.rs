@@ -37,13 +37,7 @@ impl Store {
     /// A poisoned lock (a thread panicked holding it) is taken anyway: every operation
     /// below leaves the map consistent at each step, so the data is still sound.
     pub fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
-        // FNV-1a: cheap for short keys, and only picks a shard (the map hashes again).
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for &byte in key {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let index = (hash as usize) & (SHARDS - 1);
-        self.shards[index]
+        self.shards[shard_index(key)]
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -71,5 +65,47 @@ impl Store {
     /// True if `key` is there.
     pub fn contains(&self, key: &[u8]) -> bool {
         self.shard(key).contains_key(key)
+    }
+}
+
+/// The shard that holds `key`.
+fn shard_index(key: &[u8]) -> usize {
+    // FNV-1a over 8-byte words: cheap, and it only picks a shard (the map hashes the key
+    // again, with its own keyed hash). The shard comes from the top bits.
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(bytes)).wrapping_mul(PRIME);
+    }
+    for &byte in words.remainder() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+    }
+    // splitmix64's finish, so that every byte reaches the top bits.
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (hash >> (u64::BITS - SHARDS.trailing_zeros())) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_style_keys_spread_over_every_shard() {
+        // redis-benchmark's keys differ only in their last digits.
+        let mut counts = [0usize; SHARDS];
+        for n in 0..32_768 {
+            counts[shard_index(format!("key:{n:012}").as_bytes())] += 1;
+        }
+        let fair = 32_768 / SHARDS;
+        for (shard, &count) in counts.iter().enumerate() {
+            assert!(
+                count > fair / 2 && count < fair * 2,
+                "shard {shard} holds {count} of 32768 keys: {counts:?}"
+            );
+        }
     }
 }
