@@ -40,6 +40,10 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Length of the listen queue.
     pub backlog: i32,
+    /// Most bytes all connections together may hold in buffers (input kept for partial
+    /// frames plus output not yet sent), server-wide; see `budget` in the README for what
+    /// happens as it fills.
+    pub max_buffered: usize,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             linger: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
+            max_buffered: crate::budget::DEFAULT_MAX_BUFFERED,
         }
     }
 }

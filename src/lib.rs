@@ -38,6 +38,11 @@
 //!   messages), `timer` and `connection` each own one job.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
+//! - `budget` — the server-wide budget for buffered bytes: its accounting and the
+//!   pressure at which reads pause, the largest holders close and accepting slows; each
+//!   model applies it in its own `memory` file (`reactor/memory.rs`, `threads/memory.rs`).
+//! - [`metrics`] — live [`metrics::Snapshot`]s of a running server, their Prometheus
+//!   text exposition, and a `/metrics` endpoint on a listener of its own.
 //! - [`server`] — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
@@ -47,10 +52,12 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod budget;
 pub mod client;
 pub mod config;
 pub mod handler;
 pub mod load;
+pub mod metrics;
 pub mod protocols;
 mod reactor;
 mod reason;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod cli_observe;
 use tcp_reactor::{Config, Handler, Model, Server, client, protocols};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
@@ -68,9 +70,26 @@ struct ServeArgs {
     /// Most clients served at once; more are refused.
     #[arg(long, default_value_t = Config::default().max_connections)]
     max_connections: usize,
-    /// Close clients that make no progress for this many seconds (0: never).
+    /// Close clients that make no progress for this many seconds (0: never). Default: 75
+    /// for http (a keep-alive connection waiting for its next request, as nginx); 0 for
+    /// resp and chat, whose clients idle by design (pooled connections, listening members)
+    /// and whose memory the buffer budget bounds; 0 for echo and seed.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// http: seconds a request head may take once its first byte arrived (then 408 and
+    /// close; 0: no limit).
+    #[arg(long, default_value_t = protocols::http::HEADER_TIMEOUT.as_secs_f64())]
+    header_timeout: f64,
+    /// Most bytes all clients together may hold in buffers (partial input, unsent
+    /// output). Near it reads pause, then the clients holding the most are closed.
+    #[arg(long, default_value_t = Config::default().max_buffered)]
+    max_buffered: usize,
+    /// Log a one-line summary every this many seconds (0: never).
     #[arg(long, default_value_t = 0.0)]
-    idle_timeout: f64,
+    stats_interval: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (its own listener and thread).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Seconds a closing client may take to receive its last output.
     #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
     linger: f64,
@@ -128,7 +147,13 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
         ProtocolName::Seed => serve_with(protocols::Seed, config, args),
         ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
-        ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
+        ProtocolName::Http => {
+            let header = Duration::try_from_secs_f64(args.header_timeout)
+                .map_err(|_| invalid("--header-timeout must be a non-negative number".into()))?;
+            let http = protocols::Http::default()
+                .with_header_timeout((!header.is_zero()).then_some(header));
+            serve_with(http, config, args)
+        }
         ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
     }
 }
@@ -139,7 +164,11 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         Duration::try_from_secs_f64(value)
             .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
     };
-    let idle = seconds(args.idle_timeout, "idle-timeout")?;
+    let idle_default = match args.protocol {
+        ProtocolName::Http => protocols::http::KEEPALIVE_TIMEOUT.as_secs_f64(),
+        ProtocolName::Echo | ProtocolName::Seed | ProtocolName::Chat | ProtocolName::Resp => 0.0,
+    };
+    let idle = seconds(args.idle_timeout.unwrap_or(idle_default), "idle-timeout")?;
     if args.low_water > args.high_water {
         return Err(invalid("--low-water must not exceed --high-water".into()));
     }
@@ -156,6 +185,7 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         max_output: args.max_output,
         idle_timeout: (!idle.is_zero()).then_some(idle),
         linger: seconds(args.linger, "linger")?,
+        max_buffered: args.max_buffered,
         ..Config::default()
     })
 }
@@ -174,6 +204,7 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         .map_err(|err| {
             io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr))
         })?;
+    let _observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
     let stop = running.stop_handle();
     ctrlc::set_handler(move || stop.stop())
         .map_err(|err| io::Error::other(format!("cannot install signal handler: {err}")))?;

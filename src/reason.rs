@@ -41,11 +41,14 @@ pub enum CloseReason {
     Shutdown,
     /// Another I/O error.
     Error(io::ErrorKind),
+    /// The server's buffered bytes reached `Config::max_buffered` and this connection was
+    /// among those holding the most.
+    MemoryBudget,
 }
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "eof",
         "reset",
         "handler",
@@ -55,6 +58,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "memory_budget",
     ];
 
     /// A dense index for counting reasons in an array (see [`CloseReason::NAMES`]).
@@ -69,6 +73,7 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
+            CloseReason::MemoryBudget => 9,
         }
     }
 

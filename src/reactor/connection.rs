@@ -67,6 +67,10 @@ pub(crate) struct Connection<S> {
     pub(crate) linger_deadline: Option<Instant>,
     /// When the handler's timer fires.
     pub(crate) handler_timer: Option<Instant>,
+    /// Bytes this connection is counted for in the server-wide budget.
+    pub(crate) accounted: usize,
+    /// Parked until the budget eases (see `memory`).
+    pub(crate) budget_wait: bool,
 }
 
 impl<S> Connection<S> {
@@ -93,10 +97,18 @@ impl<S> Connection<S> {
             last_progress: now,
             linger_deadline: None,
             handler_timer: None,
+            accounted: 0,
+            budget_wait: false,
         }
     }
 
     /// Bytes queued and not yet written.
+    /// Bytes this connection's buffers hold from the allocator, for the budget.
+    #[inline]
+    pub(crate) fn holding(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
     #[inline]
     pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.sent

@@ -21,6 +21,7 @@ impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
     /// the low-water mark, and close once everything is flushed if it is closing.
     pub(super) fn settle(&mut self, key: usize) {
+        self.account(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -195,7 +196,8 @@ impl<H: Handler> Reactor<H> {
             if !self.conns.contains(key) {
                 continue;
             }
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
+            self.live.budget.update(&mut conn.accounted, 0);
             let reason = match conn.phase {
                 Phase::Dead(reason) => reason,
                 _ => CloseReason::Shutdown,

@@ -131,6 +131,7 @@ impl<H: Handler> Reactor<H> {
             conn.dirty = true;
             self.dirty.push(conn.token);
         }
+        self.account(key);
         // Mail changes output only: the input cap was checked when input last changed.
         self.enforce_limits(key, false);
     }

@@ -47,10 +47,12 @@ mod connection;
 mod io_path;
 mod lifecycle;
 mod mail;
+mod memory;
 mod timer;
 
 use connection::Connection;
 use mail::Mailboxes;
+use memory::Memory;
 use timer::Timers;
 
 /// The listener's token; connection tokens never reach it (their key fits in 32 bits).
@@ -113,6 +115,7 @@ fn prepare_one<H: Handler>(
         fd_episode: false,
         stop_deadline: None,
         failure: None,
+        memory: Memory::default(),
     };
     Ok(Prepared {
         run: Box::new(move || reactor.run()),
@@ -183,6 +186,8 @@ struct Reactor<H: Handler> {
     stop_deadline: Option<Instant>,
     /// The listener broke: the worker stops and reports this.
     failure: Option<io::Error>,
+    /// This worker's side of the server-wide budget for buffered bytes.
+    memory: Memory,
 }
 
 impl<H: Handler> Reactor<H> {
@@ -196,8 +201,10 @@ impl<H: Handler> Reactor<H> {
             self.revisit_ready();
             self.deliver_mail();
             self.flush_dirty();
+            self.check_budget();
             self.expire_timers();
             self.reap_finished();
+            self.publish_stats();
             if self.check_stop() {
                 break;
             }
@@ -215,6 +222,9 @@ impl<H: Handler> Reactor<H> {
         let now = Instant::now();
         let timeout = if !self.ready.is_empty() || self.listener_ready {
             Some(Duration::ZERO)
+        } else if self.memory.has_waiting() {
+            let recheck = memory::BUDGET_RECHECK;
+            Some(self.timers.timeout(now).map_or(recheck, |t| t.min(recheck)))
         } else {
             self.timers.timeout(now)
         };

@@ -73,6 +73,8 @@ impl<H: Handler> AcceptLoop<H> {
                 // Back off instead of spinning; clients closing will free descriptors.
                 AcceptError::Exhausted => {
                     self.stats.fd_exhausted += 1;
+                    let live = &self.shared.live;
+                    live.add_published(self.shared.index, |stats| stats.fd_exhausted += 1);
                     log::warn!(
                         "accept: {err}; retrying in {:?}",
                         self.shared.config.accept_backoff

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::WorkerShared;
+use super::{WorkerShared, memory};
 use super::peer::{Patience, Peer, WriteError, write_all};
 use crate::handler::{Actions, Outbox};
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
@@ -69,6 +69,8 @@ pub(super) struct Client<H: Handler> {
     bytes_in: u64,
     /// Bytes written.
     bytes_out: u64,
+    /// Bytes this client is counted for in the server-wide budget.
+    accounted: usize,
 }
 
 impl<H: Handler> Client<H> {
@@ -93,6 +95,7 @@ impl<H: Handler> Client<H> {
             read_timeout: None,
             bytes_in: 0,
             bytes_out: 0,
+            accounted: 0,
         }
     }
 
@@ -115,6 +118,13 @@ impl<H: Handler> Client<H> {
                 self.end(Ending::Abrupt(reason))
             }
         };
+        self.shared.live.budget.update(&mut self.accounted, 0);
+        let (bytes_in, bytes_out) = (self.bytes_in, self.bytes_out);
+        self.shared.live.add_published(self.shared.index, |stats| {
+            stats.count_close(reason);
+            stats.bytes_in += bytes_in;
+            stats.bytes_out += bytes_out;
+        });
         Finished {
             reason,
             bytes_in: self.bytes_in,
@@ -154,6 +164,16 @@ impl<H: Handler> Client<H> {
             }
             if let Some(ending) = self.expire(session) {
                 return ending;
+            }
+            let holding = self.input.capacity() + self.fx.out.capacity();
+            let verdict = memory::wait_for_budget(
+                &self.shared.live,
+                holding,
+                &self.shared.stop,
+                self.next_deadline(),
+            );
+            if verdict == memory::Verdict::Close {
+                return Ending::Abrupt(CloseReason::MemoryBudget);
             }
             let ending = match self.read() {
                 ReadOutcome::Data(n) => self.on_input(session, n),
@@ -341,6 +361,17 @@ impl<H: Handler> Client<H> {
     /// `held` says the input left is waiting for this output to be sent, not for more
     /// bytes, so it is not held against the input cap yet.
     fn after_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
+        let ending = self.apply_callback(actions, held);
+        let holding = self.input.capacity() + self.fx.out.capacity();
+        self.shared
+            .live
+            .budget
+            .update(&mut self.accounted, holding);
+        ending
+    }
+
+    /// [`after_callback`](Client::after_callback) before the budget's accounting.
+    fn apply_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
         let applied = rules::apply(actions, &mut self.timer);
         if !self.fx.outbox.is_empty() {
             self.deliver_outbox();

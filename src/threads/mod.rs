@@ -57,6 +57,7 @@ use crate::{Config, Handler, Stats};
 
 mod accept;
 mod client;
+mod memory;
 mod peer;
 mod registry;
 
