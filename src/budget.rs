@@ -24,6 +24,10 @@ pub(crate) const DEFAULT_MAX_BUFFERED: usize = 256 * 1024 * 1024;
 /// pressure: that is a client sending ordinary requests, which must go on being served.
 pub(crate) const SMALL_HOLDER: usize = 64 * 1024;
 
+/// A connection holding at most this many bytes is read even at the budget: what an idle
+/// connection keeps between requests (buffers are released above it once drained).
+pub(crate) const TINY_HOLDER: usize = 16 * 1024;
+
 /// How long pressure may last with reads paused before the connections holding the most
 /// are closed: a partial frame that cannot grow will never complete, so waiting longer
 /// only keeps its memory from everyone else.
@@ -37,7 +41,8 @@ pub(crate) enum Pressure {
     /// From three quarters of the budget: connections holding more than [`SMALL_HOLDER`]
     /// are not read (their buffers stop growing); everyone else is served.
     Pause,
-    /// At the budget: only connections holding nothing are read, and each worker closes
+    /// At the budget: only connections holding at most [`TINY_HOLDER`] are read, and each
+    /// worker closes
     /// its connections holding the most until the sum falls to half the budget.
     Evict,
 }
@@ -132,7 +137,7 @@ pub(crate) fn may_read(pressure: Pressure, holding: usize) -> bool {
     match pressure {
         Pressure::Calm => true,
         Pressure::Pause => holding <= SMALL_HOLDER,
-        Pressure::Evict => holding == 0,
+        Pressure::Evict => holding <= TINY_HOLDER,
     }
 }
 
@@ -179,8 +184,8 @@ mod tests {
     fn a_small_holder_is_read_until_the_budget_is_reached() {
         assert!(may_read(Pressure::Pause, SMALL_HOLDER));
         assert!(!may_read(Pressure::Pause, SMALL_HOLDER + 1));
-        assert!(may_read(Pressure::Evict, 0));
-        assert!(!may_read(Pressure::Evict, 1));
+        assert!(may_read(Pressure::Evict, TINY_HOLDER));
+        assert!(!may_read(Pressure::Evict, TINY_HOLDER + 1));
     }
 
     #[test]

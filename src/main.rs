@@ -204,7 +204,6 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         .map_err(|err| {
             io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr))
         })?;
-    let _observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
     let stop = running.stop_handle();
     ctrlc::set_handler(move || stop.stop())
         .map_err(|err| io::Error::other(format!("cannot install signal handler: {err}")))?;
@@ -216,7 +215,9 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
+    let observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
     let stats = running.wait()?;
+    drop(observers);
     println!("tcp-reactor stopped\n{stats}");
     Ok(())
 }
