@@ -94,7 +94,7 @@ fn partial_frames_from_a_crowd_stay_within_the_budget(model: Model) {
 
 /// The partial-frames scenario on `workers` workers.
 fn partial_frames(model: Model, workers: usize) {
-    const CLIENTS: usize = 200;
+    const CLIENTS: usize = 400;
     const VALUE: usize = 512 * 1024;
     let server = spawn("resp", model, workers);
     let addr = server.addr;
@@ -114,7 +114,7 @@ fn partial_frames(model: Model, workers: usize) {
         let _ = stream.write_all(head.as_bytes());
         let _ = stream.write_all(&body);
         crowd.push(stream);
-        if i % 20 == 19 {
+        if i % 40 == 39 {
             assert!(resp_ping(addr), "a fresh client went unanswered ({i} in the crowd)");
             served += 1;
         }
