@@ -154,7 +154,7 @@ pub(crate) fn share_to_free(held: u64, limit: u64, workers: usize) -> u64 {
 /// `want` bytes, those holding the most first. Connections holding nothing are never
 /// chosen: closing them frees nothing.
 pub(crate) fn victims<K: Copy>(holders: &mut [(K, usize)], want: u64) -> Vec<K> {
-    holders.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    holders.sort_unstable_by_key(|&(_, holding)| std::cmp::Reverse(holding));
     let mut freed = 0u64;
     let mut chosen = Vec::new();
     for &(key, holding) in holders.iter() {

@@ -263,7 +263,10 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap_or("");
             let kind = kinds.get(name).map(String::as_str);
             assert!(kind.is_some(), "{name} has no TYPE");
-            assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
             assert_eq!(kind == Some("counter"), name.ends_with("_total"), "{name}");
         }
         assert!(text.contains("tcp_reactor_accepted_total{worker=\"1\"} 4\n"));
@@ -273,13 +276,22 @@ mod tests {
     #[test]
     fn the_summary_gives_rates_and_closes_since_the_last_line() {
         let before = Snapshot::default();
-        let mut now = Snapshot::default();
-        now.connections = 5;
-        now.total.accepted = 20;
-        now.total.bytes_in = 4000;
-        now.total.count_close(CloseReason::MemoryBudget);
+        let mut total = Stats {
+            accepted: 20,
+            bytes_in: 4000,
+            ..Stats::default()
+        };
+        total.count_close(CloseReason::MemoryBudget);
+        let now = Snapshot {
+            connections: 5,
+            total,
+            ..Snapshot::default()
+        };
         let line = summary_line(&before, &now, Duration::from_secs(2));
-        assert!(line.starts_with("connections 5 | accepted/s 10.0 | in 2000 B/s"), "{line}");
+        assert!(
+            line.starts_with("connections 5 | accepted/s 10.0 | in 2000 B/s"),
+            "{line}"
+        );
         assert!(line.ends_with("closed memory_budget=1"), "{line}");
     }
 }

@@ -33,8 +33,14 @@ fn a_stalled_request_head_gets_408_after_the_header_timeout(model: Model) {
     let reply = recv_to_end(&mut client);
     let waited = sent.elapsed();
     let reply = String::from_utf8_lossy(&reply);
-    assert!(reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{reply}");
-    assert!(waited >= SHORT, "closed after {waited:?}, before the timeout");
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
+    );
+    assert!(
+        waited >= SHORT,
+        "closed after {waited:?}, before the timeout"
+    );
 }
 
 fn a_head_completed_in_pieces_within_the_timeout_is_answered(model: Model) {

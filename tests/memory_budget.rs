@@ -115,7 +115,10 @@ fn partial_frames(model: Model, workers: usize) {
         let _ = stream.write_all(&body);
         crowd.push(stream);
         if i % 40 == 39 {
-            assert!(resp_ping(addr), "a fresh client went unanswered ({i} in the crowd)");
+            assert!(
+                resp_ping(addr),
+                "a fresh client went unanswered ({i} in the crowd)"
+            );
             served += 1;
         }
     }
@@ -123,13 +126,20 @@ fn partial_frames(model: Model, workers: usize) {
     let deadline = Instant::now() + SCENARIO_TIME;
     let mut closed = 0;
     while Instant::now() < deadline {
-        closed = crowd.iter_mut().map(closed_by_server).filter(|&c| c).count();
+        closed = crowd
+            .iter_mut()
+            .map(closed_by_server)
+            .filter(|&c| c)
+            .count();
         if closed > 0 {
             break;
         }
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(resp_ping(addr), "a fresh client went unanswered after the crowd");
+    assert!(
+        resp_ping(addr),
+        "a fresh client went unanswered after the crowd"
+    );
     served += 1;
     let scenario = format!("partial frames ({} workers, {model:?})", workers);
     assert_peak_within_budget(&server, &scenario);
@@ -141,7 +151,10 @@ fn partial_frames(model: Model, workers: usize) {
         "{scenario}: {by_budget} clients closed for the budget, {closed} seen closed, \
          {served} fresh clients served, {episodes} episode log lines"
     );
-    assert!(by_budget > 0, "no client was closed for the budget: {stats:?}");
+    assert!(
+        by_budget > 0,
+        "no client was closed for the budget: {stats:?}"
+    );
     assert!(episodes >= 1, "closing for the budget was not logged");
 }
 
@@ -212,7 +225,10 @@ fn chat_fan_out_to_members_that_never_read_stays_within_the_budget() {
         sent >> 20
     );
     assert!(probes > 0, "no probe ran");
-    assert!(by_budget > 0, "no silent member was closed for the budget: {stats:?}");
+    assert!(
+        by_budget > 0,
+        "no silent member was closed for the budget: {stats:?}"
+    );
 }
 
 /// Member A says a unique line; member B, reading everything, must see it.

@@ -81,15 +81,27 @@ fn metrics_report_known_traffic(model: Model) {
     let found = samples(&body);
     assert_eq!(found["tcp_reactor_connections_open"], 2, "{body}");
     assert_eq!(sum(&found, "tcp_reactor_accepted_total"), 3, "{body}");
-    assert_eq!(found["tcp_reactor_closed_total{reason=\"eof\"}"], 1, "{body}");
+    assert_eq!(
+        found["tcp_reactor_closed_total{reason=\"eof\"}"], 1,
+        "{body}"
+    );
     assert_eq!(sum(&found, "tcp_reactor_closed_total"), 1, "{body}");
     // Idle clients may keep small buffers (up to 16 KiB each way) for their next request.
-    assert!(found["tcp_reactor_buffered_bytes"] <= 2 * 32 * 1024, "{body}");
+    assert!(
+        found["tcp_reactor_buffered_bytes"] <= 2 * 32 * 1024,
+        "{body}"
+    );
     drop(clients);
-    eventually("every close is published", || running.stats().closed_total() == 3);
+    eventually("every close is published", || {
+        running.stats().closed_total() == 3
+    });
     let (_, body) = scrape(endpoint.local_addr());
     let found = samples(&body);
-    assert_eq!(sum(&found, "tcp_reactor_received_bytes_total"), 300, "{body}");
+    assert_eq!(
+        sum(&found, "tcp_reactor_received_bytes_total"),
+        300,
+        "{body}"
+    );
     assert_eq!(sum(&found, "tcp_reactor_sent_bytes_total"), 300, "{body}");
     assert_eq!(found["tcp_reactor_connections_open"], 0, "{body}");
     if model == Model::Reactor {
@@ -119,9 +131,7 @@ fn promtool_accepts(body: &str) {
         .stderr(Stdio::piped())
         .spawn();
     let Ok(mut child) = child else {
-        eprintln!(
-            "SKIPPED promtool check: promtool is not installed (Debian package prometheus)"
-        );
+        eprintln!("SKIPPED promtool check: promtool is not installed (Debian package prometheus)");
         return;
     };
     if let Some(mut stdin) = child.stdin.take() {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{WorkerShared, memory};
 use super::peer::{Patience, Peer, WriteError, write_all};
+use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler};
@@ -363,10 +363,7 @@ impl<H: Handler> Client<H> {
     fn after_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
         let ending = self.apply_callback(actions, held);
         let holding = self.input.capacity() + self.fx.out.capacity();
-        self.shared
-            .live
-            .budget
-            .update(&mut self.accounted, holding);
+        self.shared.live.budget.update(&mut self.accounted, holding);
         ending
     }
 
