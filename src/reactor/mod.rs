@@ -18,12 +18,17 @@
 //! 7. **reap** connections that finished, telling the handler why;
 //! 8. **check stop**: begin or finish a graceful stop.
 //!
+//! Between flushing and expiring timers the loop also **checks the budget** for buffered
+//! bytes (closing the connections holding the most, if pressed), and after reaping it
+//! **publishes** the worker's counters for live statistics: once per turn, not per message.
+//!
 //! # Files
 //!
 //! - `accept` — taking clients from the listener, admitting or refusing them;
 //! - `io_path` — reading, the handler callbacks, writing their output, the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
+//! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
 //! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase).
 

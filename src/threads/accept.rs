@@ -55,6 +55,7 @@ impl<H: Handler> AcceptLoop<H> {
     /// The accept loop proper. Each arm says why it goes on or ends.
     fn accept_until_stopped(&mut self) -> io::Result<()> {
         loop {
+            super::memory::slow_accepting(&self.shared.live);
             let accepted = self.listener.accept();
             if self.shared.stop.load(Ordering::SeqCst) {
                 // A connection accepted as the server stops is closed unserved.

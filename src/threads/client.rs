@@ -236,6 +236,11 @@ impl<H: Handler> Client<H> {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         });
+        let holding = self.input.capacity() + self.fx.out.capacity();
+        let timeout = match (timeout, memory::read_bound(holding)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Err(err) = self.set_read_timeout(timeout) {
             return ReadOutcome::Failed(err);
         }

@@ -18,6 +18,24 @@ use crate::worker::Live;
 /// How often a waiting client looks at the budget again.
 const BUDGET_RECHECK: Duration = Duration::from_millis(10);
 
+/// How long the accept thread waits before each accept while the budget is spent.
+const ACCEPT_SLOWDOWN: Duration = Duration::from_millis(100);
+
+/// Slow accepting while the whole budget is held: the clients already holding it are
+/// closing themselves, and a newcomer could only add to it.
+pub(super) fn slow_accepting(live: &Live) {
+    if live.budget.pressure() == Pressure::Evict {
+        thread::sleep(ACCEPT_SLOWDOWN);
+    }
+}
+
+/// The longest a client holding `holding` bytes may block in a read: one holding more than
+/// a small client wakes now and then to look at the budget again (a thread blocked in
+/// `read` would not see it pressed); `None` for everyone else.
+pub(super) fn read_bound(holding: usize) -> Option<Duration> {
+    (holding > budget::SMALL_HOLDER).then_some(budget::GRACE)
+}
+
 /// What a client about to read should do about the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
