@@ -145,3 +145,61 @@ fn promtool_accepts(body: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `serve --metrics ADDR --stats-interval SECS`: the binary serves the scrape on its own
+/// listener and logs the summary line.
+#[test]
+fn serve_exposes_metrics_and_logs_a_summary() {
+    // A free port for the endpoint: bound, read, released (the CLI takes an address).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let server = common::faults::process::ServerProcess::spawn(
+        &["--metrics", &metrics_addr, "--stats-interval", "0.2"],
+        None,
+    );
+    let mut client = connect(server.addr);
+    client.write_all(b"hello").expect("send");
+    expect_reply(&mut client, b"hello");
+    let addr: SocketAddr = metrics_addr.parse().expect("addr");
+    eventually("the endpoint answers", || TcpStream::connect(addr).is_ok());
+    eventually("the scrape counts the client", || {
+        let found = samples(&scrape(addr).1);
+        found.get("tcp_reactor_connections_open") == Some(&1)
+            && sum(&found, "tcp_reactor_received_bytes_total") == 5
+    });
+    eventually("a summary line is logged", || {
+        server.log_lines_with("connections 1 | accepted/s") > 0
+    });
+    drop(client);
+    let stats = server.stop();
+    assert_eq!(
+        common::faults::process::stat(&stats, "accepted"),
+        1,
+        "{stats:?}"
+    );
+}
+
+/// `serve --help` shows the budget, the deadlines and the observers with their defaults.
+#[test]
+fn serve_help_shows_the_budget_deadlines_and_observers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--max-buffered <MAX_BUFFERED>",
+        "[default: 268435456]",
+        "--idle-timeout",
+        "75 for http",
+        "--header-timeout <HEADER_TIMEOUT>",
+        "[default: 60]",
+        "--stats-interval",
+        "--metrics <ADDR>",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag:?}:\n{help}");
+    }
+}
