@@ -112,10 +112,24 @@ impl<H: Handler> Reactor<H> {
         if !victims.is_empty() && !mem::replace(&mut self.memory.episode, true) {
             warn!(
                 "worker {}: {held} buffered bytes against a budget of {limit}; closing the \
-                 connections holding the most ({} now)",
+                 connections holding the most ({} now, holding {} to {} bytes each)",
                 self.index,
-                victims.len()
+                victims.len(),
+                holders.first().map_or(0, |h| h.1),
+                holders.get(victims.len() - 1).map_or(0, |h| h.1),
             );
+        }
+        for key in &victims {
+            if let Some(conn) = self.conns.get(*key) {
+                log::debug!(
+                    "connection {} closed for the budget: input {} of {} bytes, output {} of {}",
+                    conn.id,
+                    conn.input.len(),
+                    conn.input.capacity(),
+                    conn.pending(),
+                    conn.output.capacity()
+                );
+            }
         }
         for key in victims {
             self.kill(key, CloseReason::MemoryBudget);
