@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tcp_reactor::{Config, ConfigError, Handler, Model, Server, client, protocols};
 
 mod cli_observe;
-use tcp_reactor::{Config, Handler, Model, Server, client, protocols};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -78,7 +78,7 @@ struct ServeArgs {
     idle_timeout: Option<f64>,
     /// http: seconds a request head may take once its first byte arrived (then 408 and
     /// close; 0: no limit).
-    #[arg(long, default_value_t = protocols::http::HEADER_TIMEOUT.as_secs_f64())]
+    #[arg(long, default_value_t = protocols::HTTP_HEADER_TIMEOUT.as_secs_f64())]
     header_timeout: f64,
     /// Most bytes all clients together may hold in buffers (partial input, unsent
     /// output). Near it reads pause, then the clients holding the most are closed.
@@ -158,36 +158,30 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     }
 }
 
-/// Turn the limit flags into a [`Config`], rejecting inconsistent ones.
+/// Turn the limit flags into a [`Config`]; the library judges whether it makes sense
+/// ([`Config::validate`], called by `bind`).
 fn config_from(args: &ServeArgs) -> io::Result<Config> {
     let seconds = |value: f64, flag: &str| {
         Duration::try_from_secs_f64(value)
             .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
     };
     let idle_default = match args.protocol {
-        ProtocolName::Http => protocols::http::KEEPALIVE_TIMEOUT.as_secs_f64(),
+        ProtocolName::Http => protocols::HTTP_KEEPALIVE_TIMEOUT.as_secs_f64(),
         ProtocolName::Echo | ProtocolName::Seed | ProtocolName::Chat | ProtocolName::Resp => 0.0,
     };
     let idle = seconds(args.idle_timeout.unwrap_or(idle_default), "idle-timeout")?;
-    if args.low_water > args.high_water {
-        return Err(invalid("--low-water must not exceed --high-water".into()));
-    }
-    if args.max_connections == 0 {
-        return Err(invalid("--max-connections must be at least 1".into()));
-    }
-    Ok(Config {
-        max_connections: args.max_connections,
-        accept_budget: args.accept_budget,
-        read_budget: args.read_budget,
-        high_water: args.high_water,
-        low_water: args.low_water,
-        max_input: args.max_input,
-        max_output: args.max_output,
-        idle_timeout: (!idle.is_zero()).then_some(idle),
-        linger: seconds(args.linger, "linger")?,
-        max_buffered: args.max_buffered,
-        ..Config::default()
-    })
+    Ok(Config::default()
+        .with_max_connections(args.max_connections)
+        .with_accept_budget(args.accept_budget)
+        .with_read_budget(args.read_budget)
+        .with_high_water(args.high_water)
+        .with_low_water(args.low_water)
+        .with_max_input(args.max_input)
+        .with_max_output(args.max_output)
+        // On the command line 0 means "never", the library's `None`.
+        .with_idle_timeout((!idle.is_zero()).then_some(idle))
+        .with_linger(seconds(args.linger, "linger")?)
+        .with_max_buffered(args.max_buffered))
 }
 
 /// Bind, install the signal handler, serve until stopped, print the stats.
@@ -201,8 +195,10 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         .model(model)
         .workers(args.workers)
         .bind(args.addr)
-        .map_err(|err| {
-            io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr))
+        .map_err(|err| match ConfigError::of(&err) {
+            // Printed as it is: it names the field (`low_water` is `--low-water`).
+            Some(_) => err,
+            None => io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr)),
         })?;
     let stop = running.stop_handle();
     ctrlc::set_handler(move || stop.stop())

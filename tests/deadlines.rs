@@ -2,13 +2,14 @@
 //! connection is closed after the header timeout, while whole requests arm no timer and a
 //! head completed in time is answered.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{connect, expect_reply, recv_to_end, send};
+use fixtures::client::{connect, expect_reply, recv_to_end, send};
+use fixtures::for_each_model;
 use tcp_reactor::protocols::Http;
-use tcp_reactor::protocols::http::{HEADER_TIMEOUT, KEEPALIVE_TIMEOUT};
+use tcp_reactor::protocols::{
+    HTTP_HEADER_TIMEOUT as HEADER_TIMEOUT, HTTP_KEEPALIVE_TIMEOUT as KEEPALIVE_TIMEOUT,
+};
 use tcp_reactor::{Model, Server};
 
 for_each_model!(
@@ -22,7 +23,7 @@ const SHORT: Duration = Duration::from_millis(300);
 /// Start an HTTP server with the short header timeout.
 fn http_server(model: Model) -> tcp_reactor::Running {
     let http = Http::default().with_header_timeout(Some(SHORT));
-    common::start_server(Server::new(http), model, tcp_reactor::Config::default())
+    fixtures::server::start_server(Server::new(http), model, tcp_reactor::Config::default())
 }
 
 fn a_stalled_request_head_gets_408_after_the_header_timeout(model: Model) {
@@ -58,7 +59,7 @@ fn a_head_completed_in_pieces_within_the_timeout_is_answered(model: Model) {
 
 /// The reply `Http::default()` gives a keep-alive request.
 fn http_ok() -> Vec<u8> {
-    let body = tcp_reactor::protocols::http::HELLO;
+    let body = tcp_reactor::protocols::HTTP_HELLO;
     let mut reply = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()

@@ -5,16 +5,18 @@
 //! the most are closed with the `memory_budget` reason, and a fresh client is served
 //! throughout.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::process::{ServerProcess, stat};
-use common::faults::{IO_TIMEOUT, connect, connect_small_rcvbuf};
+use fixtures::client::{connect, connect_small_rcvbuf};
+use fixtures::for_each_model;
+use fixtures::process::{ServerProcess, model_arg, stat};
 use tcp_reactor::Model;
+
+/// Longest a fresh client may wait for an answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The budget these tests give the server: small, so that the crowds below overrun it in
 /// seconds (the default is 256 MiB; the README gives the figures with it).
@@ -35,14 +37,6 @@ fn partial_frames_across_two_workers_stay_within_the_budget() {
     partial_frames(Model::Reactor, 2);
 }
 
-/// The `--model` value of `model`.
-fn model_name(model: Model) -> &'static str {
-    match model {
-        Model::Reactor => "reactor",
-        Model::Threads => "threads",
-    }
-}
-
 /// Start the server with the test budget.
 fn spawn(protocol: &str, model: Model, workers: usize) -> ServerProcess {
     let budget = (BUDGET_MIB << 20).to_string();
@@ -52,7 +46,7 @@ fn spawn(protocol: &str, model: Model, workers: usize) -> ServerProcess {
             "--protocol",
             protocol,
             "--model",
-            model_name(model),
+            model_arg(model),
             "--workers",
             &workers,
             "--max-buffered",
@@ -64,7 +58,7 @@ fn spawn(protocol: &str, model: Model, workers: usize) -> ServerProcess {
 
 /// Check the server's peak memory against the budget and print it.
 fn assert_peak_within_budget(server: &ServerProcess, scenario: &str) {
-    let hwm_mib = server.memory().hwm_kib / 1024;
+    let hwm_mib = server.status().hwm_kib / 1024;
     println!(
         "{scenario}: server VmHWM {hwm_mib} MiB (budget {BUDGET_MIB} MiB + {OVERHEAD_MIB} MiB)"
     );

@@ -2,14 +2,15 @@
 //! and a scrape of `/metrics` (parsed here) report the open connections, bytes and closes
 //! by reason that the traffic made; `promtool check metrics` accepts the scrape.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 
-use common::{connect, eventually, expect_reply, start};
+use fixtures::client::{connect, expect_reply};
+use fixtures::process::{ServerProcess, stat};
+use fixtures::server::start;
+use fixtures::{eventually, for_each_model};
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Model, metrics};
 
@@ -156,7 +157,7 @@ fn serve_exposes_metrics_and_logs_a_summary() {
         .expect("a free port")
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let server = common::faults::process::ServerProcess::spawn(
+    let server = ServerProcess::spawn(
         &["--metrics", &metrics_addr, "--stats-interval", "0.2"],
         None,
     );
@@ -175,11 +176,7 @@ fn serve_exposes_metrics_and_logs_a_summary() {
     });
     drop(client);
     let stats = server.stop();
-    assert_eq!(
-        common::faults::process::stat(&stats, "accepted"),
-        1,
-        "{stats:?}"
-    );
+    assert_eq!(stat(&stats, "accepted"), 1, "{stats:?}");
 }
 
 /// `serve --help` shows the budget, the deadlines and the observers with their defaults.
