@@ -43,6 +43,8 @@ pub enum CloseReason {
     LingerTimeout,
     /// The server was stopped.
     Shutdown,
+    /// A TLS client did not complete its handshake within the handshake timeout.
+    HandshakeTimeout,
     /// Another I/O error.
     Error(io::ErrorKind),
     /// The server's buffered bytes reached `Config::max_buffered` and this connection was
@@ -52,7 +54,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "eof",
         "reset",
         "handler",
@@ -62,6 +64,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "handshake_timeout",
         "memory_budget",
     ];
 
@@ -77,7 +80,8 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
-            CloseReason::MemoryBudget => 9,
+            CloseReason::HandshakeTimeout => 9,
+            CloseReason::MemoryBudget => 10,
         }
     }
 

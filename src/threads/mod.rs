@@ -43,7 +43,8 @@
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
-//! - `registry` — every live client by id.
+//! - `registry` — every live client by id;
+//! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
 use std::io;
@@ -61,6 +62,7 @@ mod client;
 mod memory;
 mod peer;
 mod registry;
+mod wire;
 
 use accept::AcceptLoop;
 use registry::Registry;
@@ -84,6 +86,9 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Build the threads-model workers of one server, sharing one registry.
@@ -107,6 +112,8 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
+        #[cfg(feature = "tls")]
+        tls: setup.tls,
     });
     let registry_owner = Arc::clone(&shared.registry);
     let index = shared.index;
