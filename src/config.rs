@@ -78,6 +78,9 @@ pub struct Config {
     /// frames plus output not yet sent), server-wide; see `budget` in the README for what
     /// happens as it fills.
     pub max_buffered: usize,
+    /// How long a connection started with [`Context::connect`](crate::Context::connect)
+    /// may take to be established before it fails with `ConnectFailed(TimedOut)`.
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
             max_buffered: crate::budget::DEFAULT_MAX_BUFFERED,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -165,6 +169,12 @@ impl Config {
         self
     }
 
+    /// Set [`connect_timeout`](Config::connect_timeout).
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
     /// Close a TLS client that has not completed its handshake within `timeout` (longer
     /// than zero); unused without TLS.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -216,6 +226,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout.unwrap_or(Duration::MAX)),
             ("linger", self.linger),
             ("accept_backoff", self.accept_backoff),
+            ("connect_timeout", self.connect_timeout),
             ("handshake_timeout", self.handshake_timeout),
         ];
         if let Some(&(field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {

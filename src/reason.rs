@@ -47,6 +47,9 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Another I/O error.
     Error(io::ErrorKind),
+    /// A connection started with [`Context::connect`](crate::Context::connect) could not be
+    /// established: refused, unreachable, or not within the connect timeout (`TimedOut`).
+    ConnectFailed(io::ErrorKind),
     /// The server's buffered bytes reached `Config::max_buffered` and this connection was
     /// among those holding the most.
     MemoryBudget,
@@ -54,7 +57,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "eof",
         "reset",
         "handler",
@@ -64,6 +67,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "connect_failed",
         "handshake_timeout",
         "memory_budget",
     ];
@@ -80,8 +84,9 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
-            CloseReason::HandshakeTimeout => 9,
-            CloseReason::MemoryBudget => 10,
+            CloseReason::ConnectFailed(_) => 9,
+            CloseReason::HandshakeTimeout => 10,
+            CloseReason::MemoryBudget => 11,
         }
     }
 
@@ -102,6 +107,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Error(kind) => write!(f, "error ({kind})"),
+            CloseReason::ConnectFailed(kind) => write!(f, "connect_failed ({kind})"),
             other => f.write_str(CloseReason::NAMES[other.index()]),
         }
     }

@@ -13,6 +13,7 @@ use std::thread::{self, JoinHandle};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::reactor::EventLoop;
 use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
 use crate::{Config, Handler, Stats, reactor, threads};
 
@@ -208,6 +209,25 @@ impl<H: Handler> Server<H> {
             stop: stop_handle,
             live,
             threads,
+        })
+    }
+
+    /// Bind `addr` and return a reactor to be driven on the calling thread, one
+    /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
+    /// threads. Always the reactor model, with one worker.
+    pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
+        let listener = listen(addr, &self.config, false)?;
+        let live = Arc::new(Live::new(1, self.config.max_buffered));
+        EventLoop::new(WorkerSetup {
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            index: 0,
+            workers: 1,
+            handler: self.handler,
+            config: self.config,
+            listener,
+            stop: Arc::new(AtomicBool::new(false)),
+            live,
         })
     }
 

@@ -7,6 +7,7 @@
 mod chat;
 mod echo;
 mod http;
+mod proxy;
 mod resp;
 mod seed;
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub use http::{
     HttpSession, KEEPALIVE_TIMEOUT as HTTP_KEEPALIVE_TIMEOUT, MAX_HEAD as HTTP_MAX_HEAD,
     MAX_HEADERS as HTTP_MAX_HEADERS,
 };
+pub use proxy::{DEFAULT_RETRY as PROXY_DEFAULT_RETRY, Proxy, Side as ProxySide};
 pub use resp::{
     BUSY as RESP_BUSY, MAX_ARGS as RESP_MAX_ARGS, MAX_BULK as RESP_MAX_BULK,
     MAX_INLINE as RESP_MAX_INLINE, Resp, RespSession,

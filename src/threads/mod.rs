@@ -43,15 +43,18 @@
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
+//! - `reach` — what a callback asks of connections by id (a connect is refused here);
+//! - `registry` — every live client by id.
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::worker::{Live, Prepared, WorkerSetup};
@@ -61,10 +64,12 @@ mod accept;
 mod client;
 mod memory;
 mod peer;
+mod reach;
 mod registry;
 mod wire;
 
 use accept::AcceptLoop;
+use client::Finished;
 use registry::Registry;
 
 /// Stack of each client thread. Handlers run on it; buffers live on the heap. Small stacks
@@ -86,6 +91,8 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
+    /// Threads of connections this worker's handlers dialed, joined by the accept thread.
+    dialed: Mutex<Vec<JoinHandle<Finished>>>,
     /// Serve TLS with this configuration; `None` serves plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -112,6 +119,7 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
+        dialed: Mutex::new(Vec::new()),
         #[cfg(feature = "tls")]
         tls: setup.tls,
     });
