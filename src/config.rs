@@ -74,6 +74,10 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Length of the listen queue.
     pub backlog: i32,
+    /// Most bytes all connections together may hold in buffers (input kept for partial
+    /// frames plus output not yet sent), server-wide; see `budget` in the README for what
+    /// happens as it fills.
+    pub max_buffered: usize,
     /// How long a connection started with [`Context::connect`](crate::Context::connect)
     /// may take to be established before it fails with `ConnectFailed(TimedOut)`.
     pub connect_timeout: Duration,
@@ -141,6 +145,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
+            max_buffered: crate::budget::DEFAULT_MAX_BUFFERED,
             connect_timeout: Duration::from_secs(5),
             write_policy: WritePolicy::EndOfTurn,
         }
@@ -242,6 +247,13 @@ impl Config {
         self
     }
 
+    /// Let all connections together hold at most `bytes` in buffers (at least 1); near it
+    /// reads pause, then the connections holding the most are closed.
+    pub fn with_max_buffered(mut self, bytes: usize) -> Self {
+        self.max_buffered = bytes;
+        self
+    }
+
     /// Check that every limit lets the server work: counts and budgets of at least 1,
     /// timeouts longer than zero, and `low_water <= high_water <= max_output`.
     ///
@@ -255,6 +267,7 @@ impl Config {
             ("read_chunk", self.read_chunk),
             ("max_input", self.max_input),
             ("max_output", self.max_output),
+            ("max_buffered", self.max_buffered),
         ];
         if let Some(&(field, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { field });

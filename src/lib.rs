@@ -74,6 +74,11 @@
 //!   thread, the `client` thread (`client/dial` for a connection a handler dials, and the
 //!   half-close), the `peer` its writes go through, the `registry`, and `reach` (what a
 //!   callback asks of connections by id).
+//! - `budget` — the server-wide budget for buffered bytes: its accounting and the
+//!   pressure at which reads pause, the largest holders close and accepting slows; each
+//!   model applies it in its own `memory` file (`reactor/memory.rs`, `threads/memory.rs`).
+//! - [`metrics`] — live [`metrics::Snapshot`]s of a running server, their Prometheus
+//!   text exposition, and a `/metrics` endpoint on a listener of its own.
 //! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP
@@ -93,12 +98,14 @@ compile_error!(
      MSG_NOSIGNAL and SO_REUSEPORT load balancing (see the crate docs)"
 );
 
+mod budget;
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;
 mod handler;
 #[cfg(feature = "cli")]
 pub mod load;
+pub mod metrics;
 pub mod protocols;
 mod reactor;
 mod reason;

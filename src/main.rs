@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
+mod cli_observe;
+
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
 #[derive(Debug, Parser)]
@@ -70,9 +72,26 @@ struct ServeArgs {
     /// Most clients served at once; more are refused.
     #[arg(long, default_value_t = Config::default().max_connections)]
     max_connections: usize,
-    /// Close clients that make no progress for this many seconds (0: never).
+    /// Close clients that make no progress for this many seconds (0: never). Default: 75
+    /// for http (a keep-alive connection waiting for its next request, as nginx); 0 for
+    /// resp and chat, whose clients idle by design (pooled connections, listening members)
+    /// and whose memory the buffer budget bounds; 0 for echo and seed.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// http: seconds a request head may take once its first byte arrived (then 408 and
+    /// close; 0: no limit).
+    #[arg(long, default_value_t = protocols::HTTP_HEADER_TIMEOUT.as_secs_f64())]
+    header_timeout: f64,
+    /// Most bytes all clients together may hold in buffers (partial input, unsent
+    /// output). Near it reads pause, then the clients holding the most are closed.
+    #[arg(long, default_value_t = Config::default().max_buffered)]
+    max_buffered: usize,
+    /// Log a one-line summary every this many seconds (0: never).
     #[arg(long, default_value_t = 0.0)]
-    idle_timeout: f64,
+    stats_interval: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (its own listener and thread).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Seconds a closing client may take to receive its last output.
     #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
     linger: f64,
@@ -177,7 +196,13 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args),
         ProtocolName::Seed => serve_with(protocols::Seed, config, args),
         ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
-        ProtocolName::Http => serve_with(protocols::Http::default(), config, args),
+        ProtocolName::Http => {
+            let header = Duration::try_from_secs_f64(args.header_timeout)
+                .map_err(|_| invalid("--header-timeout must be a non-negative number".into()))?;
+            let http = protocols::Http::default()
+                .with_header_timeout((!header.is_zero()).then_some(header));
+            serve_with(http, config, args)
+        }
         ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
         ProtocolName::Proxy => {
             if args.upstream.is_empty() {
@@ -200,7 +225,15 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         Duration::try_from_secs_f64(value)
             .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
     };
-    let idle = seconds(args.idle_timeout, "idle-timeout")?;
+    let idle_default = match args.protocol {
+        ProtocolName::Http => protocols::HTTP_KEEPALIVE_TIMEOUT.as_secs_f64(),
+        ProtocolName::Echo
+        | ProtocolName::Seed
+        | ProtocolName::Chat
+        | ProtocolName::Resp
+        | ProtocolName::Proxy => 0.0,
+    };
+    let idle = seconds(args.idle_timeout.unwrap_or(idle_default), "idle-timeout")?;
     Ok(Config::default()
         .with_max_connections(args.max_connections)
         .with_accept_budget(args.accept_budget)
@@ -221,7 +254,8 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
             Some(WritePolicyName::Adaptive) => WritePolicy::Adaptive {
                 min_events: args.defer_min_events,
             },
-        }))
+        })
+        .with_max_buffered(args.max_buffered))
 }
 
 /// Bind, install the signal handler, serve until stopped, print the stats.
@@ -264,7 +298,9 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
+    let observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
     let stats = running.wait()?;
+    drop(observers);
     println!("tcp-reactor stopped\n{stats}");
     Ok(())
 }

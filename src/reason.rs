@@ -50,11 +50,14 @@ pub enum CloseReason {
     /// A connection started with [`Context::connect`](crate::Context::connect) could not be
     /// established: refused, unreachable, or not within the connect timeout (`TimedOut`).
     ConnectFailed(io::ErrorKind),
+    /// The server's buffered bytes reached `Config::max_buffered` and this connection was
+    /// among those holding the most.
+    MemoryBudget,
 }
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "eof",
         "reset",
         "handler",
@@ -66,6 +69,7 @@ impl CloseReason {
         "error",
         "connect_failed",
         "handshake_timeout",
+        "memory_budget",
     ];
 
     /// A dense index for counting reasons in an array (see [`CloseReason::NAMES`]).
@@ -82,6 +86,7 @@ impl CloseReason {
             CloseReason::Error(_) => 8,
             CloseReason::ConnectFailed(_) => 9,
             CloseReason::HandshakeTimeout => 10,
+            CloseReason::MemoryBudget => 11,
         }
     }
 

@@ -167,7 +167,7 @@ impl<H: Handler> Server<H> {
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
         crate::config::validate_server(&self.config, self.workers)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::new(self.workers));
+        let live = Arc::new(Live::new(self.workers, self.config.max_buffered));
         let first = listen(addr, &self.config, self.workers > 1)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -217,6 +217,7 @@ impl<H: Handler> Server<H> {
     /// threads. Always the reactor model, with one worker.
     pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
         let listener = listen(addr, &self.config, false)?;
+        let live = Arc::new(Live::new(1, self.config.max_buffered));
         EventLoop::new(WorkerSetup {
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -226,7 +227,7 @@ impl<H: Handler> Server<H> {
             config: self.config,
             listener,
             stop: Arc::new(AtomicBool::new(false)),
-            live: Arc::new(Live::new(1)),
+            live,
         })
     }
 
@@ -297,6 +298,19 @@ impl Running {
     /// Connections accepted so far by each worker, in worker order.
     pub fn accepted_by_worker(&self) -> Vec<u64> {
         self.live.accepted_by_worker()
+    }
+
+    /// The server's counters now, summed over workers, without stopping it: each worker
+    /// publishes its counters once per turn of its loop (under the threads model, a
+    /// client's bytes and close count once it has closed).
+    pub fn stats(&self) -> Stats {
+        self.live_stats().snapshot().total
+    }
+
+    /// A handle that takes live [`Snapshot`](crate::metrics::Snapshot)s of this server from
+    /// any thread, e.g. for [`metrics::serve`](crate::metrics::serve).
+    pub fn live_stats(&self) -> crate::metrics::LiveStats {
+        crate::metrics::LiveStats::new(Arc::clone(&self.live))
     }
 
     /// Stop gracefully and return the final stats, summed over workers.

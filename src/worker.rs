@@ -6,9 +6,10 @@
 //! model builds and shares that among its own workers.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use crate::budget::Budget;
 use crate::{Config, Stats};
 
 /// Server-wide gauges, written by every worker and read through [`Running`]'s methods.
@@ -26,15 +27,52 @@ pub(crate) struct Live {
     refused: AtomicU64,
     /// Connections accepted so far by each worker, to show how the kernel spread them.
     accepted_by_worker: Vec<AtomicU64>,
+    /// Bytes held in connection buffers, server-wide, against `Config::max_buffered`.
+    pub(crate) budget: Budget,
+    /// Each worker's counters as of its last turn, for live statistics: written once per
+    /// turn by its worker, read by [`Running::stats`](crate::Running::stats).
+    published: Vec<Mutex<Stats>>,
 }
 
 impl Live {
     /// Gauges for a server of `workers` workers.
-    pub(crate) fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize, max_buffered: usize) -> Self {
         Live {
             accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            budget: Budget::new(max_buffered),
+            published: (0..workers).map(|_| Mutex::default()).collect(),
             ..Live::default()
         }
+    }
+
+    /// Publish `worker`'s counters as they stand (once per turn of its loop, not per
+    /// message: one uncontended lock).
+    pub(crate) fn publish(&self, worker: usize, stats: &Stats) {
+        if let Some(slot) = self.published.get(worker) {
+            slot.lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clone_from(stats);
+        }
+    }
+
+    /// Add to `worker`'s published counters (the threads model, whose client threads report
+    /// once, as they end).
+    pub(crate) fn add_published(&self, worker: usize, add: impl FnOnce(&mut Stats)) {
+        if let Some(slot) = self.published.get(worker) {
+            add(&mut slot.lock().unwrap_or_else(|poison| poison.into_inner()));
+        }
+    }
+
+    /// Each worker's counters as last published, in worker order.
+    pub(crate) fn published(&self) -> Vec<Stats> {
+        self.published
+            .iter()
+            .map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .clone()
+            })
+            .collect()
     }
 
     /// Count a connection accepted by `worker` if fewer than `max` are open server-wide;

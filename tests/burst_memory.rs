@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use fixtures::client::connect;
-use fixtures::process::{ServerProcess, model_arg};
 use fixtures::eventually;
+use fixtures::process::{ServerProcess, model_arg};
 use tcp_reactor::Model;
 
 /// Members of the room, the sender included.

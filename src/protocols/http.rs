@@ -20,6 +20,7 @@
 
 use std::cmp::min;
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 use crate::{Context, Handler};
 
@@ -30,6 +31,19 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// The most headers one request may carry (the stack array handed to `httparse`); more get
 /// `431` too.
 pub const MAX_HEADERS: usize = 64;
+
+/// How long a request head may take to arrive once its first byte has, by default (nginx's
+/// `client_header_timeout`); then the client gets `408` and is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The idle timeout an HTTP server should run with (`Config::idle_timeout`; nginx's
+/// `keepalive_timeout`): how long a keep-alive connection may wait for its next request.
+/// `tcp-reactor serve --protocol http` uses it unless told otherwise.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Reply to a client whose request head did not arrive within the header timeout.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n\
+Content-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n";
 
 /// The body [`Http::default`] serves.
 pub const HELLO: &[u8] = b"Hello, world!\n";
@@ -78,6 +92,8 @@ Content-Length: 16\r\nConnection: close\r\n\r\nNot Implemented\n";
 pub struct Http {
     /// Ready-made `200` replies, indexed by `[head only][Persist]`.
     replies: [[Box<[u8]>; 3]; 2],
+    /// How long a started request head may take to complete ([`HEADER_TIMEOUT`]).
+    header_timeout: Option<Duration>,
 }
 
 /// Per-connection state: the request being received.
@@ -87,6 +103,8 @@ pub struct HttpSession {
     body_left: u64,
     /// The request whose reply is due once its body is in.
     pending: Option<Head>,
+    /// The header timer runs: part of a request head has arrived.
+    head_timer: bool,
 }
 
 /// What a reply says about the connection, and so which `Connection` header it carries.
@@ -172,7 +190,14 @@ impl Http {
         };
         Http {
             replies: [row(false), row(true)],
+            header_timeout: Some(HEADER_TIMEOUT),
         }
+    }
+
+    /// The same server with another header timeout (`None`: wait for a head forever).
+    pub fn with_header_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.header_timeout = timeout;
+        self
     }
 
     /// Queue the reply to `head`, whose body has been skipped, and close after it if the
@@ -205,7 +230,12 @@ impl Handler for Http {
             }
             return skip;
         }
-        match frame(input) {
+        let framed = frame(input);
+        if session.head_timer && !matches!(framed, Frame::NeedMore) {
+            session.head_timer = false;
+            ctx.cancel_timer();
+        }
+        match framed {
             Frame::Request(head) if head.body == 0 => {
                 self.answer(ctx, &head);
                 head.len
@@ -218,7 +248,18 @@ impl Handler for Http {
                 session.pending = Some(head);
                 head.len
             }
-            Frame::NeedMore => 0,
+            Frame::NeedMore => {
+                // A head has begun: it has this long to complete. Only partial heads arm
+                // the timer, so whole requests cost no timer at all.
+                if let Some(timeout) = self.header_timeout
+                    && !input.is_empty()
+                    && !session.head_timer
+                {
+                    session.head_timer = true;
+                    ctx.set_timer(timeout);
+                }
+                0
+            }
             Frame::Refused(refusal) => {
                 ctx.write(match refusal {
                     Refusal::BadRequest => BAD_REQUEST,
@@ -229,6 +270,14 @@ impl Handler for Http {
                 // Nothing after a refused request can be framed; drop it all.
                 input.len()
             }
+        }
+    }
+
+    /// A request head took longer than the header timeout: `408`, then close.
+    fn timer(&self, session: &mut HttpSession, ctx: &mut Context<'_>) {
+        if session.head_timer {
+            ctx.write(REQUEST_TIMEOUT);
+            ctx.close();
         }
     }
 

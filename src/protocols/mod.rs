@@ -16,7 +16,8 @@ mod testkit;
 pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;
 pub use http::{
-    BUSY as HTTP_BUSY, HELLO as HTTP_HELLO, Http, HttpSession, MAX_HEAD as HTTP_MAX_HEAD,
+    BUSY as HTTP_BUSY, HEADER_TIMEOUT as HTTP_HEADER_TIMEOUT, HELLO as HTTP_HELLO, Http,
+    HttpSession, KEEPALIVE_TIMEOUT as HTTP_KEEPALIVE_TIMEOUT, MAX_HEAD as HTTP_MAX_HEAD,
     MAX_HEADERS as HTTP_MAX_HEADERS,
 };
 pub use proxy::{DEFAULT_RETRY as PROXY_DEFAULT_RETRY, Proxy, Side as ProxySide};

@@ -71,6 +71,10 @@ pub(crate) struct Connection<S> {
     pub(crate) linger_deadline: Option<Instant>,
     /// When the handler's timer fires.
     pub(crate) handler_timer: Option<Instant>,
+    /// Bytes this connection is counted for in the server-wide budget.
+    pub(crate) accounted: usize,
+    /// Parked until the budget eases (see `memory`).
+    pub(crate) budget_wait: bool,
     /// What the handler asked about this connection from elsewhere (a paused read, a
     /// shutdown after flush), and whether it was told the output passed high water.
     pub(crate) flow: Flow,
@@ -117,8 +121,16 @@ impl<S> Connection<S> {
             last_progress: now,
             linger_deadline: None,
             handler_timer: None,
+            accounted: 0,
+            budget_wait: false,
             flow: Flow::default(),
         }
+    }
+
+    /// Bytes this connection's buffers hold from the allocator, for the budget.
+    #[inline]
+    pub(crate) fn holding(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
     }
 
     /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
@@ -154,7 +166,6 @@ impl<S> Connection<S> {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
     }
 
-    /// Bytes queued and not yet written.
     /// The same connection, carrying its bytes through `transport`.
     pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;

@@ -61,6 +61,12 @@ impl<H: Handler> Reactor<H> {
                 self.queue_ready(key);
                 return;
             }
+            if !self.budget_allows_read(key) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             let want = budget.min(self.read_buf.len());
             self.stats.reads += 1;
             match conn.read_into(&mut self.read_buf[..want]) {

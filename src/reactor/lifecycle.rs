@@ -31,7 +31,9 @@ impl<H: Handler> Reactor<H> {
         if pending == 0 && conn.output.capacity() > 0 {
             self.spare.give(mem::take(&mut conn.output));
         }
-        if conn.flow.congested && pending <= self.config.low_water {
+        // What it holds now, once an emptied buffer went back to the pool.
+        self.account(key);
+        if self.conns[key].flow.congested && pending <= self.config.low_water {
             self.notice(key, Notice::Drained);
         }
         let conn = &mut self.conns[key];
@@ -287,7 +289,8 @@ impl<H: Handler> Reactor<H> {
                 continue;
             }
             self.call_ending(key);
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
+            self.live.budget.update(&mut conn.accounted, 0);
             let reason = match conn.phase {
                 Phase::Dead(reason) => reason,
                 _ => CloseReason::Shutdown,

@@ -144,6 +144,7 @@ impl<H: Handler> Reactor<H> {
         }
         conn.output.extend_from_slice(bytes);
         self.mark_dirty(key);
+        self.account(key);
         // Mail changes output only: the input cap was checked when input last changed.
         self.enforce_limits(key, false);
     }

@@ -27,12 +27,17 @@
 //! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `send_output` is the one place
 //! that acts on it.
 //!
+//! Between flushing and expiring timers the loop also **checks the budget** for buffered
+//! bytes (closing the connections holding the most, if pressed), and after reaping it
+//! **publishes** the worker's counters for live statistics: once per turn, not per message.
+//!
 //! # Files
 //!
 //! - `accept` — taking clients from the listener, admitting or refusing them;
 //! - `io_path` — reading, the handler callbacks, writing their output, the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
+//! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
 //! - `outbound` — connections a handler dials, and its requests about connections by id
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
@@ -64,6 +69,7 @@ mod driven;
 mod io_path;
 mod lifecycle;
 mod mail;
+mod memory;
 mod outbound;
 mod spare;
 mod timer;
@@ -72,6 +78,7 @@ use connection::{Connection, Phase};
 use driven::PostBox;
 pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
+use memory::Memory;
 use outbound::Notice;
 use spare::SpareBuffers;
 use timer::Timers;
@@ -156,6 +163,7 @@ impl<H: Handler> Reactor<H> {
             fd_episode: false,
             stop_deadline: None,
             failure: None,
+            memory: Memory::default(),
         };
         Ok(reactor)
     }
@@ -235,6 +243,8 @@ struct Reactor<H: Handler> {
     stop_deadline: Option<Instant>,
     /// The listener broke: the worker stops and reports this.
     failure: Option<io::Error>,
+    /// This worker's side of the server-wide budget for buffered bytes.
+    memory: Memory,
 }
 
 impl<H: Handler> Reactor<H> {
@@ -259,8 +269,10 @@ impl<H: Handler> Reactor<H> {
         // The batch is over: output of later callbacks (flow notices, timers) goes out at once.
         self.defer = false;
         self.notify_flow();
+        self.check_budget();
         self.expire_timers();
         self.reap_finished();
+        self.publish_stats();
         Ok(self.check_stop())
     }
 
@@ -276,6 +288,12 @@ impl<H: Handler> Reactor<H> {
     /// at all when work is already waiting.
     fn poll_events(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
+        // Reads parked on the budget are retried at least this often, as the budget eases.
+        let limit = match (self.memory.has_waiting(), limit) {
+            (true, Some(limit)) => Some(limit.min(memory::BUDGET_RECHECK)),
+            (true, None) => Some(memory::BUDGET_RECHECK),
+            (false, limit) => limit,
+        };
         let timeout = if !self.ready.is_empty() || self.listener_ready {
             Some(Duration::ZERO)
         } else {

@@ -63,6 +63,7 @@ impl<H: Handler> AcceptLoop<H> {
     /// The accept loop proper. Each arm says why it goes on or ends.
     fn accept_until_stopped(&mut self) -> io::Result<()> {
         loop {
+            super::memory::slow_accepting(&self.shared.live);
             let accepted = self.listener.accept();
             if self.shared.stop.load(Ordering::SeqCst) {
                 // A connection accepted as the server stops is closed unserved.
@@ -81,6 +82,8 @@ impl<H: Handler> AcceptLoop<H> {
                 // Back off instead of spinning; clients closing will free descriptors.
                 AcceptError::Exhausted => {
                     self.stats.fd_exhausted += 1;
+                    let live = &self.shared.live;
+                    live.add_published(self.shared.index, |stats| stats.fd_exhausted += 1);
                     log::warn!(
                         "accept: {err}; retrying in {:?}",
                         self.shared.config.accept_backoff

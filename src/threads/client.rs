@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::WorkerShared;
 use super::peer::{Patience, Peer, WriteError};
+use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler};
@@ -73,6 +73,8 @@ pub(super) struct Client<H: Handler> {
     bytes_in: u64,
     /// Bytes written.
     bytes_out: u64,
+    /// Bytes this client is counted for in the server-wide budget.
+    accounted: usize,
 }
 
 impl<H: Handler> Client<H> {
@@ -101,6 +103,7 @@ impl<H: Handler> Client<H> {
             read_timeout: None,
             bytes_in: 0,
             bytes_out: 0,
+            accounted: 0,
         }
     }
 
@@ -119,11 +122,8 @@ impl<H: Handler> Client<H> {
             Err(err) => {
                 // The socket failed before the handler saw it: no open, so no close.
                 let reason = CloseReason::from_io(&err);
-                Finished {
-                    reason: self.end(Ending::Abrupt(reason)),
-                    bytes_in: self.bytes_in,
-                    bytes_out: self.bytes_out,
-                }
+                let reason = self.end(Ending::Abrupt(reason));
+                self.report(reason)
             }
         }
     }
@@ -160,6 +160,16 @@ impl<H: Handler> Client<H> {
             }
             if let Some(ending) = self.expire(session) {
                 return ending;
+            }
+            let holding = self.input.capacity() + self.fx.out.capacity();
+            let verdict = memory::wait_for_budget(
+                &self.shared.live,
+                holding,
+                &self.shared.stop,
+                self.next_deadline(),
+            );
+            if verdict == memory::Verdict::Close {
+                return Ending::Abrupt(CloseReason::MemoryBudget);
             }
             let ending = match self.read() {
                 ReadOutcome::Data(n) => self.on_input(session, n),
@@ -233,6 +243,11 @@ impl<H: Handler> Client<H> {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         });
+        let holding = self.input.capacity() + self.fx.out.capacity();
+        let timeout = match (timeout, memory::read_bound(holding)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Err(err) = self.set_read_timeout(timeout) {
             return ReadOutcome::Failed(err);
         }
@@ -371,6 +386,14 @@ impl<H: Handler> Client<H> {
     /// `held` says the input left is waiting for this output to be sent, not for more
     /// bytes, so it is not held against the input cap yet.
     fn after_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
+        let ending = self.apply_callback(actions, held);
+        let holding = self.input.capacity() + self.fx.out.capacity();
+        self.shared.live.budget.update(&mut self.accounted, holding);
+        ending
+    }
+
+    /// [`after_callback`](Client::after_callback) before the budget's accounting.
+    fn apply_callback(&mut self, actions: Actions, held: bool) -> Option<Ending> {
         let applied = rules::apply(actions, &mut self.timer);
         if !self.fx.outbox.is_empty() {
             self.deliver_outbox();

@@ -41,6 +41,7 @@
 //!
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
+//! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
 //! - `reach` — what a callback asks of connections by id (a connect is refused here);
 //! - `registry` — every live client by id.
@@ -61,6 +62,7 @@ use crate::{Config, Handler, Stats};
 
 mod accept;
 mod client;
+mod memory;
 mod peer;
 mod reach;
 mod registry;

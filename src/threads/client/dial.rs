@@ -1,6 +1,7 @@
 //! A threads-model connection that a handler dialed (`Context::connect`), served by a
-//! thread of its own from `open` to `close`, as an accepted client is; and the half-close
-//! both kinds of client thread support (`Handler::read_closed`).
+//! thread of its own from `open` to `close`, as an accepted client is; the half-close
+//! both kinds of client thread support (`Handler::read_closed`), and the end they share
+//! (`ending`, `close`, and the thread's report to the budget and the live statistics).
 //!
 //! The connect starts nonblocking on the dialing thread, so the connection is in the
 //! registry (and bytes sent to it wait in the kernel's connect) before its id is used; its
@@ -287,10 +288,23 @@ impl<H: Handler> Client<H> {
             self.deliver_outbox();
         }
         handler.close(session, self.id, reason);
+        self.report(reason)
+    }
+
+    /// The thread's report once its connection ended: its bytes leave the budget, and its
+    /// close and traffic join the worker's live statistics.
+    pub(super) fn report(&mut self, reason: CloseReason) -> Finished {
+        self.shared.live.budget.update(&mut self.accounted, 0);
+        let (bytes_in, bytes_out) = (self.bytes_in, self.bytes_out);
+        self.shared.live.add_published(self.shared.index, |stats| {
+            stats.count_close(reason);
+            stats.bytes_in += bytes_in;
+            stats.bytes_out += bytes_out;
+        });
         Finished {
             reason,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_in,
+            bytes_out,
         }
     }
 }
