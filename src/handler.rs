@@ -6,10 +6,9 @@
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{CloseReason, ConnId};
+use crate::{CloseReason, ConnId, PeerAddr};
 
 /// A protocol: per-connection session state plus the callbacks a server model drives.
 ///
@@ -168,7 +167,7 @@ pub struct Context<'a> {
     /// Which connection this callback is about.
     id: ConnId,
     /// The peer's address, for logging.
-    peer: SocketAddr,
+    peer: PeerAddr,
     /// When the current turn of the server began.
     now: Instant,
     /// This connection's output buffer; its first `sent` bytes have already left.
@@ -185,7 +184,7 @@ impl<'a> Context<'a> {
     /// Assemble a context; only server models do this.
     pub(crate) fn new(
         id: ConnId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         now: Instant,
         out: &'a mut Vec<u8>,
         actions: &'a mut Actions,
@@ -214,8 +213,8 @@ impl<'a> Context<'a> {
         self.id
     }
 
-    /// The address of the peer.
-    pub fn peer_addr(&self) -> SocketAddr {
+    /// Who the peer is: a TCP address, or a Unix-socket client's process credentials.
+    pub fn peer_addr(&self) -> PeerAddr {
         self.peer
     }
 

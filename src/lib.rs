@@ -38,6 +38,10 @@
 //!   messages), `timer` and `connection` each own one job.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
+//! - [`listener`] — where a server listens: TCP addresses, Unix socket paths (stale files,
+//!   permissions), sockets handed in, inherited descriptors (`LISTEN_FDS`), and the binary
+//!   upgrade that hands them to a new process; [`PeerAddr`] (`peer_addr`) says who a
+//!   client is on either kind.
 //! - [`server`] — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
@@ -50,7 +54,9 @@
 pub mod client;
 pub mod config;
 pub mod handler;
+pub mod listener;
 pub mod load;
+mod peer_addr;
 pub mod protocols;
 mod reactor;
 mod reason;
@@ -62,6 +68,8 @@ mod worker;
 
 pub use config::Config;
 pub use handler::{Context, Handler};
+pub use listener::{ListenAddr, Listener};
+pub use peer_addr::{PeerAddr, UnixPeer};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;

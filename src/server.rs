@@ -6,15 +6,15 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
+use crate::listener::{self, SocketFile};
 use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
-use crate::{Config, Handler, Stats, reactor, threads};
+use crate::{Config, Handler, ListenAddr, Listener, Stats, reactor, threads};
 
 /// A running worker's thread, which returns the worker's counters.
 type WorkerThread = JoinHandle<io::Result<Stats>>;
@@ -34,8 +34,13 @@ pub enum Model {
 pub struct StopHandle {
     /// Raised once; every worker checks it after waking.
     flag: Arc<AtomicBool>,
-    /// One wake-up per worker (a mio `Waker`, or a self-connect for the threads model).
+    /// Raised when a successor takes the listeners: workers stop accepting only.
+    handover: Arc<AtomicBool>,
+    /// One wake-up per worker (a mio `Waker`, or a wake pipe for the threads model).
     wakers: Arc<Vec<WakeFn>>,
+    /// One descriptor of every listening socket, for [`Running::listener_fds`]; closed
+    /// when the server stops accepting, so that a stopped server's queue is not kept.
+    sockets: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl fmt::Debug for StopHandle {
@@ -52,9 +57,30 @@ impl StopHandle {
     /// Returns at once; [`Running::wait`] collects the result.
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        self.release_sockets();
         for wake in self.wakers.iter() {
             wake();
         }
+    }
+
+    /// Stop accepting, and keep serving the connections already accepted until they close
+    /// or [`stop`](StopHandle::stop) is called. The listening sockets are closed here, not
+    /// shut down: a process they were handed to goes on accepting from the same queues,
+    /// and no client waiting in them is reset.
+    pub fn stop_accepting(&self) {
+        self.handover.store(true, Ordering::SeqCst);
+        self.release_sockets();
+        for wake in self.wakers.iter() {
+            wake();
+        }
+    }
+
+    /// Close this handle's own descriptors of the listening sockets.
+    fn release_sockets(&self) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// True once [`stop`](StopHandle::stop) has been called.
@@ -124,29 +150,50 @@ impl<H: Handler> Server<H> {
     ///
     /// Port 0 picks a free port: see [`Running::local_addr`].
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::new(self.workers));
-        let first = listen(addr, &self.config, self.workers > 1)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..self.workers {
-            // Later workers bind the port the first one got (it may have been 0).
-            listeners.push(listen(local_addr, &self.config, true)?);
+        self.listen([Listener::tcp(addr)])
+    }
+
+    /// Bind every listener (TCP addresses, Unix socket paths, sockets handed in, inherited
+    /// descriptors) and start serving them all on background threads.
+    ///
+    /// With several workers, a TCP address is bound once per worker (`SO_REUSEPORT`); any
+    /// other listener is one socket whose queue every worker polls.
+    pub fn listen(self, listeners: impl IntoIterator<Item = Listener>) -> io::Result<Running> {
+        let mut bound = Vec::new();
+        for listener in listeners {
+            bound.push(listener::bind(listener, self.workers, self.config.backlog)?);
         }
-        let workers = listeners.len();
-        let setups = listeners
-            .into_iter()
-            .enumerate()
-            .map(|(index, listener)| WorkerSetup {
+        if bound.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a server needs at least one listener",
+            ));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let handover = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Live::new(self.workers));
+        let workers = self.workers;
+        let mut setups = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let listeners = bound
+                .iter()
+                .map(|listener| listener.for_worker(index))
+                .collect::<io::Result<_>>()?;
+            setups.push(WorkerSetup {
                 index,
                 workers,
                 handler: Arc::clone(&self.handler),
                 config: self.config.clone(),
-                listener,
+                listeners,
+                handover: Arc::clone(&handover),
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
-            })
-            .collect();
+            });
+        }
+        let mut sockets = Vec::new();
+        for listener in &bound {
+            sockets.extend(listener.descriptors()?);
+        }
         let prepared = match self.model {
             Model::Reactor => reactor::prepare(setups)?,
             Model::Threads => threads::prepare(setups)?,
@@ -157,11 +204,24 @@ impl<H: Handler> Server<H> {
             .unzip();
         let stop_handle = StopHandle {
             flag: stop,
+            handover,
             wakers: Arc::new(wakers),
+            sockets: Arc::new(Mutex::new(sockets)),
         };
+        let addrs: Vec<ListenAddr> = bound.iter().map(|b| b.addr.clone()).collect();
+        let local_addr = addrs
+            .iter()
+            .find_map(|addr| match addr {
+                ListenAddr::Tcp(addr) => Some(*addr),
+                _ => None,
+            })
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let files = bound.into_iter().filter_map(|b| b.file).collect();
         let threads = spawn_workers(runs, &stop_handle)?;
         Ok(Running {
             local_addr,
+            addrs,
+            files,
             stop: stop_handle,
             live,
             threads,
@@ -178,8 +238,12 @@ impl<H: Handler> Server<H> {
 /// A server that is serving. Dropping it stops it and waits for its workers.
 #[derive(Debug)]
 pub struct Running {
-    /// The address actually bound.
+    /// The first TCP address actually bound.
     local_addr: SocketAddr,
+    /// Every listener's address, in the order given.
+    addrs: Vec<ListenAddr>,
+    /// Socket files to remove once the server has stopped (none after a handover).
+    files: Vec<SocketFile>,
     /// Stops every worker.
     stop: StopHandle,
     /// Shared gauges.
@@ -189,9 +253,36 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address the server listens on.
+    /// The address of the server's first TCP listener (`0.0.0.0:0` when it has none:
+    /// see [`listen_addrs`](Running::listen_addrs)).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where every listener accepts, in the order the listeners were given.
+    pub fn listen_addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// A new descriptor of every listening socket (several per TCP address when each
+    /// worker has its own), to hand to a successor process. Empty once the server has
+    /// stopped accepting.
+    pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.stop
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(OwnedFd::try_clone)
+            .collect()
+    }
+
+    /// Hand the listeners over: stop accepting (the successor given
+    /// [`listener_fds`](Running::listener_fds) accepts from the same queues), keep serving
+    /// the connections held, and leave the Unix socket files in place for the successor.
+    pub fn hand_over(&mut self) {
+        self.files.clear();
+        self.stop.stop_accepting();
     }
 
     /// A handle that stops the server from any thread.
@@ -243,9 +334,19 @@ impl Running {
         }
         // Workers' peaks need not coincide; the shared count saw the real one.
         total.peak_connections = self.live.peak_connections();
+        self.remove_files();
         match first_error {
             Some(err) => Err(err),
             None => Ok(total),
+        }
+    }
+}
+
+impl Running {
+    /// Remove the socket files this server made, now that nothing accepts on them.
+    fn remove_files(&mut self) {
+        for file in self.files.drain(..) {
+            file.remove();
         }
     }
 }
@@ -258,6 +359,7 @@ impl Drop for Running {
                 let _ = thread.join();
             }
         }
+        self.remove_files();
     }
 }
 
@@ -281,25 +383,4 @@ fn spawn_workers(runs: Vec<WorkerRun>, stop: &StopHandle) -> io::Result<Vec<Work
         }
     }
     Ok(threads)
-}
-
-/// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when
-/// several workers share the address.
-fn listen(
-    addr: SocketAddr,
-    config: &Config,
-    reuse_port: bool,
-) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(config.backlog)?;
-    Ok(socket.into())
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::listener::stream::Listening;
 use crate::{Config, Stats};
 
 /// Server-wide gauges, written by every worker and read through [`Running`]'s methods.
@@ -109,8 +110,12 @@ pub(crate) struct WorkerSetup<H> {
     pub(crate) handler: Arc<H>,
     /// Limits and timeouts, the same for every worker.
     pub(crate) config: Config,
-    /// This worker's own listener (bound with `SO_REUSEPORT` when there are several).
-    pub(crate) listener: std::net::TcpListener,
+    /// This worker's listeners: its own `SO_REUSEPORT` socket for a TCP address, a
+    /// duplicate descriptor of a socket every worker shares for the other kinds.
+    pub(crate) listeners: Vec<Listening>,
+    /// Raised when a successor serves the listeners: the worker closes its listener
+    /// descriptors and serves the connections it holds until they close or a stop.
+    pub(crate) handover: Arc<AtomicBool>,
     /// Raised once by a `StopHandle`; the worker checks it whenever it wakes.
     pub(crate) stop: Arc<AtomicBool>,
     /// Server-wide gauges, so the connection limit holds across workers.

@@ -5,18 +5,16 @@
 //! acts on them. It must not read from or write to an admitted connection: that starts
 //! with the `open` callback on the I/O path.
 
-use std::net::SocketAddr;
-
 use log::{debug, info, trace, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::connection::Connection;
 use super::io_path::Call;
+use super::socket::Socket;
 use super::timer::TimerKind;
 use super::{LISTENER, Reactor};
 use crate::rules::{self, AcceptError};
-use crate::{ConnId, Handler};
+use crate::{ConnId, Handler, PeerAddr};
 
 impl<H: Handler> Reactor<H> {
     /// Accept clients until the kernel has none, or the per-turn budget is spent.
@@ -25,9 +23,19 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         self.listener_ready = false;
-        for _ in 0..self.config.accept_budget.max(1) {
-            let Some(listener) = self.listener.as_ref() else {
+        for index in 0..self.listeners.len() {
+            if !self.accept_from(index) {
                 return;
+            }
+        }
+    }
+
+    /// Accept from listener `index` until it has no client waiting or the budget is
+    /// spent; false when accepting must stop on every listener this turn.
+    fn accept_from(&mut self, index: usize) -> bool {
+        for _ in 0..self.config.accept_budget.max(1) {
+            let Some(listener) = self.listeners.get(index) else {
+                return false;
             };
             let err = match listener.accept() {
                 Ok((stream, peer)) => {
@@ -43,23 +51,24 @@ impl<H: Handler> Reactor<H> {
             match rules::classify_accept(&err) {
                 AcceptError::Retry => {}
                 // The backlog is empty until the next edge.
-                AcceptError::Drained => return,
+                AcceptError::Drained => return true,
                 // Retrying now would spin, and the waiting clients raise no new edge, so
                 // a timer resumes us.
                 AcceptError::Exhausted => {
                     self.back_off_accept(&err);
-                    return;
+                    return false;
                 }
                 AcceptError::ClientGone => debug!("accept failed: {err}"),
                 AcceptError::ListenerBroken => {
                     // `check_stop` begins the stop and the worker reports the error.
                     self.failure = Some(err);
-                    return;
+                    return false;
                 }
             }
         }
         // Budget spent: clients may still wait, and no new edge will announce them.
         self.listener_ready = true;
+        true
     }
 
     /// Suspend accepting for the back-off period, logging once per episode.
@@ -82,7 +91,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Take a freshly accepted client into the slab, or refuse it when full.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: Socket, peer: PeerAddr) {
         // The limit is server-wide: every worker counts against it.
         if self.stop_deadline.is_some()
             || !self.live.try_open(self.index, self.config.max_connections)
@@ -91,7 +100,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         // Replies are written whole; do not let Nagle hold the last segment back.
-        if let Err(err) = stream.set_nodelay(true) {
+        if let Err(err) = stream.set_nodelay() {
             debug!("{peer}: TCP_NODELAY: {err}");
         }
         let entry = self.conns.vacant_entry();
@@ -118,7 +127,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn refuse(&mut self, stream: Socket, peer: PeerAddr) {
         rules::refuse(&stream, self.handler.busy_reply());
         self.stats.refused += 1;
         self.live.count_refused();

@@ -7,11 +7,12 @@
 //! rest of the reactor decides what a connection does next.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
 
 use mio::Token;
-use mio::net::TcpStream;
+
+use super::socket::Socket;
+use crate::PeerAddr;
 
 use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::{CloseReason, ConnId};
@@ -35,14 +36,14 @@ pub(crate) enum FlushOutcome {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     /// The nonblocking socket, registered once for read and write interest.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// Slab key in the low 32 bits, a generation in the high bits, so an event for a
     /// reused slot is recognised as stale.
     pub(crate) token: Token,
     /// The id handlers use; unique for the server's life.
     pub(crate) id: ConnId,
     /// The peer's address, for logs and handlers.
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: PeerAddr,
     /// The handler's state for this connection; taken when it closes.
     pub(crate) session: Option<S>,
     /// Input the handler has not consumed yet. Empty (and unallocated) most of the time:
@@ -72,10 +73,10 @@ pub(crate) struct Connection<S> {
 impl<S> Connection<S> {
     /// A connection just accepted.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Socket,
         token: Token,
         id: ConnId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         now: Instant,
     ) -> Self {
         Connection {
@@ -112,7 +113,7 @@ impl<S> Connection<S> {
     /// Adds the bytes written to `written`.
     pub(crate) fn flush(&mut self, written: &mut u64) -> FlushOutcome {
         while self.sent < self.output.len() {
-            // `write` on a mio stream is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
+            // `write` on a `Socket` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
             // instead of raising SIGPIPE in the (possibly embedding) process.
             match self.stream.write(&self.output[self.sent..]) {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
@@ -172,12 +173,6 @@ impl<S> Connection<S> {
     pub(crate) fn shutdown_write(&self) {
         // Failure means the peer is already gone; reading will report it.
         let _ = self.stream.shutdown_write();
-    }
-}
-
-impl HalfClose for TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
     }
 }
 

@@ -25,7 +25,8 @@
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase).
+//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase);
+//! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
 use std::collections::HashMap;
 use std::io;
@@ -34,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -47,16 +47,21 @@ mod connection;
 mod io_path;
 mod lifecycle;
 mod mail;
+mod socket;
 mod timer;
 
 use connection::Connection;
 use mail::Mailboxes;
+use socket::Listener;
 use timer::Timers;
 
-/// The listener's token; connection tokens never reach it (their key fits in 32 bits).
+/// The accept back-off timer's token; connection tokens never reach it (their key fits in
+/// 32 bits and the slab never holds billions).
 const LISTENER: Token = Token(usize::MAX);
 /// The waker's token: another thread wants our attention (stop, or mail).
 const WAKER: Token = Token(usize::MAX - 1);
+/// Listener `i` is registered as `FIRST_LISTENER - i`.
+const FIRST_LISTENER: usize = usize::MAX - 2;
 /// Connection tokens keep the slab key in these low bits and a generation above them.
 const KEY_MASK: usize = 0xFFFF_FFFF;
 /// Readiness events taken per `poll`.
@@ -79,14 +84,19 @@ fn prepare_one<H: Handler>(
 ) -> io::Result<Prepared> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    setup.listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(setup.listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut listeners = Vec::with_capacity(setup.listeners.len());
+    for (index, listening) in setup.listeners.into_iter().enumerate() {
+        let mut listener = Listener::from_std(listening)?;
+        let token = Token(FIRST_LISTENER - index);
+        poll.registry()
+            .register(&mut listener, token, Interest::READABLE)?;
+        listeners.push(listener);
+    }
     mailboxes.set_waker(setup.index, Arc::clone(&waker));
     let reactor = Reactor {
         poll,
-        listener: Some(listener),
+        listeners,
+        handover: setup.handover,
         conns: Slab::new(),
         ids: HashMap::new(),
         handler: setup.handler,
@@ -127,8 +137,10 @@ fn prepare_one<H: Handler>(
 struct Reactor<H: Handler> {
     /// The readiness queue (epoll on Linux).
     poll: Poll,
-    /// Accepts new clients; `None` once stopping.
-    listener: Option<TcpListener>,
+    /// Accept new clients; empty once stopping or handed over.
+    listeners: Vec<Listener>,
+    /// Raised when a successor serves the listeners: stop accepting, keep serving.
+    handover: Arc<AtomicBool>,
     /// Live connections, keyed by the low bits of their token.
     conns: Slab<Connection<H::Session>>,
     /// Connection id to slab key, for `send_to`.
@@ -244,7 +256,7 @@ impl<H: Handler> Reactor<H> {
                 event.is_error()
             );
             match token {
-                LISTENER => self.accept(),
+                token if self.is_listener(token) => self.accept(),
                 // Mail and the stop flag are checked every turn.
                 WAKER => {}
                 token => {
@@ -270,6 +282,11 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// True if `token` is one of the listeners'.
+    fn is_listener(&self, token: Token) -> bool {
+        token.0 <= FIRST_LISTENER && FIRST_LISTENER - token.0 < self.listeners.len()
+    }
+
     /// The slab key for `token` if it still names a live connection.
     fn live_key(&self, token: Token) -> Option<usize> {
         let key = token.0 & KEY_MASK;
@@ -282,6 +299,14 @@ impl<H: Handler> Reactor<H> {
     /// Step 8: begin a graceful stop when asked (or when the listener broke); report true
     /// when it is complete.
     fn check_stop(&mut self) -> bool {
+        if self.handover.load(Ordering::SeqCst) && !self.listeners.is_empty() {
+            self.close_listeners();
+            info!(
+                "worker {}: listeners handed over; serving {} connections until they close",
+                self.index,
+                self.conns.len()
+            );
+        }
         let asked = self.stop.load(Ordering::SeqCst) || self.failure.is_some();
         if self.stop_deadline.is_none() && asked {
             self.begin_stop();
@@ -316,10 +341,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(err) = &self.failure {
             error!("worker {}: the listener failed: {err}", self.index);
         }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.listener_ready = false;
+        self.close_listeners();
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -328,5 +350,15 @@ impl<H: Handler> Reactor<H> {
             self.settle(key);
         }
         self.reap_finished();
+    }
+
+    /// Stop accepting: deregister and close this worker's listener descriptors. The
+    /// sockets themselves live on while another worker or process holds them, so their
+    /// queues are not reset by this.
+    fn close_listeners(&mut self) {
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listener_ready = false;
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use super::WorkerShared;
 use super::peer::{Patience, Peer, WriteError, write_all};
 use crate::handler::{Actions, Outbox};
+use crate::listener::stream::Stream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
-use crate::{CloseReason, ConnId, Context, Handler};
+use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
 /// First size of a client's read buffer. It doubles, up to `Config::read_chunk`, each time
 /// a read fills it, so idle clients stay cheap and busy ones read in large chunks.
@@ -49,7 +50,7 @@ pub(super) struct Client<H: Handler> {
     /// This connection's id.
     id: ConnId,
     /// The client's address.
-    addr: SocketAddr,
+    addr: PeerAddr,
     /// The socket, shared with senders of messages.
     peer: Arc<Peer>,
     /// Bytes read into, grown up to `read_chunk`.
@@ -76,7 +77,7 @@ impl<H: Handler> Client<H> {
     pub(super) fn new(
         shared: Arc<WorkerShared<H>>,
         id: ConnId,
-        addr: SocketAddr,
+        addr: PeerAddr,
         peer: Arc<Peer>,
     ) -> Self {
         let first = FIRST_READ_BUFFER.min(shared.config.read_chunk).max(1);
@@ -122,11 +123,11 @@ impl<H: Handler> Client<H> {
         }
     }
 
-    /// Socket options: no Nagle delay (like the reactor), and a send timeout so that no
-    /// writer waits on a silent client without checking back.
+    /// Socket options: no Nagle delay where there is one (TCP, like the reactor), and a
+    /// send timeout so that no writer waits on a silent client without checking back.
     fn configure_socket(&self) -> io::Result<()> {
         let stream = &self.peer.stream;
-        stream.set_nodelay(true)?;
+        stream.set_nodelay()?;
         stream.set_write_timeout(Some(self.write_slice()))
     }
 
@@ -500,7 +501,7 @@ impl Effects {
     fn context<'a>(
         &'a mut self,
         id: ConnId,
-        addr: SocketAddr,
+        addr: PeerAddr,
         now: Instant,
         actions: &'a mut Actions,
     ) -> Context<'a> {
@@ -510,7 +511,7 @@ impl Effects {
 
 /// A socket read only for what has already arrived, never blocking (`MSG_DONTWAIT`): the
 /// socket stays blocking for every other read and write of its thread.
-struct Arrived<'a>(&'a TcpStream);
+struct Arrived<'a>(&'a Stream);
 
 impl Read for Arrived<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

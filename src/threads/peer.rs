@@ -6,19 +6,20 @@
 //! not read from a socket (the client thread does) or call a handler.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::listener::stream::Stream;
 use crate::rules::is_timeout;
 
 /// One client's socket, shared by its own thread and by threads that send it messages.
 #[derive(Debug)]
 pub(super) struct Peer {
-    /// The connection. Reads and writes go through `&TcpStream`, so no lock is needed to
+    /// The connection. Reads and writes go through `&Stream`, so no lock is needed to
     /// read while another thread writes.
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     /// Which worker accepted it (stop wakes only its own clients).
     pub(super) worker: usize,
     /// Writes take turns through this.
@@ -151,7 +152,7 @@ pub(super) enum WriteError {
 /// Write all of `data`, counting written bytes into `written`. Every write result is
 /// classified here.
 pub(super) fn write_all(
-    stream: &TcpStream,
+    stream: &Stream,
     mut data: &[u8],
     patience: Patience<'_>,
     written: &mut u64,
@@ -190,7 +191,7 @@ pub(super) fn write_all(
 /// True if the peer has shut down its sending side (or the connection is gone), without
 /// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
 /// not hide it, as a read would.
-fn peer_finished_sending(stream: &TcpStream) -> bool {
+fn peer_finished_sending(stream: &Stream) -> bool {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),
