@@ -295,6 +295,13 @@ impl Running {
         self.live.connections()
     }
 
+    /// False once every worker has closed its listeners (after
+    /// [`StopHandle::stop_accepting`] or a stop): from then on no connection is accepted,
+    /// and [`connections`](Running::connections) only falls.
+    pub fn is_accepting(&self) -> bool {
+        self.live.accepting() > 0
+    }
+
     /// Connections accepted so far, over every worker.
     pub fn accepted(&self) -> u64 {
         self.live.accepted()

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::listener::stream::Listening;
 use crate::{Config, Stats};
@@ -27,6 +27,9 @@ pub(crate) struct Live {
     refused: AtomicU64,
     /// Connections accepted so far by each worker, to show how the kernel spread them.
     accepted_by_worker: Vec<AtomicU64>,
+    /// Workers that still hold listeners: once 0, every connection the server will ever
+    /// accept is counted in `connections`.
+    accepting: AtomicUsize,
 }
 
 impl Live {
@@ -34,6 +37,7 @@ impl Live {
     pub(crate) fn new(workers: usize) -> Self {
         Live {
             accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            accepting: AtomicUsize::new(workers),
             ..Live::default()
         }
     }
@@ -68,6 +72,16 @@ impl Live {
     /// A client was turned away because the server was full.
     pub(crate) fn count_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A worker has closed its listeners for good.
+    pub(crate) fn stopped_accepting(&self) {
+        self.accepting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Workers that may still accept.
+    pub(crate) fn accepting(&self) -> usize {
+        self.accepting.load(Ordering::SeqCst)
     }
 
     /// Connections open right now.

@@ -356,6 +356,9 @@ impl<H: Handler> Reactor<H> {
     /// sockets themselves live on while another worker or process holds them, so their
     /// queues are not reset by this.
     fn close_listeners(&mut self) {
+        if !self.listeners.is_empty() {
+            self.live.stopped_accepting();
+        }
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }

@@ -14,6 +14,48 @@ use mio::{Interest, Registry, Token};
 use crate::listener::stream::{Listening, send_nosignal};
 use crate::peer_addr::{PeerAddr, UnixPeer};
 
+/// `mio::event::Source` for an enum whose `Tcp` and `Unix` variants each hold a source:
+/// every call goes to the one inside.
+macro_rules! forward_source {
+    ($kind:ident) => {
+        impl Source for $kind {
+            fn register(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.register(registry, token, interest),
+                    $kind::Unix(inner) => inner.register(registry, token, interest),
+                }
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.reregister(registry, token, interest),
+                    $kind::Unix(inner) => inner.reregister(registry, token, interest),
+                }
+            }
+
+            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.deregister(registry),
+                    $kind::Unix(inner) => inner.deregister(registry),
+                }
+            }
+        }
+    };
+}
+
+forward_source!(Listener);
+forward_source!(Socket);
+
 /// A nonblocking listener: TCP or Unix.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -45,39 +87,6 @@ impl Listener {
                 let peer = UnixPeer::of(&stream);
                 Ok((Socket::Unix(stream), PeerAddr::Unix(peer)))
             }
-        }
-    }
-}
-
-impl Source for Listener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.register(registry, token, interest),
-            Listener::Unix(listener) => listener.register(registry, token, interest),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.reregister(registry, token, interest),
-            Listener::Unix(listener) => listener.reregister(registry, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.deregister(registry),
-            Listener::Unix(listener) => listener.deregister(registry),
         }
     }
 }
@@ -154,39 +163,6 @@ impl AsRawFd for Socket {
         match self {
             Socket::Tcp(stream) => stream.as_raw_fd(),
             Socket::Unix(stream) => stream.as_raw_fd(),
-        }
-    }
-}
-
-impl Source for Socket {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(stream) => stream.register(registry, token, interest),
-            Socket::Unix(stream) => stream.register(registry, token, interest),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(stream) => stream.reregister(registry, token, interest),
-            Socket::Unix(stream) => stream.reregister(registry, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Socket::Tcp(stream) => stream.deregister(registry),
-            Socket::Unix(stream) => stream.deregister(registry),
         }
     }
 }

@@ -48,6 +48,7 @@ impl<H: Handler> AcceptLoop<H> {
         // down: another worker, or a successor process, may still accept on them, and a
         // shutdown would reset the clients waiting in their queue.
         self.listeners.clear();
+        self.shared.live.stopped_accepting();
         if result.is_err() {
             self.shared.registry.shut_reads(self.shared.index);
         }
