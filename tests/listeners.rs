@@ -101,6 +101,11 @@ fn unix_socket_echo_in_both_models_with_one_and_several_workers() {
                 [ListenAddr::Unix(Some(path.clone()))]
             );
             echo_many_unix(&path, 30);
+            // Several workers poll one queue: whoever wakes first takes the client.
+            eprintln!(
+                "{model:?}, {workers} workers on one Unix socket: accepted by worker {:?}",
+                running.accepted_by_worker()
+            );
             let stats = running.stop().expect("stop");
             assert_eq!(stats.accepted, 30, "{model:?} with {workers} workers");
             assert!(
@@ -262,5 +267,38 @@ fn a_unix_peer_is_named_by_its_process() {
             )
         );
         assert_eq!(seen[1], PeerAddr::Tcp(tcp_local), "{model:?}");
+    }
+}
+
+#[test]
+fn workers_share_one_unix_queue_under_concurrent_clients() {
+    let dir = TempDir::new("share");
+    for model in MODELS {
+        let path = dir.path(&format!("{model:?}.sock"));
+        let running = Server::new(Echo)
+            .model(model)
+            .workers(4)
+            .listen([Listener::unix(&path)])
+            .expect("listen");
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for n in 0..200 {
+                        let mut stream = unix_client(&path);
+                        echo_round(&mut stream, format!("{client}/{n}").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("client thread");
+        }
+        let by_worker = running.accepted_by_worker();
+        // Every worker polls the one queue; which one takes a client is the kernel's
+        // wake-up order, reported here, not asserted.
+        eprintln!("{model:?}, 4 workers, 1600 Unix clients: accepted by worker {by_worker:?}");
+        assert_eq!(by_worker.iter().sum::<u64>(), 1600);
+        running.stop().expect("stop");
     }
 }
