@@ -163,10 +163,10 @@ pub(crate) fn run(
             io::Error::new(err.kind(), format!("pid file {}: {err}", path.display()))
         })?;
     }
-    if let Some(ready) = inherited.ready {
-        if let Err(err) = upgrade::announce_ready(ready) {
-            warn!("could not tell the previous server that this one accepts: {err}");
-        }
+    if let Some(ready) = inherited.ready
+        && let Err(err) = upgrade::announce_ready(ready)
+    {
+        warn!("could not tell the previous server that this one accepts: {err}");
     }
     let (tx, rx) = mpsc::channel();
     let signal_handle = signals.handle();

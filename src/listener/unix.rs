@@ -35,10 +35,11 @@ impl SocketFile {
 
     /// Remove the file if it is still the one this server bound.
     pub(crate) fn remove(&self) {
-        if self.identity.is_some() && identity(&self.path) == self.identity {
-            if let Err(err) = fs::remove_file(&self.path) {
-                log::warn!("could not remove {}: {err}", self.path.display());
-            }
+        if self.identity.is_some()
+            && identity(&self.path) == self.identity
+            && let Err(err) = fs::remove_file(&self.path)
+        {
+            log::warn!("could not remove {}: {err}", self.path.display());
         }
     }
 }
