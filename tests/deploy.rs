@@ -245,10 +245,16 @@ fn spawn_activated(listener: &impl AsRawFd, listen_pid: &str, args: &[&str], log
         ))
         .arg(SERVER_BIN)
         .args(args);
-    // SAFETY: dup2 only, between fork and exec.
+    // SAFETY: dup2 and fcntl only, between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if placed < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
