@@ -618,3 +618,58 @@ fn a_failed_upgrade_leaves_the_old_server_serving() {
     signal(new, libc::SIGTERM);
     assert!(wait_exit(new, Duration::from_secs(15)).is_some());
 }
+
+#[test]
+fn after_the_drain_timeout_held_clients_get_eof_not_a_reset() {
+    become_subreaper();
+    for model in ["reactor", "threads"] {
+        let dir = TempDir::new(&format!("drain-{model}"));
+        let pid_file = dir.path("server.pid");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = Log::default();
+        let mut server = spawn_logged(
+            Command::new(SERVER_BIN).args([
+                "serve",
+                "--model",
+                model,
+                "--addr",
+                &addr.to_string(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "--drain-timeout",
+                "0.5",
+            ]),
+            &log,
+        );
+        let old = wait_for_pid_file(&pid_file, None);
+        let mut held = connect_tcp(addr).expect("connect");
+        echo(&mut held, b"before the upgrade").expect("echo");
+        signal(old, libc::SIGUSR2);
+        let new = wait_for_pid_file(&pid_file, Some(old));
+        echo(&mut held, b"still served while draining").expect("echo");
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        // The old server closes it gracefully at the drain timeout: EOF, not a reset.
+        let read = held.read_to_end(&mut rest);
+        assert!(read.is_ok(), "{model}: {read:?}");
+        assert!(rest.is_empty());
+        let waited = started.elapsed();
+        // Our EOF ends the old server's lingering close.
+        drop(held);
+        server.wait().expect("the old server exits");
+        assert!(
+            log.text()
+                .contains("drain timeout: closing the last 1 connection(s) gracefully"),
+            "{}",
+            log.text()
+        );
+        eprintln!(
+            "{model}: held client got EOF {:.0} ms after the pid file changed",
+            waited.as_secs_f64() * 1e3
+        );
+        echo(&mut connect_tcp(addr).expect("connect"), b"new").expect("the new server serves");
+        signal(new, libc::SIGTERM);
+        assert!(wait_exit(new, Duration::from_secs(15)).is_some());
+    }
+}
