@@ -6,7 +6,8 @@
 //!
 //! Run with `cargo run --example guess_server [-- --threads]`, then `nc 127.0.0.1 8867`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
 
 use tcp_reactor::{CloseReason, ConnId, Context, Handler, Model, Server};
 
@@ -28,11 +29,8 @@ impl Handler for Guess {
     type Session = Game;
 
     fn open(&self, ctx: &mut Context<'_>) -> Game {
-        // No randomness crate needed for a game: mix the connection id with the clock.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos()) as u64;
-        let secret = ((ctx.id().0.wrapping_mul(2_654_435_761) ^ nanos) % 100 + 1) as u32;
+        // No randomness crate needed for a game: std's hasher is keyed at random.
+        let secret = (RandomState::new().hash_one(ctx.id()) % 100 + 1) as u32;
         ctx.write(b"I picked a number between 1 and 100. Your guess?\n");
         ctx.set_timer(NUDGE_AFTER);
         Game { secret, guesses: 0 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
-use tcp_reactor::listener::activation::{self, Activation};
-use tcp_reactor::listener::upgrade;
+use tcp_reactor::activation::{self, Activation};
+use tcp_reactor::upgrade;
 use tcp_reactor::{Listener, Running, Stats};
 
 /// How long a new process may take to start accepting before the upgrade is abandoned.

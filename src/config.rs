@@ -1,11 +1,40 @@
 //! Limits and timeouts shared by every server model.
 //!
-//! Only numbers live here; each model applies the ones that make sense for it.
+//! Only numbers live here, and the rules that say which combinations make sense
+//! ([`Config::validate`]); each model applies the ones that concern it.
 
+use std::error::Error;
+use std::fmt;
+use std::io;
 use std::time::Duration;
 
 /// Limits and timeouts of a server. `Config::default()` suits most uses.
+///
+/// Start from the default and change what you need with the `with_*` methods; new fields
+/// may be added in later versions, so a `Config` cannot be written as a struct literal
+/// outside this crate. [`Server::bind`](crate::Server::bind) rejects an inconsistent one
+/// with a [`ConfigError`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_reactor::{Config, ConfigError};
+///
+/// let config = Config::default()
+///     .with_max_connections(500)
+///     .with_idle_timeout(Some(Duration::from_secs(30)))
+///     .with_high_water(256 * 1024)
+///     .with_low_water(64 * 1024);
+/// assert_eq!(config.validate(), Ok(()));
+///
+/// // Reading would pause above 256 KiB of unsent output and resume only at 1 MiB.
+/// let upside_down = config.with_low_water(1024 * 1024);
+/// assert!(matches!(
+///     upside_down.validate(),
+///     Err(ConfigError::Exceeds { field: "low_water", limit: "high_water", .. })
+/// ));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Most connections served at once by the whole server (all workers together); clients
     /// beyond it are accepted and closed at once.
@@ -58,5 +87,285 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
         }
+    }
+}
+
+impl Config {
+    /// Serve at most `n` connections at once, over all workers (at least 1).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Accept at most `n` connections per turn of the loop (at least 1).
+    pub fn with_accept_budget(mut self, n: usize) -> Self {
+        self.accept_budget = n;
+        self
+    }
+
+    /// Read at most `bytes` from one connection per turn (at least 1).
+    pub fn with_read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes;
+        self
+    }
+
+    /// Read at most `bytes` per `read` call (at least 1).
+    pub fn with_read_chunk(mut self, bytes: usize) -> Self {
+        self.read_chunk = bytes;
+        self
+    }
+
+    /// Stop reading from a connection above `bytes` of unsent output (at most
+    /// `max_output`).
+    pub fn with_high_water(mut self, bytes: usize) -> Self {
+        self.high_water = bytes;
+        self
+    }
+
+    /// Resume reading once unsent output drops to `bytes` (at most `high_water`).
+    pub fn with_low_water(mut self, bytes: usize) -> Self {
+        self.low_water = bytes;
+        self
+    }
+
+    /// Close a connection whose unconsumed input reaches `bytes` (at least 1).
+    pub fn with_max_input(mut self, bytes: usize) -> Self {
+        self.max_input = bytes;
+        self
+    }
+
+    /// Close a connection whose unsent output exceeds `bytes` (at least 1, and at least
+    /// the high-water mark).
+    pub fn with_max_output(mut self, bytes: usize) -> Self {
+        self.max_output = bytes;
+        self
+    }
+
+    /// Close connections that make no progress for `timeout`; `None` keeps them forever.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Give a closing connection `linger` without progress to flush and see the peer's EOF
+    /// (longer than zero).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Stop accepting for `backoff` after running out of descriptors (longer than zero).
+    pub fn with_accept_backoff(mut self, backoff: Duration) -> Self {
+        self.accept_backoff = backoff;
+        self
+    }
+
+    /// Use a listen queue of `backlog` connections (at least 1).
+    pub fn with_backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Check that every limit lets the server work: counts and budgets of at least 1,
+    /// timeouts longer than zero, and `low_water <= high_water <= max_output`.
+    ///
+    /// [`Server::bind`](crate::Server::bind) calls this; the first bad field found is
+    /// reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            ("max_connections", self.max_connections),
+            ("accept_budget", self.accept_budget),
+            ("read_budget", self.read_budget),
+            ("read_chunk", self.read_chunk),
+            ("max_input", self.max_input),
+            ("max_output", self.max_output),
+        ];
+        if let Some(&(field, _)) = counts.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Zero { field });
+        }
+        if self.backlog < 1 {
+            return Err(ConfigError::Zero { field: "backlog" });
+        }
+        let durations = [
+            ("idle_timeout", self.idle_timeout.unwrap_or(Duration::MAX)),
+            ("linger", self.linger),
+            ("accept_backoff", self.accept_backoff),
+        ];
+        if let Some(&(field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
+            return Err(ConfigError::Zero { field });
+        }
+        exceeds("low_water", self.low_water, "high_water", self.high_water)?;
+        exceeds("high_water", self.high_water, "max_output", self.max_output)
+    }
+}
+
+/// [`Config::validate`], plus the worker count a [`Server`](crate::Server) was given.
+pub(crate) fn validate_server(config: &Config, workers: usize) -> Result<(), ConfigError> {
+    if workers == 0 {
+        return Err(ConfigError::Zero { field: "workers" });
+    }
+    config.validate()
+}
+
+/// `Err` when `value` of `field` is above `limit_value` of `limit`.
+fn exceeds(
+    field: &'static str,
+    value: usize,
+    limit: &'static str,
+    limit_value: usize,
+) -> Result<(), ConfigError> {
+    if value > limit_value {
+        return Err(ConfigError::Exceeds {
+            field,
+            value,
+            limit,
+            limit_value,
+        });
+    }
+    Ok(())
+}
+
+/// Why a [`Config`] (or a server's worker count) cannot work, naming the field at fault.
+///
+/// [`Server::bind`](crate::Server::bind) returns it inside an [`io::Error`] of kind
+/// [`InvalidInput`](io::ErrorKind::InvalidInput); `ConfigError::of` gets it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A count, budget, size or timeout is zero (or, for `backlog`, below 1), so the server
+    /// could never accept, read, write or wait.
+    Zero {
+        /// The field (or `workers`, the [`Server::workers`](crate::Server::workers) count).
+        field: &'static str,
+    },
+    /// A field is larger than another one it must not exceed: `low_water` above
+    /// `high_water` would never resume reading, `high_water` above `max_output` would
+    /// close connections before pausing them.
+    Exceeds {
+        /// The field that is too large.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// The field it must not exceed.
+        limit: &'static str,
+        /// That field's value.
+        limit_value: usize,
+    },
+}
+
+impl ConfigError {
+    /// The `ConfigError` inside an error returned by [`Server::bind`](crate::Server::bind),
+    /// if that is why it failed.
+    pub fn of(err: &io::Error) -> Option<&ConfigError> {
+        err.get_ref()?.downcast_ref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Zero { field } => {
+                write!(
+                    f,
+                    "invalid configuration: {field} must be greater than zero"
+                )
+            }
+            ConfigError::Exceeds {
+                field,
+                value,
+                limit,
+                limit_value,
+            } => write!(
+                f,
+                "invalid configuration: {field} ({value}) must not exceed {limit} ({limit_value})"
+            ),
+        }
+    }
+}
+
+impl Error for ConfigError {}
+
+impl From<ConfigError> for io::Error {
+    fn from(err: ConfigError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_limit_is_named() {
+        let cases = [
+            ("max_connections", Config::default().with_max_connections(0)),
+            ("accept_budget", Config::default().with_accept_budget(0)),
+            ("read_budget", Config::default().with_read_budget(0)),
+            ("read_chunk", Config::default().with_read_chunk(0)),
+            ("max_input", Config::default().with_max_input(0)),
+            ("backlog", Config::default().with_backlog(-1)),
+            ("linger", Config::default().with_linger(Duration::ZERO)),
+            (
+                "accept_backoff",
+                Config::default().with_accept_backoff(Duration::ZERO),
+            ),
+            (
+                "idle_timeout",
+                Config::default().with_idle_timeout(Some(Duration::ZERO)),
+            ),
+        ];
+        for (field, config) in cases {
+            assert_eq!(config.validate(), Err(ConfigError::Zero { field }));
+        }
+    }
+
+    #[test]
+    fn watermarks_must_be_ordered_below_the_output_cap() {
+        let low_above_high = Config::default().with_low_water(200).with_high_water(100);
+        assert!(matches!(
+            low_above_high.validate(),
+            Err(ConfigError::Exceeds {
+                field: "low_water",
+                value: 200,
+                limit: "high_water",
+                limit_value: 100
+            })
+        ));
+        let high_above_cap = Config::default()
+            .with_low_water(10)
+            .with_high_water(100)
+            .with_max_output(99);
+        assert!(matches!(
+            high_above_cap.validate(),
+            Err(ConfigError::Exceeds {
+                field: "high_water",
+                limit: "max_output",
+                ..
+            })
+        ));
+        let all_equal = Config::default()
+            .with_low_water(100)
+            .with_high_water(100)
+            .with_max_output(100);
+        assert_eq!(all_equal.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_error_survives_the_trip_through_io_error() {
+        let err = io::Error::from(ConfigError::Zero { field: "workers" });
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            ConfigError::of(&err),
+            Some(&ConfigError::Zero { field: "workers" })
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: workers must be greater than zero"
+        );
     }
 }

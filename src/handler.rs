@@ -162,6 +162,39 @@ impl Outbox {
 
 /// What a handler can do while it runs: write output, reach other connections, close,
 /// and set a timer. Built by the server model for the duration of one callback.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_reactor::{Context, Handler};
+///
+/// /// Greets each client, answers `bye` by closing, and closes after 10 silent seconds.
+/// struct Greeter;
+///
+/// impl Handler for Greeter {
+///     type Session = ();
+///     fn open(&self, ctx: &mut Context<'_>) {
+///         ctx.write(format!("hello, connection {}\n", ctx.id()).as_bytes());
+///         ctx.set_timer(Duration::from_secs(10));
+///     }
+///     fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+///         let Some(end) = input.iter().position(|&b| b == b'\n') else {
+///             return 0; // Not a whole line yet: wait for more bytes.
+///         };
+///         if &input[..end] == b"bye" {
+///             ctx.write(b"goodbye\n");
+///             ctx.close(); // After the goodbye has been sent.
+///         } else {
+///             ctx.set_timer(Duration::from_secs(10)); // Replaces the previous timer.
+///         }
+///         end + 1
+///     }
+///     fn timer(&self, _session: &mut (), ctx: &mut Context<'_>) {
+///         ctx.write(b"too quiet\n");
+///         ctx.close();
+///     }
+/// }
+/// # let _ = tcp_reactor::Server::new(Greeter);
+/// ```
 #[derive(Debug)]
 pub struct Context<'a> {
     /// Which connection this callback is about.

@@ -22,13 +22,37 @@
 //! 5. **expire timers** — idle clients, lingering closes, handler timers;
 //! 6. **reap** — free the slab slot of every connection that finished.
 //!
+//! # Linux only
+//!
+//! The crate builds for Linux and relies on Linux semantics that other Unix kernels do not
+//! share:
+//!
+//! - **epoll, edge-triggered**: the reactor reads and writes until `WouldBlock` and counts on
+//!   a new edge when data arrives after a short read, which is how Linux's epoll behaves
+//!   (mio uses kqueue elsewhere, with different wake-up rules the loop was not tested on);
+//! - **`POLLRDHUP`**: the thread-per-client model sees that a peer has finished sending
+//!   without reading, so input it has not consumed yet cannot hide the EOF;
+//! - **`MSG_NOSIGNAL`**: writes to a reset peer return `EPIPE` instead of raising `SIGPIPE`,
+//!   so an embedding program whose `SIGPIPE` is at its default is not killed;
+//! - **`SO_REUSEPORT`** with the kernel spreading connections between the listeners of
+//!   several workers.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `tcp-reactor` binary, the tutorial's `client` and the `load`
+//!   generator, with their dependencies (clap, env_logger, hdrhistogram, indicatif,
+//!   rlimit, serde, serde_json, signal-hook). An embedder that only serves depends on
+//!   `tcp-reactor = { version = "0.1", default-features = false }` and gets the server core
+//!   and the [`protocols`] alone.
+//!
 //! # Layout
 //!
 //! Bottom up; each layer knows only the ones below it.
 //!
-//! - [`handler`] — the [`Handler`] trait a protocol implements, and its [`Context`].
-//! - [`config`], [`stats`], `reason` — limits in, counters out, connection ids and the
-//!   reasons a connection closes.
+//! - `handler` — the [`Handler`] trait a protocol implements, and its [`Context`].
+//! - `config`, `stats`, `reason` — limits in ([`Config`], checked by
+//!   [`Config::validate`]), counters out ([`Stats`]), connection ids and the reasons a
+//!   connection closes.
 //! - `rules` — what both models do alike, written once: feeding the handler, the caps and
 //!   the high-water pause, a callback's timer and close requests, accept-error classes,
 //!   refusing a client, classifying a read.
@@ -38,37 +62,49 @@
 //!   messages), `timer` and `connection` each own one job.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
-//! - [`listener`] — where a server listens: TCP addresses, Unix socket paths (stale files,
-//!   permissions), sockets handed in, inherited descriptors (`LISTEN_FDS`), and the binary
-//!   upgrade that hands them to a new process; [`PeerAddr`] (`peer_addr`) says who a
-//!   client is on either kind.
-//! - [`server`] — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
+//! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
+//!   Unix socket paths (stale files, permissions), sockets handed in, inherited
+//!   descriptors ([`activation`], `LISTEN_FDS`), and the binary [`upgrade`] that hands them
+//!   to a new process; [`PeerAddr`] says who a client is on either kind.
+//! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
 //!   key-value store.
-//! - [`client`] — the tutorial's client.
-//! - [`load`] — the load generator: many mio client connections against any echo server.
+//! - `client` — the tutorial's client (feature `cli`).
+//! - `load` — the load generator: many mio client connections against any echo server
+//!   (feature `cli`).
+//!
+//! Every item has one path: the server core is re-exported at the crate root from private
+//! modules; protocols, the client and the load generator are public modules.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "tcp-reactor is Linux-only: it relies on epoll's edge-triggered semantics, POLLRDHUP, \
+     MSG_NOSIGNAL and SO_REUSEPORT load balancing (see the crate docs)"
+);
+
+#[cfg(feature = "cli")]
 pub mod client;
-pub mod config;
-pub mod handler;
-pub mod listener;
+mod config;
+mod handler;
+mod listener;
+#[cfg(feature = "cli")]
 pub mod load;
 mod peer_addr;
 pub mod protocols;
 mod reactor;
 mod reason;
 mod rules;
-pub mod server;
-pub mod stats;
+mod server;
+mod stats;
 mod threads;
 mod worker;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use handler::{Context, Handler};
-pub use listener::{ListenAddr, Listener};
+pub use listener::{ListenAddr, Listener, activation, upgrade};
 pub use peer_addr::{PeerAddr, UnixPeer};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tcp_reactor::{Config, Handler, Model, Server, client, protocols};
+use tcp_reactor::{Config, ConfigError, Handler, Model, Server, client, protocols};
 
 mod cli_deploy;
 
@@ -170,31 +170,25 @@ fn deploy_from(args: &ServeArgs) -> io::Result<Deploy> {
     })
 }
 
-/// Turn the limit flags into a [`Config`], rejecting inconsistent ones.
+/// Turn the limit flags into a [`Config`]; the library judges whether it makes sense
+/// ([`Config::validate`], called by `bind`).
 fn config_from(args: &ServeArgs) -> io::Result<Config> {
     let seconds = |value: f64, flag: &str| {
         Duration::try_from_secs_f64(value)
             .map_err(|_| invalid(format!("--{flag} must be a non-negative number of seconds")))
     };
     let idle = seconds(args.idle_timeout, "idle-timeout")?;
-    if args.low_water > args.high_water {
-        return Err(invalid("--low-water must not exceed --high-water".into()));
-    }
-    if args.max_connections == 0 {
-        return Err(invalid("--max-connections must be at least 1".into()));
-    }
-    Ok(Config {
-        max_connections: args.max_connections,
-        accept_budget: args.accept_budget,
-        read_budget: args.read_budget,
-        high_water: args.high_water,
-        low_water: args.low_water,
-        max_input: args.max_input,
-        max_output: args.max_output,
-        idle_timeout: (!idle.is_zero()).then_some(idle),
-        linger: seconds(args.linger, "linger")?,
-        ..Config::default()
-    })
+    Ok(Config::default()
+        .with_max_connections(args.max_connections)
+        .with_accept_budget(args.accept_budget)
+        .with_read_budget(args.read_budget)
+        .with_high_water(args.high_water)
+        .with_low_water(args.low_water)
+        .with_max_input(args.max_input)
+        .with_max_output(args.max_output)
+        // On the command line 0 means "never", the library's `None`.
+        .with_idle_timeout((!idle.is_zero()).then_some(idle))
+        .with_linger(seconds(args.linger, "linger")?))
 }
 
 /// Install the signal handlers, bind, serve until stopped, print the stats.
@@ -217,9 +211,13 @@ fn serve_with<H: Handler>(
         .model(model)
         .workers(args.workers)
         .listen(listeners)
-        .map_err(|err| {
-            let addrs = args.addr.join(", ");
-            io::Error::new(err.kind(), format!("cannot listen on {addrs}: {err}"))
+        .map_err(|err| match ConfigError::of(&err) {
+            // Printed as it is: it names the field (`low_water` is `--low-water`).
+            Some(_) => err,
+            None => {
+                let addrs = args.addr.join(", ");
+                io::Error::new(err.kind(), format!("cannot listen on {addrs}: {err}"))
+            }
         })?;
     let addrs: Vec<String> = running
         .listen_addrs()

@@ -8,9 +8,10 @@ use std::io;
 /// Identifies one connection for its whole life, across every worker of a server.
 ///
 /// Ids are never reused while the server runs, so a message sent to a connection that
-/// has closed is dropped instead of reaching a newcomer.
+/// has closed is dropped instead of reaching a newcomer. The number inside is the server's
+/// business (it also routes messages between workers); it is shown by `Display`, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub u64);
+pub struct ConnId(pub(crate) u64);
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -20,7 +21,10 @@ impl fmt::Display for ConnId {
 
 /// Why a connection was closed, as seen by [`Handler::close`](crate::Handler::close) and
 /// counted in [`Stats`](crate::Stats).
+///
+/// More reasons may be added in later versions: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer closed its sending side (`read` returned 0) and queued output was flushed.
     Eof,
@@ -74,7 +78,7 @@ impl CloseReason {
 
     /// Classify an I/O error that ended a connection: the peer going away is a reset, the
     /// rest are errors.
-    pub fn from_io(err: &io::Error) -> CloseReason {
+    pub(crate) fn from_io(err: &io::Error) -> CloseReason {
         match err.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe

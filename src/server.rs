@@ -21,6 +21,7 @@ type WorkerThread = JoinHandle<io::Result<Stats>>;
 
 /// Which concurrency model serves the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Model {
     /// One thread, one `mio::Poll`, a slab of connections (per worker).
     #[default]
@@ -30,6 +31,19 @@ pub enum Model {
 }
 
 /// Stops a running server from any thread. Cheap to clone.
+///
+/// ```
+/// use std::thread;
+/// use tcp_reactor::{Server, protocols::Echo};
+///
+/// let running = Server::new(Echo).bind("127.0.0.1:0".parse().unwrap())?;
+/// let stop = running.stop_handle();
+/// // Another thread (a signal handler, an admin command) decides when to stop.
+/// thread::spawn(move || stop.stop());
+/// let stats = running.wait()?;
+/// assert_eq!(stats.accepted, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct StopHandle {
     /// Raised once; every worker checks it after waking.
@@ -92,11 +106,20 @@ impl StopHandle {
 /// Builds a server: a protocol, a model, limits and a worker count.
 ///
 /// ```no_run
-/// use tcp_reactor::{protocols::Echo, Server};
+/// use std::time::Duration;
+/// use tcp_reactor::{Config, Model, Server, protocols::Echo};
 ///
-/// let running = Server::new(Echo).bind("127.0.0.1:8866".parse().unwrap())?;
+/// let config = Config::default()
+///     .with_max_connections(1_000)
+///     .with_idle_timeout(Some(Duration::from_secs(60)));
+/// let running = Server::new(Echo)
+///     .config(config)
+///     .model(Model::Reactor)
+///     .workers(2)
+///     .bind("127.0.0.1:8866".parse().unwrap())?;
 /// println!("listening on {}", running.local_addr());
 /// let stats = running.wait()?;
+/// println!("{stats}");
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -139,16 +162,19 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Run `n` independent workers (at least one), each with its own listener on the same
-    /// address (`SO_REUSEPORT`); the kernel spreads connections between them.
+    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0), each
+    /// with its own listener on the same address (`SO_REUSEPORT`); the kernel spreads
+    /// connections between them.
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n;
         self
     }
 
     /// Bind `addr` and start serving on background threads.
     ///
-    /// Port 0 picks a free port: see [`Running::local_addr`].
+    /// Port 0 picks a free port: see [`Running::local_addr`]. An inconsistent [`Config`]
+    /// or a worker count of 0 fails with [`InvalidInput`](io::ErrorKind::InvalidInput)
+    /// holding a [`ConfigError`](crate::ConfigError) (see [`Config::validate`]).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
         self.listen([Listener::tcp(addr)])
     }
@@ -157,8 +183,10 @@ impl<H: Handler> Server<H> {
     /// descriptors) and start serving them all on background threads.
     ///
     /// With several workers, a TCP address is bound once per worker (`SO_REUSEPORT`); any
-    /// other listener is one socket whose queue every worker polls.
+    /// other listener is one socket whose queue every worker polls. Fails like
+    /// [`bind`](Server::bind), and with `InvalidInput` when `listeners` is empty.
     pub fn listen(self, listeners: impl IntoIterator<Item = Listener>) -> io::Result<Running> {
+        crate::config::validate_server(&self.config, self.workers)?;
         let mut bound = Vec::new();
         for listener in listeners {
             bound.push(listener::bind(listener, self.workers, self.config.backlog)?);
@@ -236,6 +264,24 @@ impl<H: Handler> Server<H> {
 }
 
 /// A server that is serving. Dropping it stops it and waits for its workers.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use tcp_reactor::{Server, protocols::Echo};
+///
+/// let running = Server::new(Echo).bind("127.0.0.1:0".parse().unwrap())?;
+/// let mut client = TcpStream::connect(running.local_addr())?;
+/// client.write_all(b"hello")?;
+/// let mut reply = [0; 5];
+/// client.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"hello");
+/// drop(client);
+/// let stats = running.stop()?;
+/// assert_eq!(stats.accepted, 1);
+/// assert_eq!(stats.bytes_out, 5);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Running {
     /// The first TCP address actually bound.

@@ -8,7 +8,11 @@ use std::ops::AddAssign;
 use crate::CloseReason;
 
 /// What a server did over its life.
+///
+/// Read the fields; more counters may be added in later versions, so outside this crate a
+/// `Stats` comes only from a server (or `Stats::default()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections accepted and served.
     pub accepted: u64,
@@ -33,7 +37,7 @@ pub struct Stats {
 
 impl Stats {
     /// Count one closed connection.
-    pub fn count_close(&mut self, reason: CloseReason) {
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
         self.closed[reason.index()] += 1;
     }
 

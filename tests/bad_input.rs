@@ -1,21 +1,20 @@
 //! Awkward but legal input: half-close, one-byte writes, random chunking, empty
 //! connections, binary and invalid UTF-8 bytes; and serving over IPv6 loopback.
 
-mod common;
-
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::faults::handlers::{Lines, Recorded, decode_lines};
-use common::faults::process::{ServerProcess, stat};
-use common::faults::{
-    config, connect, echo_roundtrip, pseudo_random_bytes, read_to_eof, send_and_half_close, serve,
-    stop_checked, wait_connections,
+use fixtures::client::{
+    connect, echo_roundtrip, pseudo_random_bytes, recv_to_end, send_and_half_close,
 };
+use fixtures::for_each_model;
+use fixtures::handlers::{Lines, Recorded, decode_lines};
+use fixtures::process::{ServeCommand, stat};
+use fixtures::server::{config, serve, stop_checked, wait_connections};
 use tcp_reactor::protocols::Echo;
-use tcp_reactor::{CloseReason, Config, Model, Server};
+use tcp_reactor::{CloseReason, Model, Server};
 
 for_each_model!(
     half_close_still_delivers_the_whole_reply,
@@ -45,7 +44,7 @@ fn half_close_still_delivers_the_whole_reply(model: Model) {
         decode_lines(&reply),
         Some(vec![b"first".to_vec(), b"second".to_vec()])
     );
-    assert!(closes.wait_for(CloseReason::Eof, 1, common::faults::IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::Eof, 1, fixtures::PATIENCE));
     stop_checked(line_server);
     let stats = stop_checked(server);
     assert_eq!(stats.bytes_in, payload.len() as u64);
@@ -69,19 +68,15 @@ fn one_byte_writes_are_echoed_in_order(model: Model) {
         }
         writer.shutdown(Shutdown::Write).expect("half-close");
     });
-    let back = read_to_eof(&mut client);
+    let back = recv_to_end(&mut client);
     sending.join().expect("writer");
     assert!(back == payload[1000..], "{model:?}: one-byte echo differs");
     stop_checked(server);
 }
 
 fn randomly_chunked_writes_are_echoed_exactly(model: Model) {
-    let config = Config {
-        // Small reads, so chunk boundaries on both sides land everywhere.
-        read_chunk: 1000,
-        read_budget: 3000,
-        ..config()
-    };
+    // Small reads, so chunk boundaries on both sides land everywhere.
+    let config = config().with_read_chunk(1000).with_read_budget(3000);
     let server = serve(Echo, config, model);
     let payload = pseudo_random_bytes(3, 1 << 20);
     let sizes = pseudo_random_bytes(4, 4096);
@@ -106,7 +101,7 @@ fn randomly_chunked_writes_are_echoed_exactly(model: Model) {
         }
         writer.shutdown(Shutdown::Write).expect("half-close");
     });
-    let back = read_to_eof(&mut client);
+    let back = recv_to_end(&mut client);
     sending.join().expect("writer");
     assert!(back == payload, "{model:?}: chunked echo differs");
     stop_checked(server);
@@ -118,13 +113,13 @@ fn empty_connections_close_cleanly_with_nothing_sent(model: Model) {
     // Half-closes without a byte.
     let mut quiet = connect(server.local_addr());
     quiet.shutdown(Shutdown::Write).expect("half-close");
-    assert!(read_to_eof(&mut quiet).is_empty());
+    assert!(recv_to_end(&mut quiet).is_empty());
     // Connects and closes at once, many times.
     for _ in 0..100 {
         drop(connect(server.local_addr()));
     }
     wait_connections(&server, 0);
-    assert!(closes.wait_for(CloseReason::Eof, 101, common::faults::IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::Eof, 101, fixtures::PATIENCE));
     let stats = stop_checked(server);
     assert_eq!(stats.accepted, 101);
     assert_eq!(stats.closed_by(CloseReason::Eof), 101, "{model:?}: {stats}");
@@ -166,7 +161,7 @@ fn binary_and_invalid_utf8_lines_are_framed_as_bytes(model: Model) {
     input.push(b'\n');
     let mut client = connect(server.local_addr());
     let reply = send_and_half_close(&mut client, &input);
-    let expected = common::faults::handlers::reference_lines(&input);
+    let expected = fixtures::handlers::reference_lines(&input);
     assert_eq!(decode_lines(&reply), Some(expected), "{model:?}");
     stop_checked(server);
 }
@@ -190,7 +185,7 @@ fn ipv6_loopback_serves_echo(model: Model) {
     let addr = running.local_addr();
     assert!(addr.is_ipv6(), "{model:?}: bound {addr}");
     let mut client = TcpStream::connect(addr).expect("connect over IPv6");
-    common::faults::set_timeouts(&client, common::faults::IO_TIMEOUT);
+    fixtures::client::set_timeouts(&client, fixtures::PATIENCE);
     assert!(client.peer_addr().expect("peer").is_ipv6());
     echo_roundtrip(&mut client, b"over ::1\n");
     let back = send_and_half_close(&mut client, &pseudo_random_bytes(5, 256 * 1024));
@@ -207,7 +202,10 @@ fn ipv6_loopback_is_served_by_the_command_line() {
         eprintln!("SKIPPED: ::1 is not configured on this machine");
         return;
     }
-    let server = ServerProcess::spawn_on("[::1]:0", &[], None);
+    let server = match ServeCommand::default().addr("[::1]:0").spawn() {
+        Ok(server) => server,
+        Err(err) => panic!("cannot start tcp-reactor serve on [::1]:0: {err}"),
+    };
     assert!(server.addr.is_ipv6());
     let mut client = connect(server.addr);
     echo_roundtrip(&mut client, b"cli over ::1\n");

@@ -1,8 +1,6 @@
 //! Chat: lines go to everyone else, whole and only once complete; an over-long line
 //! closes its sender only. Under both models.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -10,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use fixtures::client::{assert_silent, connect, recv_line, recv_to_end, send};
+use fixtures::server::{start_server, wait_connections};
+use fixtures::{eventually, for_each_model};
 use socket2::SockRef;
 use tcp_reactor::protocols::Chat;
 use tcp_reactor::{CloseReason, Config, Model, Running, Server};
-
-use common::*;
 
 for_each_model!(
     each_line_reaches_every_other_client_and_not_its_sender,
@@ -109,7 +108,7 @@ fn an_over_long_line_closes_only_its_sender(model: Model) {
     // The server lingers until the client closes too (or the linger timeout).
     drop(clients.remove(0));
     eventually("the sender left the room", || chat.members() == 2);
-    wait_for_connections(&running, 2);
+    wait_connections(&running, 2);
     assert_silent(&mut clients[0], QUIET);
     // The others carry on.
     send(&mut clients[0], b"still here\n");
@@ -158,11 +157,11 @@ fn lines_cross_between_workers(model: Model) {
 fn a_member_that_never_reads_is_closed_and_the_others_carry_on(model: Model) {
     // A member that reads nothing must not hold up the room: once it cannot take more
     // (unsent output over the cap, or a send stalled past the linger time) it is closed.
-    let config = Config {
-        max_output: 512 * 1024,
-        linger: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_max_output(512 * 1024)
+        // Never paused before the cap closes it (the cap is checked first).
+        .with_high_water(512 * 1024)
+        .with_linger(Duration::from_millis(300));
     let chat = Arc::new(Chat::new());
     let running = start_server(Server::from_arc(Arc::clone(&chat)), model, config);
     let mut talker = connect(running.local_addr());

@@ -1,17 +1,16 @@
 //! The handler contract as a protocol sees it: one `open` and one `close` per connection,
 //! no input after a close request, no timer after close. Under both models.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use fixtures::client::{connect, recv_to_end, send};
+use fixtures::server::{start_server, wait_connections};
+use fixtures::{eventually, for_each_model};
 use socket2::SockRef;
 use tcp_reactor::{CloseReason, Config, ConnId, Context, Handler, Model, Server};
-
-use common::*;
 
 for_each_model!(
     no_input_reaches_the_handler_after_it_asks_to_close,
@@ -88,7 +87,7 @@ fn no_input_reaches_the_handler_after_it_asks_to_close(model: Model) {
     send(&mut client, b"one\ntwo\nthree\n");
     assert_eq!(recv_to_end(&mut client), b"bye\n");
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     drop(running);
     let events = recorder.events();
     let seen: Vec<_> = events.values().collect();
@@ -122,7 +121,7 @@ fn close_is_called_exactly_once_per_opened_connection(model: Model) {
     eventually("40 connections were opened", || {
         recorder.events().len() == 40
     });
-    wait_for_connections(&running, 10);
+    wait_connections(&running, 10);
     let stats = running.stop().expect("the server stopped cleanly");
     drop(stayers);
     let events = recorder.events();
@@ -165,7 +164,7 @@ fn a_timer_never_fires_after_close(model: Model) {
     send(&mut client, b"quick\n");
     assert_eq!(recv_to_end(&mut client), b"bye\n");
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     // Well past the 100 ms timer, which was still pending at close (unless this machine
     // took that long to deliver one line: then it fired before the close, which is fine).
     thread::sleep(Duration::from_millis(300));

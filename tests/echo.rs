@@ -1,20 +1,19 @@
 //! Echo under load and under stress: every byte comes back, in order, whatever the client
 //! does, under both models.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use fixtures::client::{connect, finish_sending, recv_exact, recv_to_end, send};
+use fixtures::for_each_model;
+use fixtures::server::{serve, start, start_server, wait_connections};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Config, Model, Server};
-
-use common::*;
 
 for_each_model!(
     every_byte_comes_back_in_order_to_two_hundred_concurrent_clients,
@@ -75,7 +74,7 @@ fn every_byte_comes_back_in_order_to_two_hundred_concurrent_clients(model: Model
                 .expect("spawn a client")
         })
         .collect();
-    wait_for_connections(&running, CLIENTS as u64);
+    wait_connections(&running, CLIENTS as u64);
     all_connected.wait();
     let intact = clients
         .into_iter()
@@ -96,13 +95,11 @@ fn every_byte_comes_back_in_order_to_two_hundred_concurrent_clients(model: Model
 fn a_megabyte_reaches_a_slow_reader_intact_through_backpressure(model: Model) {
     // With output capped well below the payload, only backpressure (reading no more
     // while the reply is not taken) lets the whole megabyte through.
-    let config = Config {
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        max_output: 256 * 1024,
-        ..Config::default()
-    };
-    let running = start_with(Echo, model, config);
+    let config = Config::default()
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024)
+        .with_max_output(256 * 1024);
+    let running = serve(Echo, config, model);
     let stream = connect(running.local_addr());
     // Small client buffers keep the kernel from absorbing the whole payload.
     SockRef::from(&stream)
@@ -150,7 +147,7 @@ fn a_half_closed_client_still_receives_its_whole_reply(model: Model) {
     sender.join().expect("the sender finished");
     assert_eq!(echoed.len(), payload.len(), "reply length");
     assert!(echoed == payload, "the reply differs from the payload");
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(
         stats.closed_by(CloseReason::Eof),
@@ -167,9 +164,9 @@ fn live_connection_count_returns_to_zero_after_clients_leave(model: Model) {
         send(client, message.as_bytes());
         assert_eq!(recv_exact(client, message.len()), message.as_bytes());
     }
-    wait_for_connections(&running, 50);
+    wait_connections(&running, 50);
     drop(clients);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.accepted, 50);
     assert_eq!(
@@ -193,14 +190,14 @@ fn a_client_reset_mid_stream_disturbs_no_one_else(model: Model) {
         .expect("set SO_LINGER 0");
     drop(rude);
 
-    wait_for_connections(&running, 1);
+    wait_connections(&running, 1);
     for round in 0..20 {
         let message = format!("round {round}");
         send(&mut steady, message.as_bytes());
         assert_eq!(recv_exact(&mut steady, message.len()), message.as_bytes());
     }
     drop(steady);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Reset), 1, "one reset: {stats}");
     assert_eq!(
@@ -220,7 +217,7 @@ fn graceful_stop_closes_every_client_and_stats_add_up(model: Model) {
         assert_eq!(recv_exact(client, message.len()), message);
         sent += message.len() as u64;
     }
-    wait_for_connections(&running, 10);
+    wait_connections(&running, 10);
     let stats = running.stop().expect("the server stopped cleanly");
     for client in &mut clients {
         // A clean EOF (not a reset), with nothing left over.
@@ -243,7 +240,7 @@ fn two_workers_share_the_port_and_stop_together(model: Model) {
         send(client, message.as_bytes());
         assert_eq!(recv_exact(client, message.len()), message.as_bytes());
     }
-    wait_for_connections(&running, 40);
+    wait_connections(&running, 40);
     let by_worker = running.accepted_by_worker();
     assert_eq!(by_worker.len(), 2);
     assert_eq!(by_worker.iter().sum::<u64>(), 40, "{by_worker:?}");

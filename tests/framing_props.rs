@@ -3,14 +3,13 @@
 //! handler that consumes only complete `\n` lines sees exactly the lines a plain
 //! split on `\n` finds, in order, each once; and echo returns every byte.
 
-mod common;
-
 use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
 
-use common::faults::handlers::{Lines, Recorded, decode_lines, reference_lines};
-use common::faults::{MODELS, config, connect, read_to_eof, serve, stop_checked};
+use fixtures::client::{connect, recv_to_end};
+use fixtures::handlers::{Lines, Recorded, decode_lines, reference_lines};
+use fixtures::server::{MODELS, config, serve, stop_checked};
 use proptest::prelude::*;
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Config};
@@ -42,18 +41,16 @@ fn send_chunked(addr: std::net::SocketAddr, input: &[u8], cuts: &[usize]) -> Vec
         }
         writer.shutdown(Shutdown::Write).expect("half-close");
     });
-    let reply = read_to_eof(&mut client);
+    let reply = recv_to_end(&mut client);
     sending.join().expect("writer");
     reply
 }
 
 /// Server-side reads as small as `read_chunk`, and a budget that forces revisits.
 fn small_reads(read_chunk: usize) -> Config {
-    Config {
-        read_chunk,
-        read_budget: read_chunk * 3,
-        ..config()
-    }
+    config()
+        .with_read_chunk(read_chunk)
+        .with_read_budget(read_chunk * 3)
 }
 
 proptest! {

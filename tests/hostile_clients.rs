@@ -2,8 +2,6 @@
 //! read, partial frames that never end, slowloris, and a reset storm. Each test proves that
 //! the hostile client costs only its own connection: everyone else is served meanwhile.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -11,11 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
-use common::faults::{
-    IO_TIMEOUT, Peer, config, connect, connect_small_rcvbuf, echo_roundtrip, loopback, poll_closed,
-    read_to_eof, serve, stop_checked, wait_connections, wait_until,
+use fixtures::client::{
+    Peer, connect, connect_small_rcvbuf, echo_roundtrip, poll_closed, recv_to_end,
 };
+use fixtures::handlers::{BUSY, Busy, Lines, Recorded, decode_lines};
+use fixtures::server::{config, loopback, serve, stop_checked, wait_connections};
+use fixtures::{PATIENCE, for_each_model, wait_until};
 use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
@@ -73,10 +72,7 @@ impl Handler for StallingBusy {
 fn refused_client_that_already_sent_a_request_sees_the_busy_reply_and_eof_not_a_reset(
     model: Model,
 ) {
-    let config = Config {
-        max_connections: 1,
-        ..config()
-    };
+    let config = config().with_max_connections(1);
     let server = serve(StallingBusy, config, model);
     let addr = server.local_addr();
     let mut holder = connect(addr);
@@ -128,7 +124,7 @@ fn split_flood(clients: Vec<TcpStream>, refused: usize) -> Vec<TcpStream> {
     for client in &clients {
         client.set_nonblocking(true).expect("nonblocking");
     }
-    let all_refused_seen = wait_until(IO_TIMEOUT, || {
+    let all_refused_seen = wait_until(PATIENCE, || {
         for (i, client) in clients.iter_mut().enumerate() {
             if fates[i] == Fate::Waiting {
                 fates[i] = fate_of(client, &mut got[i]);
@@ -154,16 +150,13 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
     const LIMIT: usize = 100;
     const ATTEMPTS: usize = 500;
     let (handler, closes) = Recorded::new(Busy);
-    let config = Config {
-        max_connections: LIMIT,
-        ..config()
-    };
+    let config = config().with_max_connections(LIMIT);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let clients: Vec<TcpStream> = (0..ATTEMPTS).map(|_| connect(addr)).collect();
     let refused = || server.refused();
     assert!(
-        wait_until(IO_TIMEOUT, || refused() == (ATTEMPTS - LIMIT) as u64),
+        wait_until(PATIENCE, || refused() == (ATTEMPTS - LIMIT) as u64),
         "{model:?}: expected {} refusals, saw {}",
         ATTEMPTS - LIMIT,
         refused()
@@ -186,7 +179,7 @@ fn connection_flood_past_the_limit_serves_exactly_the_limit_and_refuses_the_rest
         echo_roundtrip(&mut newcomer, format!("newcomer {i}\n").as_bytes());
         served.push(newcomer);
     }
-    let busy = read_to_eof(&mut connect(addr));
+    let busy = recv_to_end(&mut connect(addr));
     assert_eq!(
         busy, BUSY,
         "{model:?}: the limit still holds after recovery"
@@ -210,10 +203,7 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
     // number of workers sharing its port.
     const LIMIT: usize = 100;
     const ATTEMPTS: usize = 500;
-    let config = Config {
-        max_connections: LIMIT,
-        ..config()
-    };
+    let config = config().with_max_connections(LIMIT);
     let server = Server::new(Busy)
         .config(config)
         .model(model)
@@ -224,7 +214,7 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
         .map(|_| connect(server.local_addr()))
         .collect();
     let decided = || server.accepted() + server.refused();
-    assert!(wait_until(IO_TIMEOUT, || decided() == ATTEMPTS as u64));
+    assert!(wait_until(PATIENCE, || decided() == ATTEMPTS as u64));
     let by_worker = server.accepted_by_worker();
     assert_eq!(
         server.connections(),
@@ -242,9 +232,10 @@ fn connection_flood_on_two_workers_is_limited_server_wide(model: Model) {
     assert_eq!(stats.refused, (ATTEMPTS - LIMIT) as u64);
 }
 
-/// Sample `value` until it holds still for `window`; `None` if it never does within 5 s.
+/// Sample `value` until it holds still for `window`; `None` if it never does within
+/// [`PATIENCE`].
 fn wait_until_stable(value: impl Fn() -> u64, window: Duration) -> Option<u64> {
-    let deadline = Instant::now() + IO_TIMEOUT;
+    let deadline = Instant::now() + PATIENCE;
     let mut last = value();
     let mut since = Instant::now();
     while Instant::now() < deadline {
@@ -339,12 +330,10 @@ fn writer_that_never_reads_is_paused_with_bounded_memory_while_others_are_served
     // The claimed bound on what the server holds for it, enforced by the server itself:
     // were pending output ever to exceed it, the flooder would be closed (OutputLimit).
     let bound = HIGH_WATER + read_chunk;
-    let config = Config {
-        high_water: HIGH_WATER,
-        low_water: LOW_WATER,
-        max_output: bound,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(HIGH_WATER)
+        .with_low_water(LOW_WATER)
+        .with_max_output(bound);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     // A small receive buffer keeps the kernel from absorbing much of the echo.
@@ -432,7 +421,7 @@ impl Handler for Stream {
 
 /// Bytes a client that never read can still take from its socket before EOF or reset.
 fn drain_after_close(stream: &mut TcpStream) -> usize {
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let mut got = 0usize;
     let mut buf = vec![0; 64 * 1024];
     while let Ok(n @ 1..) = stream.read(&mut buf) {
@@ -450,20 +439,17 @@ fn client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all
         written: Arc::clone(&written),
     };
     let (handler, closes) = Recorded::new(stream);
-    let config = Config {
-        max_output: MAX_OUTPUT,
-        ..config()
-    };
+    let config = config().with_max_output(MAX_OUTPUT);
     let server = serve(handler, config, model);
     let mut non_reader = connect(server.local_addr());
     let mut reader = connect(server.local_addr());
-    let all = read_to_eof(&mut reader);
+    let all = recv_to_end(&mut reader);
     assert_eq!(all.len(), CHUNKS as usize * 64 * 1024);
     let what = match model {
         // Output queues in user space until it passes the cap: closed, OutputLimit.
         Model::Reactor => {
             assert!(
-                closes.wait_for(CloseReason::OutputLimit, 1, IO_TIMEOUT),
+                closes.wait_for(CloseReason::OutputLimit, 1, PATIENCE),
                 "the non-reader was not closed at the output cap: {:?}",
                 closes.all()
             );
@@ -477,7 +463,7 @@ fn client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all
         // Its client thread blocks writing to it: no more timer callbacks, so no more
         // output than one batch; it stays open until the server stops.
         Model::Threads => {
-            assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
+            assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
             let before = written.load(Ordering::SeqCst);
             thread::sleep(Duration::from_millis(500));
             assert_eq!(written.load(Ordering::SeqCst), before, "still writing");
@@ -490,6 +476,7 @@ fn client_that_never_reads_a_stream_costs_bounded_memory_while_a_reader_gets_all
             let blocks = before - u64::from(CHUNKS);
             format!("blocked, open, after {blocks} blocks of 64 KiB were written to it")
         }
+        other => panic!("no expected behaviour written for {other:?}"),
     };
     let stats = stop_checked(server);
     eprintln!(
@@ -508,10 +495,7 @@ fn partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof(mod
     let (handler, closes) = Recorded::new(Lines {
         one_per_call: false,
     });
-    let config = Config {
-        max_input: MAX_INPUT,
-        ..config()
-    };
+    let config = config().with_max_input(MAX_INPUT);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let mut hostile = connect(addr);
@@ -540,7 +524,7 @@ fn partial_frame_that_never_ends_is_closed_at_the_input_cap_with_a_clean_eof(mod
     let mut frame = [0u8; 16];
     other.read_exact(&mut frame).expect("a frame back");
     assert_eq!(decode_lines(&frame), Some(vec![b"still served".to_vec()]));
-    assert!(closes.wait_for(CloseReason::InputLimit, 1, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::InputLimit, 1, PATIENCE));
     drop(other);
     wait_connections(&server, 0);
     let stats = stop_checked(server);
@@ -558,12 +542,10 @@ fn backpressure_pause_is_not_mistaken_for_the_input_cap(model: Model) {
     // paused, input the echo was not offered must not count as a partial frame.
     const TOTAL: usize = 4 << 20;
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        max_input: 4096,
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..config()
-    };
+    let config = config()
+        .with_max_input(4096)
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
     let server = serve(handler, config, model);
     let mut client = connect(server.local_addr());
     client.set_nonblocking(true).expect("nonblocking");
@@ -574,7 +556,7 @@ fn backpressure_pause_is_not_mistaken_for_the_input_cap(model: Model) {
         Duration::from_secs(5),
     );
     client.set_nonblocking(false).expect("blocking");
-    let payload = common::faults::pseudo_random_bytes(7, TOTAL - early);
+    let payload = fixtures::client::pseudo_random_bytes(7, TOTAL - early);
     let mut back = Vec::new();
     let mut reader = client.try_clone().expect("clone");
     let receiving = thread::spawn(move || reader.read_to_end(&mut back).map(|_| back));
@@ -674,10 +656,7 @@ fn slowloris_trickling_slower_than_the_idle_timeout_is_closed_and_others_are_una
     const SLOW: usize = 300;
     let idle = Duration::from_millis(400);
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<_> = (0..4)
@@ -709,7 +688,7 @@ fn slowloris_trickling_slower_than_the_idle_timeout_is_closed_and_others_are_una
         first >= idle,
         "{model:?}: closed after {first:?}, before the idle timeout"
     );
-    assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, PATIENCE));
     wait_connections(&server, 0);
     let stats = stop_checked(server);
     eprintln!(
@@ -726,10 +705,7 @@ fn slowloris_trickling_a_partial_frame_is_closed_by_the_idle_timeout_and_others_
     const SLOW: usize = 300;
     let idle = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(Lines { one_per_call: true });
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<_> = (0..4)
@@ -766,7 +742,7 @@ fn slowloris_trickling_a_partial_frame_is_closed_by_the_idle_timeout_and_others_
         first >= idle,
         "{model:?}: closed after {first:?}, before the idle timeout"
     );
-    assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::IdleTimeout, SLOW, PATIENCE));
     wait_connections(&server, 0);
     let stats = stop_checked(server);
     eprintln!(
@@ -808,11 +784,9 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections(model: Model) {
     const STORM: usize = 300;
     const STEADY: usize = 8;
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        high_water: 256 * 1024,
-        low_water: 64 * 1024,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(256 * 1024)
+        .with_low_water(64 * 1024);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
     let steady: Vec<Meanwhile> = (0..STEADY).map(|k| Meanwhile::start(addr, k)).collect();
@@ -829,7 +803,7 @@ fn reset_storm_mid_traffic_closes_only_the_reset_connections(model: Model) {
         thread.join().expect("storm thread");
     }
     assert!(
-        closes.wait_for(CloseReason::Reset, STORM, IO_TIMEOUT),
+        closes.wait_for(CloseReason::Reset, STORM, PATIENCE),
         "{model:?}: {} of {STORM} resets seen: {:?}",
         closes.count(CloseReason::Reset),
         closes.total()
@@ -884,14 +858,12 @@ fn pending_output_counts_only_bytes_not_yet_sent(model: Model) {
     const BURST: usize = 48 << 20;
     const READ_FIRST: usize = 8 << 20;
     let handler = Reporter {
-        burst: common::faults::handlers::big_reply(BURST),
+        burst: fixtures::handlers::big_reply(BURST),
     };
-    let config = Config {
-        high_water: 128 << 20,
-        low_water: 64 << 20,
-        max_output: 128 << 20,
-        ..config()
-    };
+    let config = config()
+        .with_high_water(128 << 20)
+        .with_low_water(64 << 20)
+        .with_max_output(128 << 20);
     let server = serve(handler, config, model);
     let mut client = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
     client.write_all(b"a").expect("write");
@@ -932,12 +904,12 @@ fn stop_is_bounded_by_linger_with_clients_that_never_read(model: Model) {
     // Stopping flushes and closes every connection, but a client that never reads cannot
     // hold the server up past the linger bound.
     let linger = Duration::from_millis(500);
-    let config = Config {
-        linger,
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..Config::default()
-    };
+    // Time a stop may take beyond the linger: joining threads, closing sockets.
+    const STOP_SLACK: Duration = Duration::from_secs(5);
+    let config = Config::default()
+        .with_linger(linger)
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
     let (handler, closes) = Recorded::new(Echo);
     let server = serve(handler, config, model);
     let addr = server.local_addr();
@@ -968,7 +940,7 @@ fn stop_is_bounded_by_linger_with_clients_that_never_read(model: Model) {
     );
     assert_eq!(stats.closed_total(), 20);
     assert!(
-        took < linger + IO_TIMEOUT,
+        took < linger + STOP_SLACK,
         "{model:?}: stopping took {took:?} with linger {linger:?}"
     );
 }
@@ -977,10 +949,7 @@ fn accept_budget_of_one_still_accepts_a_whole_burst(model: Model) {
     // A budget that stops accepting early must revisit the listener: the clients left in
     // the backlog raise no new readiness event.
     const BURST: usize = 300;
-    let config = Config {
-        accept_budget: 1,
-        ..config()
-    };
+    let config = config().with_accept_budget(1);
     let server = serve(Echo, config, model);
     let mut clients: Vec<TcpStream> = (0..BURST).map(|_| connect(server.local_addr())).collect();
     for (i, client) in clients.iter_mut().enumerate() {

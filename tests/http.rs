@@ -2,11 +2,11 @@
 //! pipelining, `Connection: close`, HTTP/1.0, request bodies, malformed and oversized
 //! requests, `CONNECT`, and connections spread over several workers.
 
-mod common;
-
-use common::{connect, expect_eof, expect_reply, recv_to_end, send, start, start_server};
+use fixtures::client::{connect, expect_eof, expect_reply, recv_to_end, send};
+use fixtures::for_each_model;
+use fixtures::server::{start, start_server};
+use tcp_reactor::protocols::HTTP_MAX_HEAD as MAX_HEAD;
 use tcp_reactor::protocols::Http;
-use tcp_reactor::protocols::http::MAX_HEAD;
 use tcp_reactor::{Config, Model, Server};
 
 const OK: &[u8] =
@@ -154,10 +154,7 @@ for_each_model!(
 );
 
 fn a_full_server_answers_503(model: Model) {
-    let config = Config {
-        max_connections: 1,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(1);
     let server = start_server(Server::new(Http::default()), model, config);
     let mut first = connect(server.local_addr());
     send(&mut first, GET);
@@ -165,9 +162,9 @@ fn a_full_server_answers_503(model: Model) {
     let mut refused = connect(server.local_addr());
     assert_eq!(
         String::from_utf8_lossy(&recv_to_end(&mut refused)),
-        String::from_utf8_lossy(tcp_reactor::protocols::http::BUSY)
+        String::from_utf8_lossy(tcp_reactor::protocols::HTTP_BUSY)
     );
-    assert!(tcp_reactor::protocols::http::BUSY.starts_with(b"HTTP/1.1 503 "));
+    assert!(tcp_reactor::protocols::HTTP_BUSY.starts_with(b"HTTP/1.1 503 "));
     send(&mut first, GET);
     expect_reply(&mut first, OK);
 }

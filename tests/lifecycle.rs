@@ -3,8 +3,6 @@
 //! mid-reply, the peak of open connections is the server-wide one, and a graceful stop
 //! answers what arrived and closes with EOF, never with a reset.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -12,11 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::faults::process::{ServerProcess, stat};
-use common::{
-    assert_silent, connect, eventually, expect_reply, send, start, start_server,
-    wait_for_connections,
-};
+use fixtures::client::{assert_silent, connect, expect_reply, send};
+use fixtures::process::{ServerProcess, model_arg, stat};
+use fixtures::server::{start, start_server, wait_connections};
+use fixtures::{eventually, for_each_model};
 use tcp_reactor::protocols::{Echo, Http};
 use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
 
@@ -122,10 +119,7 @@ const LIMIT: usize = 20;
 const WAVES: usize = 5;
 
 fn peak_connections_is_server_wide(model: Model) {
-    let config = Config {
-        max_connections: LIMIT,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(LIMIT);
     let server = start_server(Server::new(Echo).workers(2), model, config);
     let addr = server.local_addr();
     for _ in 0..WAVES {
@@ -135,9 +129,9 @@ fn peak_connections_is_server_wide(model: Model) {
             send(stream, b"ping");
             expect_reply(stream, b"ping");
         }
-        wait_for_connections(&server, LIMIT as u64);
+        wait_connections(&server, LIMIT as u64);
         drop(wave);
-        wait_for_connections(&server, 0);
+        wait_connections(&server, 0);
     }
     let stats = server.stop().expect("the server stops cleanly");
     assert_eq!(stats.refused, 0, "no client was refused: {stats}");
@@ -266,11 +260,7 @@ fn graceful_stop_answers_and_closes_without_reset(model: Model) {
 }
 
 fn sigterm_answers_and_closes_without_reset(model: Model) {
-    let model = match model {
-        Model::Reactor => "reactor",
-        Model::Threads => "threads",
-    };
-    let server = ServerProcess::spawn(&["--protocol", "echo", "--model", model], None);
+    let server = ServerProcess::spawn(&["--protocol", "echo", "--model", model_arg(model)], None);
     ping_pong_through_stop(server.addr, || stat(&server.stop(), "shutdown"));
 }
 

@@ -1,16 +1,15 @@
 //! Limits and timers: a full server refuses cleanly, silent clients time out, unconsumed
 //! input is capped, handler timers fire. Under both models.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fixtures::client::{connect, finish_sending, recv_exact, recv_line, recv_to_end, send};
+use fixtures::server::{serve, start, start_server, wait_connections};
+use fixtures::{PATIENCE, eventually, for_each_model};
 use tcp_reactor::protocols::{Chat, Echo};
-use tcp_reactor::{CloseReason, Config, Context, Handler, Model, Server};
-
-use common::*;
+use tcp_reactor::{CloseReason, Config, ConfigError, Context, Handler, Model, Server};
 
 for_each_model!(
     a_full_server_refuses_with_the_busy_reply_and_keeps_serving,
@@ -21,13 +20,11 @@ for_each_model!(
     a_closing_connection_whose_client_never_reads_is_dropped_after_linger,
     abort_discards_queued_output_and_closes_at_once,
     bytes_the_handler_never_consumes_do_not_count_as_activity,
+    bind_refuses_a_config_that_cannot_work,
 );
 
 fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
-    let config = Config {
-        max_connections: 2,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(2);
     let chat = Arc::new(Chat::new());
     let running = start_server(Server::from_arc(Arc::clone(&chat)), model, config);
     let mut first = connect(running.local_addr());
@@ -40,7 +37,7 @@ fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
     send(&mut first, b"hi\n");
     assert!(recv_line(&mut second).ends_with("] hi"));
     drop(first);
-    wait_for_connections(&running, 1);
+    wait_connections(&running, 1);
     let mut fourth = connect(running.local_addr());
     eventually("a free place is taken", || chat.members() == 2);
     send(&mut fourth, b"in\n");
@@ -51,11 +48,8 @@ fn a_full_server_refuses_with_the_busy_reply_and_keeps_serving(model: Model) {
 }
 
 fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..Config::default()
-    };
-    let running = start_with(Echo, model, config);
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(200)));
+    let running = serve(Echo, config, model);
     let mut talker = connect(running.local_addr());
     let mut silent = connect(running.local_addr());
     // The talker keeps talking past the timeout and stays.
@@ -68,18 +62,15 @@ fn a_silent_client_is_closed_after_the_idle_timeout(model: Model) {
     send(&mut talker, b"still");
     assert_eq!(recv_exact(&mut talker, 5), b"still");
     drop(talker);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert!(stats.closed_by(CloseReason::IdleTimeout) >= 1, "{stats}");
 }
 
 fn input_the_handler_never_consumes_is_capped(model: Model) {
-    let config = Config {
-        max_input: 8 * 1024,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_input(8 * 1024);
     // A chat line limit above the input cap: the cap is what closes the client.
-    let running = start_with(Chat::with_max_line(1024 * 1024), model, config);
+    let running = serve(Chat::with_max_line(1024 * 1024), config, model);
     let mut client = connect(running.local_addr());
     send(&mut client, &[b'z'; 20 * 1024]);
     assert!(
@@ -87,7 +78,7 @@ fn input_the_handler_never_consumes_is_capped(model: Model) {
         "closed without a reply"
     );
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::InputLimit), 1, "{stats}");
 }
@@ -120,13 +111,11 @@ impl Handler for Expand {
 /// handler cannot consume, and the client must get every reply.
 fn input_waiting_behind_high_water_is_not_mistaken_for_the_input_cap(model: Model) {
     const LINES: usize = 400;
-    let config = Config {
-        max_input: 1024,
-        high_water: 1024,
-        low_water: 512,
-        ..Config::default()
-    };
-    let running = start_with(Expand, model, config);
+    let config = Config::default()
+        .with_max_input(1024)
+        .with_high_water(1024)
+        .with_low_water(512);
+    let running = serve(Expand, config, model);
     let mut client = connect(running.local_addr());
     let request: Vec<u8> = (0..LINES)
         .flat_map(|i| format!("{:07}\n", i % 10).into_bytes())
@@ -141,7 +130,7 @@ fn input_waiting_behind_high_water_is_not_mistaken_for_the_input_cap(model: Mode
         "{model:?}: every reply"
     );
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::InputLimit), 0, "{stats}");
     assert_eq!(stats.closed_by(CloseReason::Eof), 1, "{stats}");
@@ -178,7 +167,7 @@ fn a_handler_timer_fires_and_can_close(model: Model) {
     let mut client = connect(running.local_addr());
     assert_eq!(recv_to_end(&mut client), b"tick 1\ntick 2\ntick 3\n");
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
 }
@@ -199,11 +188,8 @@ impl Handler for Flood {
 }
 
 fn a_closing_connection_whose_client_never_reads_is_dropped_after_linger(model: Model) {
-    let config = Config {
-        linger: Duration::from_millis(200),
-        ..Config::default()
-    };
-    let running = start_with(Flood, model, config);
+    let config = Config::default().with_linger(Duration::from_millis(200));
+    let running = serve(Flood, config, model);
     let mut client = connect(running.local_addr());
     socket2::SockRef::from(&client)
         .set_recv_buffer_size(4096)
@@ -247,7 +233,7 @@ fn abort_discards_queued_output_and_closes_at_once(model: Model) {
         String::from_utf8_lossy(&received)
     );
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
     assert_eq!(stats.bytes_out, 0, "{stats}");
@@ -256,11 +242,8 @@ fn abort_discards_queued_output_and_closes_at_once(model: Model) {
 fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     // A client trickling a line that never ends makes no progress: it times out although
     // bytes keep arriving.
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(300)),
-        ..Config::default()
-    };
-    let running = start_with(Chat::new(), model, config);
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
+    let running = serve(Chat::new(), config, model);
     let mut client = connect(running.local_addr());
     client
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -281,7 +264,42 @@ fn bytes_the_handler_never_consumes_do_not_count_as_activity(model: Model) {
     };
     assert!(closed);
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
+}
+
+/// An inconsistent `Config`, or no workers, is refused by `bind` with an error naming the
+/// field, instead of being clamped into something that runs.
+fn bind_refuses_a_config_that_cannot_work(model: Model) {
+    let addr = "127.0.0.1:0".parse().expect("an address");
+    let bind = |server: Server<Echo>| match server.model(model).bind(addr) {
+        Ok(_) => panic!("a {model:?} server started with a bad configuration"),
+        Err(err) => err,
+    };
+    let err = bind(Server::new(Echo).workers(0));
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        ConfigError::of(&err),
+        Some(&ConfigError::Zero { field: "workers" })
+    );
+    let upside_down = Config::default().with_high_water(1000).with_low_water(2000);
+    let err = bind(Server::new(Echo).config(upside_down));
+    assert!(
+        matches!(
+            ConfigError::of(&err),
+            Some(ConfigError::Exceeds {
+                field: "low_water",
+                limit: "high_water",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    let no_reads = Config::default().with_read_chunk(0);
+    let err = bind(Server::new(Echo).config(no_reads));
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: read_chunk must be greater than zero"
+    );
 }

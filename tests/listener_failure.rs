@@ -3,8 +3,6 @@
 //! EOF, not a reset) and report the error from `Running::wait`, instead of retrying an
 //! accept that can never succeed.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
@@ -13,7 +11,9 @@ use socket2::SockRef;
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{Config, Model};
 
-use common::*;
+use fixtures::client::{connect, expect_eof, expect_reply, send};
+use fixtures::for_each_model;
+use fixtures::server::serve;
 
 for_each_model!(a_broken_listener_stops_its_worker_and_reports_the_error);
 
@@ -40,11 +40,8 @@ fn break_listener(addr: SocketAddr) -> bool {
 }
 
 fn a_broken_listener_stops_its_worker_and_reports_the_error(model: Model) {
-    let config = Config {
-        linger: Duration::from_millis(500),
-        ..Config::default()
-    };
-    let running = start_with(Echo, model, config);
+    let config = Config::default().with_linger(Duration::from_millis(500));
+    let running = serve(Echo, config, model);
     let addr = running.local_addr();
     let mut client = connect(addr);
     send(&mut client, b"before\n");

@@ -1,12 +1,10 @@
 //! The load generator against real echo servers on 127.0.0.1: it counts exactly what it
 //! sends, and reports every wrong, missing or refused echo instead of ignoring it.
-
-#[path = "common/load_fixtures.rs"]
-mod fixtures;
-
 use std::process::ExitCode;
 
-use fixtures::{Behaviour, closed_port, fixture_server};
+use fixtures::echo_servers::{Behaviour, closed_port, fixture_server};
+use fixtures::process::{ServeCommand, ServerProcess, model_arg};
+use tcp_reactor::Model;
 use tcp_reactor::load::{self, LoadArgs, Report};
 
 /// Load arguments for a short, count-bounded run against `addr`.
@@ -195,9 +193,23 @@ fn the_json_report_has_the_measured_fields() {
     assert_eq!(json["errors"]["mismatches"], 0);
 }
 
+/// Our echo server under `model` in its own process, so that thousands of connections fit
+/// in the descriptor limit of each side.
+#[track_caller]
+fn echo_process(model: Model) -> ServerProcess {
+    let command = ServeCommand::default()
+        .args(["--protocol", "echo", "--model", model_arg(model)])
+        .args(["--max-connections", "15000"])
+        .log("warn");
+    match command.spawn() {
+        Ok(server) => server,
+        Err(err) => panic!("cannot start the {model:?} echo server: {err}"),
+    }
+}
+
 #[test]
 fn our_reactor_echoes_every_message_of_a_thousand_connections() {
-    let server = fixtures::serve_process("reactor");
+    let server = echo_process(Model::Reactor);
     let mut args = count_run(server.addr, 1000, 64, 2, 20_000);
     args.threads = Some(2);
     let report = run_ok(&args);
@@ -209,7 +221,7 @@ fn our_reactor_echoes_every_message_of_a_thousand_connections() {
 
 #[test]
 fn our_threads_model_echoes_every_message_of_hundreds_of_connections() {
-    let server = fixtures::serve_process("threads");
+    let server = echo_process(Model::Threads);
     let mut args = count_run(server.addr, 300, 100, 2, 6_000);
     args.threads = Some(2);
     let report = run_ok(&args);
@@ -244,7 +256,7 @@ fn the_load_command_exits_non_zero_with_one_line_on_a_mismatch() {
 
 #[test]
 fn the_load_command_exits_zero_and_prints_json_on_a_clean_run() {
-    let server = fixtures::serve_process("reactor");
+    let server = echo_process(Model::Reactor);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
         .args([
             "load",

@@ -4,8 +4,6 @@
 //! fan-out) is bounded the same way. Nothing is lost: once the clients read, every reply
 //! arrives, in order.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
@@ -14,8 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use common::faults::handlers::big_reply;
-use common::{connect, recv_exact, send};
+use fixtures::client::{connect, recv_exact, send};
+use fixtures::for_each_model;
+use fixtures::handlers::big_reply;
+use fixtures::server::serve;
 use tcp_reactor::{Config, ConnId, Context, Handler, Model};
 
 /// High-water mark of these tests: small, so that a few replies pass it.
@@ -28,12 +28,10 @@ const REQUESTS: usize = 1000;
 
 /// Config of these tests: the mark above, default caps.
 fn config() -> Config {
-    Config {
-        high_water: HIGH_WATER,
-        low_water: HIGH_WATER / 4,
-        linger: Duration::from_secs(2),
-        ..Config::default()
-    }
+    Config::default()
+        .with_high_water(HIGH_WATER)
+        .with_low_water(HIGH_WATER / 4)
+        .with_linger(Duration::from_secs(2))
 }
 
 /// Answers each line `NNNNNNNN\n` with [`REPLY`] bytes: the line's 8 digits, then a fixed
@@ -76,7 +74,7 @@ fn many_requests_without_reading_hold_at_most_high_water_plus_one_reply(model: M
         tail: Arc::new(big_reply(REPLY - 8)),
         max_pending: Arc::clone(&max_pending),
     };
-    let running = common::start_with(handler, model, config());
+    let running = serve(handler, config(), model);
     let addr = running.local_addr();
 
     let mut greedy = connect(addr);
@@ -174,12 +172,12 @@ fn fan_out_of_many_lines_at_once_is_bounded_per_batch(model: Model) {
     let room = PaddedRoom::default();
     let max_queued = Arc::clone(&room.max_queued);
     let members = Arc::clone(&room.members);
-    let running = common::start_with(room, model, config());
+    let running = serve(room, config(), model);
     let addr = running.local_addr();
 
     let listeners: Vec<TcpStream> = (0..LISTENERS).map(|_| connect(addr)).collect();
     let mut speaker = connect(addr);
-    common::eventually("every member joined", || {
+    fixtures::eventually("every member joined", || {
         members.lock().unwrap_or_else(PoisonError::into_inner).len() == LISTENERS + 1
     });
     let readers: Vec<_> = listeners

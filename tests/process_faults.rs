@@ -2,8 +2,6 @@
 //! VmHWM), its CPU time while out of file descriptors, and its survival of SIGPIPE when an
 //! embedding program has restored the signal's default action.
 
-mod common;
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
@@ -11,9 +9,10 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::handlers::{BigReply, big_reply};
-use common::faults::process::{ServerProcess, stat};
-use common::faults::{IO_TIMEOUT, connect, connect_small_rcvbuf, echo_roundtrip, wait_until};
+use fixtures::client::{connect, connect_small_rcvbuf, echo_roundtrip};
+use fixtures::handlers::{BigReply, big_reply};
+use fixtures::process::{ServerProcess, model_arg, stat};
+use fixtures::{PATIENCE, for_each_model, wait_until};
 use socket2::SockRef;
 use tcp_reactor::Model;
 
@@ -24,19 +23,12 @@ for_each_model!(
     embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_default,
 );
 
-/// The `--model` value of `model`.
-fn model_name(model: Model) -> &'static str {
-    match model {
-        Model::Reactor => "reactor",
-        Model::Threads => "threads",
-    }
-}
-
 /// The log line a model writes when `accept` runs out of descriptors.
 fn backoff_log(model: Model) -> &'static str {
     match model {
         Model::Reactor => "pausing accept",
         Model::Threads => "retrying in",
+        other => panic!("no expectation written for {other:?}"),
     }
 }
 
@@ -72,11 +64,11 @@ fn never_reading_writers_leave_server_memory_bounded(model: Model) {
             "--linger",
             "0.5",
             "--model",
-            model_name(model),
+            model_arg(model),
         ],
         None,
     );
-    let before = server.memory();
+    let before = server.status();
     let addr = server.addr;
     let floods: Vec<_> = (0..FLOODERS)
         .map(|_| {
@@ -98,7 +90,7 @@ fn never_reading_writers_leave_server_memory_bounded(model: Model) {
         .map(|t| t.join().expect("flooder"))
         .collect();
     let pushed: usize = floods.iter().map(|(_, sent)| sent).sum();
-    let during = server.memory();
+    let during = server.status();
     echo_roundtrip(&mut other, b"after the flood\n");
     drop(floods);
     drop(other);
@@ -167,11 +159,11 @@ fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded(model: Model) {
             "--linger",
             "0.5",
             "--model",
-            model_name(model),
+            model_arg(model),
         ],
         None,
     );
-    let before = server.memory();
+    let before = server.status();
     let mut client = connect_small_rcvbuf(server.addr, 32 * 1024);
     let pushing = spawn_writer(&client, Duration::from_secs(3));
     let mut buf = vec![0u8; 16 * 1024];
@@ -186,7 +178,7 @@ fn slow_steady_reader_of_a_flood_leaves_server_memory_bounded(model: Model) {
         thread::sleep(Duration::from_millis(1));
     }
     let pushed = pushing.join().expect("writer");
-    let during = server.memory();
+    let during = server.status();
     let growth_kib = during.hwm_kib.saturating_sub(before.hwm_kib);
     eprintln!(
         "{model:?} slow steady reader: pushed {} MiB, read back {} MiB in 3 s; server VmHWM {} -> {} \
@@ -277,7 +269,7 @@ impl Crowd {
 
     /// Collect until exactly `n` are served, or the timeout; true if they were.
     fn wait_served(&mut self, n: usize) -> bool {
-        wait_until(IO_TIMEOUT, || {
+        wait_until(PATIENCE, || {
             self.collect();
             self.served().len() == n
         })
@@ -289,14 +281,14 @@ impl Crowd {
 /// the number of clients served holds still for longer than a back-off; returns it.
 #[track_caller]
 fn wait_exhausted(server: &ServerProcess, model: Model, crowd: &mut Crowd) -> usize {
-    let exhausted = wait_until(IO_TIMEOUT, || server.log_lines_with(backoff_log(model)) > 0);
+    let exhausted = wait_until(PATIENCE, || server.log_lines_with(backoff_log(model)) > 0);
     assert!(
         exhausted,
         "the server never ran out of descriptors ({} open)",
         server.open_fds()
     );
     let (mut last, mut since) = (usize::MAX, Instant::now());
-    let settled = wait_until(IO_TIMEOUT, || {
+    let settled = wait_until(PATIENCE, || {
         crowd.collect();
         let served = crowd.served().len();
         if served != last {
@@ -322,7 +314,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers(model: M
             "--linger",
             "0.5",
             "--model",
-            model_name(model),
+            model_arg(model),
         ],
         Some(NOFILE),
     );
@@ -479,7 +471,7 @@ fn half_close_then_reset(addr: SocketAddr) {
 
 fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_default(model: Model) {
     const HOSTILE: usize = 64;
-    let (mut child, addr, mut stdout) = spawn_child(model_name(model));
+    let (mut child, addr, mut stdout) = spawn_child(model_arg(model));
     let stderr = child.stderr.take().expect("stderr");
     let log = thread::spawn(move || {
         BufReader::new(stderr)
@@ -519,11 +511,12 @@ fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_defaul
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest);
     let epipes = log.join().expect("log reader");
-    let stats = common::faults::process::parse_stats(&rest);
+    let stats = fixtures::process::parse_stats(&rest);
     let resets = stat(&stats, "reset");
     let epipe_note = match model {
         Model::Reactor => format!("{epipes} writes failed with EPIPE (debug log)"),
         Model::Threads => "EPIPEs not logged by this model".to_string(),
+        other => panic!("no expectation written for {other:?}"),
     };
     eprintln!(
         "{model:?}, SIGPIPE at SIG_DFL in the embedding process: {HOSTILE} peers reset \
@@ -564,15 +557,13 @@ fn sigpipe_child() {
 /// Serve a big reply to each client under `model` until stdin closes, then print the stats.
 fn child_server(model: Model) {
     let _ = env_logger::builder().try_init();
-    let config = tcp_reactor::Config {
-        max_output: 64 << 20,
-        linger: Duration::from_secs(2),
-        ..tcp_reactor::Config::default()
-    };
+    let config = tcp_reactor::Config::default()
+        .with_max_output(64 << 20)
+        .with_linger(Duration::from_secs(2));
     let running = tcp_reactor::Server::new(BigReply::new(SIGPIPE_REPLY))
         .config(config)
         .model(model)
-        .bind(common::faults::loopback())
+        .bind(fixtures::server::loopback())
         .expect("bind");
     println!("addr {}", running.local_addr());
     let _ = io::stdout().flush();
@@ -583,21 +574,15 @@ fn child_server(model: Model) {
 
 /// Accept one client, read to its EOF, wait for its reset, then write with plain write(2).
 fn child_control() {
-    let listener = std::net::TcpListener::bind(common::faults::loopback()).expect("bind");
+    let listener = std::net::TcpListener::bind(fixtures::server::loopback()).expect("bind");
     println!("addr {}", listener.local_addr().expect("addr"));
     let _ = io::stdout().flush();
     let (mut stream, _) = listener.accept().expect("accept");
     let _ = stream.read_to_end(&mut Vec::new());
     thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
-        // SAFETY: writes one byte from a live buffer to a descriptor we own.
-        unsafe {
-            libc::write(
-                std::os::fd::AsRawFd::as_raw_fd(&stream),
-                b"y".as_ptr().cast(),
-                1,
-            )
-        };
+        // write(2) itself, without the MSG_NOSIGNAL that std's socket writes add.
+        let _ = nix::unistd::write(&stream, b"y");
         thread::sleep(Duration::from_millis(50));
     }
     println!("survived");

@@ -2,13 +2,13 @@
 //! `seed` and `chat`. Both treat input as bytes; neither may panic, and one bad client
 //! must not disturb the others.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use common::faults::handlers::Recorded;
-use common::faults::{IO_TIMEOUT, config, connect, read_to_eof, serve, stop_checked};
+use fixtures::client::{connect, recv_to_end};
+use fixtures::handlers::Recorded;
+use fixtures::server::{config, serve, stop_checked};
+use fixtures::{PATIENCE, for_each_model};
 use tcp_reactor::protocols::{Chat, SEED_REPLY, Seed};
 use tcp_reactor::{CloseReason, Model, Running};
 
@@ -26,13 +26,13 @@ fn seed_answers_invalid_utf8_with_its_reply_and_closes(model: Model) {
     let server = serve(handler, config(), model);
     let mut client = connect(server.local_addr());
     client.write_all(BAD_LINE).expect("write");
-    assert_eq!(read_to_eof(&mut client), SEED_REPLY, "{model:?}");
+    assert_eq!(recv_to_end(&mut client), SEED_REPLY, "{model:?}");
     // Nothing at all, then EOF: no reply, a clean close.
     let mut quiet = connect(server.local_addr());
     quiet.shutdown(Shutdown::Write).expect("half-close");
-    assert!(read_to_eof(&mut quiet).is_empty(), "{model:?}");
-    assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
-    assert!(closes.wait_for(CloseReason::Eof, 1, IO_TIMEOUT));
+    assert!(recv_to_end(&mut quiet).is_empty(), "{model:?}");
+    assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
+    assert!(closes.wait_for(CloseReason::Eof, 1, PATIENCE));
     stop_checked(server);
 }
 
@@ -51,7 +51,7 @@ fn read_raw_line(stream: &mut TcpStream) -> Vec<u8> {
 /// Wait until the server has `n` members connected.
 #[track_caller]
 fn wait_members(server: &Running, n: u64) {
-    common::faults::wait_connections(server, n);
+    fixtures::server::wait_connections(server, n);
 }
 
 fn chat_relays_invalid_utf8_lines_byte_for_byte(model: Model) {
@@ -80,13 +80,13 @@ fn chat_closes_a_client_with_an_over_long_line_and_the_room_carries_on(model: Mo
     wait_members(&server, 3);
     // An endless line of bytes that are not UTF-8.
     hostile.write_all(&[0xFF; 4096]).expect("write");
-    let reply = read_to_eof(&mut hostile);
+    let reply = recv_to_end(&mut hostile);
     assert!(
         reply.starts_with(b"error: line too long"),
         "{model:?}: {:?}",
         String::from_utf8_lossy(&reply)
     );
-    assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
     a.write_all(b"still here\n").expect("write");
     let line = read_raw_line(&mut b);
     assert!(line.ends_with(b"] still here\n"), "{model:?}");

@@ -2,13 +2,11 @@
 //! pipelined batches, inline commands, errors that keep the client, broken framing that
 //! closes it, and one store shared by every connection and worker.
 
-mod common;
-
 use std::net::TcpStream;
 
-use common::{
-    connect, expect_eof, expect_reply, recv_exact, recv_to_end, send, start, start_server,
-};
+use fixtures::client::{connect, expect_eof, expect_reply, recv_exact, recv_to_end, send};
+use fixtures::for_each_model;
+use fixtures::server::{start, start_server};
 use tcp_reactor::protocols::Resp;
 use tcp_reactor::{Config, Model, Server};
 
@@ -159,10 +157,7 @@ for_each_model!(
 );
 
 fn a_full_server_says_max_clients_reached(model: Model) {
-    let config = Config {
-        max_connections: 1,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections(1);
     let server = start_server(Server::new(Resp::default()), model, config);
     let mut first = connect(server.local_addr());
     call(&mut first, &[b"PING"], b"+PONG\r\n");

@@ -3,17 +3,16 @@
 //! replies to a pipeline of `GET`s of a large value, the memory idle connections keep after
 //! one huge command each, and the CPU time of commands trickled in one byte at a time.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::process::ServerProcess;
-use common::faults::{IO_TIMEOUT, connect, pseudo_random_bytes};
+use fixtures::PATIENCE;
+use fixtures::client::{connect, pseudo_random_bytes};
+use fixtures::process::{ServerProcess, model_arg};
 use tcp_reactor::Model;
-use tcp_reactor::protocols::resp::{MAX_ARGS, MAX_BULK};
+use tcp_reactor::protocols::{RESP_MAX_ARGS as MAX_ARGS, RESP_MAX_BULK as MAX_BULK};
 
 // Written out rather than with `for_each_model!` because two of them wait on the models:
 // until they stop feeding a connection between commands once its output passes high water,
@@ -64,9 +63,7 @@ mod threads {
 /// Start `tcp-reactor serve --protocol resp` under `model`, with default limits.
 #[track_caller]
 fn spawn_resp(model: Model) -> ServerProcess {
-    // `Reactor` and `Threads` are spelled as the `--model` values, in lower case.
-    let model = format!("{model:?}").to_lowercase();
-    ServerProcess::spawn(&["--protocol", "resp", "--model", &model], None)
+    ServerProcess::spawn(&["--protocol", "resp", "--model", model_arg(model)], None)
 }
 
 /// `$<len>\r\n<arg>\r\n` appended to `wire`.
@@ -142,7 +139,7 @@ fn pipelined_gets_of_a_large_value_leave_server_memory_bounded(model: Model) {
         push_bulk(&mut set, arg);
     }
     roundtrip(&mut other, &set, b"+OK\r\n");
-    let before = server.memory();
+    let before = server.status();
 
     let mut greedy = connect(server.addr);
     greedy
@@ -156,7 +153,7 @@ fn pipelined_gets_of_a_large_value_leave_server_memory_bounded(model: Model) {
         pings += 1;
         thread::sleep(Duration::from_millis(10));
     }
-    let during = server.memory();
+    let during = server.status();
     let growth_kib = during.hwm_kib.saturating_sub(before.hwm_kib);
     eprintln!(
         "{model:?}: {GETS} pipelined GETs of a {} KiB value, not read for 2 s: server VmHWM \
@@ -196,10 +193,11 @@ fn idle_connections_after_a_command_of_max_args_hold_little_memory(model: Model)
     let bound_per_connection_kib: u64 = match model {
         Model::Reactor => 32,
         Model::Threads => 256,
+        other => panic!("no bound written for {other:?}"),
     };
     let server = spawn_resp(model);
     let command = exists_of_k(MAX_ARGS, MAX_ARGS - 1);
-    let before = server.memory();
+    let before = server.status();
     let start = Instant::now();
     let idle: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
@@ -211,7 +209,7 @@ fn idle_connections_after_a_command_of_max_args_hold_little_memory(model: Model)
     let sent = start.elapsed();
     // Let every worker thread settle back to idle.
     thread::sleep(Duration::from_millis(300));
-    let after = server.memory();
+    let after = server.status();
     let per_connection_kib = after.rss_kib.saturating_sub(before.rss_kib) / CLIENTS as u64;
     eprintln!(
         "{model:?}: {CLIENTS} connections each sent one {MAX_ARGS}-argument command ({} KiB) \
@@ -282,9 +280,8 @@ fn commands_trickled_byte_by_byte_cost_the_server_little_cpu(model: Model) {
         // The rest at once: the command is whole and framed right.
         let mut rest = vec![b'v'; LAST_LEN - sent];
         rest.extend_from_slice(b"\r\n");
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT * 4))
-            .expect("timeout");
+        // The whole command is framed only now: give the server as long as any step.
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         roundtrip(&mut stream, &rest, b":0\r\n");
     }
     eprintln!(

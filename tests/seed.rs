@@ -1,18 +1,14 @@
 //! The tutorial's server: one message in, `hahaha` out, then close. Checked from Rust
 //! under both models, and with the tutorial's own Python client against the binary.
 
-mod common;
+use std::process::Command;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-
+use fixtures::client::{connect, recv_to_end, send};
+use fixtures::process::{ServerProcess, model_arg};
+use fixtures::server::{start, wait_connections};
+use fixtures::{PATIENCE, for_each_model, wait_until};
 use tcp_reactor::protocols::Seed;
 use tcp_reactor::{CloseReason, Model};
-
-use common::*;
 
 for_each_model!(
     seed_replies_hahaha_and_closes,
@@ -27,7 +23,7 @@ fn seed_replies_hahaha_and_closes(model: Model) {
     assert_eq!(recv_to_end(&mut client), b"hahaha");
     // The server lingers until this client closes too (or the linger timeout).
     drop(client);
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.closed_by(CloseReason::Handler), 1, "{stats}");
 }
@@ -39,7 +35,7 @@ fn seed_serves_many_clients_one_after_another(model: Model) {
         send(&mut client, format!("message {i}").as_bytes());
         assert_eq!(recv_to_end(&mut client), b"hahaha");
     }
-    wait_for_connections(&running, 0);
+    wait_connections(&running, 0);
     let stats = running.stop().expect("the server stopped cleanly");
     assert_eq!(stats.accepted, 20);
     assert_eq!(stats.bytes_out, 20 * 6);
@@ -56,61 +52,9 @@ print(recv_data.decode("utf-8"))
 tcp_socket.close()
 "#;
 
-/// Kills the server process when the test ends, however it ends.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Find a `127.0.0.1:port` in a line of the server's output.
-fn find_addr(line: &str) -> Option<SocketAddr> {
-    line.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
-        .filter_map(|word| word.trim_end_matches(['.', ';']).parse().ok())
-        .find(|addr: &SocketAddr| addr.ip().is_loopback())
-}
-
 fn the_tutorial_python_client_gets_hahaha_from_the_binary(model: Model) {
-    let model_name = match model {
-        Model::Reactor => "reactor",
-        Model::Threads => "threads",
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
-        .args(["serve", "--protocol", "seed", "--model", model_name])
-        .args(["--addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the tcp-reactor binary");
-    let mut server = ServerProcess(child);
-    // The bound address is printed on stdout or stderr; the log goes to stderr.
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    let stdout = server.0.stdout.take().expect("piped stdout");
-    let stderr = server.0.stderr.take().expect("piped stderr");
-    for pipe in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
-        let lines_tx = lines_tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-    }
-    // Only the readers hold senders now: when the server exits, the channel closes.
-    drop(lines_tx);
-    let mut seen = Vec::new();
-    let addr = loop {
-        match lines_rx.recv_timeout(PATIENCE) {
-            Ok(line) => match find_addr(&line) {
-                Some(addr) => break addr,
-                None => seen.push(line),
-            },
-            Err(err) => panic!("the server printed no address ({err}); its output: {seen:#?}"),
-        }
-    };
+    let server = ServerProcess::spawn(&["--protocol", "seed", "--model", model_arg(model)], None);
+    let addr = server.addr;
     let output = Command::new("python3")
         .args([
             "-c",
@@ -124,11 +68,8 @@ fn the_tutorial_python_client_gets_hahaha_from_the_binary(model: Model) {
     assert!(output.status.success(), "python client failed: {output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim_end(), "hahaha");
     let logged = "接收到的数据:hello";
-    loop {
-        match lines_rx.recv_timeout(PATIENCE) {
-            Ok(line) if line.contains(logged) => break,
-            Ok(line) => seen.push(line),
-            Err(err) => panic!("the server never logged {logged:?} ({err}); output: {seen:#?}"),
-        }
-    }
+    assert!(
+        wait_until(PATIENCE, || server.log_lines_with(logged) > 0),
+        "the server never logged {logged:?}"
+    );
 }

@@ -5,14 +5,12 @@
 //! here, driven by one `mio::Poll`: the descriptor limit is per process, and 20,000
 //! descriptors in one process would exceed it.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::faults::process::{ServerProcess, raise_fd_limit, stat};
-use common::faults::wait_until;
+use fixtures::process::{ServerProcess, raise_fd_limit, stat};
+use fixtures::wait_until;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -215,7 +213,7 @@ fn ten_thousand_concurrent_connections_on_one_reactor_thread_exchange_every_byte
     );
     let server = ServerProcess::spawn(&["--max-connections", "12000", "--linger", "1"], None);
     let base_sockets = server.open_sockets();
-    let before = server.memory();
+    let before = server.status();
     let start = Instant::now();
     let mut poll = Poll::new().expect("poll");
     let (mut clients, mut progress) = connect_all(&mut poll, server.addr, start);
@@ -223,7 +221,7 @@ fn ten_thousand_concurrent_connections_on_one_reactor_thread_exchange_every_byte
     exchange_all(&mut poll, &mut clients, &mut progress, start);
     let exchanged_in = start.elapsed();
     let open = server.open_sockets() - base_sockets;
-    let during = server.memory();
+    let during = server.status();
     assert_eq!(open, CONNS, "the server holds every connection at once");
     drop(clients);
     // Every slot is freed: the server is back to its listening socket alone.

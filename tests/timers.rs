@@ -1,17 +1,14 @@
 //! Timers: handler timers (set, re-arm, replace, cancel), the idle timeout and what counts
 //! as progress, and the linger bound on a closing connection whose peer will not read.
 
-mod common;
-
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::faults::handlers::{BigReply, Cancelling, Rearm, Recorded, Ticker, big_reply};
-use common::faults::{
-    IO_TIMEOUT, config, connect, connect_small_rcvbuf, read_to_eof, serve, stop_checked,
-    wait_connections,
-};
+use fixtures::client::{assert_silent, connect, connect_small_rcvbuf, recv_to_end};
+use fixtures::handlers::{BigReply, Cancelling, Rearm, Recorded, Ticker, big_reply};
+use fixtures::server::{config, serve, stop_checked, wait_connections};
+use fixtures::{PATIENCE, for_each_model};
 use tcp_reactor::protocols::Echo;
 use tcp_reactor::{CloseReason, Config, Model};
 
@@ -33,40 +30,20 @@ fn read_text(stream: &mut std::net::TcpStream, n: usize) -> String {
     String::from_utf8(buf).expect("text")
 }
 
-/// Assert that nothing arrives on `stream` for `quiet`.
-#[track_caller]
-fn assert_quiet(stream: &mut std::net::TcpStream, quiet: Duration) {
-    stream.set_read_timeout(Some(quiet)).expect("timeout");
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Err(err)
-            if matches!(
-                err.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) => {}
-        Ok(n) => panic!(
-            "expected silence, got {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        ),
-        Err(err) => panic!("expected silence, got {err}"),
-    }
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-}
-
 fn handler_timer_fires_once_per_set_and_can_rearm_itself(model: Model) {
     let period = Duration::from_millis(50);
     let (handler, closes) = Recorded::new(Ticker { period, ticks: 3 });
     let server = serve(handler, config(), model);
     let start = Instant::now();
     let mut client = connect(server.local_addr());
-    let got = read_to_eof(&mut client);
+    let got = recv_to_end(&mut client);
     let elapsed = start.elapsed();
     assert_eq!(got, b"tick 1\ntick 2\ntick 3\n", "{model:?}");
     assert!(
         elapsed >= 3 * period,
         "{model:?}: three ticks took only {elapsed:?}"
     );
-    assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
     eprintln!("{model:?} handler timer: 3 ticks of {period:?}, then close, in {elapsed:?}");
     stop_checked(server);
 }
@@ -84,7 +61,7 @@ fn cancelled_handler_timer_never_fires(model: Model) {
     let mut cancelled = connect(server.local_addr());
     cancelled.write_all(b"x").expect("write");
     assert_eq!(read_text(&mut cancelled, 3), "ok\n");
-    assert_quiet(&mut cancelled, after * 3);
+    assert_silent(&mut cancelled, after * 3);
     stop_checked(server);
 }
 
@@ -99,7 +76,7 @@ fn replaced_handler_timer_fires_only_at_its_new_deadline(model: Model) {
     client.write_all(b"x").expect("write");
     assert_eq!(read_text(&mut client, 3), "ok\n");
     assert_eq!(read_text(&mut client, 6), "fired\n", "{model:?}");
-    assert_quiet(&mut client, Duration::from_millis(1200));
+    assert_silent(&mut client, Duration::from_millis(1200));
     stop_checked(server);
 
     // Moved later: the stale earlier entry must not fire it early.
@@ -118,31 +95,28 @@ fn replaced_handler_timer_fires_only_at_its_new_deadline(model: Model) {
         elapsed >= Duration::from_millis(600),
         "{model:?}: fired after {elapsed:?}, at the replaced deadline"
     );
-    assert_quiet(&mut client, Duration::from_millis(300));
+    assert_silent(&mut client, Duration::from_millis(300));
     stop_checked(server);
 }
 
 fn idle_timeout_closes_a_silent_client_but_not_a_chatty_one(model: Model) {
     let idle = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(Echo);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let start = Instant::now();
     let mut silent = connect(server.local_addr());
     let mut chatty = connect(server.local_addr());
     // Chatty sends every 100 ms for a second: twice the idle timeout.
     for i in 0..10 {
-        common::faults::echo_roundtrip(&mut chatty, format!("{i}").as_bytes());
+        fixtures::client::echo_roundtrip(&mut chatty, format!("{i}").as_bytes());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(read_to_eof(&mut silent).is_empty());
+    assert!(recv_to_end(&mut silent).is_empty());
     assert!(start.elapsed() >= idle);
     assert_eq!(closes.count(CloseReason::IdleTimeout), 1, "{model:?}");
     chatty.shutdown(Shutdown::Write).expect("half-close");
-    assert!(read_to_eof(&mut chatty).is_empty());
+    assert!(recv_to_end(&mut chatty).is_empty());
     wait_connections(&server, 0);
     let stats = stop_checked(server);
     assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1);
@@ -158,36 +132,35 @@ fn output_written_counts_as_progress_for_the_idle_timeout(model: Model) {
         ticks: 10,
     };
     let (handler, closes) = Recorded::new(ticker);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..config()
-    };
+    let config = config().with_idle_timeout(Some(idle));
     let server = serve(handler, config, model);
     let mut client = connect(server.local_addr());
-    let got = String::from_utf8(read_to_eof(&mut client)).expect("text");
+    let got = String::from_utf8(recv_to_end(&mut client)).expect("text");
     assert_eq!(
         got.lines().count(),
         10,
         "{model:?}: stream cut short: {got:?}"
     );
-    assert!(closes.wait_for(CloseReason::Handler, 1, IO_TIMEOUT));
+    assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
     assert_eq!(closes.count(CloseReason::IdleTimeout), 0);
     stop_checked(server);
 }
 
 /// A client that asks for a big reply, half-closes at once, and never reads: the server
 /// sees its EOF while output is still queued, and must drop it after the linger timeout.
+/// How soon after its EOF a client that never reads must be dropped: the linger (500 ms)
+/// plus generous slack, far below what a missing linger bound would take.
+const DROP_BOUND: Duration = Duration::from_secs(5);
+
 /// `high_water` decides whether the reply pauses reads before the EOF is read.
 fn half_closed_client_that_never_reads_is_dropped_after_linger(model: Model, high_water: usize) {
     const REPLY: usize = 16 << 20;
     let linger = Duration::from_millis(500);
     let (handler, closes) = Recorded::new(BigReply::new(REPLY));
-    let config = Config {
-        linger,
-        high_water,
-        max_output: 64 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_linger(linger)
+        .with_high_water(high_water)
+        .with_max_output(64 << 20);
     let server = serve(handler, config, model);
     // Control: a client that reads gets the whole reply (it half-closes after it, as
     // linger bounds the whole flush after an EOF).
@@ -197,7 +170,7 @@ fn half_closed_client_that_never_reads_is_dropped_after_linger(model: Model, hig
     reader.read_exact(&mut all).expect("the whole reply");
     assert!(all == big_reply(REPLY), "the reply arrived intact");
     reader.shutdown(Shutdown::Write).expect("half-close");
-    assert!(read_to_eof(&mut reader).is_empty());
+    assert!(recv_to_end(&mut reader).is_empty());
     // The hostile one asks, half-closes, and never reads.
     let hostile = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
     (&hostile).write_all(b"go").expect("write");
@@ -205,8 +178,8 @@ fn half_closed_client_that_never_reads_is_dropped_after_linger(model: Model, hig
     let start = Instant::now();
     hostile.shutdown(Shutdown::Write).expect("half-close");
     assert!(
-        closes.wait_for(CloseReason::LingerTimeout, 1, IO_TIMEOUT),
-        "{model:?}: not dropped within {IO_TIMEOUT:?} of its EOF (high water {} KiB): \
+        closes.wait_for(CloseReason::LingerTimeout, 1, DROP_BOUND),
+        "{model:?}: not dropped within {DROP_BOUND:?} of its EOF (high water {} KiB): \
          closes so far {:?}",
         high_water / 1024,
         closes.all()

@@ -1,5 +1,6 @@
-//! Reading `/proc`: a server's memory and threads, the snapshots of the noise watch, the
-//! machine's description; and pinning processes to CPUs.
+//! Reading `/proc`: a server's memory and threads (the fixtures' reader, shared with the
+//! tests), the snapshots of the noise watch, the machine's description; and pinning
+//! processes to CPUs.
 
 use std::fs;
 use std::io;
@@ -8,43 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub use fixtures::procfs::{clock_ticks, status};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
 use crate::noise::{LoadAvg, Snapshot, Tasks, cpu_count, process_ticks};
-
-/// One look at `/proc/PID/status`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Status {
-    /// Resident memory now, KiB (`VmRSS`).
-    pub rss_kib: u64,
-    /// Peak resident memory since the process started, KiB (`VmHWM`).
-    pub hwm_kib: u64,
-    /// Threads now.
-    pub threads: u64,
-}
-
-/// Read `/proc/PID/status`; `None` if the process is gone.
-pub fn status(pid: u32) -> Option<Status> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut s = Status::default();
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "VmRSS:" => s.rss_kib = value,
-            "VmHWM:" => s.hwm_kib = value,
-            "Threads:" => s.threads = value,
-            _ => {}
-        }
-    }
-    Some(s)
-}
 
 /// Read the machine's CPU times, the server's and this process's (the load generator's)
 /// CPU ticks and the load averages, as close together as possible.
@@ -77,14 +46,6 @@ pub fn tasks() -> Tasks {
         }
     }
     tasks
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux.
-pub fn clock_ticks() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |t| t as f64)
 }
 
 /// The machine: CPU model, CPU count and kernel release, for the report.

@@ -1,12 +1,16 @@
 //! The servers under comparison, each started in its own process pinned to CPU 0: our
-//! reactor and thread-per-client models (the `tcp-reactor` binary) and two tokio echo
-//! servers (this bench binary re-executed with a special first argument).
+//! reactor and thread-per-client models (the `tcp-reactor` binary, started the way the
+//! tests start it) and two tokio echo servers (this bench binary re-executed with a
+//! special first argument).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use fixtures::process::{ServeCommand, ServerProcess, model_arg};
+use tcp_reactor::Model;
 
 use crate::procfs;
 
@@ -46,87 +50,98 @@ impl Kind {
     }
 }
 
-/// A server process; killed when dropped.
+/// A server process; killed when dropped (a benchmark server holds no state worth a
+/// graceful stop).
 #[derive(Debug)]
 pub struct Server {
     /// The process.
-    child: Child,
+    process: Process,
     /// Where it listens.
     pub addr: SocketAddr,
+}
+
+/// Which kind of process a [`Server`] is.
+#[derive(Debug)]
+enum Process {
+    /// Ours: the fixtures' `tcp-reactor serve` process, killed when dropped.
+    Ours(ServerProcess),
+    /// A tokio echo server: this bench binary, re-executed.
+    Tokio(Child),
 }
 
 impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Ours(process) => process.pid(),
+            Process::Tokio(child) => child.id(),
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // A benchmark server holds no state worth a graceful stop.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Process::Tokio(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 /// Start a server of `kind` on a free loopback port, pinned to CPU `cpu` when `pin`, and
 /// wait until it accepts connections.
 pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
-    let addr = free_port()?;
-    let mut command = match kind {
-        Kind::Reactor | Kind::Threads => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"));
-            let model = if kind == Kind::Reactor {
-                "reactor"
-            } else {
-                "threads"
-            };
-            c.args([
-                "serve",
-                "--protocol",
-                "echo",
-                "--model",
-                model,
-                "--addr",
-                &addr.to_string(),
-            ]);
-            // Room for the 10,000 idle connections (the default maximum is exactly 10,000).
-            c.args(["--max-connections", "15000"]);
-            c
-        }
-        Kind::TokioCurrent | Kind::TokioMulti => {
-            let mut c = Command::new(std::env::current_exe()?);
-            let flavour = if kind == Kind::TokioCurrent {
-                "current"
-            } else {
-                "multi"
-            };
-            c.args([ECHO_ARG, flavour, &addr.to_string()]);
-            c
-        }
-    };
-    // Per-connection log lines would cost our servers time the tokio ones do not spend.
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn");
     // The child inherits this thread's CPU affinity at spawn: pin to the server's CPU just
     // for the spawn, then back to the load generator's.
     if let Some((server_cpu, _)) = pin {
         procfs::pin_self(server_cpu);
     }
-    let spawned = command.spawn();
+    let spawned = spawn(kind);
     if let Some((_, load_cpu)) = pin {
         procfs::pin_self(load_cpu);
     }
-    let mut server = Server {
-        child: spawned?,
-        addr,
-    };
-    wait_ready(&mut server)?;
+    let mut server = spawned?;
+    if let Process::Tokio(child) = &mut server.process {
+        wait_ready(child, server.addr)?;
+    }
     Ok(server)
+}
+
+/// Start a server of `kind`; ours announce their address once they listen.
+fn spawn(kind: Kind) -> io::Result<Server> {
+    let model = match kind {
+        Kind::Reactor => Model::Reactor,
+        Kind::Threads => Model::Threads,
+        Kind::TokioCurrent | Kind::TokioMulti => {
+            let addr = free_port()?;
+            let flavour = if kind == Kind::TokioCurrent {
+                "current"
+            } else {
+                "multi"
+            };
+            let child = Command::new(std::env::current_exe()?)
+                .args([ECHO_ARG, flavour, &addr.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            return Ok(Server {
+                process: Process::Tokio(child),
+                addr,
+            });
+        }
+    };
+    ServeCommand::default()
+        .args(["--protocol", "echo", "--model", model_arg(model)])
+        // Room for the 10,000 idle connections (the default maximum is exactly 10,000).
+        .args(["--max-connections", "15000"])
+        // Per-connection log lines would cost our servers time the tokio ones do not spend.
+        .log("warn")
+        .spawn()
+        .map(|process| Server {
+            addr: process.addr,
+            process: Process::Ours(process),
+        })
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -134,16 +149,16 @@ fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// Wait up to 10 s for the server to accept a connection.
-fn wait_ready(server: &mut Server) -> io::Result<()> {
+/// Wait up to 10 s for a tokio server to accept a connection on `addr`.
+fn wait_ready(child: &mut Child, addr: SocketAddr) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(status) = server.child.try_wait()? {
+        if let Some(status) = child.try_wait()? {
             return Err(io::Error::other(format!(
                 "server exited at start ({status})"
             )));
         }
-        if TcpStream::connect(server.addr).is_ok() {
+        if TcpStream::connect(addr).is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -13,6 +13,7 @@ use super::tally::Tally;
 /// Latency percentiles, in microseconds, from queuing a message to the arrival of the last
 /// byte of its echo.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Latency {
     /// Median.
     pub p50: f64,
@@ -30,6 +31,7 @@ pub struct Latency {
 
 /// Failures, each counted once per connection it ended (plus the messages lost with them).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Errors {
     /// Connections that could not be established.
     pub connect_failures: u64,
@@ -47,6 +49,7 @@ pub struct Errors {
 
 /// Everything one load run measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Report {
     /// The server loaded.
     pub addr: String,

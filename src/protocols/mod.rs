@@ -1,16 +1,25 @@
 //! Protocols that ship with tcp-reactor. Each is a [`Handler`](crate::Handler): bytes in,
 //! bytes out, no sockets, so each runs under every model.
+//!
+//! Every item is exported here, at one path; the HTTP and RESP constants carry their
+//! protocol's name (`HTTP_BUSY`, `RESP_BUSY`).
 
 mod chat;
 mod echo;
-pub mod http;
-pub mod resp;
+mod http;
+mod resp;
 mod seed;
 #[cfg(test)]
 mod testkit;
 
 pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;
-pub use http::Http;
-pub use resp::Resp;
+pub use http::{
+    BUSY as HTTP_BUSY, HELLO as HTTP_HELLO, Http, HttpSession, MAX_HEAD as HTTP_MAX_HEAD,
+    MAX_HEADERS as HTTP_MAX_HEADERS,
+};
+pub use resp::{
+    BUSY as RESP_BUSY, MAX_ARGS as RESP_MAX_ARGS, MAX_BULK as RESP_MAX_BULK,
+    MAX_INLINE as RESP_MAX_INLINE, Resp, RespSession,
+};
 pub use seed::{SEED_REPLY, Seed};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tcp_reactor::{CloseReason, ConnId, Context, Handler};
 
-use super::wait_until;
+use crate::wait_until;
 
 /// What [`Recorded`] saw: close reasons in the order connections closed, and the input
 /// bytes the handler consumed.

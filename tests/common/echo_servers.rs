@@ -1,7 +1,5 @@
-//! Fixtures for the load generator tests: small echo servers on 127.0.0.1 (port 0) that
-//! are deliberately simple, or deliberately broken, to test a client against.
-
-#![allow(dead_code)] // Each test file uses its own subset of the fixtures.
+//! Small echo servers on 127.0.0.1 (port 0) that are deliberately simple, or deliberately
+//! broken, to test the load generator against: none of them is tcp-reactor.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -102,60 +100,4 @@ pub fn closed_port() -> SocketAddr {
     listener
         .local_addr()
         .expect("local_addr of a bound listener")
-}
-
-/// Our `tcp-reactor serve` in its own process (so that thousands of connections fit in
-/// the descriptor limit of each side). Killed when dropped.
-#[derive(Debug)]
-pub struct ServeProcess {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The process.
-    child: std::process::Child,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `tcp-reactor serve --protocol echo --model <model>` on 127.0.0.1 port 0 and read
-/// the address it bound from its first line of output.
-#[track_caller]
-pub fn serve_process(model: &str) -> ServeProcess {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
-        .args([
-            "serve",
-            "--protocol",
-            "echo",
-            "--model",
-            model,
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-connections", "15000"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tcp-reactor serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let read = io::BufReader::new(stdout).read_line(&mut line);
-    let addr = read.ok().and_then(|_| {
-        // "tcp-reactor listening on 127.0.0.1:PORT (protocol ...)"
-        line.split_whitespace().nth(3)?.parse().ok()
-    });
-    match addr {
-        Some(addr) => ServeProcess { addr, child },
-        None => {
-            let _ = child.kill();
-            panic!("tcp-reactor serve did not say where it listens: {line:?}");
-        }
-    }
 }
