@@ -35,6 +35,11 @@ const READ_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Read from `member` until `lines` newlines have arrived; returns the bytes read.
 fn read_lines(mut member: TcpStream, lines: usize) -> usize {
+    // Delivering millions of short lines through 100 client threads takes a while on a
+    // loaded machine: give each read a minute rather than the fixtures' default.
+    member
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("set a read timeout");
     let mut buf = vec![0u8; 64 * 1024];
     let (mut seen, mut total) = (0, 0);
     while seen < lines {

@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use socket2::SockRef;
-use tcp_reactor::protocols::Echo;
-use tcp_reactor::{Config, Model};
-
 use fixtures::client::{connect, expect_eof, expect_reply, send};
 use fixtures::for_each_model;
 use fixtures::server::serve;
+use socket2::SockRef;
+use tcp_reactor::protocols::Echo;
+use tcp_reactor::{Config, Model};
 
 for_each_model!(a_broken_listener_stops_its_worker_and_reports_the_error);
 
