@@ -21,9 +21,15 @@
 # CPU time neither took, plus steal, as a share of all CPUs; a run where it passes
 # NOISE_LIMIT percent is counted as noisy in the table.
 #
+# TLS (with TLS=1, the default): in the 1-worker round, our `http` over TLS against nginx
+# over TLS under wrk (TLS 1.3 both, one self-signed P-256 certificate made by openssl for
+# this run), and the server memory per idle TLS connection of both (benches/idle_tls.py:
+# IDLE_TLS connections, each served one request, then held silent).
+#
 # Settings (environment): PORT_BASE (18080), DURATION (10s), CONNS (50), REQUESTS
 # (200000, unpipelined), REQUESTS_PIPELINED (2000000), PIPELINE (16), REPEAT (3),
-# ROUNDS ("1 2": the worker counts to compare), NOISE_LIMIT (5, percent).
+# ROUNDS ("1 2": the worker counts to compare), NOISE_LIMIT (5, percent), TLS (1),
+# IDLE_TLS (2000).
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,13 +43,15 @@ PIPELINE=${PIPELINE:-16}
 REPEAT=${REPEAT:-3}
 ROUNDS=${ROUNDS:-1 2}
 NOISE_LIMIT=${NOISE_LIMIT:-5}
+TLS=${TLS:-1}
+IDLE_TLS=${IDLE_TLS:-2000}
 BODY='Hello, world!\n'
 
 if [[ ${1:-} == --install ]]; then
     apt-get update
     apt-get install -y wrk nginx-light redis-server redis-tools
 fi
-for tool in wrk nginx redis-server redis-benchmark taskset; do
+for tool in wrk nginx redis-server redis-benchmark taskset openssl python3; do
     if ! command -v "$tool" >/dev/null; then
         echo "peers.sh: $tool is missing; run benches/peers.sh --install" >&2
         exit 1
@@ -93,17 +101,28 @@ wait_port() {
     exit 1
 }
 
-# Write an nginx config for $1 workers on port $2 that returns $BODY to every request.
+# Write an nginx config for $1 workers on port $2 that returns $BODY to every request;
+# with $3 = tls, over TLS 1.3 with the run's certificate.
 nginx_conf() {
     mkdir -p "$WORK/nginx"
+    local listen="listen 127.0.0.1:$2 reuseport;"
+    local conns=$((IDLE_TLS + 1000 > 4096 ? IDLE_TLS + 1000 : 4096))
+    if [[ ${3:-} == tls ]]; then
+        listen="listen 127.0.0.1:$2 ssl reuseport;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.3;"
+    fi
     cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes $1;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $conns;
+events { worker_connections $conns; }
 http {
     access_log off;
+    keepalive_timeout 300s;
     keepalive_requests 100000000;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
@@ -111,7 +130,7 @@ http {
     uwsgi_temp_path $WORK/nginx/uwsgi;
     scgi_temp_path $WORK/nginx/scgi;
     server {
-        listen 127.0.0.1:$2 reuseport;
+        $listen
         location / {
             default_type text/plain;
             return 200 "$BODY";
@@ -216,9 +235,11 @@ row() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/rows.tsv"
 }
 
-# Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers).
+# Run wrk against port $1 with load CPUs $2 and threads $3; add a row named $4 ($5 workers);
+# $6 = https for TLS.
 run_wrk() {
-    local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "http://127.0.0.1:$1/")
+    local scheme=${6:-http}
+    local cmd=(taskset -c "$2" wrk "-t$3" "-c$CONNS" "-d$DURATION" --latency "$scheme://127.0.0.1:$1/")
     remember "${cmd[*]}"
     local out before after
     before=$(cpu_ticks "$SERVER_PID")
@@ -231,7 +252,7 @@ run_wrk() {
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-    row "$4" "$5" "wrk GET /" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")" \
+    row "$4" "$5" "wrk GET / ($scheme)" "$rps" "$p50" "$p99" "$(cpu_per_request "$before" "$after" "$requests")" \
         "$NOISE"
 }
 
@@ -276,6 +297,44 @@ bench_http() {
     stop_all
 }
 
+# HTTPS, one repetition: tcp-reactor then nginx over TLS, $1 workers, server CPUs $2, load
+# CPUs $3.
+bench_https() {
+    local workers=$1 threads=$1 http=$((PORT_BASE + 4)) nginx=$((PORT_BASE + 5))
+    start env RUST_LOG=error taskset -c "$2" "$BIN" serve --protocol http \
+        --workers "$workers" --addr "127.0.0.1:$http" \
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
+    wait_port "$http"
+    run_wrk "$http" "$3" "$threads" "tcp-reactor http" "$workers" https
+    stop_all
+
+    start taskset -c "$2" nginx -c "$(nginx_conf "$workers" "$nginx" tls)"
+    wait_port "$nginx"
+    run_wrk "$nginx" "$3" "$threads" "nginx $(nginx -v 2>&1 | sed 's/.*\///')" "$workers" https
+    stop_all
+}
+
+# Server memory per idle TLS connection, tcp-reactor then nginx (1 worker each, pinned as
+# the 1-worker round): a row of $WORK/idle.tsv each.
+idle_tls() {
+    local http=$((PORT_BASE + 4)) nginx=$((PORT_BASE + 5))
+    ulimit -n $((IDLE_TLS + 1000))
+    start env RUST_LOG=error taskset -c 0 "$BIN" serve --protocol http \
+        --addr "127.0.0.1:$http" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
+    wait_port "$http"
+    printf 'tcp-reactor http\t%s\n' "$(taskset -c 1 python3 benches/idle_tls.py 127.0.0.1 \
+        "$http" "$WORK/cert.pem" "$IDLE_TLS" "$SERVER_PID")" >>"$WORK/idle.tsv"
+    stop_all
+
+    start taskset -c 0 nginx -c "$(nginx_conf 1 "$nginx" tls)"
+    wait_port "$nginx"
+    # nginx's master forks the worker: count both, as idle_tls.py does with children.
+    printf 'nginx %s\t%s\n' "$(nginx -v 2>&1 | sed 's/.*\///')" \
+        "$(taskset -c 1 python3 benches/idle_tls.py 127.0.0.1 "$nginx" "$WORK/cert.pem" \
+            "$IDLE_TLS" "$SERVER_PID")" >>"$WORK/idle.tsv"
+    stop_all
+}
+
 # RESP, one repetition: tcp-reactor then redis-server, $1 workers, server CPUs $2, load
 # CPUs $3, each without and with pipelining.
 bench_resp() {
@@ -310,9 +369,20 @@ round() {
     fi
     for _ in $(seq "$REPEAT"); do
         bench_http "$1" "$server_cpus" "$load_cpus"
+        if [[ $TLS == 1 && $1 == 1 ]]; then
+            bench_https "$1" "$server_cpus" "$load_cpus"
+        fi
         bench_resp "$1" "$server_cpus" "$load_cpus"
     done
 }
+
+if [[ $TLS == 1 ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    idle_tls
+fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for workers in $ROUNDS; do
@@ -415,6 +485,15 @@ END {
 }
 AWK
     echo
+    if [[ -s $WORK/idle.tsv ]]; then
+        echo "Server memory per idle TLS connection ($IDLE_TLS connections, TLS 1.3, each served"
+        echo "one request, then silent; resident memory of the server and its children):"
+        echo
+        echo "| server | connections | RSS before KiB | RSS after KiB | bytes per idle TLS connection |"
+        echo "|---|---|---|---|---|"
+        awk -F '\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$WORK/idle.tsv"
+        echo
+    fi
     echo "Load commands:"
     echo
     printf -- '- `%s`\n' "${COMMANDS[@]}"

@@ -38,10 +38,44 @@ pub fn prompt_message(input: &mut impl BufRead, output: &mut impl Write) -> io::
 /// Connect to `addr`, send `message`, and return the reply: up to [`MAX_REPLY`] bytes,
 /// ending early when the server closes or falls quiet.
 pub fn exchange(addr: SocketAddr, message: &[u8]) -> io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&addr, FIRST_BYTE_TIMEOUT)
-        .map_err(|err| io::Error::new(err.kind(), format!("cannot connect to {addr}: {err}")))?;
+    let mut stream = connect(addr)?;
     stream.write_all(message)?;
-    stream.set_read_timeout(Some(FIRST_BYTE_TIMEOUT))?;
+    let socket = stream.try_clone()?;
+    receive(&mut stream, &socket, addr)
+}
+
+/// Like [`exchange`], over TLS (feature `tls`): the server's certificate is verified
+/// against `config`'s roots for the name `server_name`, and the handshake must complete
+/// within the first-byte timeout.
+#[cfg(feature = "tls")]
+pub fn exchange_tls(
+    addr: SocketAddr,
+    server_name: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    message: &[u8],
+) -> io::Result<Vec<u8>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    let session = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let tcp = connect(addr)?;
+    let socket = tcp.try_clone()?;
+    socket.set_read_timeout(Some(FIRST_BYTE_TIMEOUT))?;
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    stream.write_all(message)?;
+    stream.flush()?;
+    receive(&mut stream, &socket, addr)
+}
+
+/// Connect within the first-byte timeout.
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    TcpStream::connect_timeout(&addr, FIRST_BYTE_TIMEOUT)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot connect to {addr}: {err}")))
+}
+
+/// Read the reply from `stream` until the server closes or goes quiet; `socket` is the
+/// TCP socket under it, whose read timeout bounds each wait.
+fn receive(stream: &mut impl Read, socket: &TcpStream, addr: SocketAddr) -> io::Result<Vec<u8>> {
+    socket.set_read_timeout(Some(FIRST_BYTE_TIMEOUT))?;
     let mut reply = vec![0; MAX_REPLY];
     let mut filled = 0;
     while filled < MAX_REPLY {
@@ -50,7 +84,7 @@ pub fn exchange(addr: SocketAddr, message: &[u8]) -> io::Result<Vec<u8>> {
             Ok(0) => break,
             Ok(n) => {
                 filled += n;
-                stream.set_read_timeout(Some(QUIET_TIMEOUT))?;
+                socket.set_read_timeout(Some(QUIET_TIMEOUT))?;
             }
             // Quiet after some bytes: take what came. Quiet before any: report it.
             Err(err) if is_timeout(&err) && filled > 0 => break,

@@ -65,6 +65,11 @@ pub struct Config {
     /// How long a closing connection may go without progress while it flushes its output
     /// and waits for the peer's EOF; also bounds a graceful stop.
     pub linger: Duration,
+    /// How long a TLS client may take to complete its handshake before it is closed
+    /// ([`CloseReason::HandshakeTimeout`]); unused without TLS.
+    ///
+    /// [`CloseReason::HandshakeTimeout`]: crate::CloseReason::HandshakeTimeout
+    pub handshake_timeout: Duration,
     /// How long to stop accepting after running out of file descriptors.
     pub accept_backoff: Duration,
     /// Length of the listen queue.
@@ -84,6 +89,7 @@ impl Default for Config {
             max_output: 16 * 1024 * 1024,
             idle_timeout: None,
             linger: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
         }
@@ -154,6 +160,13 @@ impl Config {
         self
     }
 
+    /// Close a TLS client that has not completed its handshake within `timeout` (longer
+    /// than zero); unused without TLS.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Stop accepting for `backoff` after running out of descriptors (longer than zero).
     pub fn with_accept_backoff(mut self, backoff: Duration) -> Self {
         self.accept_backoff = backoff;
@@ -190,6 +203,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout.unwrap_or(Duration::MAX)),
             ("linger", self.linger),
             ("accept_backoff", self.accept_backoff),
+            ("handshake_timeout", self.handshake_timeout),
         ];
         if let Some(&(field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
             return Err(ConfigError::Zero { field });
@@ -317,6 +331,10 @@ mod tests {
             (
                 "idle_timeout",
                 Config::default().with_idle_timeout(Some(Duration::ZERO)),
+            ),
+            (
+                "handshake_timeout",
+                Config::default().with_handshake_timeout(Duration::ZERO),
             ),
         ];
         for (field, config) in cases {

@@ -60,6 +60,11 @@
 //! - `reactor/` — the event loop: `mod.rs` is the loop itself, one named step per line;
 //!   `accept`, `io_path`, `lifecycle` (a connection's phases), `mail` (cross-worker
 //!   messages), `timer` and `connection` each own one job.
+//! - `tls` — TLS below the handler (feature `tls`): a rustls session (server or client)
+//!   over any nonblocking stream, offering a socket's calls in plaintext.
+//! - `transport` — a nonblocking connection's bytes go through the socket or `tls`; the
+//!   reactor's connections and the load generator's hold one. [`tls_config`] builds rustls
+//!   configurations from PEM files.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
 //!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
 //! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
@@ -100,6 +105,11 @@ mod rules;
 mod server;
 mod stats;
 mod threads;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub mod tls_config;
+mod transport;
 mod worker;
 
 pub use config::{Config, ConfigError};

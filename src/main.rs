@@ -110,6 +110,17 @@ struct ServeArgs {
     /// Most clients accepted per turn of the loop.
     #[arg(long, default_value_t = Config::default().accept_budget)]
     accept_budget: usize,
+    /// Seconds a TLS client may take to complete its handshake.
+    #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs_f64())]
+    handshake_timeout: f64,
+    /// Serve TLS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_key", value_name = "CERT.pem")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key (PKCS#8, SEC1 or RSA) of --tls-cert.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_cert", value_name = "KEY.pem")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +131,15 @@ struct ClientArgs {
     /// Message to send; asked for on stdin when missing.
     #[arg(long)]
     message: Option<String>,
+    /// Speak TLS, verifying the server's certificate (for the name `localhost` on a
+    /// loopback address, else the address's IP).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    tls: bool,
+    /// Trust the certificates in this PEM file instead of the system's roots.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls", value_name = "CA.pem")]
+    ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -188,7 +208,8 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         .with_max_output(args.max_output)
         // On the command line 0 means "never", the library's `None`.
         .with_idle_timeout((!idle.is_zero()).then_some(idle))
-        .with_linger(seconds(args.linger, "linger")?))
+        .with_linger(seconds(args.linger, "linger")?)
+        .with_handshake_timeout(seconds(args.handshake_timeout, "handshake-timeout")?))
 }
 
 /// Install the signal handlers, bind, serve until stopped, print the stats.
@@ -206,10 +227,23 @@ fn serve_with<H: Handler>(
     let signals = cli_deploy::signals()
         .map_err(|err| io::Error::other(format!("cannot install signal handlers: {err}")))?;
     let listeners = cli_deploy::listeners(&deploy, &mut inherited)?;
-    let running = Server::new(handler)
+    let server = Server::new(handler)
         .config(config)
         .model(model)
-        .workers(args.workers)
+        .workers(args.workers);
+    #[cfg(feature = "tls")]
+    let server = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            // HTTP clients choose the protocol by ALPN; the others speak their own.
+            let alpn: &[&[u8]] = match args.protocol {
+                ProtocolName::Http => &[b"http/1.1"],
+                _ => &[],
+            };
+            server.tls(tcp_reactor::tls_config::server_from_pem(cert, key, alpn)?)
+        }
+        _ => server,
+    };
+    let running = server
         .listen(listeners)
         .map_err(|err| match ConfigError::of(&err) {
             // Printed as it is: it names the field (`low_water` is `--low-water`).
@@ -250,6 +284,18 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
         Some(message) => message,
         None => client::prompt_message(&mut input, &mut output)?,
     };
+    #[cfg(feature = "tls")]
+    if args.tls {
+        let config = tcp_reactor::tls_config::client_from_pem(args.ca.as_deref())?;
+        let name = if addr.ip().is_loopback() {
+            "localhost".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let reply = client::exchange_tls(addr, &name, config, message.as_bytes())?;
+        println!("{}", String::from_utf8_lossy(&reply));
+        return Ok(());
+    }
     let reply = client::exchange(addr, message.as_bytes())?;
     println!("{}", String::from_utf8_lossy(&reply));
     Ok(())

@@ -43,13 +43,15 @@ pub enum CloseReason {
     LingerTimeout,
     /// The server was stopped.
     Shutdown,
+    /// A TLS client did not complete its handshake within the handshake timeout.
+    HandshakeTimeout,
     /// Another I/O error.
     Error(io::ErrorKind),
 }
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "eof",
         "reset",
         "handler",
@@ -59,6 +61,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "handshake_timeout",
     ];
 
     /// A dense index for counting reasons in an array (see [`CloseReason::NAMES`]).
@@ -73,6 +76,7 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
+            CloseReason::HandshakeTimeout => 9,
         }
     }
 

@@ -132,6 +132,9 @@ pub struct Server<H> {
     model: Model,
     /// Independent event loops (or accept loops) sharing the port.
     workers: usize,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<H: Handler> Server<H> {
@@ -147,6 +150,8 @@ impl<H: Handler> Server<H> {
             config: Config::default(),
             model: Model::Reactor,
             workers: 1,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -167,6 +172,15 @@ impl<H: Handler> Server<H> {
     /// connections between them.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// Serve TLS with `config` on every connection (feature `tls`): the handler still sees
+    /// plaintext, and limits count plaintext bytes. Its ALPN protocols, certificates and
+    /// versions are the caller's choice. Both models serve it.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -216,6 +230,8 @@ impl<H: Handler> Server<H> {
                 handover: Arc::clone(&handover),
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
+                #[cfg(feature = "tls")]
+                tls: self.tls.clone(),
             });
         }
         let mut sockets = Vec::new();

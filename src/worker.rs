@@ -134,6 +134,9 @@ pub(crate) struct WorkerSetup<H> {
     pub(crate) stop: Arc<AtomicBool>,
     /// Server-wide gauges, so the connection limit holds across workers.
     pub(crate) live: Arc<Live>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A wake-up function for one worker, called after the stop flag is raised.

@@ -5,34 +5,34 @@
 //! This test has its own `main` (`harness = false`): the bench starts its tokio echo
 //! servers by re-executing itself with a special first argument, and so does this binary.
 
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/charts.rs"]
 mod charts;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/harness.rs"]
 mod harness;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/measure.rs"]
 mod measure;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/noise.rs"]
 mod noise;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/plan.rs"]
 mod plan;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/procfs.rs"]
 mod procfs;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/report.rs"]
 mod report;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/servers.rs"]
 mod servers;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/stats.rs"]
 mod stats;
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a bench module; this test uses part of it")]
 #[path = "../benches/compare/summary.rs"]
 mod summary;
 
@@ -115,7 +115,7 @@ fn check_report(dir: &Path, settings: &Settings) -> Result<(), String> {
         "## Idle connections",
         "## Charts",
         "load average",
-        "smoke profile: 3 cells × 4 servers × 2 rounds",
+        "smoke profile: 3 cells × 7 servers × 2 rounds",
     ] {
         if !report.contains(heading) {
             return Err(format!("report.md lacks {heading:?}"));

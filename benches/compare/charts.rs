@@ -20,6 +20,9 @@ fn colour(server: &str) -> RGBColor {
         "reactor" => RGBColor(214, 39, 40),
         "threads" => RGBColor(31, 119, 180),
         "tokio-current" => RGBColor(44, 160, 44),
+        "reactor-tls" => RGBColor(255, 127, 14),
+        "threads-tls" => RGBColor(23, 190, 207),
+        "tokio-tls" => RGBColor(188, 189, 34),
         _ => RGBColor(148, 103, 189),
     }
 }

@@ -211,6 +211,12 @@ fn run_once(
         // The load generator has one CPU: one thread.
         threads: Some(if pin.cpus.is_some() { 1 } else { 2 }),
         quiet: true,
+        tls: kind.is_tls(),
+        ca: if kind.is_tls() {
+            Some(servers::certificate()?.0.clone())
+        } else {
+            None
+        },
         ..LoadArgs::default()
     };
     let tasks_before = procfs::tasks();

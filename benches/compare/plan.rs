@@ -64,8 +64,8 @@ pub const DEFAULT_NOISE_LIMIT: f64 = 0.05;
 pub const DEFAULT_LOAD_LIMIT: f64 = 0.90;
 
 impl Settings {
-    /// The full matrix: 11 cells, 3 s of traffic each; with 4 servers and 3 rounds about
-    /// ten minutes.
+    /// The full matrix: 11 cells, 3 s of traffic each; with 7 servers (4 plaintext, 3 TLS)
+    /// and 3 rounds about seventeen minutes.
     pub fn full(out: PathBuf) -> Settings {
         let mut cells = Vec::new();
         for size in [64, 4096] {

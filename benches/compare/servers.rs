@@ -1,11 +1,14 @@
 //! The servers under comparison, each started in its own process pinned to CPU 0: our
 //! reactor and thread-per-client models (the `tcp-reactor` binary, started the way the
 //! tests start it) and two tokio echo servers (this bench binary re-executed with a
-//! special first argument).
+//! special first argument); and the TLS cells: both our models and tokio with
+//! tokio-rustls, over TLS 1.3 with one certificate made for the run.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,15 +31,24 @@ pub enum Kind {
     TokioCurrent,
     /// tokio, multi-thread runtime.
     TokioMulti,
+    /// `tcp-reactor serve --model reactor` over TLS.
+    ReactorTls,
+    /// `tcp-reactor serve --model threads` over TLS.
+    ThreadsTls,
+    /// tokio `current_thread` with tokio-rustls.
+    TokioTls,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Reactor,
         Kind::Threads,
         Kind::TokioCurrent,
         Kind::TokioMulti,
+        Kind::ReactorTls,
+        Kind::ThreadsTls,
+        Kind::TokioTls,
     ];
 
     /// Name in tables and files.
@@ -46,8 +58,39 @@ impl Kind {
             Kind::Threads => "threads",
             Kind::TokioCurrent => "tokio-current",
             Kind::TokioMulti => "tokio-multi",
+            Kind::ReactorTls => "reactor-tls",
+            Kind::ThreadsTls => "threads-tls",
+            Kind::TokioTls => "tokio-tls",
         }
     }
+
+    /// True for the servers speaking TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Kind::ReactorTls | Kind::ThreadsTls | Kind::TokioTls)
+    }
+}
+
+/// The run's certificate for `localhost` and its key, as PEM files (made once per run with
+/// rcgen, in a temporary directory: no key is ever committed).
+pub fn certificate() -> io::Result<&'static (PathBuf, PathBuf)> {
+    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    if let Some(files) = FILES.get() {
+        return Ok(files);
+    }
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(io::Error::other)?;
+    let dir = std::env::temp_dir().join(format!("tcp-reactor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.signing_key.serialize_pem())?;
+    Ok(FILES.get_or_init(|| (cert, key)))
+}
+
+/// The run's certificate and key as command-line arguments.
+fn certificate_args() -> io::Result<[String; 2]> {
+    let (cert, key) = certificate()?;
+    Ok([cert.display().to_string(), key.display().to_string()])
 }
 
 /// A server process; killed when dropped (a benchmark server holds no state worth a
@@ -110,17 +153,23 @@ pub fn start(kind: Kind, pin: Option<(usize, usize)>) -> io::Result<Server> {
 /// Start a server of `kind`; ours announce their address once they listen.
 fn spawn(kind: Kind) -> io::Result<Server> {
     let model = match kind {
-        Kind::Reactor => Model::Reactor,
-        Kind::Threads => Model::Threads,
-        Kind::TokioCurrent | Kind::TokioMulti => {
+        Kind::Reactor | Kind::ReactorTls => Model::Reactor,
+        Kind::Threads | Kind::ThreadsTls => Model::Threads,
+        Kind::TokioCurrent | Kind::TokioMulti | Kind::TokioTls => {
             let addr = free_port()?;
-            let flavour = if kind == Kind::TokioCurrent {
-                "current"
+            let flavour = match kind {
+                Kind::TokioCurrent => "current",
+                Kind::TokioTls => "current-tls",
+                _ => "multi",
+            };
+            let tls = if kind.is_tls() {
+                certificate_args()?.to_vec()
             } else {
-                "multi"
+                Vec::new()
             };
             let child = Command::new(std::env::current_exe()?)
                 .args([ECHO_ARG, flavour, &addr.to_string()])
+                .args(tls)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -131,7 +180,12 @@ fn spawn(kind: Kind) -> io::Result<Server> {
             });
         }
     };
-    ServeCommand::default()
+    let mut command = ServeCommand::default();
+    if kind.is_tls() {
+        let [cert, key] = certificate_args()?;
+        command = command.args(["--tls-cert", &cert, "--tls-key", &key]);
+    }
+    command
         .args(["--protocol", "echo", "--model", model_arg(model)])
         // Room for the 10,000 idle connections (the default maximum is exactly 10,000).
         .args(["--max-connections", "15000"])
@@ -180,7 +234,11 @@ pub fn serve_if_asked(args: &[String]) -> Option<ExitCode> {
         args.get(1).map_or("", String::as_str),
         args.get(2).map_or("", String::as_str),
     );
-    Some(match tokio_echo(flavour, addr) {
+    let tls = match (args.get(3), args.get(4)) {
+        (Some(cert), Some(key)) => Some((cert.as_str(), key.as_str())),
+        _ => None,
+    };
+    Some(match tokio_echo(flavour, addr, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokio echo: {e}");
@@ -189,11 +247,18 @@ pub fn serve_if_asked(args: &[String]) -> Option<ExitCode> {
     })
 }
 
-/// Run a tokio echo server (`current` or `multi` runtime) on `addr` until killed:
-/// read up to 64 KiB, write it all back, the same semantics as our echo.
-pub fn tokio_echo(flavour: &str, addr: &str) -> io::Result<()> {
+/// Run a tokio echo server (`current` or `multi` runtime, `current-tls` with tokio-rustls
+/// and the PEM files `tls`) on `addr` until killed: read up to 64 KiB, write it all back,
+/// the same semantics as our echo.
+pub fn tokio_echo(flavour: &str, addr: &str, tls: Option<(&str, &str)>) -> io::Result<()> {
+    let acceptor = match tls {
+        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(
+            tcp_reactor::tls_config::server_from_pem(cert.as_ref(), key.as_ref(), &[])?,
+        )),
+        None => None,
+    };
     let runtime = match flavour {
-        "current" => tokio::runtime::Builder::new_current_thread()
+        "current" | "current-tls" => tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?,
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -211,21 +276,34 @@ pub fn tokio_echo(flavour: &str, addr: &str) -> io::Result<()> {
                     continue;
                 }
             };
-            tokio::spawn(echo_one(stream));
+            let _ = stream.set_nodelay(true);
+            match &acceptor {
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            echo_one(stream).await;
+                        }
+                    });
+                }
+                None => {
+                    tokio::spawn(echo_one(stream));
+                }
+            }
         }
     })
 }
 
-/// Echo one tokio connection until it closes.
-async fn echo_one(mut stream: tokio::net::TcpStream) {
+/// Echo one tokio connection (plain or TLS) until it closes.
+async fn echo_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if stream.write_all(&buf[..n]).await.is_err() {
+                // A TLS stream may keep records until flushed; a TCP stream's flush is free.
+                if stream.write_all(&buf[..n]).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
             }

@@ -5,13 +5,15 @@
 //! not decide when the run starts or stops (that is the worker's job) nor print anything.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use super::pattern;
 use super::tally::{Failure, Tally};
+use crate::rules::ReadOutcome;
+use crate::transport::Transport;
 
 /// What one `read` or `write` call meant for this connection.
 enum Step {
@@ -57,6 +59,8 @@ pub(crate) enum State {
 pub(crate) struct Client {
     /// The socket; `None` once the connection is done.
     stream: Option<TcpStream>,
+    /// What the bytes travel through: the socket itself, or TLS.
+    transport: Transport,
     /// Global index of this connection: seeds its message pattern.
     id: u64,
     /// Where the connection is in its life.
@@ -83,6 +87,7 @@ impl Client {
     pub(crate) fn connecting(stream: TcpStream, id: u64, quota: Option<u64>) -> Self {
         Client {
             stream: Some(stream),
+            transport: Transport::Plain,
             id,
             state: State::Connecting,
             warming: false,
@@ -93,6 +98,13 @@ impl Client {
             out: Vec::new(),
             out_pos: 0,
         }
+    }
+
+    /// The same connection, its bytes going through `transport`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn over(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Global index of this connection.
@@ -178,7 +190,8 @@ impl Client {
             let Some(stream) = self.stream.as_mut() else {
                 return;
             };
-            let Some(step) = classify(stream.write(&self.out[self.out_pos..])) else {
+            let written = self.transport.write(stream, &self.out[self.out_pos..]);
+            let Some(step) = classify(written) else {
                 continue;
             };
             match step {
@@ -197,6 +210,12 @@ impl Client {
         // Everything left: reuse the buffer from the start.
         self.out.clear();
         self.out_pos = 0;
+        // TLS records the socket did not take yet go on the next call.
+        if let Some(stream) = self.stream.as_mut()
+            && let Err(e) = self.transport.push(stream)
+        {
+            self.fail(tally, Failure::Io, &format!("write: {e}"));
+        }
     }
 
     /// Read and verify everything the socket has; record each completed message.
@@ -212,8 +231,11 @@ impl Client {
             let Some(stream) = self.stream.as_mut() else {
                 return;
             };
-            let Some(step) = classify(stream.read(buf)) else {
-                continue;
+            let step = match self.transport.read(stream, buf) {
+                ReadOutcome::Data(n) => Step::Moved(n),
+                ReadOutcome::Eof => Step::Closed,
+                ReadOutcome::WouldBlock => Step::Blocked,
+                ReadOutcome::Failed(e) => Step::Failed(e),
             };
             match step {
                 Step::Moved(n) => {
@@ -225,7 +247,13 @@ impl Client {
                         return;
                     }
                 }
-                Step::Blocked => return,
+                Step::Blocked => {
+                    // The TLS handshake completed: the warm-up message can go now.
+                    if self.transport.take_flush_due() {
+                        self.flush(tally);
+                    }
+                    return;
+                }
                 Step::Closed if self.in_flight.is_empty() && self.quota_spent() => {
                     // The peer closed after every echo we asked for arrived: not an error.
                     return self.close();

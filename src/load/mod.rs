@@ -90,6 +90,15 @@ pub struct LoadArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
+    /// Speak TLS, verifying the server's certificate for the name `localhost` on a
+    /// loopback address, else the address's IP.
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust the certificates in this PEM file instead of the system's roots.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls", value_name = "CA.pem")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadArgs {
@@ -107,6 +116,10 @@ impl Default for LoadArgs {
             timeout: None,
             json: false,
             quiet: false,
+            #[cfg(feature = "tls")]
+            tls: false,
+            #[cfg(feature = "tls")]
+            ca: None,
         }
     }
 }
@@ -254,7 +267,24 @@ fn plan(args: &LoadArgs) -> io::Result<worker::Plan> {
         ramp,
         connect_timeout: CONNECT_TIMEOUT,
         hard_timeout,
+        #[cfg(feature = "tls")]
+        tls: tls_target(args)?,
     })
+}
+
+/// The TLS client configuration and server name of a `--tls` run.
+#[cfg(feature = "tls")]
+fn tls_target(args: &LoadArgs) -> io::Result<Option<worker::TlsTarget>> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let config = crate::tls_config::client_from_pem(args.ca.as_deref())?;
+    let name = if args.addr.ip().is_loopback() {
+        rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?
+    } else {
+        rustls::pki_types::ServerName::from(args.addr.ip())
+    };
+    Ok(Some(worker::TlsTarget { config, name }))
 }
 
 /// Raise the soft descriptor limit to the hard limit, and check that `connections` fit.

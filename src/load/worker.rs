@@ -45,6 +45,19 @@ pub(crate) struct Plan {
     pub(crate) connect_timeout: Duration,
     /// Nothing runs past `start + hard_timeout`.
     pub(crate) hard_timeout: Duration,
+    /// Speak TLS to this server name, trusting these roots.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<TlsTarget>,
+}
+
+/// What a TLS load connects to.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub(crate) struct TlsTarget {
+    /// Roots and settings of every client session.
+    pub(crate) config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub(crate) name: rustls::pki_types::ServerName<'static>,
 }
 
 impl Plan {
@@ -184,8 +197,16 @@ impl Worker<'_> {
             token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.clients
-            .push(Client::connecting(stream, id, self.plan.quota(id)));
+        let client = Client::connecting(stream, id, self.plan.quota(id));
+        #[cfg(feature = "tls")]
+        let client = match &self.plan.tls {
+            Some(target) => {
+                let session = crate::tls::TlsSession::client(&target.config, target.name.clone())?;
+                client.over(crate::transport::Transport::Tls(Box::new(session)))
+            }
+            None => client,
+        };
+        self.clients.push(client);
         Ok(true)
     }
 

@@ -14,6 +14,7 @@ use super::socket::Socket;
 use super::timer::TimerKind;
 use super::{LISTENER, Reactor};
 use crate::rules::{self, AcceptError};
+use crate::transport::Transport;
 use crate::{ConnId, Handler, PeerAddr};
 
 impl<H: Handler> Reactor<H> {
@@ -103,6 +104,10 @@ impl<H: Handler> Reactor<H> {
         if let Err(err) = stream.set_nodelay() {
             debug!("{peer}: TCP_NODELAY: {err}");
         }
+        let Some(transport) = self.transport_for(peer) else {
+            self.live.closed();
+            return;
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.generation = self.generation.wrapping_add(1);
@@ -116,14 +121,35 @@ impl<H: Handler> Reactor<H> {
         }
         let id = ConnId(self.index as u64 + 1 + self.next_seq * self.workers as u64);
         self.next_seq += 1;
-        entry.insert(Connection::new(stream, token, id, peer, self.now));
+        entry.insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
         trace!("accept {peer} as connection {id} (slot {key})");
         if let Some(idle) = self.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
         }
+        if self.conns[key].transport.is_handshaking() {
+            let at = self.now + self.config.handshake_timeout;
+            self.timers.arm(at, token, TimerKind::Handshake);
+        }
         self.invoke(key, Call::Open);
+    }
+
+    /// The transport a new client's bytes go through: TLS when the server has a TLS
+    /// configuration. `None` if its session cannot be made (logged).
+    fn transport_for(&self, peer: PeerAddr) -> Option<Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls {
+            return match crate::tls::TlsSession::new(config) {
+                Ok(session) => Some(Transport::Tls(Box::new(session))),
+                Err(err) => {
+                    warn!("{peer}: cannot start TLS: {err}; dropping");
+                    None
+                }
+            };
+        }
+        let _ = peer;
+        Some(Transport::Plain)
     }
 
     /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).

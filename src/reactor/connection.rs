@@ -6,7 +6,7 @@
 //! the threads model). It must not call the handler or know about other connections; the
 //! rest of the reactor decides what a connection does next.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 use mio::Token;
@@ -14,7 +14,8 @@ use mio::Token;
 use super::socket::Socket;
 use crate::PeerAddr;
 
-use crate::rules::{self, HalfClose, ReadOutcome};
+use crate::rules::{HalfClose, ReadOutcome};
+use crate::transport::Transport;
 use crate::{CloseReason, ConnId};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection
@@ -37,6 +38,9 @@ pub(crate) enum FlushOutcome {
 pub(crate) struct Connection<S> {
     /// The nonblocking socket, registered once for read and write interest.
     pub(crate) stream: Socket,
+    /// What bytes travel through between the buffers and the socket: the socket itself,
+    /// or TLS. Everything else in the connection counts plaintext.
+    pub(crate) transport: Transport,
     /// Slab key in the low 32 bits, a generation in the high bits, so an event for a
     /// reused slot is recognised as stale.
     pub(crate) token: Token,
@@ -81,6 +85,7 @@ impl<S> Connection<S> {
     ) -> Self {
         Connection {
             stream,
+            transport: Transport::Plain,
             token,
             id,
             peer,
@@ -97,16 +102,22 @@ impl<S> Connection<S> {
         }
     }
 
-    /// Bytes queued and not yet written.
+    /// The same connection, carrying its bytes through `transport`.
+    pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Bytes queued and not yet written (plaintext the transport holds included).
     #[inline]
     pub(crate) fn pending(&self) -> usize {
-        self.output.len() - self.sent
+        self.output.len() - self.sent + self.transport.unsent()
     }
 
     /// One `read` into `buf`, classified.
     #[inline]
     pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> ReadOutcome {
-        rules::read_once(&self.stream, buf)
+        self.transport.read(&mut self.stream, buf)
     }
 
     /// Write queued output until it is all sent or the kernel buffer is full.
@@ -115,7 +126,10 @@ impl<S> Connection<S> {
         while self.sent < self.output.len() {
             // `write` on a `Socket` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
             // instead of raising SIGPIPE in the (possibly embedding) process.
-            match self.stream.write(&self.output[self.sent..]) {
+            match self
+                .transport
+                .write(&mut self.stream, &self.output[self.sent..])
+            {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
@@ -141,7 +155,17 @@ impl<S> Connection<S> {
         if self.output.capacity() > KEEP_OUTPUT_CAPACITY {
             self.output = Vec::new();
         }
-        FlushOutcome::Done
+        self.push_transport()
+    }
+
+    /// Write what the transport still holds (TLS records); plain sockets hold nothing.
+    #[inline]
+    fn push_transport(&mut self) -> FlushOutcome {
+        match self.transport.push(&mut self.stream) {
+            Ok(true) => FlushOutcome::Done,
+            Ok(false) => FlushOutcome::Blocked,
+            Err(err) => FlushOutcome::Failed(err),
+        }
     }
 
     /// Send `bytes` now, when nothing else is queued; whatever the kernel does not take is
@@ -150,7 +174,7 @@ impl<S> Connection<S> {
         debug_assert_eq!(self.pending(), 0, "send would reorder queued output");
         let mut done = 0;
         while done < bytes.len() {
-            match self.stream.write(&bytes[done..]) {
+            match self.transport.write(&mut self.stream, &bytes[done..]) {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
@@ -166,13 +190,21 @@ impl<S> Connection<S> {
                 Err(err) => return FlushOutcome::Failed(err),
             }
         }
-        FlushOutcome::Done
+        self.push_transport()
     }
 
-    /// Shut down our sending side: the peer sees EOF after the bytes already sent.
-    pub(crate) fn shutdown_write(&self) {
+    /// Shut down our sending side: the peer sees EOF after the bytes already sent (and,
+    /// over TLS, after `close_notify`).
+    pub(crate) fn shutdown_write(&mut self) {
+        self.close_notify();
         // Failure means the peer is already gone; reading will report it.
         let _ = self.stream.shutdown_write();
+    }
+
+    /// End the transport's stream gracefully before a close (TLS `close_notify`).
+    #[inline]
+    pub(crate) fn close_notify(&mut self) {
+        self.transport.close_notify(&mut self.stream);
     }
 }
 

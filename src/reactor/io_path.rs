@@ -69,7 +69,13 @@ impl<H: Handler> Reactor<H> {
                     self.on_eof(key);
                     return;
                 }
-                ReadOutcome::WouldBlock => return,
+                ReadOutcome::WouldBlock => {
+                    // The TLS handshake completed: output queued during it can go now.
+                    if conn.transport.take_flush_due() {
+                        self.flush(key);
+                    }
+                    return;
+                }
                 ReadOutcome::Failed(err) => {
                     debug!("read from connection {}: {err}", conn.id);
                     self.kill(key, CloseReason::from_io(&err));

@@ -35,7 +35,10 @@ impl<H: Handler> Reactor<H> {
             // Everything below waits for the output to be flushed.
             _ if pending > 0 => {}
             // The peer is done and so are we.
-            Phase::Draining(reason) => self.kill(key, reason),
+            Phase::Draining(reason) => {
+                conn.close_notify();
+                self.kill(key, reason);
+            }
             // Lingering close (stopping too): send our FIN, then read until the peer's EOF
             // (or the linger deadline) so unread input does not turn the close into a reset.
             // A client that closes on EOF sends nothing more, so it waits no longer.

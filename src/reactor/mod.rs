@@ -25,7 +25,8 @@
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase);
+//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
+//!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
 //! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
 use std::collections::HashMap;
@@ -100,6 +101,8 @@ fn prepare_one<H: Handler>(
         conns: Slab::new(),
         ids: HashMap::new(),
         handler: setup.handler,
+        #[cfg(feature = "tls")]
+        tls: setup.tls,
         read_buf: vec![0; setup.config.read_chunk.max(1)],
         config: setup.config,
         stats: Stats::default(),
@@ -147,6 +150,9 @@ struct Reactor<H: Handler> {
     ids: HashMap<ConnId, usize>,
     /// Shared by every connection; each connection's state is its session.
     handler: Arc<H>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// Shared read buffer: every read lands here first, so idle connections own none.
     read_buf: Vec<u8>,
     /// Limits and timeouts.

@@ -30,6 +30,8 @@ pub(crate) enum TimerKind {
     Handler,
     /// Accepting may resume after running out of file descriptors.
     AcceptBackoff,
+    /// The TLS handshake must have completed by now.
+    Handshake,
 }
 
 /// A min-heap of deadlines with lazy cancellation.
@@ -84,8 +86,21 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::Idle => self.expire_idle(key),
                 TimerKind::Linger => self.expire_linger(key),
                 TimerKind::Handler => self.expire_handler_timer(key),
+                TimerKind::Handshake => self.expire_handshake(key),
                 TimerKind::AcceptBackoff => {}
             }
+        }
+    }
+
+    /// Close connection `key` if its handshake has not completed by its deadline.
+    fn expire_handshake(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.transport.is_handshaking() && !conn.phase.is_dead() {
+            debug!(
+                "connection {} ({}): no TLS handshake within {:?}; closing",
+                conn.id, conn.peer, self.config.handshake_timeout
+            );
+            self.kill(key, CloseReason::HandshakeTimeout);
         }
     }
 

@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 
 use super::client::{Client, Finished};
 use super::peer::{Gate, Peer};
+use super::wire::Wire;
 use super::{CLIENT_STACK, WorkerShared};
 use crate::listener::stream::{Listening, Stream};
 use crate::rules::{self, AcceptError};
@@ -163,11 +164,16 @@ impl<H: Handler> AcceptLoop<H> {
         let registry = &self.shared.registry;
         let id = registry.next_id();
         log::trace!("accepted {id} from {addr}");
+        let Some(wire) = self.wire_for(addr) else {
+            live.closed();
+            return;
+        };
         let peer = Arc::new(Peer {
             stream,
             worker: self.shared.index,
             gate: Gate::default(),
             overflowed: AtomicBool::new(false),
+            wire,
         });
         // Register before the client thread first checks the stop flag (it does before
         // every read): `wake` either finds this client in the registry and shuts its read
@@ -198,6 +204,27 @@ impl<H: Handler> AcceptLoop<H> {
                 log::warn!("could not start a thread for {id} ({addr}): {err}");
                 self.stats.count_close(CloseReason::Error(err.kind()));
             }
+        }
+    }
+
+    /// The transport for a new client: TLS when the server has a TLS configuration.
+    /// `None` if its session cannot be made (logged).
+    fn wire_for(&self, addr: PeerAddr) -> Option<Wire> {
+        #[cfg(feature = "tls")]
+        {
+            let config = &self.shared.config;
+            match Wire::for_client(self.shared.tls.as_ref(), config.handshake_timeout) {
+                Ok(wire) => Some(wire),
+                Err(err) => {
+                    log::warn!("{addr}: cannot start TLS: {err}; dropping");
+                    None
+                }
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = addr;
+            Some(Wire::Plain)
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::WorkerShared;
-use super::peer::{Patience, Peer, WriteError, write_all};
+use super::peer::{Patience, Peer, WriteError};
 use crate::handler::{Actions, Outbox};
 use crate::listener::stream::Stream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
@@ -165,6 +165,10 @@ impl<H: Handler> Client<H> {
                 }),
                 // The read timeout passed: a deadline may be due.
                 ReadOutcome::WouldBlock => None,
+                // Through TLS, the stop's shut read side looks like a truncation.
+                ReadOutcome::Failed(err) if stop_seen_through_tls(&err, &self.shared.stop) => {
+                    Some(self.answer_arrived(session))
+                }
                 ReadOutcome::Failed(err) => Some(Ending::Abrupt(
                     self.closed_reason(CloseReason::from_io(&err)),
                 )),
@@ -181,7 +185,7 @@ impl<H: Handler> Client<H> {
     fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
         let mut budget = self.shared.config.read_budget.max(1);
         while budget > 0 {
-            match rules::read_once(Arrived(&self.peer.stream), &mut self.buf) {
+            match self.peer.read(Arrived(&self.peer.stream), &mut self.buf) {
                 ReadOutcome::Data(n) => {
                     budget = budget.saturating_sub(n);
                     if let Some(ending) = self.on_input(session, n) {
@@ -190,6 +194,9 @@ impl<H: Handler> Client<H> {
                 }
                 // EOF (or the stop shut our read side), or everything arrived is read.
                 ReadOutcome::Eof | ReadOutcome::WouldBlock => break,
+                ReadOutcome::Failed(err) if stop_seen_through_tls(&err, &self.shared.stop) => {
+                    break;
+                }
                 ReadOutcome::Failed(err) => {
                     return Ending::Abrupt(self.closed_reason(CloseReason::from_io(&err)));
                 }
@@ -220,7 +227,7 @@ impl<H: Handler> Client<H> {
         if let Err(err) = self.set_read_timeout(timeout) {
             return ReadOutcome::Failed(err);
         }
-        let outcome = rules::read_once(&self.peer.stream, &mut self.buf);
+        let outcome = self.peer.read(&self.peer.stream, &mut self.buf);
         if let ReadOutcome::Data(n) = outcome {
             log::trace!("read {n} bytes from {} ({})", self.id, self.addr);
         }
@@ -242,14 +249,18 @@ impl<H: Handler> Client<H> {
         Ok(())
     }
 
-    /// The earliest of the handler's timer and the idle deadline.
+    /// The earliest of the handler's timer, the idle deadline and the TLS handshake's.
     fn next_deadline(&self) -> Option<Instant> {
         let idle = self
             .shared
             .config
             .idle_timeout
             .map(|idle| self.last_progress + idle);
-        match (idle, self.timer) {
+        let earliest = match (idle, self.timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (earliest, self.peer.wire.handshake_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -262,6 +273,15 @@ impl<H: Handler> Client<H> {
         let now = Instant::now();
         if now < due {
             return None;
+        }
+        if self
+            .peer
+            .wire
+            .handshake_deadline()
+            .is_some_and(|at| now >= at)
+        {
+            log::debug!("{} ({}): no TLS handshake in time", self.id, self.addr);
+            return Some(Ending::Abrupt(CloseReason::HandshakeTimeout));
         }
         if let Some(idle) = self.shared.config.idle_timeout
             && now >= self.last_progress + idle
@@ -398,7 +418,7 @@ impl<H: Handler> Client<H> {
         let before = self.bytes_out;
         let result = {
             let _turn = self.peer.gate.enter(None);
-            write_all(
+            self.peer.wire.write_all(
                 &self.peer.stream,
                 &self.fx.out,
                 patience,
@@ -448,6 +468,9 @@ impl<H: Handler> Client<H> {
         // Shut the socket explicitly rather than only dropping it: a sender may still hold
         // the peer (and so the descriptor) for a moment.
         let stream = &self.peer.stream;
+        if !matches!(ending, Ending::Abrupt(_)) {
+            self.peer.wire.close_notify(stream, &self.peer.gate);
+        }
         match ending {
             Ending::Graceful(_) => {
                 let _ = stream.shutdown(Shutdown::Write);
@@ -476,13 +499,20 @@ impl<H: Handler> Client<H> {
             if self.peer.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match rules::read_once(&self.peer.stream, &mut self.buf) {
+            match self.peer.read(&self.peer.stream, &mut self.buf) {
                 ReadOutcome::Data(n) => self.bytes_in += n as u64,
                 // EOF, timed out or failed: nothing more to wait for.
                 ReadOutcome::Eof | ReadOutcome::WouldBlock | ReadOutcome::Failed(_) => return,
             }
         }
     }
+}
+
+/// True if a read failed only because the stop shut the socket's read side under a TLS
+/// session (rustls reports the EOF without `close_notify` as a truncation). Plain
+/// sockets never fail with `UnexpectedEof`.
+fn stop_seen_through_tls(err: &io::Error, stop: &std::sync::atomic::AtomicBool) -> bool {
+    err.kind() == io::ErrorKind::UnexpectedEof && stop.load(Ordering::Relaxed)
 }
 
 /// What a client's callbacks write: its own output and messages to other clients. Reused

@@ -43,7 +43,8 @@
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
-//! - `registry` — every live client by id.
+//! - `registry` — every live client by id;
+//! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -59,6 +60,7 @@ mod accept;
 mod client;
 mod peer;
 mod registry;
+mod wire;
 
 use accept::AcceptLoop;
 use registry::Registry;
@@ -82,6 +84,9 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
+    /// Serve TLS with this configuration; `None` serves plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Build the threads-model workers of one server, sharing one registry.
@@ -110,6 +115,8 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
+        #[cfg(feature = "tls")]
+        tls: setup.tls,
     });
     let registry_owner = Arc::clone(&shared.registry);
     let stopping = Arc::clone(&shared.stop);

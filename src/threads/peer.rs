@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::wire::Wire;
 use crate::listener::stream::Stream;
 use crate::rules::is_timeout;
 
@@ -26,6 +27,8 @@ pub(super) struct Peer {
     pub(super) gate: Gate,
     /// Set when a sender gave up on this client: its owner closes with `OutputLimit`.
     pub(super) overflowed: AtomicBool,
+    /// What bytes travel through: the socket itself, or TLS over it.
+    pub(super) wire: Wire,
 }
 
 impl Peer {
@@ -38,13 +41,23 @@ impl Peer {
             self.overflow();
             return written;
         };
-        match write_all(&self.stream, bytes, Patience::Until(deadline), &mut written) {
+        let patience = Patience::Until(deadline);
+        match self
+            .wire
+            .write_all(&self.stream, bytes, patience, &mut written)
+        {
             Ok(()) => {}
             Err(WriteError::Stalled) => self.overflow(),
             // The receiver is gone or broken; its own thread sees the error and closes.
             Err(WriteError::Failed(_)) => {}
         }
         written
+    }
+
+    /// One read of plaintext from `source` (this peer's socket, read one way or another),
+    /// through the wire.
+    pub(super) fn read(&self, source: impl io::Read, buf: &mut [u8]) -> crate::rules::ReadOutcome {
+        self.wire.read(source, &self.stream, &self.gate, buf)
     }
 
     /// Give up on a receiver that does not take its messages: mark it and wake its

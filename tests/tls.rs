@@ -1,0 +1,491 @@
+//! TLS under both models: every protocol behind a rustls session, with a certificate made at
+//! test time (never one committed), clients that verify it, and the hostile cases: junk,
+//! silence, resets mid-handshake, slow readers, half-closes and a graceful stop.
+
+#![cfg(feature = "tls")]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fixtures::server::{start_server, stop_checked, wait_connections};
+use fixtures::{PATIENCE, eventually, for_each_model};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use tcp_reactor::protocols::{Echo, Http, Resp};
+use tcp_reactor::{CloseReason, Config, Handler, Model, Running, Server, tls_config};
+
+for_each_model!(
+    echo_over_tls_with_workers_and_a_verifying_client,
+    many_handshakes_in_parallel,
+    four_mebibytes_through_a_slow_reader_arrive_intact,
+    half_close_gets_every_reply_then_close_notify,
+    close_notify_on_graceful_stop,
+    a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served,
+    plaintext_and_junk_on_the_tls_port_are_closed_at_once,
+    a_client_resetting_mid_handshake_does_not_disturb_others,
+    output_written_before_the_handshake_completes_is_sent_after_it,
+    curl_gets_https_with_alpn_http11,
+    the_load_generator_speaks_tls_and_verifies_every_byte,
+    redis_cli_over_tls_against_resp
+);
+
+/// A certificate for `localhost` and its key, written as PEM files in a fresh directory.
+struct Certificate {
+    /// The directory holding both files; removed on drop.
+    dir: PathBuf,
+}
+
+impl Certificate {
+    /// Generate a self-signed certificate and key.
+    fn generate() -> Certificate {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("rcgen makes a certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "tcp-reactor-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("cert written");
+        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("key written");
+        Certificate { dir }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// A server configuration for this certificate.
+    fn server(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        tls_config::server_from_pem(&self.cert(), &self.key(), alpn).expect("server config")
+    }
+
+    /// A client configuration trusting only this certificate.
+    fn client(&self) -> Arc<ClientConfig> {
+        tls_config::client_from_pem(Some(&self.cert())).expect("client config")
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start `handler` over TLS with `certificate` under `model`.
+fn start_tls<H: Handler>(
+    handler: H,
+    certificate: &Certificate,
+    model: Model,
+    config: Config,
+) -> Running {
+    let server = Server::new(handler).tls(certificate.server(&[]));
+    start_server(server, model, config)
+}
+
+/// A verifying TLS client connected to `addr`, with timeouts of [`PATIENCE`].
+type Client = StreamOwned<ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Client {
+    let tcp = fixtures::client::connect(addr);
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let session = ClientConnection::new(Arc::clone(config), name).expect("a client session");
+    StreamOwned::new(session, tcp)
+}
+
+/// Send `message` and read the same bytes back.
+#[track_caller]
+fn echo_round(client: &mut Client, message: &[u8]) {
+    client.write_all(message).expect("TLS write");
+    let mut back = vec![0; message.len()];
+    client.read_exact(&mut back).expect("TLS read of the echo");
+    assert_eq!(back, message);
+}
+
+/// Wait until the raw socket is closed by the server; returns how long it took.
+#[track_caller]
+fn wait_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            // The server's alert, before its close.
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(err) => panic!("the server did not close the connection: {err}"),
+        }
+    }
+}
+
+fn echo_over_tls_with_workers_and_a_verifying_client(model: Model) {
+    let certificate = Certificate::generate();
+    let server = Server::new(Echo).tls(certificate.server(&[])).workers(2);
+    let running = start_server(server, model, Config::default());
+    let config = certificate.client();
+    let mut clients: Vec<Client> = (0..6)
+        .map(|_| tls_connect(running.local_addr(), &config))
+        .collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            echo_round(client, format!("round {round} client {i}\n").as_bytes());
+        }
+    }
+    let negotiated = clients[0].conn.protocol_version();
+    assert_eq!(negotiated, Some(rustls::ProtocolVersion::TLSv1_3));
+    let stats = stop_checked(running);
+    assert_eq!(stats.accepted, 6);
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_fails_its_handshake() {
+    let certificate = Certificate::generate();
+    let stranger = Certificate::generate();
+    let running = start_tls(Echo, &certificate, Model::Reactor, Config::default());
+    let mut client = tls_connect(running.local_addr(), &stranger.client());
+    let err = client.write_all(b"hello").and_then(|()| client.flush());
+    let read = client.read(&mut [0; 16]);
+    assert!(
+        err.is_err() || read.is_err(),
+        "a client must refuse a certificate it does not trust"
+    );
+    // The server goes on serving clients that do trust it.
+    let mut good = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut good, b"still here");
+}
+
+fn many_handshakes_in_parallel(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let addr = running.local_addr();
+    let config = certificate.client();
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let config = Arc::clone(&config);
+            thread::spawn(move || {
+                let mut client = tls_connect(addr, &config);
+                echo_round(&mut client, format!("client {i}").as_bytes());
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread
+            .join()
+            .expect("every client completes its handshake and echo");
+    }
+    let stats = stop_checked(running);
+    assert_eq!(stats.accepted, 32);
+}
+
+fn four_mebibytes_through_a_slow_reader_arrive_intact(model: Model) {
+    let certificate = Certificate::generate();
+    let config = Config::default()
+        .with_high_water(64 * 1024)
+        .with_low_water(16 * 1024);
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    // One rustls session serves both directions, so one thread drives both over a
+    // nonblocking socket: write whatever the socket takes, read at most 32 KiB every
+    // 2 ms. The server's output backs up on the encrypted side meanwhile.
+    client.sock.set_nonblocking(true).expect("nonblocking");
+    let mut back = Vec::with_capacity(payload.len());
+    let mut written = 0;
+    let mut buf = vec![0; 32 * 1024];
+    let started = Instant::now();
+    while back.len() < payload.len() {
+        assert!(started.elapsed() < PATIENCE * 2, "the transfer stalled");
+        if written < payload.len() && !client.conn.wants_write() {
+            let end = payload.len().min(written + 16 * 1024);
+            written += client
+                .conn
+                .writer()
+                .write(&payload[written..end])
+                .expect("sealed");
+        }
+        while client.conn.wants_write() {
+            match client.conn.write_tls(&mut client.sock) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("TLS write: {err}"),
+            }
+        }
+        match client.conn.read_tls(&mut client.sock) {
+            Ok(0) => panic!("the server closed before echoing everything"),
+            Ok(_) => {
+                client.conn.process_new_packets().expect("valid records");
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => panic!("TLS read: {err}"),
+        }
+        match client.conn.reader().read(&mut buf) {
+            Ok(n) => back.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => panic!("TLS read: {err}"),
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert!(back == payload, "the echo differs from the payload");
+}
+
+fn half_close_gets_every_reply_then_close_notify(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    client
+        .write_all(b"before the half-close")
+        .expect("TLS write");
+    // close_notify, then TCP FIN: we send no more, and still read.
+    client.conn.send_close_notify();
+    client.flush().expect("close_notify written");
+    client.sock.shutdown(Shutdown::Write).expect("FIN");
+    let mut back = Vec::new();
+    client
+        .read_to_end(&mut back)
+        .expect("the server ends with close_notify, not a truncation");
+    assert_eq!(back, b"before the half-close");
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::Eof), 1);
+}
+
+fn close_notify_on_graceful_stop(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut client, b"hello");
+    let stopping = thread::spawn(move || running.stop());
+    let mut rest = Vec::new();
+    // read_to_end fails with UnexpectedEof on a TCP close without close_notify.
+    client
+        .read_to_end(&mut rest)
+        .expect("the stop ends the TLS stream with close_notify");
+    assert!(rest.is_empty());
+    let stats = stopping.join().expect("joins").expect("stops");
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 1);
+}
+
+fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(model: Model) {
+    let certificate = Certificate::generate();
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut silent = fixtures::client::connect(running.local_addr());
+    let mut other = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut other, b"served meanwhile");
+    let waited = wait_closed(&mut silent);
+    assert!(
+        waited >= Duration::from_millis(200),
+        "closed after {waited:?}, before the handshake deadline"
+    );
+    echo_round(&mut other, b"still served");
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1);
+}
+
+fn plaintext_and_junk_on_the_tls_port_are_closed_at_once(model: Model) {
+    let certificate = Certificate::generate();
+    // A deadline far away: only the TLS error can close these clients in time.
+    let config = Config::default().with_handshake_timeout(Duration::from_secs(60));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut other = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut other, b"before");
+    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 64][..]] {
+        let mut stream = fixtures::client::connect(running.local_addr());
+        stream.write_all(junk).expect("junk sent");
+        let waited = wait_closed(&mut stream);
+        assert!(waited < PATIENCE, "junk kept the connection open");
+    }
+    echo_round(&mut other, b"after");
+    let stats = stop_checked(running);
+    assert_eq!(
+        stats.closed_by(CloseReason::Error(io::ErrorKind::InvalidData)),
+        2
+    );
+}
+
+fn a_client_resetting_mid_handshake_does_not_disturb_others(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let mut other = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut other, b"before");
+    // Half of a real ClientHello, then a reset (SO_LINGER 0).
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let mut hello_session =
+        ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut hello = Vec::new();
+    hello_session.write_tls(&mut hello).expect("a ClientHello");
+    let stream = fixtures::client::connect(running.local_addr());
+    (&stream)
+        .write_all(&hello[..hello.len() / 2])
+        .expect("half a hello sent");
+    wait_connections(&running, 2);
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(stream);
+    eventually("the reset client is closed", || running.connections() == 1);
+    echo_round(&mut other, b"after");
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::Reset), 1);
+}
+
+fn output_written_before_the_handshake_completes_is_sent_after_it(model: Model) {
+    // A handler that writes at open: its output waits for the handshake.
+    #[derive(Debug)]
+    struct Greeter;
+    impl Handler for Greeter {
+        type Session = ();
+        fn open(&self, ctx: &mut tcp_reactor::Context<'_>) {
+            ctx.write(b"welcome\n");
+        }
+        fn data(&self, _: &mut (), ctx: &mut tcp_reactor::Context<'_>, input: &[u8]) -> usize {
+            ctx.write(input);
+            input.len()
+        }
+    }
+    let certificate = Certificate::generate();
+    // Without session tickets the server writes nothing once the handshake completes, so
+    // no writable edge comes to flush the greeting: the transport itself must.
+    let mut tls = (*certificate.server(&[])).clone();
+    tls.send_tls13_tickets = 0;
+    let server = Server::new(Greeter).tls(Arc::new(tls));
+    let running = start_server(server, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    // Complete the handshake without sending data: the greeting must follow it.
+    while client.conn.is_handshaking() {
+        client
+            .conn
+            .complete_io(&mut client.sock)
+            .expect("handshake");
+    }
+    let mut greeting = [0; 8];
+    client.read_exact(&mut greeting).expect("the greeting");
+    assert_eq!(&greeting, b"welcome\n");
+    echo_round(&mut client, b"and echo");
+}
+
+fn curl_gets_https_with_alpn_http11(model: Model) {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let certificate = Certificate::generate();
+    let server = Server::new(Http::default()).tls(certificate.server(&[b"http/1.1"]));
+    let running = start_server(server, model, Config::default());
+    let port = running.local_addr().port();
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version}",
+            "--cacert",
+        ])
+        .arg(certificate.cert())
+        .arg(format!("https://localhost:{port}/a"))
+        .arg(format!("https://localhost:{port}/b"))
+        .output()
+        .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "curl failed: {output:?}");
+    assert_eq!(stdout.matches("Hello, world!").count(), 2, "{stdout}");
+    assert!(stdout.contains("\n1.1"), "ALPN http/1.1 expected: {stdout}");
+}
+
+fn redis_cli_over_tls_against_resp(model: Model) {
+    if Command::new("redis-cli").arg("--version").output().is_err() {
+        eprintln!("SKIP: redis-cli (redis-tools) is not installed");
+        return;
+    }
+    let certificate = Certificate::generate();
+    let running = start_tls(Resp::default(), &certificate, model, Config::default());
+    let port = running.local_addr().port().to_string();
+    let cli = |args: &[&str]| {
+        let output = Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(certificate.cert())
+            .args(["-h", "localhost", "-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(output.status.success(), "redis-cli failed: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "greeting", "over tls"]), "OK");
+    assert_eq!(cli(&["GET", "greeting"]), "over tls");
+}
+
+#[test]
+fn a_missing_or_mismatched_key_is_one_clear_error() {
+    let certificate = Certificate::generate();
+    let other = Certificate::generate();
+    let missing = Path::new("/nonexistent/key.pem");
+    let err = tls_config::server_from_pem(&certificate.cert(), missing, &[]).expect_err("missing");
+    assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+    let err = tls_config::server_from_pem(&certificate.cert(), &other.key(), &[])
+        .expect_err("a key of another certificate");
+    assert!(err.to_string().contains("do not go together"), "{err}");
+}
+
+fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    // 64 KiB messages, 4 in flight: records split across reads and writes both ways.
+    for (size, pipeline, messages) in [(100, 4, 1003), (64 * 1024, 4, 40)] {
+        let args = tcp_reactor::load::LoadArgs {
+            addr: running.local_addr(),
+            connections: 7,
+            size,
+            pipeline,
+            messages: Some(messages),
+            timeout: Some(60.0),
+            quiet: true,
+            tls: true,
+            ca: Some(certificate.cert()),
+            ..Default::default()
+        };
+        let report = tcp_reactor::load::run(&args).expect("the load runs");
+        assert_eq!(report.error_count(), 0, "{:?}", report.failure_line());
+        assert_eq!(report.connected, 7);
+        assert_eq!(report.messages, messages);
+        assert_eq!(report.bytes, messages * size as u64);
+    }
+}
+
+#[test]
+fn serve_with_a_missing_unreadable_or_mismatched_key_prints_one_line_and_exits_1() {
+    let certificate = Certificate::generate();
+    let other = Certificate::generate();
+    let garbage = certificate.dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").expect("garbage written");
+    let cases = [
+        (certificate.cert(), PathBuf::from("/nonexistent/key.pem")),
+        (certificate.cert(), garbage.clone()),
+        (garbage, certificate.key()),
+        (certificate.cert(), other.key()),
+    ];
+    for (cert, key) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .output()
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{cert:?} {key:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("tcp-reactor: error: "), "{stderr}");
+    }
+}
