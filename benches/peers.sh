@@ -3,6 +3,7 @@
 # one worker against one worker, then two against two, all on loopback, in one run.
 #
 #   benches/peers.sh [--install]
+#   benches/peers.sh --proxy [--install]   (our proxy against HAProxy: peers_proxy.sh)
 #
 # --install  apt-get the peers and load generators first (wrk nginx-light redis-server
 #            redis-tools). CI does not run this script and does not need these packages.
@@ -33,6 +34,11 @@
 # Prints markdown tables and appends them to target/bench-report/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# `--proxy`: the proxy comparison against HAProxy instead (benches/peers_proxy.sh).
+if [[ ${1:-} == --proxy ]]; then
+    exec benches/peers_proxy.sh "${@:2}"
+fi
 
 PORT_BASE=${PORT_BASE:-18080}
 DURATION=${DURATION:-10s}

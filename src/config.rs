@@ -74,6 +74,9 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Length of the listen queue.
     pub backlog: i32,
+    /// How long a connection started with [`Context::connect`](crate::Context::connect)
+    /// may take to be established before it fails with `ConnectFailed(TimedOut)`.
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(500),
             backlog: 1024,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -160,6 +164,12 @@ impl Config {
         self
     }
 
+    /// Set [`connect_timeout`](Config::connect_timeout).
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
     /// Close a TLS client that has not completed its handshake within `timeout` (longer
     /// than zero); unused without TLS.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -203,6 +213,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout.unwrap_or(Duration::MAX)),
             ("linger", self.linger),
             ("accept_backoff", self.accept_backoff),
+            ("connect_timeout", self.connect_timeout),
             ("handshake_timeout", self.handshake_timeout),
         ];
         if let Some(&(field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {

@@ -4,11 +4,16 @@
 //! code. It must not touch sockets or `mio`: a handler sees bytes and a [`Context`], so the
 //! same protocol runs unchanged under every model.
 
+use std::any::Any;
 use std::io;
 use std::mem;
 use std::time::{Duration, Instant};
 
 use crate::{CloseReason, ConnId, PeerAddr};
+
+mod reach;
+
+pub(crate) use reach::{IdMint, Request};
 
 /// A protocol: per-connection session state plus the callbacks a server model drives.
 ///
@@ -19,7 +24,10 @@ use crate::{CloseReason, ConnId, PeerAddr};
 ///
 /// # Contract
 ///
-/// - [`open`](Handler::open) is called once per accepted connection, before any input.
+/// - [`open`](Handler::open) is called once per connection, before any input: per
+///   accepted client, and per connection dialed with [`Context::connect`] (right after
+///   the dialing callback, with [`Context::dialed_by`] set; then
+///   [`connected`](Handler::connected) once it is established).
 /// - [`data`](Handler::data) is called with *all* unconsumed input of the connection. It
 ///   returns how many bytes it consumed, from the front. Bytes it does not consume stay
 ///   buffered and are offered again, with new bytes appended, when more arrive. Returning
@@ -38,6 +46,11 @@ use crate::{CloseReason, ConnId, PeerAddr};
 /// - [`timer`](Handler::timer) fires once per [`Context::set_timer`].
 /// - [`close`](Handler::close) is called exactly once per opened connection, with the
 ///   reason, after which the connection id is dead: output sent to it is discarded.
+///   [`ending`](Handler::ending) comes just before it, with a [`Context`].
+/// - On the peer's EOF, [`read_closed`](Handler::read_closed) decides between closing
+///   (the default) and a half-close; [`congested`](Handler::congested) and
+///   [`drained`](Handler::drained) report the output crossing the high- and low-water
+///   marks, for flow control across connections.
 /// - No callback is made for a connection after `close`, and no callback ever sees a socket.
 ///
 /// # Example
@@ -64,7 +77,8 @@ pub trait Handler: Send + Sync + 'static {
     /// State kept for one connection from `open` to `close`.
     type Session: Send + 'static;
 
-    /// A connection was accepted; return its session. May already write output.
+    /// A connection was accepted (or dialed: see [`Context::dialed_by`]); return its
+    /// session. May already write output.
     fn open(&self, ctx: &mut Context<'_>) -> Self::Session;
 
     /// Input arrived: consume a prefix of `input` and return its length (`<= input.len()`).
@@ -80,6 +94,37 @@ pub trait Handler: Send + Sync + 'static {
     fn busy_reply(&self) -> &[u8] {
         b""
     }
+
+    /// A connection started with [`Context::connect`] is established: output queued for it
+    /// meanwhile is sent now. (Its `open` came when the connect started.)
+    fn connected(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>) {}
+
+    /// The peer finished sending (EOF). Return `true` to keep the connection open for
+    /// output, a half-close: it then closes once the handler closes it, or once its own
+    /// sending side is shut with [`Context::shutdown_write`]. The default, `false`, flushes
+    /// what is queued and closes, as for any client.
+    fn read_closed(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>) -> bool {
+        false
+    }
+
+    /// This connection's unsent output passed the high-water mark (`Config::high_water`).
+    /// A handler feeding it from another connection can pause that one here with
+    /// [`Context::pause_reading`]; [`drained`](Handler::drained) follows.
+    fn congested(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>) {}
+
+    /// This connection's unsent output fell to the low-water mark (`Config::low_water`)
+    /// after [`congested`](Handler::congested).
+    fn drained(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>) {}
+
+    /// The connection is about to close for `reason`, with a [`Context`] through which the
+    /// handler can still act on other connections (reset a proxied peer, close it, write to
+    /// it). Its own output is discarded. [`close`](Handler::close) follows at once.
+    fn ending(&self, _session: &mut Self::Session, _ctx: &mut Context<'_>, _reason: CloseReason) {}
+
+    /// A message posted with a [`Poster`](crate::Poster) from another thread. `ctx` belongs
+    /// to no connection (writes to it are discarded): reach connections with
+    /// [`Context::send_to`] and the other calls that take an id.
+    fn posted(&self, _ctx: &mut Context<'_>, _message: Box<dyn Any + Send>) {}
 }
 
 /// How a handler asked to close its connection.
@@ -110,7 +155,8 @@ pub(crate) struct Actions {
 }
 
 /// Output addressed to other connections, collected during a callback and delivered by
-/// the server model afterwards (the sender's own buffer is borrowed while it runs).
+/// the server model afterwards (the sender's own buffer is borrowed while it runs), and
+/// what the callback asked of other connections.
 ///
 /// One byte arena and one index, both reused, so broadcasting allocates nothing once warm;
 /// after a burst larger than [`KEEP_OUTBOX`] they are trimmed back to that size.
@@ -120,6 +166,12 @@ pub(crate) struct Outbox {
     bytes: Vec<u8>,
     /// `(destination, end offset in bytes)` per message, in order.
     index: Vec<(ConnId, usize)>,
+    /// Connects, pauses, shutdowns and resets asked for other connections, in order.
+    pub(crate) requests: Vec<Request>,
+    /// Makes the ids of connections a callback dials.
+    pub(crate) mint: IdMint,
+    /// While `open` runs for a dialed connection: the connection whose callback dialed it.
+    pub(crate) opener: Option<ConnId>,
 }
 
 /// Capacity, in bytes, that an [`Outbox`]'s arena and index each keep once drained. A
@@ -134,9 +186,41 @@ impl Outbox {
         self.index.push((to, self.bytes.len()));
     }
 
+    /// An empty outbox whose dialed connections take their ids from `mint`.
+    pub(crate) fn minting(mint: IdMint) -> Self {
+        Outbox {
+            mint,
+            ..Outbox::default()
+        }
+    }
+
     /// True when nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty() && self.requests.is_empty()
+    }
+
+    /// True when no bytes are queued (requests may be).
+    pub(crate) fn has_no_mail(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Take the queued bytes, leaving the requests, the mint and the opener in place (the
+    /// arena keeps its allocation through [`restore_mail`](Outbox::restore_mail)).
+    pub(crate) fn take_mail(&mut self) -> Outbox {
+        Outbox {
+            bytes: mem::take(&mut self.bytes),
+            index: mem::take(&mut self.index),
+            ..Outbox::default()
+        }
+    }
+
+    /// Give back the arena of a drained [`take_mail`](Outbox::take_mail), unless new mail
+    /// arrived meanwhile.
+    pub(crate) fn restore_mail(&mut self, drained: Outbox) {
+        if self.index.is_empty() {
+            self.bytes = drained.bytes;
+            self.index = drained.index;
+        }
     }
 
     /// Memory the queued messages take, in bytes: their bytes plus their index entries.

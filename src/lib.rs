@@ -59,6 +59,11 @@
 //! - `worker` — what every worker is given (its setup, the server-wide gauges).
 //! - `reactor/` — the event loop: `mod.rs` is the loop itself, one named step per line;
 //!   `accept`, `io_path`, `lifecycle` (a connection's phases), `mail` (cross-worker
+//!   messages), `timer` and `connection` each own one job; `outbound` dials connections
+//!   for handlers and carries out their requests by id (pause, resume, shut down, reset);
+//!   `driven` is the [`EventLoop`] turned by the caller and the [`Poster`] into it.
+//! - `handler/reach` — the [`Context`] calls that reach connections by id (`connect`,
+//!   `pause_reading`, `shutdown_write`, `reset_conn`, …).
 //!   messages), `timer` and `connection` each own one job.
 //! - `tls` — TLS below the handler (feature `tls`): a rustls session (server or client)
 //!   over any nonblocking stream, offering a socket's calls in plaintext.
@@ -66,15 +71,18 @@
 //!   reactor's connections and the load generator's hold one. [`tls_config`] builds rustls
 //!   configurations from PEM files.
 //! - `threads/` — the thread-per-client model running the same handlers: the `accept`
-//!   thread, the `client` thread, the `peer` its writes go through, the `registry`.
+//!   thread, the `client` thread (`client/dial` for a connection a handler dials, and the
+//!   half-close), the `peer` its writes go through, the `registry`, and `reach` (what a
+//!   callback asks of connections by id).
 //! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
 //!   Unix socket paths (stale files, permissions), sockets handed in, inherited
 //!   descriptors ([`activation`], `LISTEN_FDS`), and the binary [`upgrade`] that hands them
-//!   to a new process; [`PeerAddr`] says who a client is on either kind.
+//!   to a new process; [`PeerAddr`] says who a client is on either kind (a dialed
+//!   connection's is always TCP).
 //! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
-//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1 and a RESP
-//!   key-value store.
+//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP
+//!   key-value store and a TCP proxy.
 //! - `client` — the tutorial's client (feature `cli`).
 //! - `load` — the load generator: many mio client connections against any echo server
 //!   (feature `cli`).
@@ -116,6 +124,7 @@ pub use config::{Config, ConfigError};
 pub use handler::{Context, Handler};
 pub use listener::{ListenAddr, Listener, activation, upgrade};
 pub use peer_addr::{PeerAddr, UnixPeer};
+pub use reactor::{EventLoop, Poster};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;

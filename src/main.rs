@@ -46,6 +46,8 @@ enum ProtocolName {
     Http,
     /// RESP2: an in-memory key-value store for redis-cli and redis-benchmark.
     Resp,
+    /// A TCP (layer 4) proxy to the `--upstream` servers, round-robin.
+    Proxy,
 }
 
 /// Which concurrency model `serve` uses.
@@ -110,6 +112,15 @@ struct ServeArgs {
     /// Most clients accepted per turn of the loop.
     #[arg(long, default_value_t = Config::default().accept_budget)]
     accept_budget: usize,
+    /// Where `--protocol proxy` forwards clients (repeatable: round-robin).
+    #[arg(long)]
+    upstream: Vec<SocketAddr>,
+    /// How long `--protocol proxy` skips an upstream that failed to connect, in seconds.
+    #[arg(long, default_value_t = protocols::PROXY_DEFAULT_RETRY.as_secs_f64())]
+    upstream_retry: f64,
+    /// How long a connect to an upstream may take, in seconds.
+    #[arg(long, default_value_t = Config::default().connect_timeout.as_secs_f64())]
+    connect_timeout: f64,
     /// Seconds a TLS client may take to complete its handshake.
     #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs_f64())]
     handshake_timeout: f64,
@@ -175,6 +186,17 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
         ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i),
         ProtocolName::Http => serve_with(protocols::Http::default(), config, args, i),
         ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args, i),
+        ProtocolName::Proxy => {
+            if args.upstream.is_empty() {
+                return Err(invalid(
+                    "--protocol proxy needs at least one --upstream".into(),
+                ));
+            }
+            let retry = Duration::try_from_secs_f64(args.upstream_retry)
+                .map_err(|_| invalid("--upstream-retry must be a number of seconds".into()))?;
+            let proxy = protocols::Proxy::new(args.upstream.clone(), retry);
+            serve_with(proxy, config, args, i)
+        }
     }
 }
 
@@ -209,6 +231,7 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         // On the command line 0 means "never", the library's `None`.
         .with_idle_timeout((!idle.is_zero()).then_some(idle))
         .with_linger(seconds(args.linger, "linger")?)
+        .with_connect_timeout(seconds(args.connect_timeout, "connect-timeout")?)
         .with_handshake_timeout(seconds(args.handshake_timeout, "handshake-timeout")?))
 }
 

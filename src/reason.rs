@@ -47,11 +47,14 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Another I/O error.
     Error(io::ErrorKind),
+    /// A connection started with [`Context::connect`](crate::Context::connect) could not be
+    /// established: refused, unreachable, or not within the connect timeout (`TimedOut`).
+    ConnectFailed(io::ErrorKind),
 }
 
 impl CloseReason {
     /// Every reason kind, in the order [`CloseReason::index`] numbers them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "eof",
         "reset",
         "handler",
@@ -61,6 +64,7 @@ impl CloseReason {
         "linger_timeout",
         "shutdown",
         "error",
+        "connect_failed",
         "handshake_timeout",
     ];
 
@@ -76,7 +80,8 @@ impl CloseReason {
             CloseReason::LingerTimeout => 6,
             CloseReason::Shutdown => 7,
             CloseReason::Error(_) => 8,
-            CloseReason::HandshakeTimeout => 9,
+            CloseReason::ConnectFailed(_) => 9,
+            CloseReason::HandshakeTimeout => 10,
         }
     }
 
@@ -97,6 +102,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Error(kind) => write!(f, "error ({kind})"),
+            CloseReason::ConnectFailed(kind) => write!(f, "connect_failed ({kind})"),
             other => f.write_str(CloseReason::NAMES[other.index()]),
         }
     }

@@ -321,3 +321,30 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// How a nonblocking connect turned out, once the socket was reported writable (or in
+/// error). Both models read `SO_ERROR` the same way.
+#[derive(Debug)]
+pub(crate) enum Connect {
+    /// Still in progress (a spurious wake-up).
+    Pending,
+    /// Established.
+    Established,
+    /// Established, then reset by the peer before anyone looked (a reset is carried as a
+    /// reset, not as a failed connect).
+    EstablishedThenReset,
+    /// The connect failed: refused, unreachable, timed out.
+    Failed(io::Error),
+}
+
+impl Connect {
+    /// The outcome a pending socket error stands for: `ECONNRESET` can only follow an
+    /// established connection (a refused connect reports `ECONNREFUSED`).
+    pub(crate) fn from_error(err: io::Error) -> Connect {
+        if err.kind() == io::ErrorKind::ConnectionReset {
+            Connect::EstablishedThenReset
+        } else {
+            Connect::Failed(err)
+        }
+    }
+}

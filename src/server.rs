@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crate::listener::{self, SocketFile};
+use crate::reactor::EventLoop;
 use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
 use crate::{Config, Handler, ListenAddr, Listener, Stats, reactor, threads};
 
@@ -269,6 +270,25 @@ impl<H: Handler> Server<H> {
             stop: stop_handle,
             live,
             threads,
+        })
+    }
+
+    /// Bind `addr` and return a reactor to be driven on the calling thread, one
+    /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
+    /// threads. Always the reactor model, with one worker.
+    pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
+        let bound = listener::bind(Listener::tcp(addr), 1, self.config.backlog)?;
+        EventLoop::new(WorkerSetup {
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            index: 0,
+            workers: 1,
+            handler: self.handler,
+            config: self.config,
+            listeners: vec![bound.for_worker(0)?],
+            handover: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+            live: Arc::new(Live::new(1)),
         })
     }
 

@@ -18,6 +18,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections accepted and closed at once because the server was full.
     pub refused: u64,
+    /// Connections handlers dialed with `Context::connect` (a connect was started).
+    pub connected: u64,
     /// Connections closed, by [`CloseReason::index`].
     pub closed: [u64; CloseReason::NAMES.len()],
     /// Bytes read from clients.
@@ -58,6 +60,7 @@ impl AddAssign<&Stats> for Stats {
     fn add_assign(&mut self, other: &Stats) {
         self.accepted += other.accepted;
         self.refused += other.refused;
+        self.connected += other.connected;
         for (mine, theirs) in self.closed.iter_mut().zip(other.closed) {
             *mine += theirs;
         }

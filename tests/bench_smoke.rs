@@ -1,4 +1,4 @@
-//! A smoke run of the benchmark (`benches/compare`): a tiny matrix against all four
+//! A smoke run of the benchmark (`benches/compare`): a tiny matrix against all six
 //! servers, two rounds, then a check that every file of the report was written and holds
 //! what it should. Nothing about speed is asserted.
 //!
@@ -115,7 +115,7 @@ fn check_report(dir: &Path, settings: &Settings) -> Result<(), String> {
         "## Idle connections",
         "## Charts",
         "load average",
-        "smoke profile: 3 cells × 7 servers × 2 rounds",
+        "smoke profile: 3 cells × 9 servers × 2 rounds",
     ] {
         if !report.contains(heading) {
             return Err(format!("report.md lacks {heading:?}"));

@@ -20,6 +20,8 @@ fn colour(server: &str) -> RGBColor {
         "reactor" => RGBColor(214, 39, 40),
         "threads" => RGBColor(31, 119, 180),
         "tokio-current" => RGBColor(44, 160, 44),
+        "proxy" => RGBColor(255, 127, 14),
+        "proxy-threads" => RGBColor(140, 86, 75),
         "reactor-tls" => RGBColor(255, 127, 14),
         "threads-tls" => RGBColor(23, 190, 207),
         "tokio-tls" => RGBColor(188, 189, 34),

@@ -1,8 +1,11 @@
 //! The servers under comparison, each started in its own process pinned to CPU 0: our
 //! reactor and thread-per-client models (the `tcp-reactor` binary, started the way the
 //! tests start it) and two tokio echo servers (this bench binary re-executed with a
-//! special first argument); and the TLS cells: both our models and tokio with
-//! tokio-rustls, over TLS 1.3 with one certificate made for the run.
+//! special first argument); the TLS cells: both our models and tokio with tokio-rustls,
+//! over TLS 1.3 with one certificate made for the run; and our proxy (`--protocol proxy`,
+//! under each model) in front of our echo server, which runs inside the bench process on
+//! the load generator's CPU (the proxy has CPU 0 alone; the upstream's CPU time is
+//! counted with the load generator's).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,6 +34,10 @@ pub enum Kind {
     TokioCurrent,
     /// tokio, multi-thread runtime.
     TokioMulti,
+    /// `tcp-reactor serve --protocol proxy` (reactor model) in front of our echo server.
+    Proxy,
+    /// The same proxy under the threads model (a thread per client and per upstream).
+    ProxyThreads,
     /// `tcp-reactor serve --model reactor` over TLS.
     ReactorTls,
     /// `tcp-reactor serve --model threads` over TLS.
@@ -41,11 +48,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Reactor,
         Kind::Threads,
         Kind::TokioCurrent,
         Kind::TokioMulti,
+        Kind::Proxy,
+        Kind::ProxyThreads,
         Kind::ReactorTls,
         Kind::ThreadsTls,
         Kind::TokioTls,
@@ -58,6 +67,8 @@ impl Kind {
             Kind::Threads => "threads",
             Kind::TokioCurrent => "tokio-current",
             Kind::TokioMulti => "tokio-multi",
+            Kind::Proxy => "proxy",
+            Kind::ProxyThreads => "proxy-threads",
             Kind::ReactorTls => "reactor-tls",
             Kind::ThreadsTls => "threads-tls",
             Kind::TokioTls => "tokio-tls",
@@ -101,6 +112,8 @@ pub struct Server {
     process: Process,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// A proxy's upstream, an echo server in this process; stopped after the proxy.
+    upstream: Option<tcp_reactor::Running>,
 }
 
 /// Which kind of process a [`Server`] is.
@@ -127,6 +140,9 @@ impl Drop for Server {
         if let Process::Tokio(child) = &mut self.process {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(upstream) = self.upstream.take() {
+            let _ = upstream.stop();
         }
     }
 }
@@ -177,8 +193,10 @@ fn spawn(kind: Kind) -> io::Result<Server> {
             return Ok(Server {
                 process: Process::Tokio(child),
                 addr,
+                upstream: None,
             });
         }
+        Kind::Proxy | Kind::ProxyThreads => return spawn_proxy(kind),
     };
     let mut command = ServeCommand::default();
     if kind.is_tls() {
@@ -195,6 +213,31 @@ fn spawn(kind: Kind) -> io::Result<Server> {
         .map(|process| Server {
             addr: process.addr,
             process: Process::Ours(process),
+            upstream: None,
+        })
+}
+
+/// Start our proxy under the model `kind` names, in front of our echo server started in
+/// this process.
+fn spawn_proxy(kind: Kind) -> io::Result<Server> {
+    let upstream = tcp_reactor::Server::new(tcp_reactor::protocols::Echo)
+        .config(tcp_reactor::Config::default().with_max_connections(15_000))
+        .bind(free_port()?)?;
+    let model = if kind == Kind::Proxy {
+        Model::Reactor
+    } else {
+        Model::Threads
+    };
+    let target = upstream.local_addr().to_string();
+    ServeCommand::default()
+        .args(["--protocol", "proxy", "--model", model_arg(model)])
+        .args(["--upstream", &target, "--max-connections", "15000"])
+        .log("warn")
+        .spawn()
+        .map(|process| Server {
+            addr: process.addr,
+            process: Process::Ours(process),
+            upstream: Some(upstream),
         })
 }
 

@@ -127,6 +127,11 @@ impl Stream {
             Stream::Unix(stream) => stream.shutdown(how),
         }
     }
+
+    /// Take the socket's pending error (`SO_ERROR`), as a connect's outcome.
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        socket2::SockRef::from(self).take_error()
+    }
 }
 
 impl Read for &Stream {
@@ -184,5 +189,14 @@ pub(crate) fn send_nosignal(socket: &impl AsRawFd, buf: &[u8]) -> io::Result<usi
         Err(io::Error::last_os_error())
     } else {
         Ok(sent as usize)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(stream) => stream.as_fd(),
+            Stream::Unix(stream) => stream.as_fd(),
+        }
     }
 }

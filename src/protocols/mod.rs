@@ -7,6 +7,7 @@
 mod chat;
 mod echo;
 mod http;
+mod proxy;
 mod resp;
 mod seed;
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub use http::{
     BUSY as HTTP_BUSY, HELLO as HTTP_HELLO, Http, HttpSession, MAX_HEAD as HTTP_MAX_HEAD,
     MAX_HEADERS as HTTP_MAX_HEADERS,
 };
+pub use proxy::{DEFAULT_RETRY as PROXY_DEFAULT_RETRY, Proxy, Side as ProxySide};
 pub use resp::{
     BUSY as RESP_BUSY, MAX_ARGS as RESP_MAX_ARGS, MAX_BULK as RESP_MAX_BULK,
     MAX_INLINE as RESP_MAX_INLINE, Resp, RespSession,

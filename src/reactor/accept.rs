@@ -15,7 +15,7 @@ use super::timer::TimerKind;
 use super::{LISTENER, Reactor};
 use crate::rules::{self, AcceptError};
 use crate::transport::Transport;
-use crate::{ConnId, Handler, PeerAddr};
+use crate::{Handler, PeerAddr};
 
 impl<H: Handler> Reactor<H> {
     /// Accept clients until the kernel has none, or the per-turn budget is spent.
@@ -119,8 +119,7 @@ impl<H: Handler> Reactor<H> {
             self.live.closed();
             return;
         }
-        let id = ConnId(self.index as u64 + 1 + self.next_seq * self.workers as u64);
-        self.next_seq += 1;
+        let id = self.outbox.mint.next_id();
         entry.insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
         self.ids.insert(id, key);
         self.stats.accepted += 1;

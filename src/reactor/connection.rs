@@ -14,7 +14,7 @@ use mio::Token;
 use super::socket::Socket;
 use crate::PeerAddr;
 
-use crate::rules::{HalfClose, ReadOutcome};
+use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::transport::Transport;
 use crate::{CloseReason, ConnId};
 
@@ -72,6 +72,25 @@ pub(crate) struct Connection<S> {
     pub(crate) linger_deadline: Option<Instant>,
     /// When the handler's timer fires.
     pub(crate) handler_timer: Option<Instant>,
+    /// What the handler asked about this connection from elsewhere (a paused read, a
+    /// shutdown after flush), and whether it was told the output passed high water.
+    pub(crate) flow: Flow,
+}
+
+/// Flow control a handler applies to a connection by id (see `handler::reach`), apart from
+/// the [`Phase`]: a connection paused by its handler is still open, and one whose sending
+/// side is shut may still read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flow {
+    /// The handler paused reading; input waits in the kernel until it resumes.
+    pub(crate) reading_paused: bool,
+    /// Output passed high water and the handler was told (`congested`); it is told again
+    /// (`drained`) when the output falls to low water.
+    pub(crate) congested: bool,
+    /// Shut down the sending side once the output is flushed.
+    pub(crate) shutdown_pending: bool,
+    /// The sending side is shut down: no more output is accepted.
+    pub(crate) write_shut: bool,
 }
 
 impl<S> Connection<S> {
@@ -99,9 +118,44 @@ impl<S> Connection<S> {
             last_progress: now,
             linger_deadline: None,
             handler_timer: None,
+            flow: Flow::default(),
         }
     }
 
+    /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
+    pub(crate) fn connecting(
+        stream: Socket,
+        token: Token,
+        id: ConnId,
+        peer: PeerAddr,
+        now: Instant,
+    ) -> Self {
+        Connection {
+            phase: Phase::Connecting,
+            ..Connection::new(stream, token, id, peer, now)
+        }
+    }
+
+    /// Whether a connect under way has finished, once the poll reported the socket.
+    pub(crate) fn connect_result(&self) -> rules::Connect {
+        match self.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => return rules::Connect::from_error(err),
+        }
+        match self.stream.is_connected() {
+            Ok(_) => rules::Connect::Established,
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => rules::Connect::Pending,
+            Err(err) => rules::Connect::Failed(err),
+        }
+    }
+
+    /// Make the close a reset: with `SO_LINGER` 0, dropping the socket sends RST.
+    pub(crate) fn set_reset_on_close(&self) {
+        // Failure leaves an ordinary close: the peer still sees the connection end.
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    /// Bytes queued and not yet written.
     /// The same connection, carrying its bytes through `transport`.
     pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
@@ -212,6 +266,9 @@ impl<S> Connection<S> {
 /// ends it; the transitions are the methods below and `Reactor::settle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// Dialed by a handler: the nonblocking connect is under way. Output is queued, not
+    /// sent; nothing is read.
+    Connecting,
     /// Reading, and feeding the handler.
     Open,
     /// Unsent output passed the high-water mark: not read until it drains to low water.
@@ -225,6 +282,10 @@ pub(crate) enum Phase {
     /// Output flushed and our FIN sent: read and discard until the peer's EOF or the
     /// linger deadline, then close for this reason.
     Lingering(CloseReason),
+    /// The peer sent EOF and the handler keeps the connection open for output (a
+    /// half-close): nothing is read; it closes when the handler closes it or shuts its
+    /// sending side.
+    HalfClosed,
     /// Finished; freed at the end of the turn, and the handler told this reason.
     Dead(CloseReason),
 }
@@ -262,9 +323,9 @@ impl Phase {
     /// The phase after the peer's EOF: a close already requested keeps its reason.
     pub(crate) fn after_eof(self) -> Phase {
         match self {
-            Phase::Open | Phase::Paused => Phase::Draining(CloseReason::Eof),
+            Phase::Open | Phase::Paused | Phase::Connecting => Phase::Draining(CloseReason::Eof),
             Phase::Closing(reason) | Phase::Lingering(reason) => Phase::Draining(reason),
-            Phase::Draining(_) | Phase::Dead(_) => self,
+            Phase::Draining(_) | Phase::HalfClosed | Phase::Dead(_) => self,
         }
     }
 
@@ -272,7 +333,8 @@ impl Phase {
     pub(crate) fn after_close_request(self, reason: CloseReason) -> Phase {
         match self {
             Phase::Open | Phase::Paused => Phase::Closing(reason),
-            Phase::Draining(CloseReason::Eof) => Phase::Draining(reason),
+            // The peer has finished already: flush, then close without lingering.
+            Phase::Draining(CloseReason::Eof) | Phase::HalfClosed => Phase::Draining(reason),
             _ => self,
         }
     }
@@ -321,5 +383,15 @@ mod tests {
         assert_eq!(feeding, [true, false, false, false, false, false]);
         let reading: Vec<bool> = phases.iter().map(|p| p.wants_read()).collect();
         assert_eq!(reading, [true, false, false, true, true, false]);
+        for quiet in [Phase::Connecting, Phase::HalfClosed] {
+            assert!(!quiet.wants_input() && !quiet.wants_read());
+        }
+    }
+
+    #[test]
+    fn a_half_closed_connection_closes_without_lingering_when_asked() {
+        let asked = Phase::HalfClosed.after_close_request(CloseReason::Handler);
+        assert_eq!(asked, Phase::Draining(CloseReason::Handler));
+        assert_eq!(Phase::HalfClosed.after_eof(), Phase::HalfClosed);
     }
 }

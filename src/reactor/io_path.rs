@@ -9,6 +9,7 @@ use log::{debug, trace, warn};
 
 use super::Reactor;
 use super::connection::{FlushOutcome, Phase};
+use super::outbound::Notice;
 use super::timer::TimerKind;
 use crate::handler::Actions;
 use crate::rules::{self, Ending, Limit, ReadOutcome, Stop};
@@ -26,6 +27,14 @@ pub(super) enum Call {
     Data(usize),
     /// `Handler::timer`.
     Timer,
+    /// `Handler::connected`, once a dialed connection is established.
+    Connected,
+    /// `Handler::read_closed`, after the peer's EOF.
+    ReadClosed,
+    /// `Handler::congested`.
+    Congested,
+    /// `Handler::drained`.
+    Drained,
 }
 
 impl<H: Handler> Reactor<H> {
@@ -41,7 +50,7 @@ impl<H: Handler> Reactor<H> {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if !conn.phase.wants_read() {
+            if !conn.phase.wants_read() || (conn.flow.reading_paused && conn.phase.wants_input()) {
                 return;
             }
             if budget == 0 {
@@ -134,9 +143,21 @@ impl<H: Handler> Reactor<H> {
                 held = fed.stop == Stop::HighWater;
             }
             (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
+            (Call::Connected, Some(session)) => handler.connected(session, &mut ctx),
+            (Call::ReadClosed, Some(session)) => {
+                self.half_open_asked = handler.read_closed(session, &mut ctx);
+            }
+            (Call::Congested, Some(session)) => handler.congested(session, &mut ctx),
+            (Call::Drained, Some(session)) => handler.drained(session, &mut ctx),
             (_, None) => {}
         }
-        self.after_callback(key, use_scratch, actions, held);
+        // Only a callback that may have consumed input is held to the input cap: the flow
+        // and connect callbacks leave the input as it was (it may be waiting at high water).
+        let input_unchanged = matches!(
+            call,
+            Call::Connected | Call::ReadClosed | Call::Congested | Call::Drained
+        );
+        self.after_callback(key, use_scratch, actions, held || input_unchanged);
         if held
             && self
                 .conns
@@ -187,6 +208,11 @@ impl<H: Handler> Reactor<H> {
     #[inline(always)]
     fn send_output(&mut self, key: usize, used_scratch: bool) -> bool {
         let conn = &mut self.conns[key];
+        if conn.phase == Phase::Connecting {
+            // Not established yet: output waits in the queue for `connected`.
+            conn.output.append(&mut self.scratch_out);
+            return true;
+        }
         let before = self.stats.bytes_out;
         let mut outcome = FlushOutcome::Done;
         if used_scratch && !self.scratch_out.is_empty() {
@@ -248,11 +274,17 @@ impl<H: Handler> Reactor<H> {
                 );
                 self.begin_close(key, CloseReason::InputLimit);
             }
+            Limit::AboveHighWater if !conn.flow.congested => {
+                if conn.phase == Phase::Open {
+                    trace!(
+                        "connection {}: output above high water; pausing reads",
+                        conn.id
+                    );
+                    conn.phase = Phase::Paused;
+                }
+                self.notice(key, Notice::Congested);
+            }
             Limit::AboveHighWater if conn.phase == Phase::Open => {
-                trace!(
-                    "connection {}: output above high water; pausing reads",
-                    conn.id
-                );
                 conn.phase = Phase::Paused;
             }
             Limit::InputCap | Limit::AboveHighWater | Limit::Within => {}
@@ -264,7 +296,7 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.phase.is_dead() || conn.pending() == 0 {
+        if conn.phase.is_dead() || conn.phase == Phase::Connecting || conn.pending() == 0 {
             return;
         }
         let before = self.stats.bytes_out;

@@ -13,9 +13,11 @@ use log::trace;
 use super::Reactor;
 use super::connection::Phase;
 use super::io_path::Call;
+use super::outbound::Notice;
 use super::timer::TimerKind;
+use crate::handler::Actions;
 use crate::rules::Ending;
-use crate::{CloseReason, Handler};
+use crate::{CloseReason, Context, Handler};
 
 impl<H: Handler> Reactor<H> {
     /// Decide what a connection does next after its output changed: resume reading below
@@ -25,6 +27,19 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let pending = conn.pending();
+        if conn.flow.congested && pending <= self.config.low_water {
+            self.notice(key, Notice::Drained);
+        }
+        let conn = &mut self.conns[key];
+        if pending == 0 && conn.flow.shutdown_pending && conn.phase != Phase::Connecting {
+            trace!(
+                "connection {}: output flushed; shutting down writes as asked",
+                conn.id
+            );
+            conn.flow.shutdown_pending = false;
+            conn.flow.write_shut = true;
+            conn.shutdown_write();
+        }
         match conn.phase {
             Phase::Paused if pending <= self.config.low_water => {
                 trace!("connection {}: output drained; resuming reads", conn.id);
@@ -39,6 +54,11 @@ impl<H: Handler> Reactor<H> {
                 conn.close_notify();
                 self.kill(key, reason);
             }
+            // Both directions are finished: the peer's by its EOF, ours by the shutdown.
+            Phase::HalfClosed if conn.flow.write_shut => {
+                conn.close_notify();
+                self.kill(key, CloseReason::Eof);
+            }
             // Lingering close (stopping too): send our FIN, then read until the peer's EOF
             // (or the linger deadline) so unread input does not turn the close into a reset.
             // A client that closes on EOF sends nothing more, so it waits no longer.
@@ -50,17 +70,49 @@ impl<H: Handler> Reactor<H> {
                 conn.shutdown_write();
                 conn.phase = Phase::Lingering(reason);
             }
-            Phase::Open | Phase::Paused | Phase::Lingering(_) | Phase::Dead(_) => {}
+            Phase::Open
+            | Phase::Paused
+            | Phase::Connecting
+            | Phase::HalfClosed
+            | Phase::Lingering(_)
+            | Phase::Dead(_) => {}
         }
     }
 
     /// The peer sent EOF: stop reading, flush what is queued (bounded by the linger
     /// timeout), then close.
+    /// The handler may keep it open for output instead (`read_closed`): a half-close.
     pub(super) fn on_eof(&mut self, key: usize) {
+        if self.keeps_half_open(key) {
+            self.settle(key);
+            return;
+        }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.phase = conn.phase.after_eof();
             self.arm_linger(key);
             self.settle(key);
+        }
+    }
+
+    /// Ask the handler whether connection `key`, whose peer sent EOF, stays open for
+    /// output; if so it becomes [`Phase::HalfClosed`].
+    fn keeps_half_open(&mut self, key: usize) -> bool {
+        let asks = self
+            .conns
+            .get(key)
+            .is_some_and(|conn| matches!(conn.phase, Phase::Open | Phase::Paused));
+        if !asks {
+            return false;
+        }
+        self.half_open_asked = false;
+        self.invoke(key, Call::ReadClosed);
+        let keep = mem::take(&mut self.half_open_asked);
+        match self.conns.get_mut(key) {
+            Some(conn) if keep && matches!(conn.phase, Phase::Open | Phase::Paused) => {
+                conn.phase = Phase::HalfClosed;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -82,6 +134,14 @@ impl<H: Handler> Reactor<H> {
         match ending {
             Ending::Abrupt(reason) => self.kill(key, reason),
             Ending::Lingering(reason) => self.begin_close(key, reason),
+            Ending::Graceful(reason)
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|conn| conn.phase == Phase::Connecting) =>
+            {
+                self.kill(key, reason)
+            }
             // Flush, then close without waiting for the peer: as after its EOF.
             Ending::Graceful(reason) => {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -93,7 +153,16 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Start closing connection `key` for `reason` once its output is flushed.
+    /// A connection still connecting has nothing to flush: it is dropped at once.
     pub(super) fn begin_close(&mut self, key: usize, reason: CloseReason) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.phase == Phase::Connecting)
+        {
+            self.kill(key, reason);
+            return;
+        }
         if let Some(conn) = self.conns.get_mut(key) {
             let before = conn.phase;
             conn.phase = before.after_close_request(reason);
@@ -192,12 +261,17 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 7: free finished connections and tell the handler why each closed.
+    /// Step 7: free finished connections and tell the handler why each closed (`ending`
+    /// may close others, which are freed in the same step).
     pub(super) fn reap_finished(&mut self) {
-        for key in self.reap.drain(..) {
+        let mut next = 0;
+        while next < self.reap.len() {
+            let key = self.reap[next];
+            next += 1;
             if !self.conns.contains(key) {
                 continue;
             }
+            self.call_ending(key);
             let conn = self.conns.remove(key);
             let reason = match conn.phase {
                 Phase::Dead(reason) => reason,
@@ -212,5 +286,28 @@ impl<H: Handler> Reactor<H> {
             }
             // Dropping the stream closes the descriptor, which also removes it from epoll.
         }
+        self.reap.clear();
+    }
+
+    /// `Handler::ending` for dead connection `key`: its last chance to act on others.
+    fn call_ending(&mut self, key: usize) {
+        let handler = &*self.handler;
+        let conn = &mut self.conns[key];
+        let (Phase::Dead(reason), Some(session)) = (conn.phase, conn.session.as_mut()) else {
+            return;
+        };
+        let mut actions = Actions::default();
+        let mut ctx = Context::new(
+            conn.id,
+            conn.peer,
+            self.now,
+            &mut self.scratch_out,
+            &mut actions,
+            &mut self.outbox,
+        );
+        handler.ending(session, &mut ctx, reason);
+        // Its own output has nowhere to go.
+        self.scratch_out.clear();
+        self.outbox_route();
     }
 }

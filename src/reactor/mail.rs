@@ -88,14 +88,30 @@ impl Mailboxes {
 }
 
 impl<H: Handler> Reactor<H> {
-    /// Deliver what the last callback sent to other connections, here or on other workers.
+    /// Deliver what the last callback sent to other connections, here or on other workers,
+    /// and carry out what it asked of connections by id: dials first (so bytes sent to a
+    /// new connection queue on it), then the bytes, then the other requests.
     pub(super) fn outbox_route(&mut self) {
-        if self.outbox.is_empty() {
+        while !self.outbox.is_empty() {
+            let mut requests = mem::take(&mut self.outbox.requests);
+            self.dial_all(&requests);
+            self.route_mail();
+            self.carry_out(&requests);
+            requests.clear();
+            if self.outbox.requests.is_empty() {
+                self.outbox.requests = requests;
+            }
+        }
+    }
+
+    /// Deliver the bytes of the last callback's outbox.
+    fn route_mail(&mut self) {
+        if self.outbox.has_no_mail() {
             return;
         }
-        let mut outbox = mem::take(&mut self.outbox);
+        let mut mail = self.outbox.take_mail();
         let mut wake = Vec::new();
-        outbox.drain(|to, bytes| {
+        mail.drain(|to, bytes| {
             let owner = self.owner(to);
             if owner == self.index {
                 self.deliver(to, bytes);
@@ -103,7 +119,7 @@ impl<H: Handler> Reactor<H> {
                 wake.push(owner);
             }
         });
-        self.outbox = outbox;
+        self.outbox.restore_mail(mail);
         for worker in wake {
             self.mailboxes.wake(worker);
         }
@@ -123,7 +139,7 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if matches!(conn.phase, Phase::Dead(_) | Phase::Lingering(_)) {
+        if matches!(conn.phase, Phase::Dead(_) | Phase::Lingering(_)) || conn.flow.write_shut {
             return;
         }
         conn.output.extend_from_slice(bytes);

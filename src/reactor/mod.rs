@@ -12,8 +12,10 @@
 //! 2. **handle events**: accept on the listener, read and write on connections;
 //! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
 //!    readiness will not be reported again for data already waiting;
-//! 4. **deliver mail** sent by other workers to our connections;
-//! 5. **flush** output that handlers queued for other connections;
+//! 4. **deliver mail** sent by other workers to our connections, and messages posted from
+//!    other threads to the handler;
+//! 5. **flush** output that handlers queued for other connections, and tell handlers which
+//!    connections' output passed high water or drained;
 //! 6. **expire timers**: idle, linger, handler timers, accept back-off;
 //! 7. **reap** connections that finished, telling the handler why;
 //! 8. **check stop**: begin or finish a graceful stop.
@@ -25,12 +27,17 @@
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `timer` — the deadline heap and what happens when a deadline passes;
+//! - `outbound` — connections a handler dials, and its requests about connections by id
+//!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
+//! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
+//!   the [`Poster`] that sends messages into a running loop;
 //! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
 //!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
 //! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
 use std::collections::HashMap;
 use std::io;
+use std::mem;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -39,20 +46,25 @@ use log::{debug, error, info, trace};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::handler::Outbox;
+use crate::handler::{IdMint, Outbox};
 use crate::worker::{Live, Prepared, WorkerSetup};
 use crate::{CloseReason, Config, ConnId, Handler, Stats};
 
 mod accept;
 mod connection;
+mod driven;
 mod io_path;
 mod lifecycle;
 mod mail;
+mod outbound;
 mod socket;
 mod timer;
 
-use connection::Connection;
+use connection::{Connection, Phase};
+use driven::PostBox;
+pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
+use outbound::Notice;
 use socket::Listener;
 use timer::Timers;
 
@@ -83,50 +95,8 @@ fn prepare_one<H: Handler>(
     setup: WorkerSetup<H>,
     mailboxes: Arc<Mailboxes>,
 ) -> io::Result<Prepared> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let mut listeners = Vec::with_capacity(setup.listeners.len());
-    for (index, listening) in setup.listeners.into_iter().enumerate() {
-        let mut listener = Listener::from_std(listening)?;
-        let token = Token(FIRST_LISTENER - index);
-        poll.registry()
-            .register(&mut listener, token, Interest::READABLE)?;
-        listeners.push(listener);
-    }
-    mailboxes.set_waker(setup.index, Arc::clone(&waker));
-    let reactor = Reactor {
-        poll,
-        listeners,
-        handover: setup.handover,
-        conns: Slab::new(),
-        ids: HashMap::new(),
-        handler: setup.handler,
-        #[cfg(feature = "tls")]
-        tls: setup.tls,
-        read_buf: vec![0; setup.config.read_chunk.max(1)],
-        config: setup.config,
-        stats: Stats::default(),
-        live: setup.live,
-        mailboxes,
-        stop: setup.stop,
-        index: setup.index,
-        workers: setup.workers,
-        next_seq: 0,
-        generation: 0,
-        timers: Timers::default(),
-        ready: Vec::new(),
-        listener_ready: false,
-        dirty: Vec::new(),
-        reap: Vec::new(),
-        scratch_out: Vec::new(),
-        outbox: Outbox::default(),
-        inbox: Vec::new(),
-        now: Instant::now(),
-        accept_paused: false,
-        fd_episode: false,
-        stop_deadline: None,
-        failure: None,
-    };
+    let reactor = Reactor::build(setup, mailboxes)?;
+    let waker = Arc::clone(&reactor.posts.waker);
     Ok(Prepared {
         run: Box::new(move || reactor.run()),
         wake: Box::new(move || {
@@ -134,6 +104,59 @@ fn prepare_one<H: Handler>(
             let _ = waker.wake();
         }),
     })
+}
+
+impl<H: Handler> Reactor<H> {
+    /// A reactor for one worker: its `Poll`, waker, listener registration and mailbox.
+    fn build(setup: WorkerSetup<H>, mailboxes: Arc<Mailboxes>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listeners = Vec::with_capacity(setup.listeners.len());
+        for (index, listening) in setup.listeners.into_iter().enumerate() {
+            let mut listener = Listener::from_std(listening)?;
+            let token = Token(FIRST_LISTENER - index);
+            poll.registry()
+                .register(&mut listener, token, Interest::READABLE)?;
+            listeners.push(listener);
+        }
+        mailboxes.set_waker(setup.index, Arc::clone(&waker));
+        let reactor = Reactor {
+            poll,
+            listeners,
+            handover: setup.handover,
+            conns: Slab::new(),
+            ids: HashMap::new(),
+            handler: setup.handler,
+            #[cfg(feature = "tls")]
+            tls: setup.tls,
+            read_buf: vec![0; setup.config.read_chunk.max(1)],
+            config: setup.config,
+            stats: Stats::default(),
+            live: setup.live,
+            mailboxes,
+            stop: setup.stop,
+            index: setup.index,
+            workers: setup.workers,
+            generation: 0,
+            timers: Timers::default(),
+            ready: Vec::new(),
+            listener_ready: false,
+            dirty: Vec::new(),
+            reap: Vec::new(),
+            scratch_out: Vec::new(),
+            outbox: Outbox::minting(IdMint::new(setup.index, setup.workers)),
+            inbox: Vec::new(),
+            notices: Vec::new(),
+            posts: PostBox::new(waker),
+            half_open_asked: false,
+            now: Instant::now(),
+            accept_paused: false,
+            fd_episode: false,
+            stop_deadline: None,
+            failure: None,
+        };
+        Ok(reactor)
+    }
 }
 
 /// A single-threaded event loop serving one listener.
@@ -169,8 +192,6 @@ struct Reactor<H: Handler> {
     index: usize,
     /// How many workers share the server.
     workers: usize,
-    /// Connections accepted by this worker so far (to make ids).
-    next_seq: u64,
     /// Bumped per accept and put in the token's high bits.
     generation: u32,
     /// Idle, linger, handler and back-off deadlines.
@@ -191,6 +212,12 @@ struct Reactor<H: Handler> {
     outbox: Outbox,
     /// Mail taken from other workers (buffer reused).
     inbox: Vec<(ConnId, Vec<u8>)>,
+    /// Connections whose handler must be told their output passed high water or drained.
+    notices: Vec<(Token, Notice)>,
+    /// Messages posted from other threads, and the waker that announces them.
+    posts: Arc<PostBox>,
+    /// Set by the last `read_closed` callback: the handler keeps the connection half open.
+    half_open_asked: bool,
     /// When the current turn started.
     now: Instant,
     /// Accepting is suspended after running out of file descriptors.
@@ -208,33 +235,45 @@ impl<H: Handler> Reactor<H> {
     fn run(mut self) -> io::Result<Stats> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         debug!("worker {} serving", self.index);
-        loop {
-            self.poll_events(&mut events)?;
-            self.handle_events(&events);
-            self.revisit_ready();
-            self.deliver_mail();
-            self.flush_dirty();
-            self.expire_timers();
-            self.reap_finished();
-            if self.check_stop() {
-                break;
-            }
-        }
+        while !self.turn(&mut events, None)? {}
         debug!("worker {} stopped", self.index);
+        self.finish()
+    }
+
+    /// One turn of the loop, sleeping in `poll` no longer than `limit` (when given) or the
+    /// next deadline. Returns true once the worker has stopped.
+    fn turn(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<bool> {
+        self.poll_events(events, limit)?;
+        self.handle_events(events);
+        self.revisit_ready();
+        self.deliver_mail();
+        self.deliver_posts();
+        self.flush_dirty();
+        self.notify_flow();
+        self.expire_timers();
+        self.reap_finished();
+        Ok(self.check_stop())
+    }
+
+    /// The worker's result once stopped: its stats, or why the listener failed.
+    fn finish(&mut self) -> io::Result<Stats> {
         match self.failure.take() {
             Some(err) => Err(err),
-            None => Ok(self.stats),
+            None => Ok(mem::take(&mut self.stats)),
         }
     }
 
-    /// Step 1: wait for readiness, no longer than the next deadline, and not at all when
-    /// work is already waiting.
-    fn poll_events(&mut self, events: &mut Events) -> io::Result<()> {
+    /// Step 1: wait for readiness, no longer than the next deadline (or `limit`), and not
+    /// at all when work is already waiting.
+    fn poll_events(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         let timeout = if !self.ready.is_empty() || self.listener_ready {
             Some(Duration::ZERO)
         } else {
-            self.timers.timeout(now)
+            match (self.timers.timeout(now), limit) {
+                (Some(due), Some(limit)) => Some(due.min(limit)),
+                (due, limit) => due.or(limit),
+            }
         };
         match self.poll.poll(events, timeout) {
             Ok(()) => {}
@@ -271,6 +310,10 @@ impl<H: Handler> Reactor<H> {
                         // holds another): the event is stale.
                         continue;
                     };
+                    if self.conns[key].phase == Phase::Connecting {
+                        self.finish_connect(key);
+                        continue;
+                    }
                     // Data that arrived before the peer's FIN raises no further edge, so
                     // then (and on error) read until the kernel says WouldBlock or EOF.
                     let drain = event.is_read_closed() || event.is_error();

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -116,6 +116,16 @@ impl Socket {
             Socket::Unix(stream) => stream.shutdown(how),
         }
     }
+
+    /// Take the socket's pending error (`SO_ERROR`), as a connect's outcome.
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        socket2::SockRef::from(self).take_error()
+    }
+
+    /// Whether the socket has a peer: `NotConnected` while a connect is under way.
+    pub(crate) fn is_connected(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).peer_addr().map(drop)
+    }
 }
 
 impl Read for &Socket {
@@ -170,5 +180,14 @@ impl AsRawFd for Socket {
 impl crate::rules::HalfClose for Socket {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(stream) => stream.as_fd(),
+            Socket::Unix(stream) => stream.as_fd(),
+        }
     }
 }

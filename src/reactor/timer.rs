@@ -30,6 +30,8 @@ pub(crate) enum TimerKind {
     Handler,
     /// Accepting may resume after running out of file descriptors.
     AcceptBackoff,
+    /// A dialed connection must be established by now.
+    Connect,
     /// The TLS handshake must have completed by now.
     Handshake,
 }
@@ -86,6 +88,7 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::Idle => self.expire_idle(key),
                 TimerKind::Linger => self.expire_linger(key),
                 TimerKind::Handler => self.expire_handler_timer(key),
+                TimerKind::Connect => self.expire_connect(key),
                 TimerKind::Handshake => self.expire_handshake(key),
                 TimerKind::AcceptBackoff => {}
             }
@@ -123,7 +126,7 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let conn = &self.conns[key];
-        if !matches!(conn.phase, Phase::Open | Phase::Paused) {
+        if !matches!(conn.phase, Phase::Open | Phase::Paused | Phase::HalfClosed) {
             // The linger deadline bounds it now.
             return;
         }

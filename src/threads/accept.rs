@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
 use super::client::{Client, Finished};
-use super::peer::{Gate, Peer};
+use super::peer::Peer;
 use super::wire::Wire;
 use super::{CLIENT_STACK, WorkerShared};
 use crate::listener::stream::{Listening, Stream};
@@ -55,6 +55,13 @@ impl<H: Handler> AcceptLoop<H> {
         }
         let clients: Vec<_> = self.clients.drain().collect();
         for (_, thread) in clients {
+            self.join(thread);
+        }
+        // Dialed connections end with the clients that dialed them, or by the stop.
+        let dialed =
+            std::mem::take(&mut *self.shared.dialed.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in dialed {
+            self.stats.connected += 1;
             self.join(thread);
         }
         log::debug!("threads worker {} stopped", self.shared.index);
@@ -168,13 +175,7 @@ impl<H: Handler> AcceptLoop<H> {
             live.closed();
             return;
         };
-        let peer = Arc::new(Peer {
-            stream,
-            worker: self.shared.index,
-            gate: Gate::default(),
-            overflowed: AtomicBool::new(false),
-            wire,
-        });
+        let peer = Arc::new(Peer::new(stream, self.shared.index, wire));
         // Register before the client thread first checks the stop flag (it does before
         // every read): `wake` either finds this client in the registry and shuts its read
         // side, or raised the flag before the registration, and then the client thread
@@ -247,6 +248,18 @@ impl<H: Handler> AcceptLoop<H> {
             if let Some(thread) = self.clients.remove(&id) {
                 self.join(thread);
             }
+        }
+        let finished: Vec<_> = {
+            let mut dialed = self.shared.dialed.lock().unwrap_or_else(|p| p.into_inner());
+            let (done, running) = std::mem::take(&mut *dialed)
+                .into_iter()
+                .partition(|thread| thread.is_finished());
+            *dialed = running;
+            done
+        };
+        for thread in finished {
+            self.stats.connected += 1;
+            self.join(thread);
         }
     }
 

@@ -20,6 +20,10 @@ use crate::listener::stream::Stream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
+mod dial;
+
+pub(super) use dial::dial;
+
 /// First size of a client's read buffer. It doubles, up to `Config::read_chunk`, each time
 /// a read fills it, so idle clients stay cheap and busy ones read in large chunks.
 const FIRST_READ_BUFFER: usize = 4 * 1024;
@@ -81,6 +85,7 @@ impl<H: Handler> Client<H> {
         peer: Arc<Peer>,
     ) -> Self {
         let first = FIRST_READ_BUFFER.min(shared.config.read_chunk).max(1);
+        let outbox = Client::outbox(&shared);
         Client {
             shared,
             id,
@@ -88,7 +93,10 @@ impl<H: Handler> Client<H> {
             peer,
             buf: vec![0; first],
             input: Vec::new(),
-            fx: Effects::default(),
+            fx: Effects {
+                out: Vec::new(),
+                outbox,
+            },
             timer: None,
             last_progress: Instant::now(),
             read_timeout: None,
@@ -99,7 +107,7 @@ impl<H: Handler> Client<H> {
 
     /// Serve the client from `open` to `close`.
     pub(super) fn serve(mut self) -> Finished {
-        let reason = match self.configure_socket() {
+        match self.configure_socket() {
             Ok(()) => {
                 let (mut session, actions) = self.open();
                 let ending = match self.after_callback(actions, false) {
@@ -107,19 +115,17 @@ impl<H: Handler> Client<H> {
                     None => self.run(&mut session),
                 };
                 let reason = self.end(ending);
-                self.shared.handler.close(session, self.id, reason);
-                reason
+                self.finish(session, reason)
             }
             Err(err) => {
                 // The socket failed before the handler saw it: no open, so no close.
                 let reason = CloseReason::from_io(&err);
-                self.end(Ending::Abrupt(reason))
+                Finished {
+                    reason: self.end(Ending::Abrupt(reason)),
+                    bytes_in: self.bytes_in,
+                    bytes_out: self.bytes_out,
+                }
             }
-        };
-        Finished {
-            reason,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
         }
     }
 
@@ -161,6 +167,8 @@ impl<H: Handler> Client<H> {
                 ReadOutcome::Eof => Some(match self.closed_reason(CloseReason::Eof) {
                     // The stop shut our read side: answer what is left, close lingering.
                     CloseReason::Shutdown => self.answer_arrived(session),
+                    CloseReason::Eof => self.on_read_closed(session),
+                    CloseReason::Reset => Ending::Abrupt(CloseReason::Reset),
                     reason => Ending::Graceful(reason),
                 }),
                 // The read timeout passed: a deadline may be due.
@@ -210,6 +218,8 @@ impl<H: Handler> Client<H> {
     fn closed_reason(&self, seen: CloseReason) -> CloseReason {
         if self.peer.overflowed.load(Ordering::Relaxed) {
             CloseReason::OutputLimit
+        } else if self.peer.reset.load(Ordering::Relaxed) {
+            CloseReason::Reset
         } else if self.shared.stop.load(Ordering::Relaxed) {
             CloseReason::Shutdown
         } else {
@@ -449,6 +459,10 @@ impl<H: Handler> Client<H> {
     /// Messages for one recipient are joined and written at once (a chat line to many
     /// clients, or many lines to one, cost one write per recipient, not per message).
     fn deliver_outbox(&mut self) {
+        // Dialed first, so bytes sent to a new connection reach it; the other requests after
+        // the bytes, so a shutdown follows what was sent before it.
+        let requests = std::mem::take(&mut self.fx.outbox.requests);
+        super::reach::dial_all(&self.shared, &requests);
         let mut mail: HashMap<ConnId, Vec<u8>> = HashMap::new();
         self.fx.outbox.drain(|to, bytes| {
             mail.entry(to).or_default().extend_from_slice(bytes);
@@ -461,6 +475,7 @@ impl<H: Handler> Client<H> {
                 None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
             }
         }
+        super::reach::carry_out(&self.shared.registry, &requests);
     }
 
     /// Close the connection as `ending` says; returns the reason.
@@ -479,6 +494,8 @@ impl<H: Handler> Client<H> {
                 let _ = stream.shutdown(Shutdown::Write);
                 self.drain_input();
             }
+            // Reset by a handler: no FIN; dropping the socket (`SO_LINGER` 0) sends RST.
+            Ending::Abrupt(_) if self.peer.reset.load(Ordering::Relaxed) => {}
             Ending::Abrupt(_) => {
                 let _ = stream.shutdown(Shutdown::Both);
             }

@@ -43,15 +43,17 @@
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
+//! - `reach` — what a callback asks of connections by id (a connect is refused here);
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::worker::{Live, Prepared, WorkerSetup};
 use crate::{Config, Handler, Stats};
@@ -59,10 +61,12 @@ use crate::{Config, Handler, Stats};
 mod accept;
 mod client;
 mod peer;
+mod reach;
 mod registry;
 mod wire;
 
 use accept::AcceptLoop;
+use client::Finished;
 use registry::Registry;
 
 /// Stack of each client thread. Handlers run on it; buffers live on the heap. Small stacks
@@ -84,6 +88,8 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
+    /// Threads of connections this worker's handlers dialed, joined by the accept thread.
+    dialed: Mutex<Vec<JoinHandle<Finished>>>,
     /// Serve TLS with this configuration; `None` serves plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -115,6 +121,7 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
+        dialed: Mutex::new(Vec::new()),
         #[cfg(feature = "tls")]
         tls: setup.tls,
     });

@@ -27,11 +27,35 @@ pub(super) struct Peer {
     pub(super) gate: Gate,
     /// Set when a sender gave up on this client: its owner closes with `OutputLimit`.
     pub(super) overflowed: AtomicBool,
+    /// Set when a handler reset this connection (`Context::reset_conn`): its owner drops it
+    /// without a FIN, so `SO_LINGER` 0 turns the close into a reset.
+    pub(super) reset: AtomicBool,
     /// What bytes travel through: the socket itself, or TLS over it.
     pub(super) wire: Wire,
 }
 
 impl Peer {
+    /// A peer for `stream`, owned by a thread of `worker`, its bytes going through `wire`.
+    pub(super) fn new(stream: Stream, worker: usize, wire: Wire) -> Self {
+        Peer {
+            stream,
+            worker,
+            gate: Gate::default(),
+            overflowed: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            wire,
+        }
+    }
+
+    /// A peer whose connect is under way (plaintext): senders wait at the gate until its
+    /// thread opens it ([`Gate::open`]), so no write can take the connect's error before
+    /// that thread reads it.
+    pub(super) fn connecting(stream: Stream, worker: usize) -> Self {
+        let peer = Peer::new(stream, worker, Wire::Plain);
+        peer.gate.lock().busy = true;
+        peer
+    }
+
     /// Write a message from another client, waiting at most `patience` for a turn and
     /// for the socket to take the bytes. Returns the bytes written.
     pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
@@ -99,6 +123,12 @@ impl Gate {
     /// The state. Nothing can panic while it is locked, so a poisoned lock is still sound.
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Let writers in after a connect (see [`Peer::connecting`]).
+    pub(super) fn open(&self) {
+        self.lock().busy = false;
+        self.freed.notify_all();
     }
 
     /// Wait for the turn to write, until `deadline` if given.

@@ -15,8 +15,9 @@ use crate::ConnId;
 /// Every live client of a server's threads-model workers, by id, for `send_to`.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    /// The last id handed out; ids are never reused while the server runs.
-    last_id: AtomicU64,
+    /// The last id handed out; ids are never reused while the server runs. Shared with
+    /// the mints of client threads, which number the connections their handlers dial.
+    last_id: Arc<AtomicU64>,
     /// Live clients. Read-locked per message sent to another client, write-locked only
     /// when a client comes or goes.
     peers: RwLock<HashMap<ConnId, Arc<Peer>>>,
@@ -26,6 +27,11 @@ impl Registry {
     /// A new id, unique within the server.
     pub(super) fn next_id(&self) -> ConnId {
         ConnId(self.last_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// The counter ids come from, for a mint that numbers dialed connections.
+    pub(super) fn id_source(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.last_id)
     }
 
     /// Make `peer` reachable by its id.

@@ -1,0 +1,298 @@
+//! A threads-model connection that a handler dialed (`Context::connect`), served by a
+//! thread of its own from `open` to `close`, as an accepted client is; and the half-close
+//! both kinds of client thread support (`Handler::read_closed`).
+//!
+//! The connect starts nonblocking on the dialing thread, so the connection is in the
+//! registry (and bytes sent to it wait in the kernel's connect) before its id is used; its
+//! own thread then waits for it to be established, within `Config::connect_timeout`.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Client, Finished};
+use crate::handler::{Actions, IdMint, Outbox};
+use crate::listener::stream::Stream;
+use crate::rules::{Connect, Ending};
+use crate::threads::peer::Peer;
+use crate::threads::{CLIENT_STACK, WorkerShared};
+use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
+
+/// How often a half-closed client thread looks at the stop flag and its idle deadline.
+const HALF_CLOSED_TICK: Duration = Duration::from_millis(50);
+
+/// Start connecting to `addr` as connection `id`, dialed by `by`, and give it a thread.
+/// A connect that fails at once is reported to the handler on this thread.
+pub(in crate::threads) fn dial<H: Handler>(
+    shared: &Arc<WorkerShared<H>>,
+    id: ConnId,
+    addr: SocketAddr,
+    by: ConnId,
+) {
+    if !shared
+        .live
+        .try_open(shared.index, shared.config.max_connections)
+    {
+        let err = io::Error::other("the connection limit is reached");
+        return fail_unborn(&*shared.handler, id, addr, by, &err);
+    }
+    let stream = match start_connect(addr) {
+        Ok(stream) => stream,
+        Err(err) => {
+            shared.live.closed();
+            return fail_unborn(&*shared.handler, id, addr, by, &err);
+        }
+    };
+    let peer = Arc::new(Peer::connecting(Stream::Tcp(stream), shared.index));
+    shared.registry.insert(id, Arc::clone(&peer));
+    let client = Client::new(Arc::clone(shared), id, addr.into(), peer);
+    let guard = Leaving {
+        shared: Arc::clone(shared),
+        id,
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("tcp-dialed-{id}"))
+        .stack_size(CLIENT_STACK)
+        .spawn(move || {
+            let _guard = guard;
+            client.serve_dialed(by)
+        });
+    match spawned {
+        Ok(thread) => shared
+            .dialed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(thread),
+        Err(err) => log::warn!("could not start a thread for dialed {id} ({addr}): {err}"),
+    }
+}
+
+/// A nonblocking connect to `addr`, then a blocking socket: writes wait for the connect.
+fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    socket.set_nonblocking(false)?;
+    Ok(socket.into())
+}
+
+/// A dial that failed before it had a socket: `open`, then `ending` and `close`.
+pub(in crate::threads) fn fail_unborn<H: Handler>(
+    handler: &H,
+    id: ConnId,
+    addr: SocketAddr,
+    by: ConnId,
+    err: &io::Error,
+) {
+    let reason = CloseReason::ConnectFailed(err.kind());
+    log::debug!("{by}: connect to {addr}: {err}");
+    let (mut out, mut actions, mut outbox) = (Vec::new(), Actions::default(), Outbox::default());
+    outbox.opener = Some(by);
+    let now = Instant::now();
+    let addr = PeerAddr::from(addr);
+    let mut session = handler.open(&mut Context::new(
+        id,
+        addr,
+        now,
+        &mut out,
+        &mut actions,
+        &mut outbox,
+    ));
+    let mut ctx = Context::new(id, addr, now, &mut out, &mut actions, &mut outbox);
+    handler.ending(&mut session, &mut ctx, reason);
+    handler.close(session, id, reason);
+}
+
+/// Leaves the registry and the gauges when a dialed connection's thread ends.
+struct Leaving<H> {
+    /// Gauges and registry.
+    shared: Arc<WorkerShared<H>>,
+    /// The connection.
+    id: ConnId,
+}
+
+impl<H> Drop for Leaving<H> {
+    fn drop(&mut self) {
+        self.shared.registry.remove(self.id);
+        self.shared.live.closed();
+    }
+}
+
+impl<H: Handler> Client<H> {
+    /// A fresh outbox whose dialed connections are numbered like every client.
+    pub(super) fn outbox(shared: &WorkerShared<H>) -> Outbox {
+        Outbox::minting(IdMint::shared(shared.registry.id_source()))
+    }
+
+    /// Serve a dialed connection: `open` at once, then `connected` once established (or
+    /// `close` with `ConnectFailed`), then as any client.
+    fn serve_dialed(mut self, by: ConnId) -> Finished {
+        self.fx.outbox.opener = Some(by);
+        let (mut session, actions) = self.open();
+        self.fx.outbox.opener = None;
+        let outcome = self.await_connect();
+        self.peer.gate.open();
+        let reason = match outcome {
+            Connect::Failed(err) => {
+                log::debug!("connect to {} for {by}: {err}", self.addr);
+                self.fx.out.clear();
+                // What `open` asked of others still happens (it may have written to them).
+                self.deliver_outbox();
+                CloseReason::ConnectFailed(err.kind())
+            }
+            established => {
+                let ending = match self.after_callback(actions, false) {
+                    Some(ending) => ending,
+                    None => self.connected(&mut session, established),
+                };
+                self.end(ending)
+            }
+        };
+        self.finish(session, reason)
+    }
+
+    /// `Handler::connected`, then the read loop (or the reset, if the peer reset it
+    /// already).
+    fn connected(&mut self, session: &mut H::Session, established: Connect) -> Ending {
+        if let Err(err) = self.configure_socket() {
+            return Ending::Abrupt(CloseReason::from_io(&err));
+        }
+        let mut actions = Actions::default();
+        let handler = Arc::clone(&self.shared.handler);
+        let now = Instant::now();
+        handler.connected(
+            session,
+            &mut self.fx.context(self.id, self.addr, now, &mut actions),
+        );
+        match self.after_callback(actions, false) {
+            Some(ending) => ending,
+            None if matches!(established, Connect::EstablishedThenReset) => {
+                self.peer.reset.store(true, Ordering::Relaxed);
+                Ending::Abrupt(CloseReason::Reset)
+            }
+            None => self.run(session),
+        }
+    }
+
+    /// Wait, within the connect timeout, until the connect completes.
+    fn await_connect(&self) -> Connect {
+        let deadline = Instant::now() + self.shared.config.connect_timeout;
+        let stream = &self.peer.stream;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Connect::Failed(io::ErrorKind::TimedOut.into());
+            }
+            let mut fd = libc::pollfd {
+                fd: stream.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd, for the duration of the call.
+            match unsafe { libc::poll(&mut fd, 1, ms) } {
+                0 => continue,
+                n if n < 0 => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Connect::Failed(err);
+                    }
+                }
+                // Writable or hung up: established, unless an error is pending. (The
+                // peer may have answered and closed already; the reads will show it.)
+                _ => {
+                    return match stream.take_error() {
+                        Ok(None) => Connect::Established,
+                        Ok(Some(err)) | Err(err) => Connect::from_error(err),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The peer sent EOF: ask the handler whether to stay open for output
+    /// (`read_closed`); if so wait until our sending side is shut too.
+    pub(super) fn on_read_closed(&mut self, session: &mut H::Session) -> Ending {
+        let mut actions = Actions::default();
+        let handler = Arc::clone(&self.shared.handler);
+        let now = Instant::now();
+        let keep = handler.read_closed(
+            session,
+            &mut self.fx.context(self.id, self.addr, now, &mut actions),
+        );
+        if let Some(ending) = self.after_callback(actions, false) {
+            return ending;
+        }
+        if !keep {
+            return Ending::Graceful(CloseReason::Eof);
+        }
+        self.wait_write_shut()
+    }
+
+    /// Half-closed: wait until our sending side is shut as well (`POLLHUP`: both
+    /// directions done), a reset, the stop, or the idle timeout.
+    fn wait_write_shut(&mut self) -> Ending {
+        let fd = self.peer.stream.as_raw_fd();
+        loop {
+            if self.peer.reset.load(Ordering::Relaxed) {
+                return Ending::Abrupt(CloseReason::Reset);
+            }
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return Ending::Graceful(CloseReason::Shutdown);
+            }
+            if let Some(idle) = self.shared.config.idle_timeout
+                && Instant::now() >= self.last_progress + idle
+            {
+                return Ending::Graceful(CloseReason::IdleTimeout);
+            }
+            let mut poll = libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            };
+            let tick = HALF_CLOSED_TICK.as_millis() as i32;
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut poll, 1, tick) };
+            if ready > 0 && poll.revents & libc::POLLERR != 0 {
+                return Ending::Abrupt(CloseReason::Reset);
+            }
+            if ready > 0 && poll.revents & libc::POLLHUP != 0 {
+                return Ending::Graceful(CloseReason::Eof);
+            }
+        }
+    }
+
+    /// `Handler::ending` (whose requests are carried out), then `close`; the thread's report.
+    pub(super) fn finish(&mut self, mut session: H::Session, reason: CloseReason) -> Finished {
+        let mut actions = Actions::default();
+        let handler = Arc::clone(&self.shared.handler);
+        let now = Instant::now();
+        handler.ending(
+            &mut session,
+            &mut self.fx.context(self.id, self.addr, now, &mut actions),
+            reason,
+        );
+        self.fx.out.clear();
+        if !self.fx.outbox.is_empty() {
+            self.deliver_outbox();
+        }
+        handler.close(session, self.id, reason);
+        Finished {
+            reason,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! What a threads-model callback asks of connections by id (`handler::reach`), carried out
+//! on the asking thread.
+//!
+//! A connect gets a thread of its own (`client::dial`). Shutting down, closing and
+//! resetting act on the target's socket through its `Peer`, which wakes its thread.
+//! Pausing and resuming need nothing here: a writer's blocking write already paces the
+//! writer's own thread by its slowest receiver.
+
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::WorkerShared;
+use super::client;
+use super::registry::Registry;
+use crate::Handler;
+use crate::handler::Request;
+
+/// Dial every connection `requests` ask for.
+pub(super) fn dial_all<H: Handler>(shared: &Arc<WorkerShared<H>>, requests: &[Request]) {
+    for &request in requests {
+        if let Request::Connect { id, addr, by } = request {
+            client::dial(shared, id, addr, by);
+        }
+    }
+}
+
+/// Carry out the requests other than connects.
+pub(super) fn carry_out(registry: &Registry, requests: &[Request]) {
+    for &request in requests {
+        let (id, how) = match request {
+            Request::Connect { .. } | Request::PauseReading(_) | Request::ResumeReading(_) => {
+                continue;
+            }
+            Request::ShutdownWrite(id) => (id, Shutdown::Write),
+            Request::Close(id) | Request::Abort(id) => (id, Shutdown::Both),
+            Request::Reset(id) => (id, Shutdown::Read),
+        };
+        let Some(peer) = registry.get(id) else {
+            continue;
+        };
+        if let Request::Reset(_) = request {
+            // Its thread wakes from the shut read side and drops the socket without a FIN.
+            peer.reset.store(true, Ordering::Relaxed);
+            let _ = socket2::SockRef::from(&peer.stream).set_linger(Some(Duration::ZERO));
+        }
+        // An error means the socket is already shut or broken: its thread will notice.
+        let _ = peer.stream.shutdown(how);
+    }
+}
