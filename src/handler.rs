@@ -7,10 +7,9 @@
 use std::any::Any;
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{CloseReason, ConnId};
+use crate::{CloseReason, ConnId, PeerAddr};
 
 mod reach;
 
@@ -285,7 +284,7 @@ pub struct Context<'a> {
     /// Which connection this callback is about.
     id: ConnId,
     /// The peer's address, for logging.
-    peer: SocketAddr,
+    peer: PeerAddr,
     /// When the current turn of the server began.
     now: Instant,
     /// This connection's output buffer; its first `sent` bytes have already left.
@@ -303,7 +302,7 @@ impl<'a> Context<'a> {
     #[inline]
     pub(crate) fn new(
         id: ConnId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         now: Instant,
         out: &'a mut Vec<u8>,
         actions: &'a mut Actions,
@@ -333,8 +332,8 @@ impl<'a> Context<'a> {
         self.id
     }
 
-    /// The address of the peer.
-    pub fn peer_addr(&self) -> SocketAddr {
+    /// Who the peer is: a TCP address, or a Unix-socket client's process credentials.
+    pub fn peer_addr(&self) -> PeerAddr {
         self.peer
     }
 

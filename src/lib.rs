@@ -40,8 +40,8 @@
 //! # Features
 //!
 //! - `cli` (default): the `tcp-reactor` binary, the tutorial's `client` and the `load`
-//!   generator, with their dependencies (clap, ctrlc, env_logger, hdrhistogram, indicatif,
-//!   rlimit, serde, serde_json). An embedder that only serves depends on
+//!   generator, with their dependencies (clap, env_logger, hdrhistogram, indicatif,
+//!   rlimit, serde, serde_json, signal-hook). An embedder that only serves depends on
 //!   `tcp-reactor = { version = "0.1", default-features = false }` and gets the server core
 //!   and the [`protocols`] alone.
 //!
@@ -79,6 +79,11 @@
 //!   model applies it in its own `memory` file (`reactor/memory.rs`, `threads/memory.rs`).
 //! - [`metrics`] — live [`metrics::Snapshot`]s of a running server, their Prometheus
 //!   text exposition, and a `/metrics` endpoint on a listener of its own.
+//! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
+//!   Unix socket paths (stale files, permissions), sockets handed in, inherited
+//!   descriptors ([`activation`], `LISTEN_FDS`), and the binary [`upgrade`] that hands them
+//!   to a new process; [`PeerAddr`] says who a client is on either kind (a dialed
+//!   connection's is always TCP).
 //! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
 //!   chooses a model and starts its workers. Nothing below imports it.
 //! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP
@@ -103,9 +108,11 @@ mod budget;
 pub mod client;
 mod config;
 mod handler;
+mod listener;
 #[cfg(feature = "cli")]
 pub mod load;
 pub mod metrics;
+mod peer_addr;
 pub mod protocols;
 mod reactor;
 mod reason;
@@ -122,6 +129,8 @@ mod worker;
 
 pub use config::{Config, ConfigError, WritePolicy};
 pub use handler::{Context, Handler};
+pub use listener::{ListenAddr, Listener, activation, upgrade};
+pub use peer_addr::{PeerAddr, UnixPeer};
 pub use reactor::{EventLoop, Poster};
 pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
 mod cli_observe;
+
+mod cli_deploy;
+
+use cli_deploy::{Deploy, Inherited};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -21,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a server until SIGINT or SIGTERM, then print its stats.
+    /// Run a server until SIGINT or SIGTERM, then print its stats. SIGUSR2 upgrades it in
+    /// place: a new copy of the executable takes over the listening sockets.
     Serve(ServeArgs),
     /// The tutorial's client: send one message and print the reply.
     Client(ClientArgs),
@@ -63,9 +69,21 @@ struct ServeArgs {
     /// Concurrency model.
     #[arg(long, value_enum, default_value = "reactor")]
     model: ModelName,
-    /// Address to listen on (IPv4 or IPv6, e.g. [::1]:8866).
+    /// Address to listen on (IPv4 or IPv6, e.g. [::1]:8866), or unix:PATH for a Unix
+    /// socket; repeat for several. Ignored when LISTEN_FDS/LISTEN_PID hand this process
+    /// its listening sockets (systemd socket activation, or a binary upgrade).
     #[arg(long, default_value = "127.0.0.1:8866")]
-    addr: SocketAddr,
+    addr: Vec<String>,
+    /// Permissions of Unix socket files, in octal (e.g. 660).
+    #[arg(long, value_parser = cli_deploy::parse_mode)]
+    unix_mode: Option<u32>,
+    /// Write the server's pid here (atomically); a process started by SIGUSR2 rewrites it.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// After an upgrade, seconds the old process keeps serving its connections before it
+    /// closes the rest gracefully.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
     /// Independent workers sharing the port (SO_REUSEPORT), one thread each.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -176,7 +194,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => {
+            // SAFETY: first thing `serve` does, while the process has a single thread.
+            match unsafe { Inherited::take() } {
+                Ok(inherited) => serve(&args, inherited),
+                Err(err) => Err(err),
+            }
+        }
         Command::Client(args) => run_client(args),
         Command::Load(args) => return tcp_reactor::load::run_cli(args),
     };
@@ -190,20 +214,21 @@ fn main() -> ExitCode {
 }
 
 /// `serve`: pick the protocol, then run it.
-fn serve(args: &ServeArgs) -> io::Result<()> {
+fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
     let config = config_from(args)?;
+    let i = inherited;
     match args.protocol {
-        ProtocolName::Echo => serve_with(protocols::Echo, config, args),
-        ProtocolName::Seed => serve_with(protocols::Seed, config, args),
-        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args),
+        ProtocolName::Echo => serve_with(protocols::Echo, config, args, i),
+        ProtocolName::Seed => serve_with(protocols::Seed, config, args, i),
+        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i),
         ProtocolName::Http => {
             let header = Duration::try_from_secs_f64(args.header_timeout)
                 .map_err(|_| invalid("--header-timeout must be a non-negative number".into()))?;
             let http = protocols::Http::default()
                 .with_header_timeout((!header.is_zero()).then_some(header));
-            serve_with(http, config, args)
+            serve_with(http, config, args, i)
         }
-        ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args),
+        ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args, i),
         ProtocolName::Proxy => {
             if args.upstream.is_empty() {
                 return Err(invalid(
@@ -213,9 +238,21 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
             let retry = Duration::try_from_secs_f64(args.upstream_retry)
                 .map_err(|_| invalid("--upstream-retry must be a number of seconds".into()))?;
             let proxy = protocols::Proxy::new(args.upstream.clone(), retry);
-            serve_with(proxy, config, args)
+            serve_with(proxy, config, args, i)
         }
     }
+}
+
+/// The deployment flags, checked.
+fn deploy_from(args: &ServeArgs) -> io::Result<Deploy> {
+    let drain_timeout = Duration::try_from_secs_f64(args.drain_timeout)
+        .map_err(|_| invalid("--drain-timeout must be a non-negative number of seconds".into()))?;
+    Ok(Deploy {
+        addrs: args.addr.clone(),
+        unix_mode: args.unix_mode,
+        pid_file: args.pid_file.clone(),
+        drain_timeout,
+    })
 }
 
 /// Turn the limit flags into a [`Config`]; the library judges whether it makes sense
@@ -258,12 +295,21 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         .with_max_buffered(args.max_buffered))
 }
 
-/// Bind, install the signal handler, serve until stopped, print the stats.
-fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::Result<()> {
+/// Install the signal handlers, bind, serve until stopped, print the stats.
+fn serve_with<H: Handler>(
+    handler: H,
+    config: Config,
+    args: &ServeArgs,
+    mut inherited: Inherited,
+) -> io::Result<()> {
     let model = match args.model {
         ModelName::Reactor => Model::Reactor,
         ModelName::Threads => Model::Threads,
     };
+    let deploy = deploy_from(args)?;
+    let signals = cli_deploy::signals()
+        .map_err(|err| io::Error::other(format!("cannot install signal handlers: {err}")))?;
+    let listeners = cli_deploy::listeners(&deploy, &mut inherited)?;
     let server = Server::new(handler)
         .config(config)
         .model(model)
@@ -281,25 +327,30 @@ fn serve_with<H: Handler>(handler: H, config: Config, args: &ServeArgs) -> io::R
         _ => server,
     };
     let running = server
-        .bind(args.addr)
+        .listen(listeners)
         .map_err(|err| match ConfigError::of(&err) {
             // Printed as it is: it names the field (`low_water` is `--low-water`).
             Some(_) => err,
-            None => io::Error::new(err.kind(), format!("cannot listen on {}: {err}", args.addr)),
+            None => {
+                let addrs = args.addr.join(", ");
+                io::Error::new(err.kind(), format!("cannot listen on {addrs}: {err}"))
+            }
         })?;
-    let stop = running.stop_handle();
-    ctrlc::set_handler(move || stop.stop())
-        .map_err(|err| io::Error::other(format!("cannot install signal handler: {err}")))?;
+    let addrs: Vec<String> = running
+        .listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     println!(
         "tcp-reactor listening on {} (protocol {}, model {}, {} worker{})",
-        running.local_addr(),
+        addrs.join(" "),
         value_name(args.protocol),
         value_name(args.model),
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
     let observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
-    let stats = running.wait()?;
+    let stats = cli_deploy::run(running, signals, &deploy, inherited)?;
     drop(observers);
     println!("tcp-reactor stopped\n{stats}");
     Ok(())

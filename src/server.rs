@@ -6,16 +6,16 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
+use crate::listener::{self, SocketFile};
 use crate::reactor::EventLoop;
 use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
-use crate::{Config, Handler, Stats, reactor, threads};
+use crate::{Config, Handler, ListenAddr, Listener, Stats, reactor, threads};
 
 /// A running worker's thread, which returns the worker's counters.
 type WorkerThread = JoinHandle<io::Result<Stats>>;
@@ -49,8 +49,13 @@ pub enum Model {
 pub struct StopHandle {
     /// Raised once; every worker checks it after waking.
     flag: Arc<AtomicBool>,
-    /// One wake-up per worker (a mio `Waker`, or a self-connect for the threads model).
+    /// Raised when a successor takes the listeners: workers stop accepting only.
+    handover: Arc<AtomicBool>,
+    /// One wake-up per worker (a mio `Waker`, or a wake pipe for the threads model).
     wakers: Arc<Vec<WakeFn>>,
+    /// One descriptor of every listening socket, for [`Running::listener_fds`]; closed
+    /// when the server stops accepting, so that a stopped server's queue is not kept.
+    sockets: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl fmt::Debug for StopHandle {
@@ -67,9 +72,30 @@ impl StopHandle {
     /// Returns at once; [`Running::wait`] collects the result.
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        self.release_sockets();
         for wake in self.wakers.iter() {
             wake();
         }
+    }
+
+    /// Stop accepting, and keep serving the connections already accepted until they close
+    /// or [`stop`](StopHandle::stop) is called. The listening sockets are closed here, not
+    /// shut down: a process they were handed to goes on accepting from the same queues,
+    /// and no client waiting in them is reset.
+    pub fn stop_accepting(&self) {
+        self.handover.store(true, Ordering::SeqCst);
+        self.release_sockets();
+        for wake in self.wakers.iter() {
+            wake();
+        }
+    }
+
+    /// Close this handle's own descriptors of the listening sockets.
+    fn release_sockets(&self) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// True once [`stop`](StopHandle::stop) has been called.
@@ -165,32 +191,54 @@ impl<H: Handler> Server<H> {
     /// or a worker count of 0 fails with [`InvalidInput`](io::ErrorKind::InvalidInput)
     /// holding a [`ConfigError`](crate::ConfigError) (see [`Config::validate`]).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Running> {
+        self.listen([Listener::tcp(addr)])
+    }
+
+    /// Bind every listener (TCP addresses, Unix socket paths, sockets handed in, inherited
+    /// descriptors) and start serving them all on background threads.
+    ///
+    /// With several workers, a TCP address is bound once per worker (`SO_REUSEPORT`); any
+    /// other listener is one socket whose queue every worker polls. Fails like
+    /// [`bind`](Server::bind), and with `InvalidInput` when `listeners` is empty.
+    pub fn listen(self, listeners: impl IntoIterator<Item = Listener>) -> io::Result<Running> {
         crate::config::validate_server(&self.config, self.workers)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::new(self.workers, self.config.max_buffered));
-        let first = listen(addr, &self.config, self.workers > 1)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..self.workers {
-            // Later workers bind the port the first one got (it may have been 0).
-            listeners.push(listen(local_addr, &self.config, true)?);
+        let mut bound = Vec::new();
+        for listener in listeners {
+            bound.push(listener::bind(listener, self.workers, self.config.backlog)?);
         }
-        let workers = listeners.len();
-        let setups = listeners
-            .into_iter()
-            .enumerate()
-            .map(|(index, listener)| WorkerSetup {
+        if bound.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a server needs at least one listener",
+            ));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let handover = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Live::new(self.workers, self.config.max_buffered));
+        let workers = self.workers;
+        let mut setups = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let listeners = bound
+                .iter()
+                .map(|listener| listener.for_worker(index))
+                .collect::<io::Result<_>>()?;
+            setups.push(WorkerSetup {
                 index,
                 workers,
                 handler: Arc::clone(&self.handler),
                 config: self.config.clone(),
-                listener,
+                listeners,
+                handover: Arc::clone(&handover),
                 stop: Arc::clone(&stop),
                 live: Arc::clone(&live),
                 #[cfg(feature = "tls")]
                 tls: self.tls.clone(),
-            })
-            .collect();
+            });
+        }
+        let mut sockets = Vec::new();
+        for listener in &bound {
+            sockets.extend(listener.descriptors()?);
+        }
         let prepared = match self.model {
             Model::Reactor => reactor::prepare(setups)?,
             Model::Threads => threads::prepare(setups)?,
@@ -201,11 +249,24 @@ impl<H: Handler> Server<H> {
             .unzip();
         let stop_handle = StopHandle {
             flag: stop,
+            handover,
             wakers: Arc::new(wakers),
+            sockets: Arc::new(Mutex::new(sockets)),
         };
+        let addrs: Vec<ListenAddr> = bound.iter().map(|b| b.addr.clone()).collect();
+        let local_addr = addrs
+            .iter()
+            .find_map(|addr| match addr {
+                ListenAddr::Tcp(addr) => Some(*addr),
+                _ => None,
+            })
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let files = bound.into_iter().filter_map(|b| b.file).collect();
         let threads = spawn_workers(runs, &stop_handle)?;
         Ok(Running {
             local_addr,
+            addrs,
+            files,
             stop: stop_handle,
             live,
             threads,
@@ -216,7 +277,7 @@ impl<H: Handler> Server<H> {
     /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
     /// threads. Always the reactor model, with one worker.
     pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
-        let listener = listen(addr, &self.config, false)?;
+        let bound = listener::bind(Listener::tcp(addr), 1, self.config.backlog)?;
         let live = Arc::new(Live::new(1, self.config.max_buffered));
         EventLoop::new(WorkerSetup {
             #[cfg(feature = "tls")]
@@ -225,7 +286,8 @@ impl<H: Handler> Server<H> {
             workers: 1,
             handler: self.handler,
             config: self.config,
-            listener,
+            listeners: vec![bound.for_worker(0)?],
+            handover: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             live,
         })
@@ -259,8 +321,12 @@ impl<H: Handler> Server<H> {
 /// ```
 #[derive(Debug)]
 pub struct Running {
-    /// The address actually bound.
+    /// The first TCP address actually bound.
     local_addr: SocketAddr,
+    /// Every listener's address, in the order given.
+    addrs: Vec<ListenAddr>,
+    /// Socket files to remove once the server has stopped (none after a handover).
+    files: Vec<SocketFile>,
     /// Stops every worker.
     stop: StopHandle,
     /// Shared gauges.
@@ -270,9 +336,36 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address the server listens on.
+    /// The address of the server's first TCP listener (`0.0.0.0:0` when it has none:
+    /// see [`listen_addrs`](Running::listen_addrs)).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where every listener accepts, in the order the listeners were given.
+    pub fn listen_addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// A new descriptor of every listening socket (several per TCP address when each
+    /// worker has its own), to hand to a successor process. Empty once the server has
+    /// stopped accepting.
+    pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.stop
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(OwnedFd::try_clone)
+            .collect()
+    }
+
+    /// Hand the listeners over: stop accepting (the successor given
+    /// [`listener_fds`](Running::listener_fds) accepts from the same queues), keep serving
+    /// the connections held, and leave the Unix socket files in place for the successor.
+    pub fn hand_over(&mut self) {
+        self.files.clear();
+        self.stop.stop_accepting();
     }
 
     /// A handle that stops the server from any thread.
@@ -283,6 +376,13 @@ impl Running {
     /// Connections open right now, over every worker.
     pub fn connections(&self) -> u64 {
         self.live.connections()
+    }
+
+    /// False once every worker has closed its listeners (after
+    /// [`StopHandle::stop_accepting`] or a stop): from then on no connection is accepted,
+    /// and [`connections`](Running::connections) only falls.
+    pub fn is_accepting(&self) -> bool {
+        self.live.accepting() > 0
     }
 
     /// Connections accepted so far, over every worker.
@@ -337,9 +437,19 @@ impl Running {
         }
         // Workers' peaks need not coincide; the shared count saw the real one.
         total.peak_connections = self.live.peak_connections();
+        self.remove_files();
         match first_error {
             Some(err) => Err(err),
             None => Ok(total),
+        }
+    }
+}
+
+impl Running {
+    /// Remove the socket files this server made, now that nothing accepts on them.
+    fn remove_files(&mut self) {
+        for file in self.files.drain(..) {
+            file.remove();
         }
     }
 }
@@ -352,6 +462,7 @@ impl Drop for Running {
                 let _ = thread.join();
             }
         }
+        self.remove_files();
     }
 }
 
@@ -375,25 +486,4 @@ fn spawn_workers(runs: Vec<WorkerRun>, stop: &StopHandle) -> io::Result<Vec<Work
         }
     }
     Ok(threads)
-}
-
-/// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when
-/// several workers share the address.
-fn listen(
-    addr: SocketAddr,
-    config: &Config,
-    reuse_port: bool,
-) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(config.backlog)?;
-    Ok(socket.into())
 }

@@ -6,10 +6,11 @@
 //! model builds and shares that among its own workers.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::budget::Budget;
+use crate::listener::stream::Listening;
 use crate::{Config, Stats};
 
 /// Server-wide gauges, written by every worker and read through [`Running`]'s methods.
@@ -32,6 +33,9 @@ pub(crate) struct Live {
     /// Each worker's counters as of its last turn, for live statistics: written once per
     /// turn by its worker, read by [`Running::stats`](crate::Running::stats).
     published: Vec<Mutex<Stats>>,
+    /// Workers that still hold listeners: once 0, every connection the server will ever
+    /// accept is counted in `connections`.
+    accepting: AtomicUsize,
 }
 
 impl Live {
@@ -41,6 +45,7 @@ impl Live {
             accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             budget: Budget::new(max_buffered),
             published: (0..workers).map(|_| Mutex::default()).collect(),
+            accepting: AtomicUsize::new(workers),
             ..Live::default()
         }
     }
@@ -107,6 +112,16 @@ impl Live {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A worker has closed its listeners for good.
+    pub(crate) fn stopped_accepting(&self) {
+        self.accepting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Workers that may still accept.
+    pub(crate) fn accepting(&self) -> usize {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
     /// Connections open right now.
     pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -147,8 +162,12 @@ pub(crate) struct WorkerSetup<H> {
     pub(crate) handler: Arc<H>,
     /// Limits and timeouts, the same for every worker.
     pub(crate) config: Config,
-    /// This worker's own listener (bound with `SO_REUSEPORT` when there are several).
-    pub(crate) listener: std::net::TcpListener,
+    /// This worker's listeners: its own `SO_REUSEPORT` socket for a TCP address, a
+    /// duplicate descriptor of a socket every worker shares for the other kinds.
+    pub(crate) listeners: Vec<Listening>,
+    /// Raised when a successor serves the listeners: the worker closes its listener
+    /// descriptors and serves the connections it holds until they close or a stop.
+    pub(crate) handover: Arc<AtomicBool>,
     /// Raised once by a `StopHandle`; the worker checks it whenever it wakes.
     pub(crate) stop: Arc<AtomicBool>,
     /// Server-wide gauges, so the connection limit holds across workers.

@@ -81,7 +81,7 @@ impl Handler for Proxy {
         if let Some(client) = ctx.dialed_by() {
             return Side {
                 other: Some(client),
-                upstream: Some(ctx.peer_addr()),
+                upstream: ctx.peer_addr().as_tcp(),
             };
         }
         let Some(addr) = self.pick(ctx.now()) else {

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::handler::{Actions, Outbox};
-use crate::{Config, ConnId, Context, Handler, rules};
+use crate::{Config, ConnId, Context, Handler, PeerAddr, rules};
 
 /// What one connection produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +134,8 @@ pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>
 }
 
 /// The address every test connection comes from.
-fn peer() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000))
+fn peer() -> PeerAddr {
+    PeerAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000)))
 }
 
 /// Split `bytes` at the given cut points (any order, any value; clamped to the length).

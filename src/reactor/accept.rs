@@ -5,19 +5,17 @@
 //! acts on them. It must not read from or write to an admitted connection: that starts
 //! with the `open` callback on the I/O path.
 
-use std::net::SocketAddr;
-
 use log::{debug, info, trace, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::connection::Connection;
 use super::io_path::Call;
+use super::socket::Socket;
 use super::timer::TimerKind;
 use super::{LISTENER, Reactor};
-use crate::Handler;
 use crate::rules::{self, AcceptError};
 use crate::transport::Transport;
+use crate::{Handler, PeerAddr};
 
 impl<H: Handler> Reactor<H> {
     /// Accept clients until the kernel has none, or the per-turn budget is spent.
@@ -26,9 +24,19 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         self.listener_ready = false;
-        for _ in 0..self.config.accept_budget.max(1) {
-            let Some(listener) = self.listener.as_ref() else {
+        for index in 0..self.listeners.len() {
+            if !self.accept_from(index) {
                 return;
+            }
+        }
+    }
+
+    /// Accept from listener `index` until it has no client waiting or the budget is
+    /// spent; false when accepting must stop on every listener this turn.
+    fn accept_from(&mut self, index: usize) -> bool {
+        for _ in 0..self.config.accept_budget.max(1) {
+            let Some(listener) = self.listeners.get(index) else {
+                return false;
             };
             let err = match listener.accept() {
                 Ok((stream, peer)) => {
@@ -44,23 +52,24 @@ impl<H: Handler> Reactor<H> {
             match rules::classify_accept(&err) {
                 AcceptError::Retry => {}
                 // The backlog is empty until the next edge.
-                AcceptError::Drained => return,
+                AcceptError::Drained => return true,
                 // Retrying now would spin, and the waiting clients raise no new edge, so
                 // a timer resumes us.
                 AcceptError::Exhausted => {
                     self.back_off_accept(&err);
-                    return;
+                    return false;
                 }
                 AcceptError::ClientGone => debug!("accept failed: {err}"),
                 AcceptError::ListenerBroken => {
                     // `check_stop` begins the stop and the worker reports the error.
                     self.failure = Some(err);
-                    return;
+                    return false;
                 }
             }
         }
         // Budget spent: clients may still wait, and no new edge will announce them.
         self.listener_ready = true;
+        true
     }
 
     /// Suspend accepting for the back-off period, logging once per episode.
@@ -83,7 +92,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Take a freshly accepted client into the slab, or refuse it when full.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: Socket, peer: PeerAddr) {
         // The limit is server-wide: every worker counts against it.
         if self.stop_deadline.is_some()
             || !self.live.try_open(self.index, self.config.max_connections)
@@ -92,7 +101,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         // Replies are written whole; do not let Nagle hold the last segment back.
-        if let Err(err) = stream.set_nodelay(true) {
+        if let Err(err) = stream.set_nodelay() {
             debug!("{peer}: TCP_NODELAY: {err}");
         }
         let Some(transport) = self.transport_for(peer) else {
@@ -127,7 +136,7 @@ impl<H: Handler> Reactor<H> {
 
     /// The transport a new client's bytes go through: TLS when the server has a TLS
     /// configuration. `None` if its session cannot be made (logged).
-    fn transport_for(&self, peer: SocketAddr) -> Option<Transport> {
+    fn transport_for(&self, peer: PeerAddr) -> Option<Transport> {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls {
             return match crate::tls::TlsSession::new(config) {
@@ -143,7 +152,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn refuse(&mut self, stream: Socket, peer: PeerAddr) {
         rules::refuse(&stream, self.handler.busy_reply());
         self.stats.refused += 1;
         self.live.count_refused();

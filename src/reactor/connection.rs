@@ -7,11 +7,12 @@
 //! rest of the reactor decides what a connection does next.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
 
 use mio::Token;
-use mio::net::TcpStream;
+
+use super::socket::Socket;
+use crate::PeerAddr;
 
 use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::transport::Transport;
@@ -36,7 +37,7 @@ pub(crate) enum FlushOutcome {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     /// The nonblocking socket, registered once for read and write interest.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// What bytes travel through between the buffers and the socket: the socket itself,
     /// or TLS. Everything else in the connection counts plaintext.
     pub(crate) transport: Transport,
@@ -46,7 +47,7 @@ pub(crate) struct Connection<S> {
     /// The id handlers use; unique for the server's life.
     pub(crate) id: ConnId,
     /// The peer's address, for logs and handlers.
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: PeerAddr,
     /// The handler's state for this connection; taken when it closes.
     pub(crate) session: Option<S>,
     /// Input the handler has not consumed yet. Empty (and unallocated) most of the time:
@@ -99,10 +100,10 @@ pub(crate) struct Flow {
 impl<S> Connection<S> {
     /// A connection just accepted.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Socket,
         token: Token,
         id: ConnId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         now: Instant,
     ) -> Self {
         Connection {
@@ -135,10 +136,10 @@ impl<S> Connection<S> {
 
     /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
     pub(crate) fn connecting(
-        stream: TcpStream,
+        stream: Socket,
         token: Token,
         id: ConnId,
-        peer: SocketAddr,
+        peer: PeerAddr,
         now: Instant,
     ) -> Self {
         Connection {
@@ -153,7 +154,7 @@ impl<S> Connection<S> {
             Ok(None) => {}
             Ok(Some(err)) | Err(err) => return rules::Connect::from_error(err),
         }
-        match self.stream.peer_addr() {
+        match self.stream.is_connected() {
             Ok(_) => rules::Connect::Established,
             Err(err) if err.kind() == io::ErrorKind::NotConnected => rules::Connect::Pending,
             Err(err) => rules::Connect::Failed(err),
@@ -189,7 +190,7 @@ impl<S> Connection<S> {
     pub(crate) fn flush(&mut self, stats: &mut Stats) -> FlushOutcome {
         while self.sent < self.output.len() {
             stats.writes += 1;
-            // `write` on a mio stream is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
+            // `write` on a `Socket` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
             // instead of raising SIGPIPE in the (possibly embedding) process.
             match self
                 .transport
@@ -272,12 +273,6 @@ impl<S> Connection<S> {
     #[inline]
     pub(crate) fn close_notify(&mut self) {
         self.transport.close_notify(&mut self.stream);
-    }
-}
-
-impl HalfClose for TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use mio::{Events, Waker};
 
 use super::mail::Mailboxes;
+use super::socket::Listener;
 use super::{EVENTS_PER_POLL, Reactor};
 use crate::handler::Actions;
 use crate::worker::WorkerSetup;
@@ -151,9 +152,10 @@ impl<H: Handler> EventLoop<H> {
 
     /// The address the loop's listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.reactor.listener {
-            Some(listener) => listener.local_addr(),
-            None => Err(io::Error::other("the loop has stopped listening")),
+        match self.reactor.listeners.first() {
+            Some(Listener::Tcp(listener)) => listener.local_addr(),
+            // `Server::event_loop` binds one TCP address, so this is a stopped loop.
+            _ => Err(io::Error::other("the loop has stopped listening")),
         }
     }
 
@@ -176,7 +178,7 @@ impl<H: Handler> Reactor<H> {
             let mut actions = Actions::default();
             let mut ctx = Context::new(
                 ConnId(0),
-                SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::from(([0, 0, 0, 0], 0)).into(),
                 self.now,
                 &mut self.scratch_out,
                 &mut actions,

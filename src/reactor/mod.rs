@@ -45,7 +45,8 @@
 //!   the [`Poster`] that sends messages into a running loop;
 //! - `spare` — spare output buffers, so idle connections own none;
 //! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
-//!   (its bytes go through the crate's `transport`: the socket, or TLS over it).
+//!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
+//! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
 use std::collections::HashMap;
 use std::io;
@@ -55,7 +56,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -71,6 +71,7 @@ mod lifecycle;
 mod mail;
 mod memory;
 mod outbound;
+mod socket;
 mod spare;
 mod timer;
 
@@ -80,13 +81,17 @@ pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
 use memory::Memory;
 use outbound::Notice;
+use socket::Listener;
 use spare::SpareBuffers;
 use timer::Timers;
 
-/// The listener's token; connection tokens never reach it (their key fits in 32 bits).
+/// The accept back-off timer's token; connection tokens never reach it (their key fits in
+/// 32 bits and the slab never holds billions).
 const LISTENER: Token = Token(usize::MAX);
 /// The waker's token: another thread wants our attention (stop, or mail).
 const WAKER: Token = Token(usize::MAX - 1);
+/// Listener `i` is registered as `FIRST_LISTENER - i`.
+const FIRST_LISTENER: usize = usize::MAX - 2;
 /// Connection tokens keep the slab key in these low bits and a generation above them.
 const KEY_MASK: usize = 0xFFFF_FFFF;
 /// Readiness events taken per `poll`.
@@ -123,14 +128,19 @@ impl<H: Handler> Reactor<H> {
     fn build(setup: WorkerSetup<H>, mailboxes: Arc<Mailboxes>) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        setup.listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(setup.listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listeners = Vec::with_capacity(setup.listeners.len());
+        for (index, listening) in setup.listeners.into_iter().enumerate() {
+            let mut listener = Listener::from_std(listening)?;
+            let token = Token(FIRST_LISTENER - index);
+            poll.registry()
+                .register(&mut listener, token, Interest::READABLE)?;
+            listeners.push(listener);
+        }
         mailboxes.set_waker(setup.index, Arc::clone(&waker));
         let reactor = Reactor {
             poll,
-            listener: Some(listener),
+            listeners,
+            handover: setup.handover,
             conns: Slab::new(),
             ids: HashMap::new(),
             handler: setup.handler,
@@ -173,8 +183,10 @@ impl<H: Handler> Reactor<H> {
 struct Reactor<H: Handler> {
     /// The readiness queue (epoll on Linux).
     poll: Poll,
-    /// Accepts new clients; `None` once stopping.
-    listener: Option<TcpListener>,
+    /// Accept new clients; empty once stopping or handed over.
+    listeners: Vec<Listener>,
+    /// Raised when a successor serves the listeners: stop accepting, keep serving.
+    handover: Arc<AtomicBool>,
     /// Live connections, keyed by the low bits of their token.
     conns: Slab<Connection<H::Session>>,
     /// Connection id to slab key, for `send_to`.
@@ -329,7 +341,7 @@ impl<H: Handler> Reactor<H> {
                 event.is_error()
             );
             match token {
-                LISTENER => self.accept(),
+                token if self.is_listener(token) => self.accept(),
                 // Mail and the stop flag are checked every turn.
                 WAKER => {}
                 token => {
@@ -364,6 +376,11 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// True if `token` is one of the listeners'.
+    fn is_listener(&self, token: Token) -> bool {
+        token.0 <= FIRST_LISTENER && FIRST_LISTENER - token.0 < self.listeners.len()
+    }
+
     /// The slab key for `token` if it still names a live connection.
     fn live_key(&self, token: Token) -> Option<usize> {
         let key = token.0 & KEY_MASK;
@@ -376,6 +393,14 @@ impl<H: Handler> Reactor<H> {
     /// Step 8: begin a graceful stop when asked (or when the listener broke); report true
     /// when it is complete.
     fn check_stop(&mut self) -> bool {
+        if self.handover.load(Ordering::SeqCst) && !self.listeners.is_empty() {
+            self.close_listeners();
+            info!(
+                "worker {}: listeners handed over; serving {} connections until they close",
+                self.index,
+                self.conns.len()
+            );
+        }
         let asked = self.stop.load(Ordering::SeqCst) || self.failure.is_some();
         if self.stop_deadline.is_none() && asked {
             self.begin_stop();
@@ -410,10 +435,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(err) = &self.failure {
             error!("worker {}: the listener failed: {err}", self.index);
         }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.listener_ready = false;
+        self.close_listeners();
         self.stop_deadline = Some(self.now + self.config.linger);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -422,5 +444,18 @@ impl<H: Handler> Reactor<H> {
             self.settle(key);
         }
         self.reap_finished();
+    }
+
+    /// Stop accepting: deregister and close this worker's listener descriptors. The
+    /// sockets themselves live on while another worker or process holds them, so their
+    /// queues are not reset by this.
+    fn close_listeners(&mut self) {
+        if !self.listeners.is_empty() {
+            self.live.stopped_accepting();
+        }
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listener_ready = false;
     }
 }

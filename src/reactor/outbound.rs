@@ -19,6 +19,7 @@ use mio::{Interest, Token};
 use super::Reactor;
 use super::connection::{Connection, Phase};
 use super::io_path::Call;
+use super::socket::Socket;
 use super::timer::TimerKind;
 use crate::handler::{Actions, Request};
 use crate::rules::Connect;
@@ -97,7 +98,7 @@ impl<H: Handler> Reactor<H> {
             Err(io::Error::other("the connection limit is reached"))
         } else {
             // `connect` on a mio stream is nonblocking: `EINPROGRESS` is success here.
-            let stream = TcpStream::connect(addr);
+            let stream = TcpStream::connect(addr).map(Socket::Tcp);
             if stream.is_err() {
                 self.live.closed();
             }
@@ -121,7 +122,13 @@ impl<H: Handler> Reactor<H> {
             self.fail_unborn(id, addr, by, &err);
             return;
         }
-        entry.insert(Connection::connecting(stream, token, id, addr, self.now));
+        entry.insert(Connection::connecting(
+            stream,
+            token,
+            id,
+            addr.into(),
+            self.now,
+        ));
         self.ids.insert(id, key);
         self.stats.connected += 1;
         trace!("dial {addr} as connection {id} (slot {key}) for {by}");
@@ -143,10 +150,24 @@ impl<H: Handler> Reactor<H> {
         let mut out = mem::take(&mut self.scratch_out);
         let mut actions = Actions::default();
         self.outbox.opener = Some(by);
-        let mut ctx = Context::new(id, addr, self.now, &mut out, &mut actions, &mut self.outbox);
+        let mut ctx = Context::new(
+            id,
+            addr.into(),
+            self.now,
+            &mut out,
+            &mut actions,
+            &mut self.outbox,
+        );
         let mut session = handler.open(&mut ctx);
         self.outbox.opener = None;
-        let mut ctx = Context::new(id, addr, self.now, &mut out, &mut actions, &mut self.outbox);
+        let mut ctx = Context::new(
+            id,
+            addr.into(),
+            self.now,
+            &mut out,
+            &mut actions,
+            &mut self.outbox,
+        );
         handler.ending(&mut session, &mut ctx, reason);
         out.clear();
         self.scratch_out = out;
@@ -171,7 +192,7 @@ impl<H: Handler> Reactor<H> {
         trace!("connection {} established to {}", conn.id, conn.peer);
         conn.phase = Phase::Open;
         conn.last_progress = self.now;
-        if let Err(err) = conn.stream.set_nodelay(true) {
+        if let Err(err) = conn.stream.set_nodelay() {
             debug!("{}: TCP_NODELAY: {err}", conn.peer);
         }
         if let Some(idle) = self.config.idle_timeout {

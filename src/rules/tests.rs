@@ -53,7 +53,7 @@ fn feed_once<H: Handler<Session = ()>>(
     fresh: &[u8],
     high_water: usize,
 ) -> Fed {
-    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+    let peer = crate::PeerAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)));
     let (mut out, mut actions, mut outbox) = (Vec::new(), Actions::default(), Outbox::default());
     let now = Instant::now();
     let mut ctx = Context::new(ConnId(1), peer, now, &mut out, &mut actions, &mut outbox);

@@ -1,15 +1,15 @@
-//! The threads model's accept thread: it blocks in `accept`, admits each client (a
-//! registry entry and a thread of its own) or refuses it, and joins client threads as they
-//! end, summing their counters.
+//! The threads model's accept thread: it waits in `poll` on its listeners and its wake
+//! pipe, admits each client (a registry entry and a thread of its own) or refuses it, and
+//! joins client threads as they end, summing their counters.
 //!
 //! What an accept error means and how a client is refused are `rules`. This file must not
 //! read from or write to an admitted client: its own thread does.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
@@ -17,15 +17,20 @@ use super::client::{Client, Finished};
 use super::peer::Peer;
 use super::wire::Wire;
 use super::{CLIENT_STACK, WorkerShared};
+use crate::listener::stream::{Listening, Stream};
 use crate::rules::{self, AcceptError};
-use crate::{CloseReason, ConnId, Handler, Stats};
+use crate::{CloseReason, ConnId, Handler, PeerAddr, Stats};
 
 /// The accept thread of one worker and the client threads it spawned.
 pub(super) struct AcceptLoop<H> {
     /// What client threads share.
     pub(super) shared: Arc<WorkerShared<H>>,
-    /// The listening socket.
-    pub(super) listener: TcpListener,
+    /// The listening sockets (nonblocking: `poll` says when to accept).
+    pub(super) listeners: Vec<Listening>,
+    /// Readable when the worker is woken (stop, or a handover).
+    pub(super) wake: io::PipeReader,
+    /// Raised when a successor serves the listeners: stop accepting, keep serving.
+    pub(super) handover: Arc<AtomicBool>,
     /// Client threads not yet joined, by connection id.
     pub(super) clients: HashMap<ConnId, JoinHandle<Finished>>,
     /// Cloned into each client thread, which sends its id as it ends.
@@ -40,8 +45,11 @@ impl<H: Handler> AcceptLoop<H> {
     /// Accept until stopped, then close every client and return the counters.
     pub(super) fn run(&mut self) -> io::Result<Stats> {
         let result = self.accept_until_stopped();
-        // Whatever ended the loop, stop listening and close this worker's clients.
-        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Both);
+        // Whatever ended the loop, close our listener descriptors. Never shut the sockets
+        // down: another worker, or a successor process, may still accept on them, and a
+        // shutdown would reset the clients waiting in their queue.
+        self.listeners.clear();
+        self.shared.live.stopped_accepting();
         if result.is_err() {
             self.shared.registry.shut_reads(self.shared.index);
         }
@@ -60,14 +68,68 @@ impl<H: Handler> AcceptLoop<H> {
         result.map(|()| std::mem::take(&mut self.stats))
     }
 
-    /// The accept loop proper. Each arm says why it goes on or ends.
+    /// The accept loop proper: wait for a client or a wake-up, then accept from every
+    /// listener until none has a client waiting.
     fn accept_until_stopped(&mut self) -> io::Result<()> {
         loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if self.handover.load(Ordering::SeqCst) {
+                log::info!(
+                    "threads worker {}: listeners handed over; serving until clients close",
+                    self.shared.index
+                );
+                return Ok(());
+            }
+            self.wait_for_clients()?;
+            for index in 0..self.listeners.len() {
+                if !self.accept_from(index)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Block until a listener is readable or the worker is woken; empty the wake pipe.
+    fn wait_for_clients(&mut self) -> io::Result<()> {
+        let mut fds: Vec<libc::pollfd> = self
+            .listeners
+            .iter()
+            .map(|listener| listener.as_raw_fd())
+            .chain([self.wake.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            // A signal: go round again.
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(err)
+            };
+        }
+        let mut sink = [0u8; 64];
+        // The pipe is nonblocking: this ends at WouldBlock.
+        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        Ok(())
+    }
+
+    /// Accept from listener `index` until it has no client waiting; false once the server
+    /// is stopping. Each arm says why it goes on or ends.
+    fn accept_from(&mut self, index: usize) -> io::Result<bool> {
+        loop {
             super::memory::slow_accepting(&self.shared.live);
-            let accepted = self.listener.accept();
+            let accepted = self.listeners[index].accept();
             if self.shared.stop.load(Ordering::SeqCst) {
                 // A connection accepted as the server stops is closed unserved.
-                return Ok(());
+                return Ok(false);
             }
             let err = match accepted {
                 Ok((stream, peer)) => {
@@ -77,7 +139,8 @@ impl<H: Handler> AcceptLoop<H> {
                 Err(err) => err,
             };
             match rules::classify_accept(&err) {
-                AcceptError::Retry | AcceptError::Drained => {}
+                AcceptError::Retry => {}
+                AcceptError::Drained => return Ok(true),
                 AcceptError::ClientGone => log::debug!("accept failed: {err}"),
                 // Back off instead of spinning; clients closing will free descriptors.
                 AcceptError::Exhausted => {
@@ -90,6 +153,7 @@ impl<H: Handler> AcceptLoop<H> {
                     );
                     self.reap();
                     thread::sleep(self.shared.config.accept_backoff);
+                    return Ok(true);
                 }
                 AcceptError::ListenerBroken => {
                     log::error!("accept failed: {err}");
@@ -100,7 +164,7 @@ impl<H: Handler> AcceptLoop<H> {
     }
 
     /// Serve a new client on its own thread, or refuse it when the server is full.
-    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+    fn admit(&mut self, stream: Stream, addr: PeerAddr) {
         self.reap();
         let live = &self.shared.live;
         if !live.try_open(self.shared.index, self.shared.config.max_connections) {
@@ -149,7 +213,7 @@ impl<H: Handler> AcceptLoop<H> {
 
     /// The transport for a new client: TLS when the server has a TLS configuration.
     /// `None` if its session cannot be made (logged).
-    fn wire_for(&self, addr: SocketAddr) -> Option<Wire> {
+    fn wire_for(&self, addr: PeerAddr) -> Option<Wire> {
         #[cfg(feature = "tls")]
         {
             let config = &self.shared.config;
@@ -169,7 +233,7 @@ impl<H: Handler> AcceptLoop<H> {
     }
 
     /// Turn a client away, without ever blocking the accept thread.
-    fn refuse(&mut self, stream: TcpStream, addr: SocketAddr) {
+    fn refuse(&mut self, stream: Stream, addr: PeerAddr) {
         log::debug!(
             "refusing {addr}: {} connections open",
             self.shared.config.max_connections

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use super::peer::{Patience, Peer, WriteError};
 use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
+use crate::listener::stream::Stream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
-use crate::{CloseReason, ConnId, Context, Handler};
+use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
 mod dial;
 
@@ -53,7 +54,7 @@ pub(super) struct Client<H: Handler> {
     /// This connection's id.
     id: ConnId,
     /// The client's address.
-    addr: SocketAddr,
+    addr: PeerAddr,
     /// The socket, shared with senders of messages.
     peer: Arc<Peer>,
     /// Bytes read into, grown up to `read_chunk`.
@@ -82,7 +83,7 @@ impl<H: Handler> Client<H> {
     pub(super) fn new(
         shared: Arc<WorkerShared<H>>,
         id: ConnId,
-        addr: SocketAddr,
+        addr: PeerAddr,
         peer: Arc<Peer>,
     ) -> Self {
         let first = FIRST_READ_BUFFER.min(shared.config.read_chunk).max(1);
@@ -128,11 +129,11 @@ impl<H: Handler> Client<H> {
         }
     }
 
-    /// Socket options: no Nagle delay (like the reactor), and a send timeout so that no
-    /// writer waits on a silent client without checking back.
+    /// Socket options: no Nagle delay where there is one (TCP, like the reactor), and a
+    /// send timeout so that no writer waits on a silent client without checking back.
     fn configure_socket(&self) -> io::Result<()> {
         let stream = &self.peer.stream;
-        stream.set_nodelay(true)?;
+        stream.set_nodelay()?;
         stream.set_write_timeout(Some(self.write_slice()))
     }
 
@@ -570,7 +571,7 @@ impl Effects {
     fn context<'a>(
         &'a mut self,
         id: ConnId,
-        addr: SocketAddr,
+        addr: PeerAddr,
         now: Instant,
         actions: &'a mut Actions,
     ) -> Context<'a> {
@@ -580,7 +581,7 @@ impl Effects {
 
 /// A socket read only for what has already arrived, never blocking (`MSG_DONTWAIT`): the
 /// socket stays blocking for every other read and write of its thread.
-struct Arrived<'a>(&'a TcpStream);
+struct Arrived<'a>(&'a Stream);
 
 impl Read for Arrived<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -14,8 +14,8 @@
 //!
 //! # How the pieces meet
 //!
-//! - The **accept thread** (the worker's `run`) blocks in `accept`, registers each client
-//!   and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
+//! - The **accept thread** (the worker's `run`) waits in `poll` on its listeners (TCP or
+//!   Unix, any number) and a wake pipe, registers each client and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
 //!   every one and sums their counters.
 //! - A **client thread** blocks in `read`, hands input to the handler, and writes the
 //!   handler's batch of output at once. A batch ends with the input, or as soon as its
@@ -26,9 +26,10 @@
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and
 //!   for the socket to take the bytes, and otherwise closes the stuck receiver
 //!   (`CloseReason::OutputLimit`).
-//! - **Stopping**: `wake` shuts down the listening socket (which makes a blocked `accept`
-//!   return at once on Linux; elsewhere it connects to the listener instead) and shuts
-//!   down the read side of every client of the worker, so each blocked `read` returns
+//! - **Stopping**: `wake` writes to the accept thread's wake pipe (the listening sockets
+//!   are never shut down: a successor process or another worker may share them, and a
+//!   shutdown would reset the clients in their queue) and shuts down the read side of
+//!   every client of the worker, so each blocked `read` returns
 //!   what has arrived, then 0. Each client thread answers the input that has arrived
 //!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
 //!   `CloseReason::Shutdown`. Unlike the reactor it cannot wait for the client's EOF:
@@ -44,18 +45,16 @@
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
 //! - `reach` — what a callback asks of connections by id (a connect is refused here);
-//! - `registry` — every live client by id.
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::worker::{Live, Prepared, WorkerSetup};
 use crate::{Config, Handler, Stats};
@@ -109,9 +108,14 @@ pub(crate) fn prepare<H: Handler>(setups: Vec<WorkerSetup<H>>) -> io::Result<Vec
 
 /// Build one threads-model worker.
 fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io::Result<Prepared> {
-    // The wake function keeps its own handle on the listening socket to shut it down.
-    let waker_listener = setup.listener.try_clone()?;
-    let local = setup.listener.local_addr()?;
+    // The accept thread polls its listeners, so they need not block; a byte on the wake
+    // pipe makes the poll return.
+    for listener in &setup.listeners {
+        listener.set_nonblocking(true)?;
+    }
+    let (wake_rx, wake_tx) = io::pipe()?;
+    set_nonblocking(&wake_rx)?;
+    set_nonblocking(&wake_tx)?;
     let shared = Arc::new(WorkerShared {
         index: setup.index,
         handler: setup.handler,
@@ -124,17 +128,25 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         tls: setup.tls,
     });
     let registry_owner = Arc::clone(&shared.registry);
+    let stopping = Arc::clone(&shared.stop);
     let index = shared.index;
     let wake = Box::new(move || {
-        wake_accept(&waker_listener, local);
-        registry_owner.shut_reads(index);
+        // A full pipe already holds a wake-up: nothing is lost when this write fails.
+        let _ = (&wake_tx).write(&[1]);
+        // Woken for a handover, clients go on; woken for a stop, each blocked read ends.
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            registry_owner.shut_reads(index);
+        }
     });
-    let listener = setup.listener;
+    let listeners = setup.listeners;
+    let handover = setup.handover;
     let run = Box::new(move || {
         let (done_tx, done_rx) = mpsc::channel();
         let mut worker = AcceptLoop {
             shared,
-            listener,
+            listeners,
+            wake: wake_rx,
+            handover,
             clients: HashMap::new(),
             done_tx,
             done_rx,
@@ -145,29 +157,14 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
     Ok(Prepared { run, wake })
 }
 
-/// Make a blocked `accept` on `listener` return.
-///
-/// On Linux, shutting down a listening socket wakes every thread blocked in `accept` on it
-/// (with `EINVAL`) and stops the listen queue, whatever address it is bound to and however
-/// many `SO_REUSEPORT` siblings it has. Where that is not supported, connect to it instead
-/// (with several workers on one port, the kernel may route that connection to a sibling;
-/// each worker is woken once, so every one sees at least its share).
-fn wake_accept(listener: &TcpListener, local: SocketAddr) {
-    if socket2::SockRef::from(listener)
-        .shutdown(Shutdown::Both)
-        .is_ok()
-    {
-        return;
+/// Put a pipe end in nonblocking mode.
+fn set_nonblocking(pipe: &impl AsRawFd) -> io::Result<()> {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: reading and setting the status flags of a descriptor this process owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let mut target = local;
-    if target.ip().is_unspecified() {
-        // A listener on every address is reachable on loopback.
-        target.set_ip(match local {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    if let Err(err) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-        log::warn!("could not wake the accept thread on {local}: {err}");
-    }
+    Ok(())
 }

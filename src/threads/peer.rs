@@ -6,20 +6,21 @@
 //! not read from a socket (the client thread does) or call a handler.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::wire::Wire;
+use crate::listener::stream::Stream;
 use crate::rules::is_timeout;
 
 /// One client's socket, shared by its own thread and by threads that send it messages.
 #[derive(Debug)]
 pub(super) struct Peer {
-    /// The connection. Reads and writes go through `&TcpStream`, so no lock is needed to
+    /// The connection. Reads and writes go through `&Stream`, so no lock is needed to
     /// read while another thread writes.
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     /// Which worker accepted it (stop wakes only its own clients).
     pub(super) worker: usize,
     /// Writes take turns through this.
@@ -35,7 +36,7 @@ pub(super) struct Peer {
 
 impl Peer {
     /// A peer for `stream`, owned by a thread of `worker`, its bytes going through `wire`.
-    pub(super) fn new(stream: TcpStream, worker: usize, wire: Wire) -> Self {
+    pub(super) fn new(stream: Stream, worker: usize, wire: Wire) -> Self {
         Peer {
             stream,
             worker,
@@ -49,7 +50,7 @@ impl Peer {
     /// A peer whose connect is under way (plaintext): senders wait at the gate until its
     /// thread opens it ([`Gate::open`]), so no write can take the connect's error before
     /// that thread reads it.
-    pub(super) fn connecting(stream: TcpStream, worker: usize) -> Self {
+    pub(super) fn connecting(stream: Stream, worker: usize) -> Self {
         let peer = Peer::new(stream, worker, Wire::Plain);
         peer.gate.lock().busy = true;
         peer
@@ -194,7 +195,7 @@ pub(super) enum WriteError {
 /// Write all of `data`, counting written bytes into `written`. Every write result is
 /// classified here.
 pub(super) fn write_all(
-    stream: &TcpStream,
+    stream: &Stream,
     mut data: &[u8],
     patience: Patience<'_>,
     written: &mut u64,
@@ -233,7 +234,7 @@ pub(super) fn write_all(
 /// True if the peer has shut down its sending side (or the connection is gone), without
 /// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
 /// not hide it, as a read would.
-fn peer_finished_sending(stream: &TcpStream) -> bool {
+fn peer_finished_sending(stream: &Stream) -> bool {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),

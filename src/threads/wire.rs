@@ -11,13 +11,13 @@
 use std::io::Read;
 #[cfg(feature = "tls")]
 use std::io::{self, Write};
-use std::net::TcpStream;
 #[cfg(feature = "tls")]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[cfg(feature = "tls")]
 use std::time::{Duration, Instant};
 
 use super::peer::{Gate, Patience, WriteError, write_all};
+use crate::listener::stream::Stream;
 #[cfg(feature = "tls")]
 use crate::rules::is_timeout;
 use crate::rules::{self, ReadOutcome};
@@ -89,7 +89,7 @@ impl Wire {
     pub(super) fn read(
         &self,
         source: impl Read,
-        stream: &TcpStream,
+        stream: &Stream,
         gate: &Gate,
         buf: &mut [u8],
     ) -> ReadOutcome {
@@ -107,7 +107,7 @@ impl Wire {
     /// bytes taken into `written`.
     pub(super) fn write_all(
         &self,
-        stream: &TcpStream,
+        stream: &Stream,
         bytes: &[u8],
         patience: Patience<'_>,
         written: &mut u64,
@@ -126,7 +126,7 @@ impl Wire {
 
     /// The transport's own end of a graceful close: TLS sends `close_notify` (best effort,
     /// not waiting on a full socket); a plain socket has nothing to say.
-    pub(super) fn close_notify(&self, stream: &TcpStream, gate: &Gate) {
+    pub(super) fn close_notify(&self, stream: &Stream, gate: &Gate) {
         match self {
             Wire::Plain => {
                 let _ = (stream, gate);
@@ -153,7 +153,7 @@ impl TlsWire {
     fn read(
         &self,
         mut source: impl Read,
-        stream: &TcpStream,
+        stream: &Stream,
         gate: &Gate,
         buf: &mut [u8],
     ) -> ReadOutcome {
@@ -223,7 +223,7 @@ impl TlsWire {
     }
 
     /// Write every record rustls holds (the caller holds a turn of the gate).
-    fn push(&self, stream: &TcpStream, patience: Patience<'_>) -> Result<(), WriteError> {
+    fn push(&self, stream: &Stream, patience: Patience<'_>) -> Result<(), WriteError> {
         let mut records = Vec::new();
         {
             let mut conn = self.lock();

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use super::{Client, Finished};
 use crate::handler::{Actions, IdMint, Outbox};
+use crate::listener::stream::Stream;
 use crate::rules::{Connect, Ending};
 use crate::threads::peer::Peer;
 use crate::threads::{CLIENT_STACK, WorkerShared};
-use crate::{CloseReason, ConnId, Context, Handler};
+use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
 /// How often a half-closed client thread looks at the stop flag and its idle deadline.
 const HALF_CLOSED_TICK: Duration = Duration::from_millis(50);
@@ -47,9 +48,9 @@ pub(in crate::threads) fn dial<H: Handler>(
             return fail_unborn(&*shared.handler, id, addr, by, &err);
         }
     };
-    let peer = Arc::new(Peer::connecting(stream, shared.index));
+    let peer = Arc::new(Peer::connecting(Stream::Tcp(stream), shared.index));
     shared.registry.insert(id, Arc::clone(&peer));
-    let client = Client::new(Arc::clone(shared), id, addr, peer);
+    let client = Client::new(Arc::clone(shared), id, addr.into(), peer);
     let guard = Leaving {
         shared: Arc::clone(shared),
         id,
@@ -101,6 +102,7 @@ pub(in crate::threads) fn fail_unborn<H: Handler>(
     let (mut out, mut actions, mut outbox) = (Vec::new(), Actions::default(), Outbox::default());
     outbox.opener = Some(by);
     let now = Instant::now();
+    let addr = PeerAddr::from(addr);
     let mut session = handler.open(&mut Context::new(
         id,
         addr,

@@ -1,0 +1,193 @@
+//! The reactor's sockets of either kind: a listener and a connected stream that are TCP or
+//! Unix, each readable, writable and registrable with `mio` like the one inside.
+//!
+//! This file only forwards calls; it must not decide anything about a connection's life.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::listener::stream::{Listening, send_nosignal};
+use crate::peer_addr::{PeerAddr, UnixPeer};
+
+/// `mio::event::Source` for an enum whose `Tcp` and `Unix` variants each hold a source:
+/// every call goes to the one inside.
+macro_rules! forward_source {
+    ($kind:ident) => {
+        impl Source for $kind {
+            fn register(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.register(registry, token, interest),
+                    $kind::Unix(inner) => inner.register(registry, token, interest),
+                }
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.reregister(registry, token, interest),
+                    $kind::Unix(inner) => inner.reregister(registry, token, interest),
+                }
+            }
+
+            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+                match self {
+                    $kind::Tcp(inner) => inner.deregister(registry),
+                    $kind::Unix(inner) => inner.deregister(registry),
+                }
+            }
+        }
+    };
+}
+
+forward_source!(Listener);
+forward_source!(Socket);
+
+/// A nonblocking listener: TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix stream listener.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Wrap a bound listener, switching it to nonblocking.
+    pub(crate) fn from_std(listening: Listening) -> io::Result<Listener> {
+        listening.set_nonblocking(true)?;
+        Ok(match listening {
+            Listening::Tcp(listener) => Listener::Tcp(TcpListener::from_std(listener)),
+            Listening::Unix(listener) => Listener::Unix(UnixListener::from_std(listener)),
+        })
+    }
+
+    /// Take one waiting client.
+    pub(crate) fn accept(&self) -> io::Result<(Socket, PeerAddr)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, addr) = listener.accept()?;
+                Ok((Socket::Tcp(stream), PeerAddr::Tcp(addr)))
+            }
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept()?;
+                let peer = UnixPeer::of(&stream);
+                Ok((Socket::Unix(stream), PeerAddr::Unix(peer)))
+            }
+        }
+    }
+}
+
+/// A nonblocking connected stream: TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Disable Nagle's algorithm where it exists (TCP); a no-op on Unix sockets.
+    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(stream) => stream.set_nodelay(true),
+            Socket::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Shut down one or both directions.
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Socket::Tcp(stream) => stream.shutdown(how),
+            Socket::Unix(stream) => stream.shutdown(how),
+        }
+    }
+
+    /// Take the socket's pending error (`SO_ERROR`), as a connect's outcome.
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        socket2::SockRef::from(self).take_error()
+    }
+
+    /// Whether the socket has a peer: `NotConnected` while a connect is under way.
+    pub(crate) fn is_connected(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).peer_addr().map(drop)
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(stream) => (&*stream).read(buf),
+            Socket::Unix(stream) => (&*stream).read(buf),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            // `write` on a mio TCP stream is `send(MSG_NOSIGNAL)`.
+            Socket::Tcp(stream) => (&*stream).write(buf),
+            // A Unix stream's `write` is not: a peer gone would raise SIGPIPE.
+            Socket::Unix(stream) => send_nosignal(stream, buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Socket::Tcp(stream) => stream.as_raw_fd(),
+            Socket::Unix(stream) => stream.as_raw_fd(),
+        }
+    }
+}
+
+impl crate::rules::HalfClose for Socket {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(stream) => stream.as_fd(),
+            Socket::Unix(stream) => stream.as_fd(),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Listeners of every kind, served by both models and by several workers: Unix socket
+//! paths (with their stale and live files), TCP and Unix in one server, sockets handed in
+//! by the embedder, and what a handler sees of a Unix peer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tcp_reactor::protocols::Echo;
+use tcp_reactor::{Context, Handler, ListenAddr, Listener, Model, PeerAddr, Running, Server};
+
+const MODELS: [Model; 2] = [Model::Reactor, Model::Threads];
+
+/// A fresh directory for socket files, removed at the end of the test.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tcp-reactor-listeners-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Echo `message` over any stream and check every byte comes back.
+fn echo_round<S: Read + Write>(stream: &mut S, message: &[u8]) {
+    stream.write_all(message).expect("send");
+    let mut back = vec![0; message.len()];
+    stream.read_exact(&mut back).expect("echo");
+    assert_eq!(back, message);
+}
+
+fn unix_client(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(path).expect("connect to the Unix socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+fn tcp_client(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect over TCP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+/// Many clients at once on a Unix socket, each echoing several messages.
+fn echo_many_unix(path: &Path, clients: usize) {
+    let mut streams: Vec<UnixStream> = (0..clients).map(|_| unix_client(path)).collect();
+    for round in 0..5 {
+        for (index, stream) in streams.iter_mut().enumerate() {
+            echo_round(stream, format!("client {index} round {round}\n").as_bytes());
+        }
+    }
+}
+
+fn tcp_addr(running: &Running) -> SocketAddr {
+    running
+        .listen_addrs()
+        .iter()
+        .find_map(|addr| match addr {
+            ListenAddr::Tcp(addr) => Some(*addr),
+            _ => None,
+        })
+        .expect("a TCP listener")
+}
+
+#[test]
+fn unix_socket_echo_in_both_models_with_one_and_several_workers() {
+    let dir = TempDir::new("echo");
+    for model in MODELS {
+        for workers in [1, 3] {
+            let path = dir.path(&format!("{model:?}-{workers}.sock"));
+            let running = Server::new(Echo)
+                .model(model)
+                .workers(workers)
+                .listen([Listener::unix(&path)])
+                .expect("listen on a Unix socket");
+            assert_eq!(
+                running.listen_addrs(),
+                [ListenAddr::Unix(Some(path.clone()))]
+            );
+            echo_many_unix(&path, 30);
+            // Several workers poll one queue: whoever wakes first takes the client.
+            eprintln!(
+                "{model:?}, {workers} workers on one Unix socket: accepted by worker {:?}",
+                running.accepted_by_worker()
+            );
+            let stats = running.stop().expect("stop");
+            assert_eq!(stats.accepted, 30, "{model:?} with {workers} workers");
+            assert!(
+                !path.exists(),
+                "{model:?}: the socket file is removed on a graceful stop"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_server_serves_tcp_and_unix_listeners_together() {
+    let dir = TempDir::new("mixed");
+    for model in MODELS {
+        let path = dir.path(&format!("{model:?}.sock"));
+        let running = Server::new(Echo)
+            .model(model)
+            .workers(2)
+            .listen([
+                Listener::tcp("127.0.0.1:0".parse().unwrap()),
+                Listener::unix(&path),
+                Listener::tcp("127.0.0.1:0".parse().unwrap()),
+            ])
+            .expect("listen on three listeners");
+        let addrs = running.listen_addrs().to_vec();
+        assert_eq!(addrs.len(), 3);
+        let (ListenAddr::Tcp(first), ListenAddr::Tcp(third)) = (&addrs[0], &addrs[2]) else {
+            panic!("unexpected addresses {addrs:?}");
+        };
+        assert_ne!(first, third);
+        let mut tcp_a = tcp_client(*first);
+        let mut unix = unix_client(&path);
+        let mut tcp_b = tcp_client(*third);
+        for round in 0..10 {
+            echo_round(&mut tcp_a, format!("a{round}").as_bytes());
+            echo_round(&mut unix, format!("u{round}").as_bytes());
+            echo_round(&mut tcp_b, format!("b{round}").as_bytes());
+        }
+        drop((tcp_a, unix, tcp_b));
+        let stats = running.stop().expect("stop");
+        assert_eq!(stats.accepted, 3, "{model:?}");
+    }
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_is_never_taken() {
+    let dir = TempDir::new("stale");
+    let path = dir.path("app.sock");
+    // A server that died leaves its file behind: bound, then closed without unlinking.
+    drop(UnixListener::bind(&path).expect("bind"));
+    assert!(path.exists());
+    let running = Server::new(Echo)
+        .listen([Listener::unix(&path).mode(0o660)])
+        .expect("a stale file is replaced");
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "--unix-mode applies to the file");
+    echo_round(&mut unix_client(&path), b"after the stale file");
+
+    // A second server on the same path must fail, and leave the first one serving.
+    let err = Server::new(Echo)
+        .listen([Listener::unix(&path)])
+        .expect_err("a live socket must not be stolen");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(err.to_string().contains("address in use"), "{err}");
+    echo_round(&mut unix_client(&path), b"the first server still serves");
+
+    // A path that is not a socket is left alone.
+    let plain = dir.path("plain.txt");
+    std::fs::write(&plain, "data").expect("write");
+    let err = Server::new(Echo)
+        .listen([Listener::unix(&plain)])
+        .expect_err("a regular file is not replaced");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(std::fs::read_to_string(&plain).expect("read"), "data");
+
+    running.stop().expect("stop");
+    assert!(!path.exists());
+}
+
+#[test]
+fn listeners_handed_in_by_the_embedder_are_served_and_their_files_kept() {
+    let dir = TempDir::new("handed");
+    let path = dir.path("embedder.sock");
+    for model in MODELS {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
+        let tcp_addr_bound = tcp.local_addr().expect("addr");
+        let unix = UnixListener::bind(&path).expect("bind Unix");
+        let running = Server::new(Echo)
+            .model(model)
+            .workers(2)
+            .listen([Listener::from_tcp(tcp), Listener::from_unix(unix)])
+            .expect("serve handed-in listeners");
+        assert_eq!(tcp_addr(&running), tcp_addr_bound);
+        echo_round(&mut tcp_client(tcp_addr_bound), b"tcp handed in");
+        echo_many_unix(&path, 10);
+        running.stop().expect("stop");
+        assert!(path.exists(), "a file the embedder made is the embedder's");
+        std::fs::remove_file(&path).expect("remove");
+    }
+}
+
+#[test]
+fn a_socket_that_is_not_listening_is_rejected() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stream = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let err = Server::new(Echo)
+        .listen([Listener::inherited(stream.into())])
+        .expect_err("a connected socket is not a listener");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// Records the peer address each connection's handler saw, then echoes.
+#[derive(Default)]
+struct PeerRecorder(Mutex<Vec<PeerAddr>>);
+
+impl Handler for PeerRecorder {
+    type Session = ();
+
+    fn open(&self, ctx: &mut Context<'_>) {
+        self.0.lock().unwrap().push(ctx.peer_addr());
+    }
+
+    fn data(&self, _session: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        ctx.write(input);
+        input.len()
+    }
+}
+
+#[test]
+fn a_unix_peer_is_named_by_its_process() {
+    let dir = TempDir::new("peer");
+    for model in MODELS {
+        let path = dir.path(&format!("{model:?}.sock"));
+        let recorder = Arc::new(PeerRecorder::default());
+        let running = Server::from_arc(Arc::clone(&recorder))
+            .model(model)
+            .listen([
+                Listener::unix(&path),
+                Listener::tcp("127.0.0.1:0".parse().unwrap()),
+            ])
+            .expect("listen");
+        let mut unix = unix_client(&path);
+        echo_round(&mut unix, b"who am I");
+        let mut tcp = tcp_client(tcp_addr(&running));
+        echo_round(&mut tcp, b"and I");
+        let tcp_local = tcp.local_addr().unwrap();
+        drop((unix, tcp));
+        running.stop().expect("stop");
+        let seen = recorder.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{model:?}");
+        let unix_peer = seen[0].as_unix().expect("a Unix peer");
+        assert_eq!(unix_peer.pid, Some(std::process::id()), "{model:?}");
+        assert_eq!(
+            seen[0].to_string(),
+            format!(
+                "unix:pid={},uid={}",
+                std::process::id(),
+                unix_peer.uid.unwrap()
+            )
+        );
+        assert_eq!(seen[1], PeerAddr::Tcp(tcp_local), "{model:?}");
+    }
+}
+
+#[test]
+fn workers_share_one_unix_queue_under_concurrent_clients() {
+    let dir = TempDir::new("share");
+    for model in MODELS {
+        let path = dir.path(&format!("{model:?}.sock"));
+        let running = Server::new(Echo)
+            .model(model)
+            .workers(4)
+            .listen([Listener::unix(&path)])
+            .expect("listen");
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for n in 0..200 {
+                        let mut stream = unix_client(&path);
+                        echo_round(&mut stream, format!("{client}/{n}").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("client thread");
+        }
+        let by_worker = running.accepted_by_worker();
+        // Every worker polls the one queue; which one takes a client is the kernel's
+        // wake-up order, reported here, not asserted.
+        eprintln!("{model:?}, 4 workers, 1600 Unix clients: accepted by worker {by_worker:?}");
+        assert_eq!(by_worker.iter().sum::<u64>(), 1600);
+        running.stop().expect("stop");
+    }
+}
