@@ -93,8 +93,10 @@ fn metrics_report_known_traffic(model: Model) {
         "{body}"
     );
     drop(clients);
+    // A threads-model client publishes its close just before it leaves the gauges: wait for
+    // both.
     eventually("every close is published", || {
-        running.stats().closed_total() == 3
+        running.stats().closed_total() == 3 && running.connections() == 0
     });
     let (_, body) = scrape(endpoint.local_addr());
     let found = samples(&body);
