@@ -67,8 +67,11 @@ impl Drop for MetricsServer {
 /// println!("scrape http://{}/metrics", endpoint.local_addr());
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// The port is bound with `SO_REUSEPORT`, so that during a binary upgrade the new process
+/// can serve its metrics on the same address while the old one drains.
 pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = bind_shared(addr)?;
     let local_addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -130,4 +133,15 @@ fn answer(mut stream: TcpStream, stats: &LiveStats) -> io::Result<()> {
     };
     stream.write_all(reply.as_bytes())?;
     stream.flush()
+}
+
+/// A listener on `addr` that another process may bind too (`SO_REUSEPORT`).
+fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
