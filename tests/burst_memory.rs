@@ -7,7 +7,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -34,21 +35,36 @@ const KEEP_BOUND_KIB: u64 = 16 * 1024;
 /// machine is slow.
 const READ_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Read from `member` until `lines` newlines have arrived; returns the bytes read.
-fn read_lines(mut member: TcpStream, lines: usize) -> usize {
+/// Read from `member` until `lines` empty chat lines (`[id] `) have arrived; returns the
+/// bytes read. Other lines are the join probes: the first one marks the member `joined`.
+fn read_lines(mut member: TcpStream, lines: usize, joined: &AtomicUsize) -> usize {
     // Delivering millions of short lines through 100 client threads takes a while on a
     // loaded machine: give each read a minute rather than the fixtures' default.
     member
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("set a read timeout");
     let mut buf = vec![0u8; 64 * 1024];
-    let (mut seen, mut total) = (0, 0);
+    let (mut seen, mut total, mut probed) = (0, 0, false);
+    // The line read so far is empty ("[id] " and nothing else) if it ends in "] ".
+    let mut tail = [0u8; 2];
     while seen < lines {
         match member.read(&mut buf) {
             Ok(0) => panic!("EOF after {seen} of {lines} lines"),
             Ok(n) => {
-                seen += buf[..n].iter().filter(|&&byte| byte == b'\n').count();
                 total += n;
+                for &byte in &buf[..n] {
+                    if byte != b'\n' {
+                        tail = [tail[1], byte];
+                        continue;
+                    }
+                    if &tail == b"] " {
+                        seen += 1;
+                    } else if !probed {
+                        probed = true;
+                        joined.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tail = [0; 2];
+                }
             }
             Err(err) => panic!("read failed after {seen} of {lines} lines: {err}"),
         }
@@ -87,16 +103,28 @@ fn chat_burst(model: Model, flags: &[&str]) {
             .set_read_timeout(Some(READ_PATIENCE))
             .expect("set a read timeout");
     }
-    eventually("every member joined", || {
+    eventually("every member connected", || {
         server.open_sockets() == idle_sockets + MEMBERS
     });
-    let baseline = server.status();
 
     let mut sender = members.remove(0);
+    let joined = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = members
         .into_iter()
-        .map(|member| thread::spawn(move || read_lines(member, BURST)))
+        .map(|member| {
+            let joined = Arc::clone(&joined);
+            thread::spawn(move || read_lines(member, BURST, &joined))
+        })
         .collect();
+    // An accepted socket is not yet a member: under threads, a member joins the room when
+    // its own thread runs `Handler::open`, which a loaded machine may delay past the
+    // accept. Probe until every member has heard one.
+    eventually("every member joined the room", || {
+        sender.write_all(b"probe\n").expect("send a probe");
+        thread::sleep(Duration::from_millis(50));
+        joined.load(Ordering::SeqCst) == MEMBERS - 1
+    });
+    let baseline = server.status();
     sender.write_all(&[b'\n'; BURST]).expect("send the burst");
     let received: usize = readers
         .into_iter()
@@ -152,22 +180,16 @@ mod reactor {
     }
 }
 
-/// Under the thread-per-client model. Ignored while a known defect stands: in a loaded full
-/// run, the room sometimes stops receiving partway through the burst (every member stalls
-/// at the same line count, the sender's thread delivers nothing more for over a minute);
-/// alone, each test passes in seconds. Run with `cargo test --test burst_memory --
-/// --ignored`.
+/// Under the thread-per-client model.
 mod threads {
     use tcp_reactor::Model::Threads;
 
     #[test]
-    #[ignore = "threads-model fan-out can stall partway through the burst under load"]
     fn chat_burst_memory_falls_back_once_members_leave() {
         super::chat_burst_memory_falls_back_once_members_leave(Threads);
     }
 
     #[test]
-    #[ignore = "threads-model fan-out can stall partway through the burst under load"]
     fn chat_burst_memory_falls_back_even_when_one_batch_takes_it_all() {
         super::chat_burst_memory_falls_back_even_when_one_batch_takes_it_all(Threads);
     }
