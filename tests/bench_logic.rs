@@ -255,17 +255,23 @@ fn results(rows: &[(&str, usize, usize, usize, f64)]) -> String {
 
 #[test]
 fn agreement_names_the_worst_cell_symmetrically() {
-    let a = agree::medians(&results(&[
-        ("reactor", 10, 64, 1, 100_000.0),
-        ("threads", 10, 64, 1, 50_000.0),
-        ("reactor", 100, 64, 16, 1_000_000.0),
-    ]))
+    let a = agree::medians(
+        &results(&[
+            ("reactor", 10, 64, 1, 100_000.0),
+            ("threads", 10, 64, 1, 50_000.0),
+            ("reactor", 100, 64, 16, 1_000_000.0),
+        ]),
+        agree::MSGS,
+    )
     .expect("parses");
-    let b = agree::medians(&results(&[
-        ("reactor", 10, 64, 1, 104_000.0),
-        ("threads", 10, 64, 1, 45_000.0),
-        ("reactor", 100, 64, 16, 1_010_000.0),
-    ]))
+    let b = agree::medians(
+        &results(&[
+            ("reactor", 10, 64, 1, 104_000.0),
+            ("threads", 10, 64, 1, 45_000.0),
+            ("reactor", 100, 64, 16, 1_010_000.0),
+        ]),
+        agree::MSGS,
+    )
     .expect("parses");
     let (diffs, lonely) = agree::compare(&a, &b);
     assert!(lonely.is_empty());
@@ -278,7 +284,7 @@ fn agreement_names_the_worst_cell_symmetrically() {
         agree::worst(&swapped).map(|d| d.relative()),
         Some(worst.relative())
     );
-    let text = agree::render(&diffs, &lonely, 0.10);
+    let text = agree::render("msg/s", &diffs, &lonely, 0.10);
     assert!(
         text.contains("worst: 11.1% (threads, 10 conns, 64 B); 2 of 3 within 10%"),
         "{text}"
@@ -291,17 +297,68 @@ fn agreement_names_the_worst_cell_symmetrically() {
 
 #[test]
 fn agreement_lists_cells_only_one_run_has_and_rejects_a_bad_file() {
-    let a = agree::medians(&results(&[("reactor", 10, 64, 1, 1.0)])).expect("parses");
-    let b = agree::medians(&results(&[("threads", 10, 64, 1, 1.0)])).expect("parses");
+    let a = agree::medians(&results(&[("reactor", 10, 64, 1, 1.0)]), agree::MSGS).expect("parses");
+    let b = agree::medians(&results(&[("threads", 10, 64, 1, 1.0)]), agree::MSGS).expect("parses");
     let (diffs, lonely) = agree::compare(&a, &b);
     assert!(diffs.is_empty());
     assert_eq!(
         lonely,
         vec!["reactor, 10 conns, 64 B", "threads, 10 conns, 64 B"]
     );
-    assert!(agree::medians("server,connections\nreactor,1\n").is_err());
+    assert!(agree::medians("server,connections\nreactor,1\n", agree::MSGS).is_err());
     assert!(
-        agree::medians(&results(&[("reactor", 1, 64, 1, 1.0)]).replace(",1\n", ",x\n")).is_err()
+        agree::medians(
+            &results(&[("reactor", 1, 64, 1, 1.0)]).replace(",1\n", ",x\n"),
+            agree::MSGS
+        )
+        .is_err()
+    );
+    // A column the file does not have is named in the error.
+    let missing = agree::medians(&results(&[("reactor", 1, 64, 1, 1.0)]), agree::CPU);
+    assert!(missing.is_err_and(|e| e.contains(agree::CPU)));
+}
+
+#[test]
+fn agreement_of_ratios_pairs_servers_within_each_cell() {
+    let run = |threads: f64, tokio: f64| {
+        agree::medians(
+            &results(&[
+                ("reactor", 10, 64, 1, 100_000.0),
+                ("threads", 10, 64, 1, threads),
+                ("tokio-current", 10, 64, 1, tokio),
+                ("reactor", 100, 64, 1, 90_000.0),
+                ("threads", 100, 64, 1, 30_000.0),
+                // A pair whose second server is missing gives no ratio.
+                ("reactor-tls", 10, 64, 1, 70_000.0),
+            ]),
+            agree::MSGS,
+        )
+        .expect("parses")
+    };
+    let a = agree::ratios(&run(50_000.0, 100_000.0), &agree::PAIRS);
+    assert_eq!(
+        a,
+        vec![
+            ("reactor / threads, 10 conns, 64 B".to_string(), 2.0),
+            ("reactor / tokio-current, 10 conns, 64 B".to_string(), 1.0),
+            ("reactor / threads, 100 conns, 64 B".to_string(), 3.0),
+        ]
+    );
+    // The machine ran 20% slower for every server: the ratios still agree.
+    let slower = agree::ratios(
+        &run(40_000.0, 80_000.0)
+            .into_iter()
+            .map(|(k, v)| (k, if v == 100_000.0 { 80_000.0 } else { v }))
+            .collect::<Vec<_>>(),
+        &agree::PAIRS,
+    );
+    let (diffs, lonely) = agree::compare(&a, &slower);
+    assert!(lonely.is_empty());
+    assert!(diffs[0].relative() < 1e-12 && diffs[1].relative() < 1e-12);
+    let text = agree::render("ratio", &diffs, &lonely, 0.10);
+    assert!(
+        text.contains("| reactor / threads, 10 conns, 64 B | 2.00 | 2.00 | 0.0% |"),
+        "{text}"
     );
 }
 

@@ -1,6 +1,7 @@
-//! Do two bench runs agree? Compares the median msg/s of every server and cell in two
-//! `results.csv` files and names the worst difference. No I/O besides what the caller
-//! passes in.
+//! Do two bench runs agree? Compares a median column (msg/s, the target; server CPU per
+//! message) of every server and cell in two `results.csv` files, and the ratios between
+//! servers the README draws from them, and names the worst difference. No I/O besides
+//! what the caller passes in.
 
 use std::fmt::Write as _;
 
@@ -9,9 +10,9 @@ use std::fmt::Write as _;
 pub struct Difference {
     /// `server, N conns, S B[, pipeline P]`.
     pub key: String,
-    /// Median msg/s in the first run.
+    /// The figure in the first run.
     pub a: f64,
-    /// Median msg/s in the second run.
+    /// The figure in the second run.
     pub b: f64,
 }
 
@@ -30,8 +31,26 @@ impl Difference {
     }
 }
 
-/// `(key, median msg/s)` of every row of a `results.csv`.
-pub fn medians(csv: &str) -> Result<Vec<(String, f64)>, String> {
+/// The median column the agreement target is about.
+pub const MSGS: &str = "msgs_per_sec_median";
+
+/// Server CPU time per message, the figure least moved by the load generator.
+pub const CPU: &str = "cpu_us_per_msg_median";
+
+/// The pairs of servers whose msg/s ratio the README reads: each model against its peers
+/// over the same transport.
+pub const PAIRS: [(&str, &str); 6] = [
+    ("reactor", "threads"),
+    ("reactor", "tokio-current"),
+    ("reactor", "tokio-multi"),
+    ("reactor-tls", "threads-tls"),
+    ("reactor-tls", "tokio-tls"),
+    ("proxy", "proxy-threads"),
+];
+
+/// `(key, value of column)` of every row of a `results.csv`; `column` is one of the
+/// `*_median` columns, such as [`MSGS`] or [`CPU`].
+pub fn medians(csv: &str, column: &str) -> Result<Vec<(String, f64)>, String> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines
         .next()
@@ -49,7 +68,7 @@ pub fn medians(csv: &str) -> Result<Vec<(String, f64)>, String> {
         col("connections")?,
         col("size")?,
         col("pipeline")?,
-        col("msgs_per_sec_median")?,
+        col(column)?,
     );
     let mut out = Vec::new();
     for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -65,10 +84,35 @@ pub fn medians(csv: &str) -> Result<Vec<(String, f64)>, String> {
         }
         let value: f64 = get(msgs)?
             .parse()
-            .map_err(|e| format!("row {}: msgs_per_sec_median: {e}", n + 2))?;
+            .map_err(|e| format!("row {}: {column}: {e}", n + 2))?;
         out.push((key, value));
     }
     Ok(out)
+}
+
+/// For each of `pairs` and each cell that has both servers, the first server's figure
+/// over the second's, keyed `first / second, cell`; from [`medians`] of one run.
+pub fn ratios(medians: &[(String, f64)], pairs: &[(&str, &str)]) -> Vec<(String, f64)> {
+    let value = |server: &str, cell: &str| {
+        medians
+            .iter()
+            .find(|(key, _)| key.split_once(", ") == Some((server, cell)))
+            .map(|(_, v)| *v)
+    };
+    let mut out = Vec::new();
+    for (key, _) in medians {
+        let Some((server, cell)) = key.split_once(", ") else {
+            continue;
+        };
+        for &(first, second) in pairs.iter().filter(|(first, _)| *first == server) {
+            if let (Some(x), Some(y)) = (value(first, cell), value(second, cell))
+                && y > 0.0
+            {
+                out.push((format!("{first} / {second}, {cell}"), x / y));
+            }
+        }
+    }
+    out
 }
 
 /// The rows both runs measured, in the first run's order; keys only one run has are
@@ -101,18 +145,27 @@ pub fn worst(diffs: &[Difference]) -> Option<&Difference> {
         .max_by(|x, y| x.relative().total_cmp(&y.relative()))
 }
 
-/// The agreement table and a last line naming the worst difference against `tolerance`.
-pub fn render(diffs: &[Difference], lonely: &[String], tolerance: f64) -> String {
-    let mut md = String::from(
-        "| server, cell | run A msg/s | run B msg/s | difference |\n|---|---|---|---|\n",
+/// The agreement table of one `figure` (`msg/s`, `CPU us/msg`, `ratio`) and a last line
+/// naming the worst difference against `tolerance`.
+pub fn render(figure: &str, diffs: &[Difference], lonely: &[String], tolerance: f64) -> String {
+    let mut md = format!(
+        "| server, cell | run A {figure} | run B {figure} | difference |\n|---|---|---|---|\n"
     );
+    // Large figures (msg/s) read best whole; small ones (µs, ratios) with two decimals.
+    let shown = |v: f64| {
+        if v >= 1000.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
     for d in diffs {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1}%{} |",
+            "| {} | {} | {} | {:.1}%{} |",
             d.key,
-            d.a,
-            d.b,
+            shown(d.a),
+            shown(d.b),
             d.relative() * 100.0,
             if d.relative() > tolerance {
                 " **over**"

@@ -22,10 +22,11 @@ fn colour(server: &str) -> RGBColor {
         "tokio-current" => RGBColor(44, 160, 44),
         "proxy" => RGBColor(255, 127, 14),
         "proxy-threads" => RGBColor(140, 86, 75),
-        "reactor-tls" => RGBColor(255, 127, 14),
+        "reactor-tls" => RGBColor(227, 119, 194),
         "threads-tls" => RGBColor(23, 190, 207),
         "tokio-tls" => RGBColor(188, 189, 34),
-        _ => RGBColor(148, 103, 189),
+        "tokio-multi" => RGBColor(148, 103, 189),
+        _ => RGBColor(127, 127, 127),
     }
 }
 
@@ -163,8 +164,11 @@ fn draw_lines(
         .filter(|v| *v > 0.0)
         .fold(f64::INFINITY, f64::min);
     let root = canvas(path, warning)?;
+    // The legend gets a column of its own: with nine servers, any corner of the plot
+    // would hide some of their points.
+    let (plot_area, legend_area) = root.split_horizontally(PLOT_WIDTH);
     let rounds = summaries.iter().map(|s| s.rounds).max().unwrap_or(0);
-    let mut builder = ChartBuilder::on(&root);
+    let mut builder = ChartBuilder::on(&plot_area);
     builder
         .caption(
             format!(
@@ -186,31 +190,65 @@ fn draw_lines(
         // plotters labels a log axis at powers of ten only: under two decades, too few.
         let y = (lo..hi).log_scale().with_key_points(log_ticks(lo, hi));
         let chart = builder.build_cartesian_2d(x, y)?;
-        plot(chart, &series, metric, true)?;
+        plot(chart, &series, metric)?;
     } else {
         let chart = builder.build_cartesian_2d(x, 0.0..hi * 1.15)?;
-        plot(chart, &series, metric, false)?;
+        plot(chart, &series, metric)?;
     }
+    legend(&legend_area, series.iter().map(|(server, _)| *server))?;
     root.present()?;
     Ok(())
 }
 
-/// A white 860×520 canvas, or below a red `warning` line when there is one.
+/// Width of a line chart's plot; the legend column takes the rest of the canvas.
+const PLOT_WIDTH: u32 = 860;
+
+/// Width of the legend column beside a line chart's plot.
+const LEGEND_WIDTH: u32 = 140;
+
+/// One line per server, in its colour, top to bottom in the order of the series.
+fn legend<'a>(
+    area: &DrawingArea<SVGBackend<'a>, Shift>,
+    servers: impl Iterator<Item = &'a str>,
+) -> Result<(), Box<dyn Error>> {
+    for (i, server) in servers.enumerate() {
+        let y = 60 + 24 * i as i32;
+        let colour = colour(server);
+        area.draw(&PathElement::new(
+            vec![(0, y), (24, y)],
+            colour.stroke_width(2),
+        ))?;
+        area.draw(&Circle::new((12, y), 4, colour.filled()))?;
+        area.draw(&Text::new(
+            server.to_string(),
+            (32, y),
+            ("sans-serif", 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A white canvas with room for a line chart and its legend column (520 high), or below a
+/// red `warning` line when there is one., or below a red `warning` line when there is one.
 fn canvas<'a>(
     path: &'a Path,
     warning: Option<&str>,
 ) -> Result<DrawingArea<SVGBackend<'a>, Shift>, Box<dyn Error>> {
+    let width = PLOT_WIDTH + LEGEND_WIDTH;
     let Some(warning) = warning else {
-        let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
+        let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
         root.fill(&WHITE)?;
         return Ok(root);
     };
-    let root = SVGBackend::new(path, (860, 550)).into_drawing_area();
+    let root = SVGBackend::new(path, (width, 550)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, body) = root.split_vertically(30);
     top.draw(&Text::new(
         warning.to_string(),
-        (430, 8),
+        (width as i32 / 2, 8),
         ("sans-serif", 15)
             .into_font()
             .color(&RED)
@@ -219,12 +257,11 @@ fn canvas<'a>(
     Ok(body)
 }
 
-/// Mesh, lines, bars and legend of one line chart.
+/// Mesh, lines and bars of one line chart.
 fn plot<'a, X, Y>(
     mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
     series: &[Series],
     metric: &Metric,
-    log_y: bool,
 ) -> Result<(), String>
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -241,7 +278,6 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     let n = series.len() as f64;
-    let mut placed: Vec<(f64, f64)> = Vec::new();
     for (i, (server, points)) in series.iter().enumerate() {
         let colour = colour(server);
         // 6% apart along the log axis: visible, yet each stays near its connection count.
@@ -252,11 +288,7 @@ where
                 at.iter().map(|(x, s)| (*x, s.median)),
                 colour.stroke_width(2),
             ))
-            .map_err(|e| e.to_string())?
-            .label(*server)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+            .map_err(|e| e.to_string())?;
         chart
             .draw_series(at.iter().map(|(x, s)| {
                 PathElement::new(vec![(*x, s.min), (*x, s.max)], colour.stroke_width(2))
@@ -276,48 +308,8 @@ where
                     .map(|(x, s)| Circle::new((*x, s.median), 4, colour.filled())),
             )
             .map_err(|e| e.to_string())?;
-        let (xr, yr) = (chart.x_range(), chart.y_range());
-        placed.extend(at.iter().flat_map(|(x, s)| {
-            [s.min, s.median, s.max].map(|y| (share(*x, &xr, true), share(y, &yr, log_y)))
-        }));
     }
-    chart
-        .configure_series_labels()
-        .position(emptiest_corner(&placed))
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// Where `v` lies in `range`, 0 at the start and 1 at the end.
-fn share(v: f64, range: &std::ops::Range<f64>, log: bool) -> f64 {
-    let f = |v: f64| if log { v.max(1e-12).ln() } else { v };
-    let (a, b) = (f(range.start), f(range.end));
-    if b == a { 0.0 } else { (f(v) - a) / (b - a) }
-}
-
-/// The corner of the plot whose legend-sized box covers the fewest points (given as shares
-/// of the axes), so the legend hides as little as possible.
-fn emptiest_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
-    let corners = [
-        (SeriesLabelPosition::UpperRight, 0.7, 0.7),
-        (SeriesLabelPosition::UpperLeft, 0.0, 0.7),
-        (SeriesLabelPosition::LowerRight, 0.7, 0.0),
-        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
-    ];
-    let covered = |x0: f64, y0: f64| {
-        points
-            .iter()
-            .filter(|(x, y)| *x >= x0 && *x <= x0 + 0.3 && *y >= y0 && *y <= y0 + 0.3)
-            .count()
-    };
-    corners
-        .into_iter()
-        .min_by_key(|(_, x0, y0)| covered(*x0, *y0))
-        .map_or(SeriesLabelPosition::UpperRight, |(p, _, _)| p)
 }
 
 /// `median of 3 rounds`, or `1 round`.

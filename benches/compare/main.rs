@@ -3,7 +3,7 @@
 //! own process pinned to CPU 0 while the load generator runs pinned to CPU 1.
 //!
 //! ```text
-//! cargo bench --bench compare                          # full matrix, about 10 minutes
+//! cargo bench --bench compare                          # full matrix, about 19 minutes
 //! BENCH_QUICK=1 cargo bench --bench compare            # tiny matrix, under a minute
 //! cargo bench --bench compare -- --rounds 5 --out target/bench-a
 //! cargo bench --bench compare -- --agree target/bench-a target/bench-b
@@ -13,11 +13,12 @@
 //! Every cell runs R rounds (`--rounds`, `BENCH_ROUNDS`, default 3) with the servers
 //! alternating within each round; the noise watch flags runs that other processes
 //! disturbed and repeats them (`--retries`, `BENCH_RETRIES`; `--noise-limit PCT`,
-//! `BENCH_NOISE_LIMIT`). `--duration SECS` (`BENCH_DURATION`) sets the traffic per run. The report goes to `--out DIR` (`BENCH_OUT`, default
-//! `target/bench-report/`): `report.md`, `results.csv`, `runs.csv`, `idle.csv`,
-//! `readme-section.md` and SVG charts. `--agree A B` compares two reports' medians;
-//! `--publish DIR` copies a quiet full run into `docs/bench/` and the README (`--force`
-//! for any other run).
+//! `BENCH_NOISE_LIMIT`). `--duration SECS` (`BENCH_DURATION`) sets the traffic per run.
+//! The report goes to `--out DIR` (`BENCH_OUT`, default `target/bench-report/`):
+//! `report.md`, `results.csv`, `runs.csv`, `idle.csv`, `readme-section.md` and SVG charts.
+//! `--agree A B` compares two reports' medians (msg/s, the ratios between servers, CPU per
+//! message); `--publish DIR` copies a quiet full run into `docs/bench/` and the README
+//! (`--force` for any other run).
 //!
 //! - `plan` — cells, profiles, the interleaved schedule.
 //! - `servers` — the servers under comparison, one process each.
@@ -164,14 +165,13 @@ fn default_out() -> PathBuf {
 /// Print how far two reports' medians agree; fails when the worst cell is over
 /// `tolerance`.
 fn agreement(a: &Path, b: &Path, tolerance: f64) -> std::io::Result<ExitCode> {
-    let read = |dir: &Path| {
+    let read = |dir: &Path, column: &str| {
         let path = dir.join("results.csv");
         let text = fs::read_to_string(&path)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-        agree::medians(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+        agree::medians(&text, column)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
     };
-    let (ma, mb) = (read(a)?, read(b)?);
-    let (diffs, lonely) = agree::compare(&ma, &mb);
     // The noise watch's verdict of each run, so a disagreement can be read against it.
     let verdict = |dir: &Path| {
         fs::read_to_string(dir.join("report.md"))
@@ -185,7 +185,28 @@ fn agreement(a: &Path, b: &Path, tolerance: f64) -> std::io::Result<ExitCode> {
     };
     println!("A = {}\n  {}", a.display(), verdict(a));
     println!("B = {}\n  {}\n", b.display(), verdict(b));
-    print!("{}", agree::render(&diffs, &lonely, tolerance));
+    let (ma, mb) = (read(a, agree::MSGS)?, read(b, agree::MSGS)?);
+    let (diffs, lonely) = agree::compare(&ma, &mb);
+    println!("## Median msg/s (the target)\n");
+    print!("{}", agree::render("msg/s", &diffs, &lonely, tolerance));
+    // What the README concludes from: the ratios between servers, and CPU per message.
+    let (ra, rb) = (
+        agree::ratios(&ma, &agree::PAIRS),
+        agree::ratios(&mb, &agree::PAIRS),
+    );
+    let (ratio_diffs, ratio_lonely) = agree::compare(&ra, &rb);
+    println!("\n## Ratios of median msg/s between servers\n");
+    print!(
+        "{}",
+        agree::render("ratio", &ratio_diffs, &ratio_lonely, tolerance)
+    );
+    let (ca, cb) = (read(a, agree::CPU)?, read(b, agree::CPU)?);
+    let (cpu_diffs, cpu_lonely) = agree::compare(&ca, &cb);
+    println!("\n## Median server CPU per message\n");
+    print!(
+        "{}",
+        agree::render("CPU us/msg", &cpu_diffs, &cpu_lonely, tolerance)
+    );
     let ok = agree::worst(&diffs).is_some_and(|w| w.relative() <= tolerance) && lonely.is_empty();
     Ok(if ok {
         ExitCode::SUCCESS
