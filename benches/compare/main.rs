@@ -136,9 +136,12 @@ fn parse(args: &[String]) -> Result<Task, String> {
     } else {
         Settings::full(out)
     };
-    if let Some(r) = rounds {
-        settings.set_rounds(number("rounds", &r)? as usize, servers::Kind::ALL.len());
-    }
+    // The re-run budget follows the rounds and the servers actually run.
+    let rounds = match rounds {
+        Some(r) => number("rounds", &r)? as usize,
+        None => settings.rounds,
+    };
+    settings.set_rounds(rounds, servers::Kind::ALL.len());
     if let Some(r) = retries {
         settings.retries = number("retries", &r)? as usize;
     }
