@@ -11,9 +11,18 @@
 //! message: a connection whose input is consumed and output sent at once holds nothing and
 //! never touches it. Capacity, not length, is counted because capacity is what the
 //! allocator handed out.
+//!
+//! When the budget chooses whom to close, output queued on a connection by another
+//! connection's callback (a chat line fanned out to the room) counts against the sender,
+//! not the receiver: each sender has a [`Charge`], and each receiver records which runs of
+//! its output belong to which charge ([`Foreign`]). Closing a flooder stops the growth at
+//! its source, as IRC servers close a client for "Excess Flood"; closing the members its
+//! lines wait for would free memory the flooder fills again at once.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `Config::max_buffered` by default: 256 MiB. With the process's own code, stacks and
 /// allocator slack, a default server stays within a few hundred MiB whatever its clients
@@ -56,22 +65,41 @@ pub(crate) struct Budget {
     limit: u64,
     /// Connections have been closed for the budget since it was last calm (logged once).
     episode: AtomicBool,
+    /// Per reactor worker, as of its last look under pressure: bytes it holds that are
+    /// leaving anyway (see [`Blame`]), which no worker need close anyone for.
+    leaving: Box<[AtomicU64]>,
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget::new(DEFAULT_MAX_BUFFERED)
+        Budget::new(DEFAULT_MAX_BUFFERED, 1)
     }
 }
 
 impl Budget {
-    /// A budget of `limit` bytes, none held.
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A budget of `limit` bytes for `workers` workers, none held.
+    pub(crate) fn new(limit: usize, workers: usize) -> Self {
         Budget {
             held: AtomicU64::new(0),
             limit: limit as u64,
             episode: AtomicBool::new(false),
+            leaving: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Record what `worker` holds that is leaving anyway.
+    pub(crate) fn set_leaving(&self, worker: usize, bytes: u64) {
+        if let Some(slot) = self.leaving.get(worker) {
+            slot.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes held that are leaving anyway, all workers together.
+    pub(crate) fn leaving(&self) -> u64 {
+        self.leaving
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Bytes held right now.
@@ -147,24 +175,346 @@ pub(crate) fn may_read(pressure: Pressure, holding: usize) -> bool {
 pub(crate) fn share_to_free(held: u64, limit: u64, workers: usize) -> u64 {
     held.saturating_sub(limit / 2)
         .div_ceil(workers.max(1) as u64)
-        .max(1)
 }
 
-/// From `holders` (a connection and the bytes it holds), the ones to close to free at least
-/// `want` bytes, those holding the most first. Connections holding nothing are never
-/// chosen: closing them frees nothing.
+/// From `holders` (a connection and the bytes it is to blame for), the ones to close to
+/// free at least `want` bytes, those to blame for the most first. Connections to blame for
+/// at most [`TINY_HOLDER`] (what an idle connection keeps) are never chosen: closing them
+/// frees next to nothing, so the memory must lie elsewhere (with another worker's
+/// connections, or in output already leaving).
 pub(crate) fn victims<K: Copy>(holders: &mut [(K, usize)], want: u64) -> Vec<K> {
     holders.sort_unstable_by_key(|&(_, holding)| std::cmp::Reverse(holding));
     let mut freed = 0u64;
     let mut chosen = Vec::new();
     for &(key, holding) in holders.iter() {
-        if freed >= want || holding == 0 {
+        if freed >= want || holding <= TINY_HOLDER {
             break;
         }
         freed += holding as u64;
         chosen.push(key);
     }
     chosen
+}
+
+/// What one connection's callbacks queued on other connections that is not written yet:
+/// the bytes that count against it, not against their receivers, when the budget chooses
+/// whom to close. Shared by the sender and every receiver holding such bytes, on any worker.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    /// Bytes queued on other connections and not yet written (or dropped).
+    queued: AtomicU64,
+    /// The sender is gone: closing it can no longer stop what it queued.
+    gone: AtomicBool,
+    /// The worker that owns the sender (only that worker can close it).
+    worker: usize,
+}
+
+impl Charge {
+    /// Count `bytes` more queued on a receiver.
+    #[inline]
+    pub(crate) fn add(&self, bytes: u64) {
+        if bytes > 0 {
+            self.queued.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Count `bytes` written (or dropped) by a receiver. Saturating, so that no order of
+    /// updates between workers can wrap the figure.
+    fn credit(&self, bytes: u64) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| {
+                Some(queued.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes queued on receivers and not yet written.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// True once the sender is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// The worker that owns the sender.
+    pub(crate) fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+/// A connection's own [`Charge`], made when it first sends to another connection (most
+/// connections never do, and never allocate one); dropping it marks the charge gone.
+#[derive(Debug, Default)]
+pub(crate) struct Sender(Option<Arc<Charge>>);
+
+impl Sender {
+    /// The charge, made on first use for a sender owned by `worker`.
+    pub(crate) fn charge(&mut self, worker: usize) -> &Arc<Charge> {
+        self.0.get_or_insert_with(|| {
+            Arc::new(Charge {
+                queued: AtomicU64::new(0),
+                gone: AtomicBool::new(false),
+                worker,
+            })
+        })
+    }
+
+    /// The charge, if this connection ever sent to another.
+    pub(crate) fn get(&self) -> Option<&Arc<Charge>> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Some(charge) = &self.0 {
+            charge.gone.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One run of a receiver's output queued by one sender: output stream positions
+/// `start..end` (counted from the connection's first byte of output, so they survive the
+/// buffer being compacted), less what has been credited already.
+#[derive(Debug)]
+struct Run {
+    /// The sender's charge.
+    charge: Arc<Charge>,
+    /// First byte of the run not yet written.
+    start: u64,
+    /// One past its last byte.
+    end: u64,
+}
+
+/// The runs of a connection's unsent output that other connections queued, oldest first.
+/// Consecutive bytes from one sender form one run, so a flood from one sender is one entry
+/// however many messages it holds. Dropping it credits every run (the bytes are gone).
+///
+/// A connection nobody sends to holds a null pointer here; the rest is allocated with the
+/// first foreign bytes and kept for the connection's life (so a chat member does not
+/// allocate per line).
+#[derive(Debug, Default)]
+pub(crate) struct Foreign(Option<Box<Received>>);
+
+/// What [`Foreign`] records once a connection has received from others.
+#[derive(Debug)]
+struct Received {
+    /// Oldest first.
+    runs: VecDeque<Run>,
+    /// When foreign bytes last left this connection, or arrived while none were queued:
+    /// tells a receiver that takes its output from one that does not.
+    drained_at: Instant,
+    /// The kernel's last word on how much of the output the peer has taken: a socket's
+    /// send buffer can hold megabytes, and a peer emptying it raises no event until a third
+    /// of it is free, so nothing leaves this buffer meanwhile.
+    watch: Option<Watch>,
+}
+
+/// One look at what a connection's peer has taken, asked of the kernel.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// When the kernel was asked.
+    at: Instant,
+    /// Bytes the peer had taken of everything written.
+    taken: u64,
+    /// Whether that was more than the look before (or the first look).
+    taking: bool,
+}
+
+/// Runs kept allocated once every run is written.
+const KEEP_RUNS: usize = 64;
+
+impl Foreign {
+    /// Record `len` bytes queued by `charge`'s sender at output position `start`.
+    #[inline]
+    pub(crate) fn push(&mut self, charge: &Arc<Charge>, start: u64, len: usize, now: Instant) {
+        let end = start + len as u64;
+        let received = self.0.get_or_insert_with(|| {
+            Box::new(Received {
+                runs: VecDeque::new(),
+                drained_at: now,
+                watch: None,
+            })
+        });
+        if let Some(last) = received.runs.back_mut()
+            && last.end == start
+            && Arc::ptr_eq(&last.charge, charge)
+        {
+            last.end = end;
+            return;
+        }
+        if received.runs.is_empty() {
+            received.drained_at = now;
+        }
+        received.runs.push_back(Run {
+            charge: Arc::clone(charge),
+            start,
+            end,
+        });
+    }
+
+    /// The output up to position `written` has been written: credit the runs it covers.
+    #[inline]
+    pub(crate) fn settle(&mut self, written: u64, now: Instant) {
+        let Some(received) = self.0.as_deref_mut() else {
+            return;
+        };
+        match received.runs.front() {
+            Some(front) if front.start < written => {}
+            _ => return,
+        }
+        received.drained_at = now;
+        received.watch = None;
+        while let Some(run) = received.runs.front_mut() {
+            let upto = run.end.min(written);
+            if upto > run.start {
+                run.charge.credit(upto - run.start);
+                run.start = upto;
+            }
+            if run.start < run.end {
+                break;
+            }
+            received.runs.pop_front();
+        }
+        if received.runs.is_empty() && received.runs.capacity() > KEEP_RUNS {
+            received.runs = VecDeque::new();
+        }
+    }
+
+    /// Memory the record itself takes, for the budget.
+    #[inline]
+    pub(crate) fn memory(&self) -> usize {
+        self.0.as_ref().map_or(0, |received| {
+            std::mem::size_of::<Received>() + received.runs.capacity() * std::mem::size_of::<Run>()
+        })
+    }
+
+    /// True if no output is from other connections.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|received| received.runs.is_empty())
+    }
+
+    /// True if some of the output is from a sender that is gone.
+    pub(crate) fn has_orphans(&self) -> bool {
+        self.runs().any(|(charge, _)| charge.is_gone())
+    }
+
+    /// Whether the connection's peer takes its output: foreign bytes left the buffer
+    /// within the grace period, or `taken` (what the peer has taken of everything written,
+    /// asked of the kernel at most once per grace period) grew since it was last asked.
+    /// The first answer has nothing to compare with: the peer gets the benefit of the
+    /// doubt until the next.
+    pub(crate) fn taken_lately(
+        &mut self,
+        now: Instant,
+        taken: impl FnOnce() -> Option<u64>,
+    ) -> bool {
+        let Some(received) = self.0.as_deref_mut() else {
+            return true;
+        };
+        if now < received.drained_at + GRACE {
+            return true;
+        }
+        if let Some(watch) = received.watch
+            && now < watch.at + GRACE
+        {
+            return watch.taking;
+        }
+        // A socket that cannot say is taken at its word: nothing.
+        let taken = taken().unwrap_or(0);
+        let taking = received.watch.is_none_or(|before| taken > before.taken);
+        received.watch = Some(Watch {
+            at: now,
+            taken,
+            taking,
+        });
+        taking
+    }
+
+    /// Each run's charge and unwritten bytes, oldest first.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (&Arc<Charge>, u64)> {
+        self.0
+            .iter()
+            .flat_map(|received| received.runs.iter())
+            .map(|run| (&run.charge, run.end - run.start))
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        for (charge, bytes) in self.runs() {
+            charge.credit(bytes);
+        }
+    }
+}
+
+/// Whom one worker's connections' holdings count against, for the choice of whom to close.
+///
+/// A receiver's output capacity is shared among its unsent bytes in proportion: the part
+/// holding another connection's bytes counts against that sender while it lives. Once the
+/// sender is gone its bytes are leaving anyway while the receiver takes its output, and
+/// count against the receiver if it does not.
+#[derive(Debug, Default)]
+pub(crate) struct Blame {
+    /// Per charge of a sender of this worker (by address): the capacity its bytes take on
+    /// this worker's receivers, and the bytes themselves.
+    local: HashMap<usize, (u64, u64)>,
+    /// Bytes leaving anyway: queued by senders that are gone, on receivers that take
+    /// their output.
+    pub(crate) leaving: u64,
+    /// Bytes queued by live senders of other workers (those workers close them).
+    pub(crate) elsewhere: u64,
+}
+
+impl Blame {
+    /// The part of a receiver's `holding` that counts against itself; the rest is filed
+    /// under its senders, `leaving` or `elsewhere`. `capacity` and `pending`: its output buffer's
+    /// capacity and unsent bytes; `draining`: it has taken output lately.
+    pub(crate) fn receiver(
+        &mut self,
+        holding: usize,
+        foreign: &Foreign,
+        capacity: usize,
+        pending: usize,
+        draining: bool,
+        worker: usize,
+    ) -> u64 {
+        let mut others = 0u64;
+        for (charge, bytes) in foreign.runs() {
+            // The capacity these bytes take: their share of the unsent output.
+            let taken = (u128::from(bytes) * capacity as u128 / pending.max(1) as u128) as u64;
+            if charge.is_gone() {
+                if draining {
+                    self.leaving += taken;
+                    others += taken;
+                }
+            } else if charge.worker() == worker {
+                let entry = self.local.entry(Arc::as_ptr(charge) as usize).or_default();
+                entry.0 += taken;
+                entry.1 += bytes;
+                others += taken;
+            } else {
+                self.elsewhere += taken;
+                others += taken;
+            }
+        }
+        (holding as u64).saturating_sub(others)
+    }
+
+    /// What a sender of this worker is to blame for beyond its own buffers: the capacity
+    /// its bytes take on this worker's receivers, plus its bytes on other workers'.
+    pub(crate) fn sender(&self, charge: &Arc<Charge>) -> u64 {
+        let (taken, bytes) = self
+            .local
+            .get(&(Arc::as_ptr(charge) as usize))
+            .copied()
+            .unwrap_or_default();
+        taken + charge.queued().saturating_sub(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -189,22 +539,24 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_are_chosen_until_enough_is_freed() {
-        let mut holders = [(1, 10), (2, 500), (3, 0), (4, 300), (5, 200)];
-        assert_eq!(victims(&mut holders, 600), vec![2, 4]);
-        assert_eq!(victims(&mut holders, 10_000), vec![2, 4, 5, 1]);
+    fn the_largest_are_chosen_until_enough_is_freed_and_the_tiny_never() {
+        const K: usize = TINY_HOLDER;
+        let mut holders = [(1, K + 10), (2, K + 500), (3, 0), (4, K + 300), (5, K)];
+        assert_eq!(victims(&mut holders, 2 * K as u64 + 600), vec![2, 4]);
+        assert_eq!(victims(&mut holders, 100 * K as u64), vec![2, 4, 1]);
+        assert!(victims(&mut holders, 0).is_empty());
         assert!(victims(&mut holders[..0], 10).is_empty());
     }
 
     #[test]
     fn each_worker_frees_its_share_down_to_half_the_budget() {
         assert_eq!(share_to_free(1000, 1000, 2), 250);
-        assert_eq!(share_to_free(400, 1000, 1), 1);
+        assert_eq!(share_to_free(400, 1000, 1), 0);
     }
 
     #[test]
     fn accounting_touches_the_sum_only_on_change() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1000, 1);
         let mut a = 0;
         let mut b = 0;
         budget.update(&mut a, 300);
@@ -214,5 +566,102 @@ mod tests {
         budget.update(&mut a, 0);
         budget.update(&mut b, 0);
         assert_eq!(budget.held(), 0);
+    }
+
+    /// A sender's charge with `bytes` queued on a receiver at position `start` of `into`.
+    fn queue(sender: &mut Sender, into: &mut Foreign, start: u64, bytes: usize, now: Instant) {
+        let charge = sender.charge(0);
+        into.push(charge, start, bytes, now);
+        charge.add(bytes as u64);
+    }
+
+    #[test]
+    fn bytes_count_against_their_sender_until_written() {
+        let now = Instant::now();
+        let (mut a, mut b) = (Sender::default(), Sender::default());
+        let mut receiver = Foreign::default();
+        // 100 bytes from a, 50 of the receiver's own, then 30 + 20 from b (one run).
+        queue(&mut a, &mut receiver, 0, 100, now);
+        queue(&mut b, &mut receiver, 150, 30, now);
+        queue(&mut b, &mut receiver, 180, 20, now);
+        assert_eq!(receiver.runs().count(), 2);
+        receiver.settle(60, now);
+        assert_eq!(a.get().map(|c| c.queued()), Some(40));
+        receiver.settle(160, now);
+        assert_eq!(a.get().map(|c| c.queued()), Some(0));
+        assert_eq!(b.get().map(|c| c.queued()), Some(40));
+        // The receiver closes: what it still held no longer counts against anyone.
+        drop(receiver);
+        assert_eq!(b.get().map(|c| c.queued()), Some(0));
+    }
+
+    #[test]
+    fn a_closed_sender_leaves_orphans() {
+        let now = Instant::now();
+        let mut sender = Sender::default();
+        let mut receiver = Foreign::default();
+        queue(&mut sender, &mut receiver, 0, 10, now);
+        assert!(!receiver.has_orphans());
+        drop(sender);
+        assert!(receiver.has_orphans());
+    }
+
+    #[test]
+    fn a_receivers_capacity_is_shared_among_its_senders() {
+        let now = Instant::now();
+        let (mut local, mut remote) = (Sender::default(), Sender::default());
+        let mut receiver = Foreign::default();
+        // 400 unsent bytes in a buffer of 800: 200 from a sender of this worker, 100 from
+        // one of worker 1, 100 of its own.
+        queue(&mut local, &mut receiver, 0, 200, now);
+        remote.0 = Some(Arc::new(Charge {
+            queued: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+            worker: 1,
+        }));
+        queue(&mut remote, &mut receiver, 200, 100, now);
+        let mut blame = Blame::default();
+        let own = blame.receiver(1000, &receiver, 800, 400, true, 0);
+        assert_eq!(own, 1000 - 400 - 200);
+        assert_eq!((blame.leaving, blame.elsewhere), (0, 200));
+        let charge = local.get().expect("a charge");
+        assert_eq!(blame.sender(charge), 400);
+    }
+
+    #[test]
+    fn orphans_count_against_a_receiver_only_if_it_takes_nothing() {
+        let now = Instant::now();
+        let mut sender = Sender::default();
+        let mut receiver = Foreign::default();
+        queue(&mut sender, &mut receiver, 0, 100, now);
+        drop(sender);
+        let mut taking = Blame::default();
+        assert_eq!(taking.receiver(300, &receiver, 200, 100, true, 0), 100);
+        assert_eq!((taking.leaving, taking.elsewhere), (200, 0));
+        let mut stuck = Blame::default();
+        assert_eq!(stuck.receiver(300, &receiver, 200, 100, false, 0), 300);
+        assert_eq!(stuck.leaving, 0);
+    }
+
+    #[test]
+    fn a_receiver_takes_output_while_its_peer_acknowledges_more() {
+        let start = Instant::now();
+        let mut sender = Sender::default();
+        let mut receiver = Foreign::default();
+        queue(&mut sender, &mut receiver, 0, 100, start);
+        // Bytes just arrived: within the grace period, nothing is asked.
+        assert!(receiver.taken_lately(start, || panic!("asked the kernel")));
+        // Then the kernel is asked; a first answer earns another grace period.
+        let later = start + GRACE;
+        assert!(receiver.taken_lately(later, || Some(1000)));
+        assert!(receiver.taken_lately(later + GRACE / 2, || panic!("asked too often")));
+        // Progress keeps it taking; none over a grace period ends that, until progress.
+        assert!(receiver.taken_lately(later + GRACE, || Some(1500)));
+        assert!(!receiver.taken_lately(later + GRACE * 2, || Some(1500)));
+        assert!(!receiver.taken_lately(later + GRACE * 2, || panic!("asked too often")));
+        assert!(receiver.taken_lately(later + GRACE * 3, || Some(1600)));
+        // Foreign bytes leaving the buffer count as taking, whatever the kernel said.
+        receiver.settle(50, later + GRACE * 4);
+        assert!(receiver.taken_lately(later + GRACE * 4, || panic!("asked the kernel")));
     }
 }

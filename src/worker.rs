@@ -43,7 +43,7 @@ impl Live {
     pub(crate) fn new(workers: usize, max_buffered: usize) -> Self {
         Live {
             accepted_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            budget: Budget::new(max_buffered),
+            budget: Budget::new(max_buffered, workers),
             published: (0..workers).map(|_| Mutex::default()).collect(),
             accepting: AtomicUsize::new(workers),
             ..Live::default()

@@ -166,8 +166,8 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 }
 
 /// 300 chat members that never read, one member sending lines as fast as it can: the
-/// fan-out is bounded by closing the slow members, and the room goes on working for
-/// members who read.
+/// fan-out is bounded by closing the sender (what it queued counts against it) and the
+/// members that take none of it, and the room goes on working for members who read.
 #[test]
 fn chat_fan_out_to_members_that_never_read_stays_within_the_budget() {
     const MEMBERS: usize = 300;

@@ -7,12 +7,14 @@
 //! rest of the reactor decides what a connection does next.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Token;
 
 use super::socket::Socket;
 use crate::PeerAddr;
+use crate::budget::{Charge, Foreign, Sender};
 
 use crate::rules::{self, HalfClose, ReadOutcome};
 use crate::transport::Transport;
@@ -57,6 +59,15 @@ pub(crate) struct Connection<S> {
     pub(crate) output: Vec<u8>,
     /// How much of `output` has been written.
     pub(crate) sent: usize,
+    /// Bytes of output written over the connection's life: with the unsent bytes, the
+    /// position in its output stream that [`Foreign`] runs are recorded at.
+    written: u64,
+    /// The runs of unsent output that other connections' callbacks queued, and whom they
+    /// count against in the budget.
+    pub(crate) foreign: Foreign,
+    /// What this connection's callbacks queued on others, counted against it in the
+    /// budget; made on its first message to another connection.
+    pub(crate) sender: Sender,
     /// Where the connection is in its life; decides what it reads and when it closes.
     pub(crate) phase: Phase,
     /// Already on the ready list for a revisit next turn (independent of the phase: any
@@ -116,6 +127,9 @@ impl<S> Connection<S> {
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
+            written: 0,
+            foreign: Foreign::default(),
+            sender: Sender::default(),
             phase: Phase::Open,
             queued: false,
             dirty: false,
@@ -131,7 +145,33 @@ impl<S> Connection<S> {
     /// Bytes this connection's buffers hold from the allocator, for the budget.
     #[inline]
     pub(crate) fn holding(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
+        self.input.capacity() + self.output.capacity() + self.foreign.memory()
+    }
+
+    /// Whether the peer takes the output other connections queued here (see
+    /// [`Foreign::taken_lately`]); may ask the kernel (one `ioctl`).
+    pub(crate) fn takes_output(&mut self, now: Instant) -> bool {
+        let (stream, written) = (&self.stream, self.written);
+        self.foreign.taken_lately(now, || {
+            let queued = stream.unacknowledged().ok()?;
+            Some(written.saturating_sub(queued))
+        })
+    }
+
+    /// Queue `bytes` that another connection's callback sent, counted against `charge`
+    /// (its sender) if given.
+    #[inline]
+    pub(crate) fn queue_foreign(
+        &mut self,
+        bytes: &[u8],
+        charge: Option<&Arc<Charge>>,
+        now: Instant,
+    ) {
+        if let Some(charge) = charge {
+            let position = self.written + (self.output.len() - self.sent) as u64;
+            self.foreign.push(charge, position, bytes.len(), now);
+        }
+        self.output.extend_from_slice(bytes);
     }
 
     /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
@@ -186,8 +226,16 @@ impl<S> Connection<S> {
     }
 
     /// Write queued output until it is all sent or the kernel buffer is full.
-    /// Counts the calls and the bytes written in `stats`.
-    pub(crate) fn flush(&mut self, stats: &mut Stats) -> FlushOutcome {
+    /// Counts the calls and the bytes written in `stats`; `now` dates the progress of
+    /// output other connections queued.
+    pub(crate) fn flush(&mut self, stats: &mut Stats, now: Instant) -> FlushOutcome {
+        let outcome = self.write_output(stats);
+        self.foreign.settle(self.written, now);
+        outcome
+    }
+
+    /// [`flush`](Connection::flush) before the foreign runs are credited.
+    fn write_output(&mut self, stats: &mut Stats) -> FlushOutcome {
         while self.sent < self.output.len() {
             stats.writes += 1;
             // `write` on a `Socket` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
@@ -199,6 +247,7 @@ impl<S> Connection<S> {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
+                    self.written += n as u64;
                     stats.bytes_out += n as u64;
                 }
                 // Not an error: wait for the writable edge. Drop what was sent once it is
@@ -246,6 +295,7 @@ impl<S> Connection<S> {
                 Ok(0) => return FlushOutcome::Failed(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
+                    self.written += n as u64;
                     stats.bytes_out += n as u64;
                 }
                 // The kernel buffer is full: keep the rest for the writable edge.

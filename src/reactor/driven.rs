@@ -187,7 +187,7 @@ impl<H: Handler> Reactor<H> {
             self.handler.posted(&mut ctx, message);
             // Output to "this connection" has nowhere to go.
             self.scratch_out.clear();
-            self.outbox_route();
+            self.outbox_route(None);
         }
     }
 }

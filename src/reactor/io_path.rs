@@ -214,7 +214,7 @@ impl<H: Handler> Reactor<H> {
                     // Earlier callbacks' output would already be on the wire under the
                     // eager policy: give it its one write, as that policy would have.
                     conn.output.truncate(mark);
-                    let _ = conn.flush(&mut self.stats);
+                    let _ = conn.flush(&mut self.stats, self.now);
                 }
                 self.kill(key, reason);
                 false
@@ -227,7 +227,7 @@ impl<H: Handler> Reactor<H> {
             }
             self.enforce_limits(key, !held);
         }
-        self.outbox_route();
+        self.outbox_route(Some(key));
         if alive {
             self.settle(key);
         }
@@ -268,7 +268,7 @@ impl<H: Handler> Reactor<H> {
                 self.scratch_out.shrink_to(KEEP_SCRATCH);
             }
         } else if pending > 0 {
-            outcome = conn.flush(&mut self.stats);
+            outcome = conn.flush(&mut self.stats, self.now);
         }
         if self.stats.bytes_out > before {
             // Output written is progress, for the idle timeout.
@@ -340,7 +340,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let before = self.stats.bytes_out;
-        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats) {
+        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats, self.now) {
             debug!("write to connection {}: {err}", conn.id);
             self.kill(key, CloseReason::from_io(&err));
             return;

@@ -326,6 +326,6 @@ impl<H: Handler> Reactor<H> {
         handler.ending(session, &mut ctx, reason);
         // Its own output has nowhere to go.
         self.scratch_out.clear();
-        self.outbox_route();
+        self.outbox_route(Some(key));
     }
 }

@@ -2,8 +2,8 @@
 //! worker, or posted to the mailbox of the worker that owns them (chat across workers).
 //!
 //! Owns the mailboxes between reactor workers (queues and wake-ups) and the delivery of
-//! messages into connections' output; the flush happens at the end of the turn. Nothing
-//! here touches a socket.
+//! messages into connections' output, each counted against its sender's budget
+//! [`Charge`]; the flush happens at the end of the turn. Nothing here touches a socket.
 
 use std::mem;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,7 +12,12 @@ use mio::Waker;
 
 use super::Reactor;
 use super::connection::Phase;
+use crate::budget::Charge;
 use crate::{ConnId, Handler};
+
+/// A message for a connection of another worker: destination, bytes, and the charge of
+/// the connection that sent it, if one did.
+pub(crate) type Mail = (ConnId, Vec<u8>, Option<Arc<Charge>>);
 
 /// Messages the mail queue keeps room for once delivered.
 const KEEP_MAIL: usize = 256;
@@ -21,8 +26,8 @@ const KEEP_MAIL: usize = 256;
 /// tells the receiving worker to look.
 #[derive(Debug)]
 struct Mailbox {
-    /// `(destination, bytes)` in the order they were sent.
-    queue: Mutex<Vec<(ConnId, Vec<u8>)>>,
+    /// Messages in the order they were sent.
+    queue: Mutex<Vec<Mail>>,
     /// Set once the worker's `Poll` exists.
     waker: OnceLock<Arc<Waker>>,
 }
@@ -46,9 +51,15 @@ impl Mailboxes {
         Mailboxes { slots }
     }
 
-    /// Queue `bytes` for connection `to` owned by `worker`. Returns true if the queue was
-    /// empty, i.e. the worker needs waking.
-    pub(crate) fn post(&self, worker: usize, to: ConnId, bytes: &[u8]) -> bool {
+    /// Queue `bytes` for connection `to` owned by `worker`, sent by the owner of `charge`.
+    /// Returns true if the queue was empty, i.e. the worker needs waking.
+    pub(crate) fn post(
+        &self,
+        worker: usize,
+        to: ConnId,
+        bytes: &[u8],
+        charge: Option<&Arc<Charge>>,
+    ) -> bool {
         let Some(slot) = self.slots.get(worker) else {
             return false;
         };
@@ -56,7 +67,7 @@ impl Mailboxes {
             .queue
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        queue.push((to, bytes.to_vec()));
+        queue.push((to, bytes.to_vec(), charge.cloned()));
         queue.len() == 1
     }
 
@@ -76,7 +87,7 @@ impl Mailboxes {
     }
 
     /// Move every message for `worker` into `into`.
-    pub(crate) fn take(&self, worker: usize, into: &mut Vec<(ConnId, Vec<u8>)>) {
+    pub(crate) fn take(&self, worker: usize, into: &mut Vec<Mail>) {
         if let Some(slot) = self.slots.get(worker) {
             let mut queue = slot
                 .queue
@@ -90,12 +101,14 @@ impl Mailboxes {
 impl<H: Handler> Reactor<H> {
     /// Deliver what the last callback sent to other connections, here or on other workers,
     /// and carry out what it asked of connections by id: dials first (so bytes sent to a
-    /// new connection queue on it), then the bytes, then the other requests.
-    pub(super) fn outbox_route(&mut self) {
+    /// new connection queue on it), then the bytes, then the other requests. `from`: the
+    /// connection whose callback it was, whom the bytes count against in the budget (none
+    /// for a posted message).
+    pub(super) fn outbox_route(&mut self, from: Option<usize>) {
         while !self.outbox.is_empty() {
             let mut requests = mem::take(&mut self.outbox.requests);
             self.dial_all(&requests);
-            self.route_mail();
+            self.route_mail(from);
             self.carry_out(&requests);
             requests.clear();
             if self.outbox.requests.is_empty() {
@@ -104,21 +117,31 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Deliver the bytes of the last callback's outbox.
-    fn route_mail(&mut self) {
+    /// Deliver the bytes of the last callback's outbox, sent by connection `from`.
+    fn route_mail(&mut self, from: Option<usize>) {
         if self.outbox.has_no_mail() {
             return;
         }
+        // One reference count per callback batch, not per message.
+        let worker = self.index;
+        let charge = from
+            .and_then(|key| self.conns.get_mut(key))
+            .map(|conn| Arc::clone(conn.sender.charge(worker)));
         let mut mail = self.outbox.take_mail();
         let mut wake = Vec::new();
+        let mut delivered = 0;
         mail.drain(|to, bytes| {
             let owner = self.owner(to);
             if owner == self.index {
-                self.deliver(to, bytes);
-            } else if self.mailboxes.post(owner, to, bytes) {
+                delivered += self.deliver(to, bytes, charge.as_ref());
+            } else if self.mailboxes.post(owner, to, bytes, charge.as_ref()) {
                 wake.push(owner);
             }
         });
+        // Counted once for the batch; nothing is written (and credited) before this.
+        if let Some(charge) = &charge {
+            charge.add(delivered);
+        }
         self.outbox.restore_mail(mail);
         for worker in wake {
             self.mailboxes.wake(worker);
@@ -130,23 +153,25 @@ impl<H: Handler> Reactor<H> {
         (id.0.saturating_sub(1) % self.workers.max(1) as u64) as usize
     }
 
-    /// Queue `bytes` on local connection `to`, to be flushed at the end of the turn.
+    /// Queue `bytes` on local connection `to`, to be flushed at the end of the turn, and
+    /// count them against `charge`'s sender in the budget; returns the bytes queued.
     /// Bytes for a connection that is gone or has sent its FIN are dropped.
-    fn deliver(&mut self, to: ConnId, bytes: &[u8]) {
+    fn deliver(&mut self, to: ConnId, bytes: &[u8], charge: Option<&Arc<Charge>>) -> u64 {
         let Some(&key) = self.ids.get(&to) else {
-            return;
+            return 0;
         };
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return 0;
         };
         if matches!(conn.phase, Phase::Dead(_) | Phase::Lingering(_)) || conn.flow.write_shut {
-            return;
+            return 0;
         }
-        conn.output.extend_from_slice(bytes);
+        conn.queue_foreign(bytes, charge, self.now);
         self.mark_dirty(key);
         self.account(key);
         // Mail changes output only: the input cap was checked when input last changed.
         self.enforce_limits(key, false);
+        bytes.len() as u64
     }
 
     /// Step 4: deliver messages other workers sent to our connections.
@@ -156,8 +181,11 @@ impl<H: Handler> Reactor<H> {
         }
         let mut inbox = mem::take(&mut self.inbox);
         self.mailboxes.take(self.index, &mut inbox);
-        for (to, bytes) in inbox.drain(..) {
-            self.deliver(to, &bytes);
+        for (to, bytes, charge) in inbox.drain(..) {
+            let delivered = self.deliver(to, &bytes, charge.as_ref());
+            if let Some(charge) = charge {
+                charge.add(delivered);
+            }
         }
         // A burst of mail is over: do not keep its peak (the mailbox gets this vector
         // back at the next swap).

@@ -1,9 +1,11 @@
 //! The reactor's side of the server-wide budget for buffered bytes: accounting each
-//! connection's buffers, pausing reads under pressure, closing the connections holding the
-//! most, slowing accepts, and publishing the worker's counters for live statistics.
+//! connection's buffers, pausing reads under pressure, closing the connections to blame
+//! for the most (what a connection's callbacks queued on others counts against it, not
+//! against them), slowing accepts, and publishing the worker's counters for live
+//! statistics.
 //!
-//! The thresholds and the choice of victims are `crate::budget`'s; this file applies them
-//! to the slab. It must not read or write a socket.
+//! The thresholds, the attribution and the choice of victims are `crate::budget`'s; this
+//! file applies them to the slab. It must not read or write a socket.
 
 use std::mem;
 use std::time::{Duration, Instant};
@@ -75,14 +77,19 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Once a turn: under pressure past the grace period, or at the budget, close this
-    /// worker's connections holding the most until its share is freed; if that is not
+    /// worker's connections to blame for the most until its share is freed; if that is not
     /// enough, slow accepting. Once calm, read the parked connections again.
+    ///
+    /// The share leaves out what no close would free sooner: output whose sender is gone,
+    /// on receivers taking it (on any worker), and output here whose sender lives on
+    /// another worker (that worker closes the sender).
     pub(super) fn check_budget(&mut self) {
         let limit = self.live.budget.limit();
         let held = self.live.budget.held();
         let pressure = budget::pressure(held, limit);
         if pressure == Pressure::Calm {
             self.memory.pressed_since = None;
+            self.live.budget.set_leaving(self.index, 0);
             if mem::take(&mut self.memory.episode) {
                 info!(
                     "worker {}: buffered bytes back under the budget ({held} of {limit})",
@@ -101,43 +108,28 @@ impl<H: Handler> Reactor<H> {
         if pressure == Pressure::Pause && self.now < since + budget::GRACE {
             return;
         }
-        let want = budget::share_to_free(held, limit, self.workers);
-        let mut holders: Vec<(usize, usize)> = self
-            .conns
-            .iter()
-            .filter(|(_, conn)| !conn.phase.is_dead())
-            .map(|(key, conn)| (key, conn.accounted))
-            .collect();
-        let victims = budget::victims(&mut holders, want);
-        if !victims.is_empty() && !mem::replace(&mut self.memory.episode, true) {
-            warn!(
-                "worker {}: {held} buffered bytes against a budget of {limit}; closing the \
-                 connections holding the most ({} now, holding {} to {} bytes each)",
-                self.index,
-                victims.len(),
-                holders.first().map_or(0, |h| h.1),
-                holders.get(victims.len() - 1).map_or(0, |h| h.1),
-            );
-        }
-        for key in &victims {
-            if let Some(conn) = self.conns.get(*key) {
-                log::debug!(
-                    "connection {} closed for the budget: input {} of {} bytes, output {} of {}",
-                    conn.id,
-                    conn.input.len(),
-                    conn.input.capacity(),
-                    conn.pending(),
-                    conn.output.capacity()
-                );
+        let (mut holders, blame) = self.blame();
+        self.live.budget.set_leaving(self.index, blame.leaving);
+        // Bytes leaving anyway, here or on other workers, need no one closed for them:
+        // what stays decides whether anyone is closed, and how much must go.
+        let staying = held.saturating_sub(self.live.budget.leaving());
+        let want = match budget::pressure(staying, limit) {
+            Pressure::Calm => 0,
+            _ => {
+                budget::share_to_free(staying, limit, self.workers).saturating_sub(blame.elsewhere)
             }
-        }
-        for key in victims {
-            self.kill(key, CloseReason::MemoryBudget);
-        }
+        };
+        let victims = budget::victims(&mut holders, want);
+        self.close_for_budget(&victims, &holders, held);
         // Freed at once, so the next check sees the relief.
         self.reap_finished();
         self.memory.pressed_since = Some(self.now);
-        if self.live.budget.pressure() == Pressure::Evict && !self.accept_paused {
+        let staying = self
+            .live
+            .budget
+            .held()
+            .saturating_sub(self.live.budget.leaving());
+        if budget::pressure(staying, limit) == Pressure::Evict && !self.accept_paused {
             self.accept_paused = true;
             self.timers.arm(
                 self.now + ACCEPT_SLOWDOWN,
@@ -145,6 +137,74 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::AcceptBackoff,
             );
         }
+    }
+
+    /// Close `victims` (the first of `holders`, sorted by blame) for the budget, which
+    /// holds `held` bytes; the first close of an episode is logged.
+    fn close_for_budget(&mut self, victims: &[usize], holders: &[(usize, usize)], held: u64) {
+        if !victims.is_empty() && !mem::replace(&mut self.memory.episode, true) {
+            warn!(
+                "worker {}: {held} buffered bytes against a budget of {}; closing the \
+                 connections holding the most, counting what each queued on others ({} now, \
+                 {} to {} bytes each)",
+                self.index,
+                self.live.budget.limit(),
+                victims.len(),
+                holders.first().map_or(0, |h| h.1),
+                holders.get(victims.len() - 1).map_or(0, |h| h.1),
+            );
+        }
+        for &key in victims {
+            if let Some(conn) = self.conns.get(key) {
+                log::debug!(
+                    "connection {} closed for the budget: input {} of {} bytes, output {} of \
+                     {}, queued on others {}",
+                    conn.id,
+                    conn.input.len(),
+                    conn.input.capacity(),
+                    conn.pending(),
+                    conn.output.capacity(),
+                    conn.sender.get().map_or(0, |charge| charge.queued()),
+                );
+            }
+            self.kill(key, CloseReason::MemoryBudget);
+        }
+    }
+
+    /// Each live connection of this worker with the bytes it is to blame for (its buffers,
+    /// less what it holds for others, plus what it queued on others), and what the rest
+    /// of this worker's holding is.
+    fn blame(&mut self) -> (Vec<(usize, usize)>, budget::Blame) {
+        let now = self.now;
+        let mut blame = budget::Blame::default();
+        let mut holders: Vec<(usize, usize)> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, conn)| !conn.phase.is_dead())
+            .map(|(key, conn)| {
+                let own = if conn.foreign.is_empty() {
+                    conn.accounted as u64
+                } else {
+                    // Only bytes whose sender is gone depend on it: spare the syscall.
+                    let taking = conn.foreign.has_orphans() && conn.takes_output(now);
+                    blame.receiver(
+                        conn.accounted,
+                        &conn.foreign,
+                        conn.output.capacity(),
+                        conn.output.len() - conn.sent,
+                        taking,
+                        self.index,
+                    )
+                };
+                (key, own as usize)
+            })
+            .collect();
+        for (key, held) in &mut holders {
+            if let Some(charge) = self.conns[*key].sender.get() {
+                *held = held.saturating_add(blame.sender(charge) as usize);
+            }
+        }
+        (holders, blame)
     }
 
     /// Publish this worker's counters for live statistics (once per turn).

@@ -238,7 +238,7 @@ struct Reactor<H: Handler> {
     /// callbacks, emptied after each).
     outbox: Outbox,
     /// Mail taken from other workers (buffer reused).
-    inbox: Vec<(ConnId, Vec<u8>)>,
+    inbox: Vec<mail::Mail>,
     /// Connections whose handler must be told their output passed high water or drained.
     notices: Vec<(Token, Notice)>,
     /// Messages posted from other threads, and the waker that announces them.

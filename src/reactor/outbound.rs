@@ -173,7 +173,7 @@ impl<H: Handler> Reactor<H> {
         self.scratch_out = out;
         self.stats.count_close(reason);
         handler.close(session, id, reason);
-        self.outbox_route();
+        self.outbox_route(None);
     }
 
     /// The poll reported a connecting connection: established, failed, or not yet.

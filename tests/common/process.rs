@@ -272,6 +272,17 @@ impl ServerProcess {
             .count()
     }
 
+    /// Log lines so far that contain `needle`, in order.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// SIGTERM the server, wait (bounded) for it to exit cleanly, and parse its stats.
     #[track_caller]
     pub fn stop(mut self) -> PrintedStats {
