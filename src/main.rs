@@ -104,6 +104,12 @@ struct ServeArgs {
     /// output). Near it reads pause, then the clients holding the most are closed.
     #[arg(long, default_value_t = Config::default().max_buffered)]
     max_buffered: usize,
+    /// resp: most bytes the store may hold, as redis's maxmemory (each key's length, its
+    /// value's allocated size, and a fixed overhead per key; INFO memory shows the count).
+    /// A SET or INCR that would pass it gets redis's -OOM error; reads, DEL and writes that
+    /// do not grow the store go on working. Default: none, as redis (0 also means none).
+    #[arg(long, value_name = "BYTES")]
+    max_store: Option<u64>,
     /// Log a one-line summary every this many seconds (0: never).
     #[arg(long, default_value_t = 0.0)]
     stats_interval: f64,
@@ -216,6 +222,11 @@ fn main() -> ExitCode {
 /// `serve`: pick the protocol, then run it.
 fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
     let config = config_from(args)?;
+    if args.max_store.is_some() && !matches!(args.protocol, ProtocolName::Resp) {
+        return Err(invalid(
+            "--max-store applies to --protocol resp only".into(),
+        ));
+    }
     let i = inherited;
     match args.protocol {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args, i),
@@ -228,7 +239,13 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
                 .with_header_timeout((!header.is_zero()).then_some(header));
             serve_with(http, config, args, i)
         }
-        ProtocolName::Resp => serve_with(protocols::Resp::default(), config, args, i),
+        ProtocolName::Resp => {
+            let resp = match args.max_store {
+                None | Some(0) => protocols::Resp::default(),
+                Some(bytes) => protocols::Resp::default().with_max_store(bytes),
+            };
+            serve_with(resp, config, args, i)
+        }
         ProtocolName::Proxy => {
             if args.upstream.is_empty() {
                 return Err(invalid(

@@ -1,5 +1,5 @@
 //! The command line refuses limits that cannot work, with the library's message naming the
-//! field, before it listens.
+//! field, and a flag for a protocol other than the one served, before it listens.
 
 use fixtures::process::ServeCommand;
 
@@ -37,6 +37,16 @@ fn watermarks_above_the_output_cap_are_refused_by_name() {
     assert!(why.contains("exit status: 1"), "{why}");
     assert!(
         why.contains("high_water (2048) must not exceed max_output (1024)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_store_bound_for_a_protocol_without_a_store_is_refused() {
+    let why = refusal(&["--protocol", "echo", "--max-store", "1000000"]);
+    assert!(why.contains("exit status: 1"), "{why}");
+    assert!(
+        why.contains("--max-store applies to --protocol resp only"),
         "{why}"
     );
 }

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use fixtures::client::{connect, expect_eof, expect_reply, recv_exact, recv_to_end, send};
 use fixtures::for_each_model;
 use fixtures::server::{start, start_server};
-use tcp_reactor::protocols::Resp;
+use tcp_reactor::protocols::{RESP_OOM, RESP_STORE_ENTRY_OVERHEAD, Resp};
 use tcp_reactor::{Config, Model, Server};
 
 /// Encode a command as a RESP multibulk array.
@@ -145,7 +145,76 @@ fn store_is_shared_between_connections(model: Model) {
     call(&mut writer, &[b"GET", b"shared"], b"$1\r\n2\r\n");
 }
 
+/// `INFO memory`'s `used_memory`.
+#[track_caller]
+fn used_memory(stream: &mut TcpStream) -> u64 {
+    send(stream, &command(&[b"INFO", b"memory"]));
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n") {
+        head.extend(recv_exact(stream, 1));
+    }
+    let len: usize = String::from_utf8_lossy(&head[1..head.len() - 2])
+        .parse()
+        .expect("INFO replies with a bulk string");
+    let text = String::from_utf8(recv_exact(stream, len + 2)).expect("INFO is text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no used_memory in {text:?}"))
+}
+
+/// With `Resp::with_max_store`, a write that would take the store past the bound gets
+/// redis's `-OOM` error and changes nothing; reads, `DEL` and writes that do not grow the
+/// store go on working, and the store never holds more than the bound.
+fn a_bounded_store_refuses_writes_past_it_and_serves_the_rest(model: Model) {
+    let value = vec![b'v'; 10_000];
+    let entry = 6 + value.len() as u64 + RESP_STORE_ENTRY_OVERHEAD;
+    // Ten keys, and less room than even a counter takes.
+    let bound = 10 * entry + 50;
+    let server = start(Resp::default().with_max_store(bound), model);
+    let mut s = connect(server.local_addr());
+    for n in 0..10 {
+        let key = format!("key:{n:02}");
+        call(&mut s, &[b"SET", key.as_bytes(), &value], b"+OK\r\n");
+    }
+    assert_eq!(used_memory(&mut s), 10 * entry);
+    // Full: a new key, a longer value, a new counter are refused.
+    call(&mut s, &[b"SET", b"key:10", &value], RESP_OOM);
+    call(&mut s, &[b"SET", b"key:00", &[b'w'; 20_000]], RESP_OOM);
+    call(&mut s, &[b"INCR", b"counter"], RESP_OOM);
+    call(
+        &mut s,
+        &[b"EXISTS", b"key:10", b"counter", b"key:09"],
+        b":1\r\n",
+    );
+    // Reads go on, as do writes that do not grow it.
+    let mut want = b"$10000\r\n".to_vec();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\n");
+    call(&mut s, &[b"GET", b"key:03"], &want);
+    call(&mut s, &[b"SET", b"key:03", &[b'w'; 10_000]], b"+OK\r\n");
+    call(&mut s, &[b"SET", b"key:04", b"short"], b"+OK\r\n");
+    // DEL makes room again.
+    call(&mut s, &[b"DEL", b"key:05", b"key:06"], b":2\r\n");
+    call(&mut s, &[b"SET", b"key:10", &value], b"+OK\r\n");
+    call(&mut s, &[b"INCR", b"counter"], b":1\r\n");
+    assert!(used_memory(&mut s) <= bound);
+    // Another connection sees the same store and the same bound (there is room for
+    // about two keys now, not for a value three times as large).
+    let mut other = connect(server.local_addr());
+    call(&mut other, &[b"SET", b"key:11", &[b'v'; 30_000]], RESP_OOM);
+    call(&mut other, &[b"SET", b"key:11", &value], b"+OK\r\n");
+    let bound = bound.to_string();
+    let want = format!("*2\r\n$9\r\nmaxmemory\r\n${}\r\n{bound}\r\n", bound.len());
+    call(
+        &mut other,
+        &[b"CONFIG", b"GET", b"maxmemory"],
+        want.as_bytes(),
+    );
+}
+
 for_each_model!(
+    a_bounded_store_refuses_writes_past_it_and_serves_the_rest,
     each_command_gets_its_reply,
     pipelined_batch_gets_every_reply_in_order,
     large_value_round_trips,

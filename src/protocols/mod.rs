@@ -23,6 +23,7 @@ pub use http::{
 pub use proxy::{DEFAULT_RETRY as PROXY_DEFAULT_RETRY, Proxy, Side as ProxySide};
 pub use resp::{
     BUSY as RESP_BUSY, MAX_ARGS as RESP_MAX_ARGS, MAX_BULK as RESP_MAX_BULK,
-    MAX_INLINE as RESP_MAX_INLINE, Resp, RespSession,
+    MAX_INLINE as RESP_MAX_INLINE, OOM as RESP_OOM, Resp, RespSession,
+    STORE_ENTRY_OVERHEAD as RESP_STORE_ENTRY_OVERHEAD,
 };
 pub use seed::{SEED_REPLY, Seed};

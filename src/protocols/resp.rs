@@ -4,9 +4,11 @@
 //! parse), the data in `store` (shared by every connection). It must not touch sockets.
 //!
 //! Commands: `PING [msg]`, `ECHO msg`, `SET key value`, `GET key`, `DEL key...`,
-//! `EXISTS key...`, `INCR key`, `SELECT 0`, `QUIT`, and just enough of `COMMAND` and
-//! `CONFIG GET` for client start-up. `SET` takes no options (`EX`, `NX`, ... get
-//! `-ERR syntax error`). Unknown commands and wrong arguments get a RESP error and the
+//! `EXISTS key...`, `INCR key`, `SELECT 0`, `QUIT`, `INFO [memory|keyspace]`, and just
+//! enough of `COMMAND` and `CONFIG GET` for client start-up. `SET` takes no options (`EX`,
+//! `NX`, ... get `-ERR syntax error`). A store with a bound ([`Resp::with_max_store`],
+//! redis's `maxmemory`) refuses a `SET` or `INCR` that would take it past the bound with
+//! redis's `-OOM` error; reads and `DEL` always work. Unknown commands and wrong arguments get a RESP error and the
 //! client stays; broken framing gets `-ERR Protocol error: ...` and the client is closed.
 //! Each `data` call runs one command, so a server model can stop between commands once a
 //! connection's unsent output passes its high-water mark (a pipeline of `GET`s of a large
@@ -23,16 +25,20 @@ mod store;
 
 use crate::{Context, Handler};
 
-use frame::{Check, Framer, parse_i64};
+use frame::{Check, Framer};
 pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
-use store::Store;
+pub use store::ENTRY_OVERHEAD as STORE_ENTRY_OVERHEAD;
+
+use store::{Incr, Store};
 
 /// A RESP2 key-value server; one value serves every connection, and they share its data.
 ///
 /// ```no_run
 /// use tcp_reactor::{protocols::Resp, Server};
 ///
-/// let running = Server::new(Resp::default()).bind("127.0.0.1:6380".parse().unwrap())?;
+/// // At most 1 GiB of keys and values, as redis's `maxmemory 1gb`.
+/// let resp = Resp::default().with_max_store(1 << 30);
+/// let running = Server::new(resp).bind("127.0.0.1:6380".parse().unwrap())?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Default)]
@@ -41,9 +47,31 @@ pub struct Resp {
     store: Store,
 }
 
+impl Resp {
+    /// A store of at most `bytes`, as redis's `maxmemory` with its default
+    /// `noeviction` policy: a `SET` or `INCR` that would take the store past it gets
+    /// `-OOM command not allowed when used memory > 'maxmemory'.` and changes nothing;
+    /// reads, `DEL`, and writes that do not grow the store go on working. What counts:
+    /// each key's length, its value's allocated capacity (its length, or up to twice it
+    /// after an overwrite that reused a larger buffer), and [`STORE_ENTRY_OVERHEAD`] bytes
+    /// for the key's slot in the table and its allocations' headers. `INFO memory` shows
+    /// the count (`used_memory`) and the bound (`maxmemory`). Without this call the store
+    /// has no bound, as redis has none by default.
+    pub fn with_max_store(mut self, bytes: u64) -> Self {
+        self.store = Store::bounded(bytes);
+        self
+    }
+
+    /// Bytes the store holds, as counted against [`with_max_store`](Resp::with_max_store)
+    /// (counted the same way without a bound).
+    pub fn store_used(&self) -> u64 {
+        self.store.used()
+    }
+}
+
 /// Every command served: name, and the least and most arguments it takes (its name
 /// included). `SET` takes more so that options get "syntax error", as in redis.
-const COMMANDS: [(&str, usize, usize); 11] = [
+const COMMANDS: [(&str, usize, usize); 12] = [
     ("get", 2, 2),
     ("set", 3, usize::MAX),
     ("ping", 1, 2),
@@ -55,6 +83,7 @@ const COMMANDS: [(&str, usize, usize); 11] = [
     ("command", 1, usize::MAX),
     ("config", 3, usize::MAX),
     ("quit", 1, usize::MAX),
+    ("info", 1, usize::MAX),
 ];
 
 /// Per-connection state: how far the command at the front of the input has been framed.
@@ -145,6 +174,9 @@ impl Handler for Resp {
 /// Sent to a client refused because the server is full, before it is closed.
 pub const BUSY: &[u8] = b"-ERR max number of clients reached\r\n";
 
+/// redis's reply to a write refused because the store is at its bound.
+pub const OOM: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+
 /// Reply with a protocol error and close; everything buffered is dropped.
 fn protocol_error(ctx: &mut Context<'_>, err: frame::ProtocolError, buffered: usize) -> usize {
     err.write_reply(&mut |bytes| ctx.write(bytes));
@@ -180,15 +212,15 @@ impl Resp {
     /// Run `command` (a name from [`COMMANDS`]), whose argument count is right.
     fn run_known(&self, ctx: &mut Context<'_>, args: Args<'_>, command: &str) -> After {
         match command {
-            "get" => match self.store.shard(args.get(1)).get(args.get(1)) {
+            "get" => self.store.get(args.get(1), |value| match value {
                 Some(value) => write_bulk(ctx, value),
                 None => ctx.write(b"$-1\r\n"),
-            },
+            }),
             "set" if args.len() > 3 => ctx.write(b"-ERR syntax error\r\n"),
-            "set" => {
-                self.store.set(args.get(1), args.get(2));
-                ctx.write(b"+OK\r\n");
-            }
+            "set" => match self.store.set(args.get(1), args.get(2)) {
+                Ok(()) => ctx.write(b"+OK\r\n"),
+                Err(store::Full) => ctx.write(OOM),
+            },
             "ping" if args.len() == 1 => ctx.write(b"+PONG\r\n"),
             "ping" | "echo" => write_bulk(ctx, args.get(1)),
             "incr" => self.incr(ctx, args.get(1)),
@@ -204,7 +236,8 @@ impl Resp {
             "select" => ctx.write(b"-ERR DB index is out of range\r\n"),
             // redis-cli asks for command docs at start-up; it copes with having none.
             "command" => ctx.write(b"*0\r\n"),
-            "config" => config(ctx, args),
+            "config" => self.config(ctx, args),
+            "info" => self.info(ctx, args),
             // QUIT.
             _ => {
                 ctx.write(b"+OK\r\n");
@@ -216,56 +249,80 @@ impl Resp {
 
     /// `INCR key`: add one to an integer value (a missing key counts as 0).
     fn incr(&self, ctx: &mut Context<'_>, key: &[u8]) {
-        let mut shard = self.store.shard(key);
-        let current = match shard.get(key) {
-            None => Some(0),
-            Some(value) => parse_i64(value),
-        };
-        let Some(current) = current else {
-            ctx.write(b"-ERR value is not an integer or out of range\r\n");
-            return;
-        };
-        let Some(next) = current.checked_add(1) else {
-            ctx.write(b"-ERR increment or decrement would overflow\r\n");
-            return;
-        };
-        let mut digits = [0; 20];
-        let text = format_i64(next, &mut digits);
-        match shard.get_mut(key) {
-            Some(value) => {
-                value.clear();
-                value.extend_from_slice(text);
+        match self.store.incr(key) {
+            Ok(next) => write_integer(ctx, b':', next),
+            Err(Incr::NotInteger) => {
+                ctx.write(b"-ERR value is not an integer or out of range\r\n");
             }
-            None => {
-                shard.insert(key.to_vec(), text.to_vec());
-            }
+            Err(Incr::Overflow) => ctx.write(b"-ERR increment or decrement would overflow\r\n"),
+            Err(Incr::Full) => ctx.write(OOM),
         }
-        drop(shard);
-        write_integer(ctx, b':', next);
     }
-}
 
-/// `CONFIG GET name...`: the settings `redis-benchmark` asks for (`save`, `appendonly`)
-/// with the values of a store that never persists; other names are not listed.
-fn config(ctx: &mut Context<'_>, args: Args<'_>) {
-    if !args.get(1).eq_ignore_ascii_case(b"get") {
-        ctx.write(b"-ERR unknown subcommand for 'config'\r\n");
-        return;
-    }
-    let answer = |name: &[u8]| -> Option<(&'static [u8], &'static [u8])> {
-        if name.eq_ignore_ascii_case(b"save") {
-            Some((b"save", b""))
-        } else if name.eq_ignore_ascii_case(b"appendonly") {
-            Some((b"appendonly", b"no"))
-        } else {
-            None
+    /// `INFO [section...]`: the `memory` section (`used_memory`, the store's size as
+    /// counted against its bound, and `maxmemory`, 0 for none) and the `keyspace` section,
+    /// in redis's format; every section without one, unknown sections give nothing.
+    fn info(&self, ctx: &mut Context<'_>, args: Args<'_>) {
+        let all = args.len() == 1
+            || args.rest().any(|section| {
+                [&b"all"[..], b"default", b"everything"]
+                    .iter()
+                    .any(|name| section.eq_ignore_ascii_case(name))
+            });
+        let wants = |name: &[u8]| all || args.rest().any(|s| s.eq_ignore_ascii_case(name));
+        // Only this command formats text; it may allocate.
+        let mut text = String::new();
+        if wants(b"memory") {
+            let used = self.store.used();
+            let limit = self.store.limit().unwrap_or(0);
+            text.push_str(&format!(
+                "# Memory\r\nused_memory:{used}\r\nmaxmemory:{limit}\r\n\
+                 maxmemory_policy:noeviction\r\n"
+            ));
         }
-    };
-    let found = args.rest().skip(1).filter_map(answer).count();
-    write_integer(ctx, b'*', 2 * found as i64);
-    for (name, value) in args.rest().skip(1).filter_map(answer) {
-        write_bulk(ctx, name);
-        write_bulk(ctx, value);
+        if wants(b"keyspace") {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str("# Keyspace\r\n");
+            let keys = self.store.len();
+            if keys > 0 {
+                text.push_str(&format!("db0:keys={keys},expires=0,avg_ttl=0\r\n"));
+            }
+        }
+        write_bulk(ctx, text.as_bytes());
+    }
+
+    /// `CONFIG GET name...`: the settings `redis-benchmark` asks for (`save`,
+    /// `appendonly`) with the values of a store that never persists, and `maxmemory`;
+    /// other names are not listed.
+    fn config(&self, ctx: &mut Context<'_>, args: Args<'_>) {
+        if !args.get(1).eq_ignore_ascii_case(b"get") {
+            ctx.write(b"-ERR unknown subcommand for 'config'\r\n");
+            return;
+        }
+        let mut digits = [0; 20];
+        let limit = format_i64(
+            i64::try_from(self.store.limit().unwrap_or(0)).unwrap_or(i64::MAX),
+            &mut digits,
+        );
+        let answer = |name: &[u8]| -> Option<(&'static [u8], &[u8])> {
+            if name.eq_ignore_ascii_case(b"save") {
+                Some((b"save", b""))
+            } else if name.eq_ignore_ascii_case(b"appendonly") {
+                Some((b"appendonly", b"no"))
+            } else if name.eq_ignore_ascii_case(b"maxmemory") {
+                Some((b"maxmemory", limit))
+            } else {
+                None
+            }
+        };
+        let found = args.rest().skip(1).filter_map(answer).count();
+        write_integer(ctx, b'*', 2 * found as i64);
+        for (name, value) in args.rest().skip(1).filter_map(answer) {
+            write_bulk(ctx, name);
+            write_bulk(ctx, value);
+        }
     }
 }
 

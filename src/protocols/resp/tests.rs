@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
+use super::frame::parse_i64;
 use super::*;
 use crate::protocols::testkit::{drive, one_call, split_at};
 
@@ -67,8 +68,71 @@ fn startup_queries_of_redis_tools_are_answered() {
     wire.extend(multibulk(&[b"CONFIG", b"GET", b"appendonly"]));
     wire.extend(multibulk(&[b"CONFIG", b"GET", b"maxmemory"]));
     wire.extend(multibulk(&[b"COMMAND", b"DOCS"]));
-    let want = "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n*0\r\n";
+    let want = "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n\
+                *2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n*0\r\n";
     assert_eq!(run(&wire), (want.to_string(), false));
+}
+
+#[test]
+fn a_bounded_store_answers_writes_past_it_with_redis_oom_error() {
+    // Room for two keys of one byte with values of 100 bytes.
+    let entry = 1 + 100 + STORE_ENTRY_OVERHEAD;
+    let resp = Resp::default().with_max_store(2 * entry);
+    let value = [b'v'; 100];
+    let mut wire = Vec::new();
+    for args in [
+        &[&b"SET"[..], b"a", &value][..],
+        &[b"SET", b"b", &value],
+        &[b"SET", b"c", &value],
+        &[b"INCR", b"n"],
+        &[b"GET", b"a"],
+        &[b"EXISTS", b"a", b"c"],
+        &[b"SET", b"a", b"smaller"],
+        &[b"DEL", b"b"],
+        &[b"SET", b"c", &value],
+        &[b"CONFIG", b"GET", b"maxmemory"],
+    ] {
+        wire.extend(multibulk(args));
+    }
+    let got = drive(&resp, &[&wire]);
+    let oom = String::from_utf8_lossy(OOM);
+    let want = format!(
+        "+OK\r\n+OK\r\n{oom}{oom}$100\r\n{}\r\n:1\r\n+OK\r\n:1\r\n+OK\r\n\
+         *2\r\n$9\r\nmaxmemory\r\n${}\r\n{}\r\n",
+        "v".repeat(100),
+        (2 * entry).to_string().len(),
+        2 * entry
+    );
+    assert_eq!(String::from_utf8_lossy(&got.output), want);
+    assert!(resp.store_used() <= 2 * entry);
+}
+
+#[test]
+fn info_reports_the_store_size_and_its_bound() {
+    let resp = Resp::default().with_max_store(1 << 20);
+    let mut wire = multibulk(&[b"SET", b"key", b"value"]);
+    wire.extend(multibulk(&[b"INFO", b"memory"]));
+    wire.extend(multibulk(&[b"INFO", b"KEYSPACE"]));
+    wire.extend(multibulk(&[b"INFO", b"nothing"]));
+    let got = String::from_utf8_lossy(&drive(&resp, &[&wire]).output).into_owned();
+    let used = 3 + 5 + STORE_ENTRY_OVERHEAD;
+    let memory = format!(
+        "# Memory\r\nused_memory:{used}\r\nmaxmemory:1048576\r\nmaxmemory_policy:noeviction\r\n"
+    );
+    let keyspace = "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n";
+    let want = format!(
+        "+OK\r\n${}\r\n{memory}\r\n${}\r\n{keyspace}\r\n$0\r\n\r\n",
+        memory.len(),
+        keyspace.len()
+    );
+    assert_eq!(got, want);
+    // Without a section: both.
+    let all = drive(&resp, &[&multibulk(&[b"INFO"])]).output;
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        all.contains("used_memory:") && all.contains("db0:keys=1"),
+        "{all}"
+    );
 }
 
 #[test]
