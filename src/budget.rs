@@ -48,7 +48,8 @@ pub(crate) enum Pressure {
     /// Below three quarters of the budget: nothing to do.
     Calm,
     /// From three quarters of the budget: connections holding more than [`SMALL_HOLDER`]
-    /// are not read (their buffers stop growing); everyone else is served.
+    /// (under the reactor, counting what they queued on others) are not read (their
+    /// buffers stop growing); everyone else is served.
     Pause,
     /// At the budget: only connections holding at most [`TINY_HOLDER`] are read, and each
     /// worker closes

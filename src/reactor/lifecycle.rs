@@ -223,8 +223,11 @@ impl<H: Handler> Reactor<H> {
             let conn = &mut self.conns[key];
             conn.queued = false;
             // Input buffered while paused (or held at high water) is offered first; only
-            // once it is all taken is the socket read again.
-            if !conn.input.is_empty() && conn.phase.wants_input() && self.invoke(key, Call::Data(0))
+            // once it is all taken is the socket read again. Under the memory budget it
+            // waits as a read would: feeding it grows output here or at its receivers.
+            if !conn.input.is_empty()
+                && conn.phase.wants_input()
+                && (!self.budget_allows_read(key) || self.invoke(key, Call::Data(0)))
             {
                 continue;
             }

@@ -56,7 +56,8 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Whether connection `key` may be read now; if not, it is parked until the budget
-    /// eases.
+    /// eases. What it queued on others counts as its own holding: a sender that fills its
+    /// receivers' buffers stops being read as a client filling its own would.
     #[inline]
     pub(super) fn budget_allows_read(&mut self, key: usize) -> bool {
         let pressure = self.live.budget.pressure();
@@ -66,7 +67,9 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        if !conn.phase.wants_input() || budget::may_read(pressure, conn.holding()) {
+        let queued = conn.sender.get().map_or(0, |charge| charge.queued());
+        let holding = conn.holding().saturating_add(queued as usize);
+        if !conn.phase.wants_input() || budget::may_read(pressure, holding) {
             return true;
         }
         if !conn.budget_wait {
