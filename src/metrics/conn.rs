@@ -153,17 +153,12 @@ impl Conn {
     /// Answer the request at the front of the input, if a whole one (or an invalid one) is
     /// there; true if a reply was queued.
     fn answer(&mut self, source: &Source) -> bool {
-        let (reply, consumed, close) = match parse(&self.input) {
+        let refusal = match parse(&self.input) {
             Parsed::NeedMore if self.input.len() < MAX_INPUT => return false,
             // Cannot happen (the parser refuses what could not fit), but never wait on a
             // full buffer.
-            Parsed::NeedMore => (
-                routes::refuse(Invalid::HeadTooLarge),
-                self.input.len(),
-                true,
-            ),
-            // Nothing after an invalid request can be framed: drop it all, and close.
-            Parsed::Invalid(invalid) => (routes::refuse(invalid), self.input.len(), true),
+            Parsed::NeedMore => routes::refuse(Invalid::HeadTooLarge),
+            Parsed::Invalid(invalid) => routes::refuse(invalid),
             Parsed::Request(request) => {
                 let close = !request.keep_alive;
                 let response = routes::respond(&request, source);
@@ -174,7 +169,8 @@ impl Conn {
                 return true;
             }
         };
-        self.queue(reply.to_bytes(false, true, 1), consumed, close);
+        // Nothing after an invalid request can be framed: drop it all, and close.
+        self.queue(refusal.to_bytes(false, true, 1), self.input.len(), true);
         true
     }
 
