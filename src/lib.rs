@@ -78,7 +78,8 @@
 //!   pressure at which reads pause, the largest holders close and accepting slows; each
 //!   model applies it in its own `memory` file (`reactor/memory.rs`, `threads/memory.rs`).
 //! - [`metrics`] — live [`metrics::Snapshot`]s of a running server, their Prometheus
-//!   text exposition, and a `/metrics` endpoint on a listener of its own.
+//!   text exposition, and a `/metrics` endpoint on a listener, thread and `mio::Poll` of
+//!   its own.
 //! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
 //!   Unix socket paths (stale files, permissions), sockets handed in, inherited
 //!   descriptors ([`activation`], `LISTEN_FDS`), and the binary [`upgrade`] that hands them
