@@ -140,3 +140,31 @@ pub use stats::Stats;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The guide's code examples (`docs/*.md`), compiled as doc tests: one item per page.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../docs/README.md")]
+    struct Index;
+    #[doc = include_str!("../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../docs/bench.md")]
+    struct Bench;
+    #[doc = include_str!("../docs/deploy.md")]
+    struct Deploy;
+    #[doc = include_str!("../docs/embedding.md")]
+    struct Embedding;
+    #[doc = include_str!("../docs/learning.md")]
+    struct Learning;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/protocols.md")]
+    struct Protocols;
+    #[doc = include_str!("../docs/reliability.md")]
+    struct Reliability;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+    #[cfg(feature = "tls")]
+    #[doc = include_str!("../docs/tls.md")]
+    struct Tls;
+}
