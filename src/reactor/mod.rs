@@ -1,40 +1,17 @@
 //! The event loop: one thread, one `mio::Poll`, a slab of connections.
 //!
-//! This module owns the order of work in a turn; its files own one job each. It leaves the
-//! rules shared with the threads model (feeding the handler, limits, a callback's
-//! requests, accept errors, refusals) to `rules`, and never interprets the bytes: that is
-//! the handler's. It must not import the server that starts it.
-//!
-//! One turn of the loop, in order:
-//!
-//! 1. **poll** for readiness, sleeping no longer than the next timer (not at all when some
-//!    connection is waiting for a revisit);
-//! 2. **handle events**: accept on the listener, read and write on connections;
-//! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
-//!    readiness will not be reported again for data already waiting;
-//! 4. **deliver mail** sent by other workers to our connections, and messages posted from
-//!    other threads to the handler;
-//! 5. **flush** output queued during the turn: output handlers sent to other connections,
-//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own
-//!    replies, each connection written once; then tell handlers which connections' output
-//!    passed high water or drained;
-//! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
-//!    written at once);
-//! 7. **reap** connections that finished, telling the handler why;
-//! 8. **check stop**: begin or finish a graceful stop.
-//!
-//! The write policy is decided once per turn, from the number of events the poll returned
-//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `send_output` is the one place
-//! that acts on it.
-//!
-//! Between flushing and expiring timers the loop also **checks the budget** for buffered
-//! bytes (closing the connections holding the most, if pressed), and after reaping it
-//! **publishes** the worker's counters for live statistics: once per turn, not per message.
+//! This module owns the order of work in a turn, `Reactor::turn`: one named step per line.
+//! What each step does, and why in that order, is told once, in README.md's "How the loop
+//! works"; docs/architecture.md has the stop procedure and the design behind the parts.
+//! The files below own one job each. The rules shared with the threads model (feeding the
+//! handler, limits, a callback's requests, accept errors, refusals) are `rules`'s; the
+//! bytes are the handler's. This module must not import the server that starts it.
 //!
 //! # Files
 //!
 //! - `accept` — taking clients from the listener, admitting or refusing them;
-//! - `io_path` — reading, the handler callbacks, writing their output, the limits;
+//! - `io_path` — reading, the handler callbacks, writing their output (`send_output` is
+//!   the one place that acts on the turn's [`WritePolicy`](crate::WritePolicy)), the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
@@ -44,7 +21,7 @@
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
 //!   the [`Poster`] that sends messages into a running loop;
 //! - `spare` — spare output buffers, so idle connections own none;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
+//! - `connection` — one connection's socket, buffers and [`Phase`]
 //!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
 //! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
@@ -296,7 +273,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 1: wait for readiness, no longer than the next deadline (or `limit`), and not
+    /// Wait for readiness, no longer than the next deadline (or `limit`), and not
     /// at all when work is already waiting.
     fn poll_events(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
@@ -326,7 +303,7 @@ impl<H: Handler> Reactor<H> {
         Ok(())
     }
 
-    /// Step 2: act on each readiness event.
+    /// Act on each readiness event.
     fn handle_events(&mut self, events: &Events) {
         self.defer = self.config.write_policy.defers(events.iter().count());
         for event in events {
@@ -390,7 +367,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 8: begin a graceful stop when asked (or when the listener broke); report true
+    /// Begin a graceful stop when asked (or when the listener broke); report true
     /// when it is complete.
     fn check_stop(&mut self) -> bool {
         if self.handover.load(Ordering::SeqCst) && !self.listeners.is_empty() {

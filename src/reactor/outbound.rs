@@ -223,7 +223,7 @@ impl<H: Handler> Reactor<H> {
         self.notices.push((conn.token, notice));
     }
 
-    /// Step 5 (end): tell handlers whose connections' output passed high water or drained.
+    /// Tell handlers whose connections' output passed high water or drained.
     pub(super) fn notify_flow(&mut self) {
         while !self.notices.is_empty() {
             let notices = mem::take(&mut self.notices);
