@@ -134,13 +134,7 @@ impl<H: Handler> Client<H> {
     fn configure_socket(&self) -> io::Result<()> {
         let stream = &self.peer.stream;
         stream.set_nodelay()?;
-        stream.set_write_timeout(Some(self.write_slice()))
-    }
-
-    /// How long one `write` may block: the linger timeout (at least a millisecond, as a
-    /// zero timeout means "none" to the OS).
-    fn write_slice(&self) -> Duration {
-        self.shared.config.linger.max(Duration::from_millis(1))
+        stream.set_write_timeout(Some(write_slice(&self.shared.config)))
     }
 
     /// Call `Handler::open`; returns the session and what the callback asked for.
@@ -546,6 +540,12 @@ impl<H: Handler> Client<H> {
             }
         }
     }
+}
+
+/// How long one `write` may block: the linger timeout (at least a millisecond, as a zero
+/// timeout means "none" to the OS).
+fn write_slice(config: &crate::Config) -> Duration {
+    config.linger.max(Duration::from_millis(1))
 }
 
 /// True if a read failed only because the stop shut the socket's read side under a TLS

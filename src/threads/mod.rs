@@ -24,7 +24,8 @@
 //! - A client's socket lives in a `Peer`, shared by its owner thread and by any thread
 //!   that sends it a message. A `Gate` makes writes to one socket take turns, so two
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and
-//!   for the socket to take the bytes, and otherwise closes the stuck receiver
+//!   for the socket to take the bytes (counted from the end of a connect under way, which
+//!   its own deadline bounds), and otherwise closes the stuck receiver
 //!   (`CloseReason::OutputLimit`).
 //! - **Stopping**: `wake` writes to the accept thread's wake pipe (the listening sockets
 //!   are never shut down: a successor process or another worker may share them, and a

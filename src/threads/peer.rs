@@ -32,6 +32,9 @@ pub(super) struct Peer {
     pub(super) reset: AtomicBool,
     /// What bytes travel through: the socket itself, or TLS over it.
     pub(super) wire: Wire,
+    /// For a connection a handler dialed: when its connect must have completed. Its
+    /// thread opens the gate by then, so senders wait for the connect until then.
+    pub(super) connect_deadline: Option<Instant>,
 }
 
 impl Peer {
@@ -44,22 +47,30 @@ impl Peer {
             overflowed: AtomicBool::new(false),
             reset: AtomicBool::new(false),
             wire,
+            connect_deadline: None,
         }
     }
 
-    /// A peer whose connect is under way (plaintext): senders wait at the gate until its
-    /// thread opens it ([`Gate::open`]), so no write can take the connect's error before
-    /// that thread reads it.
-    pub(super) fn connecting(stream: Stream, worker: usize) -> Self {
-        let peer = Peer::new(stream, worker, Wire::Plain);
+    /// A peer whose connect is under way (plaintext), due by `deadline`: senders wait at
+    /// the gate until its thread opens it ([`Gate::open`]), so no write can take the
+    /// connect's error before that thread reads it.
+    pub(super) fn connecting(stream: Stream, worker: usize, deadline: Instant) -> Self {
+        let mut peer = Peer::new(stream, worker, Wire::Plain);
+        peer.connect_deadline = Some(deadline);
         peer.gate.lock().busy = true;
         peer
     }
 
     /// Write a message from another client, waiting at most `patience` for a turn and
-    /// for the socket to take the bytes. Returns the bytes written.
+    /// for the socket to take the bytes (after the connect, for a connection still
+    /// connecting). Returns the bytes written.
     pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
-        let deadline = Instant::now() + patience;
+        // A connect under way holds the gate until it ends, by its own deadline: the
+        // patience starts from there, so a sender neither gives up on a connect that may
+        // still succeed nor races its deadline (and shuts an upstream that was never
+        // tried to the end).
+        let now = Instant::now();
+        let deadline = self.connect_deadline.map_or(now, |at| at.max(now)) + patience;
         let mut written = 0;
         let Some(_turn) = self.gate.enter(Some(deadline)) else {
             self.overflow();
