@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fixtures::client::trickle_until_closed;
 use fixtures::server::{start_server, stop_checked, wait_connections};
 use fixtures::{PATIENCE, eventually, for_each_model};
 use rustls::pki_types::ServerName;
@@ -27,6 +28,10 @@ for_each_model!(
     half_close_gets_every_reply_then_close_notify,
     close_notify_on_graceful_stop,
     a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served,
+    a_client_trickling_its_hello_is_closed_at_the_handshake_deadline_and_others_are_served,
+    a_client_trickling_a_record_is_closed_at_the_idle_timeout,
+    a_request_head_whose_record_trickles_gets_408_at_the_header_timeout,
+    a_lingering_close_ends_at_the_linger_timeout_while_a_record_trickles,
     plaintext_and_junk_on_the_tls_port_are_closed_at_once,
     a_client_resetting_mid_handshake_does_not_disturb_others,
     output_written_before_the_handshake_completes_is_sent_after_it,
@@ -290,6 +295,137 @@ fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(mod
     echo_round(&mut other, b"still served");
     let stats = stop_checked(running);
     assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1);
+}
+
+/// A ClientHello for `certificate`'s server, as a client sends it first.
+fn client_hello(certificate: &Certificate) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let mut session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).expect("a ClientHello");
+    hello
+}
+
+/// `plaintext` sealed by `client`'s session into records, not sent yet.
+fn sealed(client: &mut Client, plaintext: &[u8]) -> Vec<u8> {
+    client
+        .conn
+        .writer()
+        .write_all(plaintext)
+        .expect("plaintext taken");
+    let mut records = Vec::new();
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut records).expect("records");
+    }
+    records
+}
+
+fn a_client_trickling_its_hello_is_closed_at_the_handshake_deadline_and_others_are_served(
+    model: Model,
+) {
+    // The socket's receive timeout restarts with every byte: only the handshake's own
+    // deadline, which a byte does not move, can close this client in time.
+    let certificate = Certificate::generate();
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut other = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut other, b"served before");
+    let hello = client_hello(&certificate);
+    let slow = fixtures::client::connect(running.local_addr());
+    let trickled = trickle_until_closed(&slow, &hello, true);
+    assert!(
+        trickled.sent < hello.len(),
+        "the client was closed only after its whole hello ({} bytes) trickled in",
+        hello.len()
+    );
+    echo_round(&mut other, b"served after");
+    drop(other);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1, "{stats}");
+}
+
+fn a_client_trickling_a_record_is_closed_at_the_idle_timeout(model: Model) {
+    let certificate = Certificate::generate();
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut client, b"progress");
+    // A record's bytes are no input until the record is whole: no progress meanwhile.
+    let record = sealed(&mut client, &[b'x'; 300]);
+    let trickled = trickle_until_closed(&client.sock, &record, true);
+    assert!(
+        trickled.sent < record.len(),
+        "the client was closed only after its whole record ({} bytes) trickled in",
+        record.len()
+    );
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
+}
+
+fn a_request_head_whose_record_trickles_gets_408_at_the_header_timeout(model: Model) {
+    let certificate = Certificate::generate();
+    let http = Http::default().with_header_timeout(Some(Duration::from_millis(300)));
+    let server = Server::new(http).tls(certificate.server(&[]));
+    let running = start_server(server, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    // The head begins (the header timeout starts), then its next record trickles.
+    client.write_all(b"GET / HTTP/1.1\r\n").expect("TLS write");
+    client.flush().expect("sent");
+    let mut rest = b"X-Padding: ".to_vec();
+    rest.extend_from_slice(&[b'a'; 300]);
+    rest.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+    let record = sealed(&mut client, &rest);
+    let trickled = trickle_until_closed(&client.sock, &record, true);
+    assert!(
+        trickled.sent < record.len(),
+        "the head was answered only after its whole record ({} bytes) trickled in",
+        record.len()
+    );
+    // What the server sent, decrypted: the 408, then close_notify.
+    let mut raw = &trickled.received[..];
+    let mut reply = Vec::new();
+    while !raw.is_empty() {
+        client.conn.read_tls(&mut raw).expect("records");
+        client.conn.process_new_packets().expect("valid records");
+        let _ = client.conn.reader().read_to_end(&mut reply);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+}
+
+fn a_lingering_close_ends_at_the_linger_timeout_while_a_record_trickles(model: Model) {
+    /// Consumes nothing: its input reaches the cap, and the connection closes lingering.
+    #[derive(Debug)]
+    struct Hoarder;
+    impl Handler for Hoarder {
+        type Session = ();
+        fn open(&self, _: &mut tcp_reactor::Context<'_>) {}
+        fn data(&self, _: &mut (), _: &mut tcp_reactor::Context<'_>, _: &[u8]) -> usize {
+            0
+        }
+    }
+    let certificate = Certificate::generate();
+    let config = Config::default()
+        .with_max_input(1024)
+        .with_linger(Duration::from_millis(300));
+    let running = start_tls(Hoarder, &certificate, model, config);
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    client.write_all(&[b'x'; 4096]).expect("TLS write");
+    client.flush().expect("sent");
+    // The server's close_notify and EOF: it is lingering, reading until our EOF.
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("close_notify, then EOF");
+    let record = sealed(&mut client, &[b'y'; 300]);
+    let trickled = trickle_until_closed(&client.sock, &record, false);
+    assert!(
+        trickled.sent < record.len(),
+        "the lingering close waited for the whole record ({} bytes) to trickle in",
+        record.len()
+    );
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::InputLimit), 1, "{stats}");
 }
 
 fn plaintext_and_junk_on_the_tls_port_are_closed_at_once(model: Model) {

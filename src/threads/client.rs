@@ -197,7 +197,10 @@ impl<H: Handler> Client<H> {
     fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
         let mut budget = self.shared.config.read_budget.max(1);
         while budget > 0 {
-            match self.peer.read(Arrived(&self.peer.stream), &mut self.buf) {
+            match self
+                .peer
+                .read(Arrived(&self.peer.stream), &mut self.buf, None)
+            {
                 ReadOutcome::Data(n) => {
                     budget = budget.saturating_sub(n);
                     if let Some(ending) = self.on_input(session, n) {
@@ -233,9 +236,10 @@ impl<H: Handler> Client<H> {
 
     /// One blocking read into the read buffer, bounded by the next deadline.
     fn read(&mut self) -> ReadOutcome {
+        let now = Instant::now();
         let timeout = self.next_deadline().map(|deadline| {
             deadline
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
                 .max(Duration::from_millis(1))
         });
         let holding = self.input.capacity() + self.fx.out.capacity();
@@ -246,7 +250,10 @@ impl<H: Handler> Client<H> {
         if let Err(err) = self.set_read_timeout(timeout) {
             return ReadOutcome::Failed(err);
         }
-        let outcome = self.peer.read(&self.peer.stream, &mut self.buf);
+        // The timeout bounds one read of the socket; the deadline bounds them all (a TLS
+        // record may take several).
+        let deadline = timeout.map(|timeout| now + timeout);
+        let outcome = self.peer.read(&self.peer.stream, &mut self.buf, deadline);
         if let ReadOutcome::Data(n) = outcome {
             log::trace!("read {n} bytes from {} ({})", self.id, self.addr);
         }
@@ -533,7 +540,10 @@ impl<H: Handler> Client<H> {
             if self.peer.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match self.peer.read(&self.peer.stream, &mut self.buf) {
+            match self
+                .peer
+                .read(&self.peer.stream, &mut self.buf, Some(deadline))
+            {
                 ReadOutcome::Data(n) => self.bytes_in += n as u64,
                 // EOF, timed out or failed: nothing more to wait for.
                 ReadOutcome::Eof | ReadOutcome::WouldBlock | ReadOutcome::Failed(_) => return,

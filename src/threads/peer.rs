@@ -90,9 +90,15 @@ impl Peer {
     }
 
     /// One read of plaintext from `source` (this peer's socket, read one way or another),
-    /// through the wire.
-    pub(super) fn read(&self, source: impl io::Read, buf: &mut [u8]) -> crate::rules::ReadOutcome {
-        self.wire.read(source, &self.stream, &self.gate, buf)
+    /// through the wire, giving up at `deadline` if given (see [`Wire::read`]).
+    pub(super) fn read(
+        &self,
+        source: impl io::Read,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> crate::rules::ReadOutcome {
+        self.wire
+            .read(source, &self.stream, &self.gate, buf, deadline)
     }
 
     /// Give up on a receiver that does not take its messages: mark it and wake its

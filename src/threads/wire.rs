@@ -7,14 +7,21 @@
 //! messages), so it sits behind a mutex that no one holds across a blocking socket call;
 //! records reach the socket in the order rustls made them because every writer makes and
 //! writes them within one turn of the peer's `Gate`. Everything above counts plaintext.
+//!
+//! A read of plaintext may take several reads of the socket (a record, a handshake
+//! flight); each is bounded by the caller's deadline, not only by the socket's timeout,
+//! which a client sending a byte at a time would restart with every byte.
 
 use std::io::Read;
 #[cfg(feature = "tls")]
 use std::io::{self, Write};
 #[cfg(feature = "tls")]
+use std::os::fd::AsRawFd;
+#[cfg(feature = "tls")]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[cfg(feature = "tls")]
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 
 use super::peer::{Gate, Patience, WriteError, write_all};
 use crate::listener::stream::Stream;
@@ -79,27 +86,30 @@ impl Wire {
 
     /// When the handshake must have completed, while it has not: never without TLS.
     #[cfg(not(feature = "tls"))]
-    pub(super) fn handshake_deadline(&self) -> Option<std::time::Instant> {
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
         None
     }
 
     /// One read of plaintext into `buf`, from `source` (the socket, blocking with its
     /// timeout or not at all); handshake replies are written to `stream` in a turn of
-    /// `gate`.
+    /// `gate`. `WouldBlock` once `deadline` passes (the caller's next deadline): the
+    /// socket's timeout, which the caller sets to end by then, bounds one read only.
     pub(super) fn read(
         &self,
         source: impl Read,
         stream: &Stream,
         gate: &Gate,
         buf: &mut [u8],
+        deadline: Option<Instant>,
     ) -> ReadOutcome {
         match self {
             Wire::Plain => {
-                let _ = (stream, gate);
+                // One read: the socket's timeout bounds it.
+                let _ = (stream, gate, deadline);
                 rules::read_once(source, buf)
             }
             #[cfg(feature = "tls")]
-            Wire::Tls(tls) => tls.read(source, stream, gate, buf),
+            Wire::Tls(tls) => tls.read(source, stream, gate, buf, deadline),
         }
     }
 
@@ -149,16 +159,18 @@ impl TlsWire {
     }
 
     /// Decrypted bytes already held first; otherwise one read of ciphertext from `source`,
-    /// processed, answered if the protocol needs it, and tried again.
+    /// processed, answered if the protocol needs it, and tried again, until `deadline`.
     fn read(
         &self,
         mut source: impl Read,
         stream: &Stream,
         gate: &Gate,
         buf: &mut [u8],
+        deadline: Option<Instant>,
     ) -> ReadOutcome {
         // On the client thread's stack: no allocation per read.
         let mut raw = [0; RAW_READ];
+        let mut first = true;
         loop {
             match self.lock().reader().read(buf) {
                 // The peer's close_notify: a clean end of its data.
@@ -167,6 +179,11 @@ impl TlsWire {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 // A TCP EOF without close_notify: rustls calls it a truncation.
                 Err(err) => return ReadOutcome::Failed(err),
+            }
+            // The caller's timeout bounds the first read; later ones wait only until the
+            // deadline, so a peer that trickles a record or a handshake cannot extend it.
+            if !std::mem::take(&mut first) && !readable_before(stream, deadline) {
+                return ReadOutcome::WouldBlock;
             }
             let n = match source.read(&mut raw) {
                 Ok(n) => n,
@@ -233,5 +250,37 @@ impl TlsWire {
         }
         let mut sent = 0;
         write_all(stream, &records, patience, &mut sent)
+    }
+}
+
+/// Wait until `stream` has something to read (bytes, EOF or an error), or `deadline`
+/// passes: false if it passed first. Without a deadline, true at once (the read blocks as
+/// the socket's timeout says).
+#[cfg(feature = "tls")]
+fn readable_before(stream: &Stream, deadline: Option<Instant>) -> bool {
+    let Some(deadline) = deadline else {
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Rounded up, so the wait does not end just short of the deadline and spin.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call; poll only writes `revents`.
+        match unsafe { libc::poll(&mut fd, 1, ms) } {
+            0 => {}
+            n if n > 0 => return true,
+            // Interrupted: wait again for what is left.
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            // Any other failure of poll: let the read report the socket's state.
+            _ => return true,
+        }
     }
 }
