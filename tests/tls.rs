@@ -18,7 +18,7 @@ use fixtures::server::{start_server, stop_checked, wait_connections};
 use fixtures::{PATIENCE, eventually, for_each_model};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use tcp_reactor::protocols::{Echo, Http, Resp};
+use tcp_reactor::protocols::{Chat, Echo, Http, Resp};
 use tcp_reactor::{CloseReason, Config, Handler, Model, Running, Server, tls_config};
 
 for_each_model!(
@@ -35,6 +35,9 @@ for_each_model!(
     plaintext_and_junk_on_the_tls_port_are_closed_at_once,
     a_client_resetting_mid_handshake_does_not_disturb_others,
     output_written_before_the_handshake_completes_is_sent_after_it,
+    chat_lines_sent_to_a_member_before_its_handshake_all_arrive_whole,
+    large_writes_before_and_after_the_handshake_arrive_whole,
+    output_waiting_for_a_handshake_past_the_output_cap_closes_the_member_with_a_reason,
     curl_gets_https_with_alpn_http11,
     the_load_generator_speaks_tls_and_verifies_every_byte,
     redis_cli_over_tls_against_resp
@@ -508,6 +511,159 @@ fn output_written_before_the_handshake_completes_is_sent_after_it(model: Model) 
     client.read_exact(&mut greeting).expect("the greeting");
     assert_eq!(&greeting, b"welcome\n");
     echo_round(&mut client, b"and echo");
+}
+
+/// The `n`th line of a burst: `line NNNN ` and padding to `len` bytes, without its `\n`.
+fn burst_line(n: usize, len: usize) -> Vec<u8> {
+    let mut line = format!("line {n:04} ").into_bytes();
+    line.resize(len, b'x');
+    line
+}
+
+/// A chat room over TLS under `model` with `config`; member A has connected (and joined)
+/// but not begun its handshake; members B (the sender) and C (a witness) have completed
+/// theirs. B sends `lines` lines of `len` bytes, and C reads them all, so that most of
+/// them are queued for A before its handshake. Returns the server, A's socket, B and C.
+fn chat_burst_before_a_handshake(
+    certificate: &Certificate,
+    model: Model,
+    config: Config,
+    lines: usize,
+    len: usize,
+) -> (Running, TcpStream, Client, io::BufReader<Client>) {
+    let running = start_tls(Chat::new(), certificate, model, config);
+    let a = fixtures::client::connect(running.local_addr());
+    wait_connections(&running, 1);
+    let mut b = tls_connect(running.local_addr(), &certificate.client());
+    let mut c = tls_connect(running.local_addr(), &certificate.client());
+    echo_membership(&mut b, &mut c);
+    let sending = {
+        let mut burst = Vec::new();
+        for n in 0..lines {
+            burst.extend_from_slice(&burst_line(n, len));
+            burst.push(b'\n');
+        }
+        burst
+    };
+    b.write_all(&sending).expect("the burst sent");
+    b.flush().expect("sent");
+    let mut c = io::BufReader::new(c);
+    for n in 0..lines {
+        let line = read_line(&mut c);
+        assert!(line.ends_with(&burst_line(n, len)), "C's line {n}");
+    }
+    (running, a, b, c)
+}
+
+/// Make sure B's and C's handshakes are complete and both are in the room: B says hello
+/// and C hears it.
+fn echo_membership(b: &mut Client, c: &mut Client) {
+    b.write_all(b"hello\n").expect("hello sent");
+    b.flush().expect("sent");
+    let line = read_line(&mut io::BufReader::new(c));
+    assert!(
+        line.ends_with(b"hello"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+}
+
+/// One line, without its `\n`.
+#[track_caller]
+fn read_line(reader: &mut impl io::BufRead) -> Vec<u8> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).expect("a line");
+    assert_eq!(line.pop(), Some(b'\n'), "a whole line");
+    line
+}
+
+fn chat_lines_sent_to_a_member_before_its_handshake_all_arrive_whole(model: Model) {
+    // 200 KB: more than rustls keeps by default (64 KiB) before a handshake completes.
+    const LINES: usize = 200;
+    const LEN: usize = 1000;
+    let certificate = Certificate::generate();
+    let (running, a, mut b, c) =
+        chat_burst_before_a_handshake(&certificate, model, Config::default(), LINES, LEN);
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut a = io::BufReader::new(StreamOwned::new(session, a));
+    assert!(read_line(&mut a).ends_with(b"] hello"));
+    for n in 0..LINES {
+        let line = read_line(&mut a);
+        assert!(
+            line.ends_with(&burst_line(n, LEN)),
+            "line {n} reached A whole: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        );
+    }
+    // The next message starts a line of its own.
+    b.write_all(b"after\n").expect("sent");
+    b.flush().expect("sent");
+    assert!(read_line(&mut a).ends_with(b"] after"));
+    drop((a, b, c));
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 0, "{stats}");
+}
+
+fn large_writes_before_and_after_the_handshake_arrive_whole(model: Model) {
+    /// Writes `size` bytes at open (before the handshake) and again for each input.
+    #[derive(Debug)]
+    struct Large(Vec<u8>);
+    impl Handler for Large {
+        type Session = ();
+        fn open(&self, ctx: &mut tcp_reactor::Context<'_>) {
+            ctx.write(&self.0);
+        }
+        fn data(&self, _: &mut (), ctx: &mut tcp_reactor::Context<'_>, input: &[u8]) -> usize {
+            ctx.write(&self.0);
+            input.len()
+        }
+    }
+    // Each larger than what rustls keeps by default (64 KiB), in one write.
+    const SIZE: usize = 300 * 1024;
+    let payload = fixtures::client::pseudo_random_bytes(7, SIZE);
+    let certificate = Certificate::generate();
+    let running = start_tls(
+        Large(payload.clone()),
+        &certificate,
+        model,
+        Config::default(),
+    );
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    let mut got = vec![0; SIZE];
+    client.read_exact(&mut got).expect("the greeting");
+    assert!(got == payload, "the greeting arrived whole");
+    client.write_all(b"again").expect("sent");
+    client.read_exact(&mut got).expect("the reply");
+    assert!(got == payload, "the reply arrived whole");
+    drop(client);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 0, "{stats}");
+}
+
+fn output_waiting_for_a_handshake_past_the_output_cap_closes_the_member_with_a_reason(
+    model: Model,
+) {
+    let certificate = Certificate::generate();
+    let config = Config::default()
+        .with_max_output(100 * 1024)
+        .with_high_water(32 * 1024)
+        .with_low_water(8 * 1024);
+    let (running, a, b, c) = chat_burst_before_a_handshake(&certificate, model, config, 200, 1000);
+    // A is closed, not left with part of its output: its handshake cannot complete.
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut a = StreamOwned::new(session, a);
+    let mut rest = Vec::new();
+    assert!(
+        a.read_to_end(&mut rest).is_err() || rest.is_empty(),
+        "A got {} bytes",
+        rest.len()
+    );
+    eventually("A is closed", || running.connections() == 2);
+    drop((b, c));
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1, "{stats}");
 }
 
 fn curl_gets_https_with_alpn_http11(model: Model) {

@@ -156,10 +156,9 @@ impl<H: Handler> Client<H> {
             if let Some(ending) = self.expire(session) {
                 return ending;
             }
-            let holding = self.input.capacity() + self.fx.out.capacity();
             let verdict = memory::wait_for_budget(
                 &self.shared.live,
-                holding,
+                self.holding(),
                 &self.shared.stop,
                 self.next_deadline(),
             );
@@ -197,10 +196,12 @@ impl<H: Handler> Client<H> {
     fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
         let mut budget = self.shared.config.read_budget.max(1);
         while budget > 0 {
-            match self
-                .peer
-                .read(Arrived(&self.peer.stream), &mut self.buf, None)
-            {
+            match self.peer.read(
+                Arrived(&self.peer.stream),
+                &mut self.buf,
+                None,
+                Patience::NoStall,
+            ) {
                 ReadOutcome::Data(n) => {
                     budget = budget.saturating_sub(n);
                     if let Some(ending) = self.on_input(session, n) {
@@ -242,8 +243,7 @@ impl<H: Handler> Client<H> {
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1))
         });
-        let holding = self.input.capacity() + self.fx.out.capacity();
-        let timeout = match (timeout, memory::read_bound(holding)) {
+        let timeout = match (timeout, memory::read_bound(self.holding())) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -253,11 +253,20 @@ impl<H: Handler> Client<H> {
         // The timeout bounds one read of the socket; the deadline bounds them all (a TLS
         // record may take several).
         let deadline = timeout.map(|timeout| now + timeout);
-        let outcome = self.peer.read(&self.peer.stream, &mut self.buf, deadline);
+        let patience = Patience::WhileRunning(&self.shared.stop);
+        let outcome = self
+            .peer
+            .read(&self.peer.stream, &mut self.buf, deadline, patience);
         if let ReadOutcome::Data(n) = outcome {
             log::trace!("read {n} bytes from {} ({})", self.id, self.addr);
         }
         outcome
+    }
+
+    /// Bytes held for this client, as the budget judges it: its buffers, and output kept
+    /// until its TLS handshake completes (counted in the budget by the wire).
+    fn holding(&self) -> usize {
+        self.input.capacity() + self.fx.out.capacity() + self.peer.wire.queued()
     }
 
     /// Set the socket's read timeout, unless the one set is close enough: one shorter
@@ -449,7 +458,7 @@ impl<H: Handler> Client<H> {
         } else {
             Patience::WhileRunning(&self.shared.stop)
         };
-        let before = self.bytes_out;
+        let (before, batch) = (self.bytes_out, self.fx.out.len());
         let result = {
             let _turn = self.peer.gate.enter(None);
             self.peer.wire.write_all(
@@ -472,6 +481,16 @@ impl<H: Handler> Client<H> {
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),
+            Err(WriteError::OverCap) => {
+                log::warn!(
+                    "{} ({}): {} bytes of output waiting for its TLS handshake exceed the \
+                     output cap; closing",
+                    self.id,
+                    self.addr,
+                    self.peer.wire.queued() + batch - wrote as usize,
+                );
+                Err(Ending::Abrupt(CloseReason::OutputLimit))
+            }
             Err(WriteError::Failed(err)) => Err(Ending::Abrupt(
                 self.closed_reason(CloseReason::from_io(&err)),
             )),
@@ -495,7 +514,7 @@ impl<H: Handler> Client<H> {
         let patience = self.shared.config.linger;
         for (to, bytes) in mail {
             match registry.get(to) {
-                Some(peer) => self.bytes_out += peer.deliver(&bytes, patience),
+                Some(peer) => self.bytes_out += peer.deliver(to, &bytes, patience),
                 None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
             }
         }
@@ -540,10 +559,12 @@ impl<H: Handler> Client<H> {
             if self.peer.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match self
-                .peer
-                .read(&self.peer.stream, &mut self.buf, Some(deadline))
-            {
+            match self.peer.read(
+                &self.peer.stream,
+                &mut self.buf,
+                Some(deadline),
+                Patience::NoStall,
+            ) {
                 ReadOutcome::Data(n) => self.bytes_in += n as u64,
                 // EOF, timed out or failed: nothing more to wait for.
                 ReadOutcome::Eof | ReadOutcome::WouldBlock | ReadOutcome::Failed(_) => return,

@@ -12,6 +12,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::wire::Wire;
+use crate::ConnId;
 use crate::listener::stream::Stream;
 use crate::rules::is_timeout;
 
@@ -61,10 +62,14 @@ impl Peer {
         peer
     }
 
-    /// Write a message from another client, waiting at most `patience` for a turn and
-    /// for the socket to take the bytes (after the connect, for a connection still
-    /// connecting). Returns the bytes written.
-    pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
+    /// Write a message from another client to this one (`to`), waiting at most `patience`
+    /// for a turn and for the socket to take the bytes (after the connect, for a
+    /// connection still connecting). Returns the bytes written.
+    pub(super) fn deliver(&self, to: ConnId, bytes: &[u8], patience: Duration) -> u64 {
+        if self.overflowed.load(Ordering::Relaxed) {
+            // Given up on already: it is closing.
+            return 0;
+        }
         // A connect under way holds the gate until it ends, by its own deadline: the
         // patience starts from there, so a sender neither gives up on a connect that may
         // still succeed nor races its deadline (and shuts an upstream that was never
@@ -83,6 +88,14 @@ impl Peer {
         {
             Ok(()) => {}
             Err(WriteError::Stalled) => self.overflow(),
+            Err(WriteError::OverCap) => {
+                log::warn!(
+                    "{to}: {} bytes of output waiting for its TLS handshake would exceed the \
+                     output cap; closing",
+                    self.wire.queued() + bytes.len()
+                );
+                self.overflow();
+            }
             // The receiver is gone or broken; its own thread sees the error and closes.
             Err(WriteError::Failed(_)) => {}
         }
@@ -90,15 +103,17 @@ impl Peer {
     }
 
     /// One read of plaintext from `source` (this peer's socket, read one way or another),
-    /// through the wire, giving up at `deadline` if given (see [`Wire::read`]).
+    /// through the wire, giving up at `deadline` if given; what the wire writes meanwhile
+    /// is written with `patience` (see [`Wire::read`]).
     pub(super) fn read(
         &self,
         source: impl io::Read,
         buf: &mut [u8],
         deadline: Option<Instant>,
+        patience: Patience<'_>,
     ) -> crate::rules::ReadOutcome {
         self.wire
-            .read(source, &self.stream, &self.gate, buf, deadline)
+            .read(source, &self.stream, &self.gate, buf, deadline, patience)
     }
 
     /// Give up on a receiver that does not take its messages: mark it and wake its
@@ -205,6 +220,10 @@ pub(super) enum Patience<'a> {
 pub(super) enum WriteError {
     /// The peer took nothing for longer than the writer's patience.
     Stalled,
+    /// More output would wait for the peer than `Config::max_output` (before its TLS
+    /// handshake completes; never without TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    OverCap,
     /// The connection failed.
     Failed(io::Error),
 }
