@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::peer::{Patience, Peer, WriteError};
+use super::peer::{Open, Patience, Peer, WriteError};
 use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
 use crate::listener::stream::Stream;
@@ -200,7 +200,7 @@ impl<H: Handler> Client<H> {
                 Arrived(&self.peer.stream),
                 &mut self.buf,
                 None,
-                Patience::NoStall,
+                Patience::NoStall(self.shared.config.linger),
             ) {
                 ReadOutcome::Data(n) => {
                     budget = budget.saturating_sub(n);
@@ -253,7 +253,7 @@ impl<H: Handler> Client<H> {
         // The timeout bounds one read of the socket; the deadline bounds them all (a TLS
         // record may take several).
         let deadline = timeout.map(|timeout| now + timeout);
-        let patience = Patience::WhileRunning(&self.shared.stop);
+        let patience = open_patience(&self.shared, self.last_progress);
         let outcome = self
             .peer
             .read(&self.peer.stream, &mut self.buf, deadline, patience);
@@ -454,9 +454,9 @@ impl<H: Handler> Client<H> {
             return Ok(());
         }
         let patience = if closing {
-            Patience::NoStall
+            Patience::NoStall(self.shared.config.linger)
         } else {
-            Patience::WhileRunning(&self.shared.stop)
+            open_patience(&self.shared, self.last_progress)
         };
         let (before, batch) = (self.bytes_out, self.fx.out.len());
         let result = {
@@ -481,6 +481,10 @@ impl<H: Handler> Client<H> {
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),
+            Err(WriteError::Idle) => {
+                log::debug!("{} ({}) took no output: idle", self.id, self.addr);
+                Err(Ending::Abrupt(CloseReason::IdleTimeout))
+            }
             Err(WriteError::OverCap) => {
                 log::warn!(
                     "{} ({}): {} bytes of output waiting for its TLS handshake exceed the \
@@ -563,7 +567,7 @@ impl<H: Handler> Client<H> {
                 &self.peer.stream,
                 &mut self.buf,
                 Some(deadline),
-                Patience::NoStall,
+                Patience::NoStall(self.shared.config.linger),
             ) {
                 ReadOutcome::Data(n) => self.bytes_in += n as u64,
                 // EOF, timed out or failed: nothing more to wait for.
@@ -573,10 +577,25 @@ impl<H: Handler> Client<H> {
     }
 }
 
-/// How long one `write` may block: the linger timeout (at least a millisecond, as a zero
-/// timeout means "none" to the OS).
+/// How long one `write` may block before the writer looks at its bounds: the linger
+/// timeout, or the idle timeout if shorter (at least a millisecond, as a zero timeout
+/// means "none" to the OS).
 fn write_slice(config: &crate::Config) -> Duration {
-    config.linger.max(Duration::from_millis(1))
+    let slice = match config.idle_timeout {
+        Some(idle) => idle.min(config.linger),
+        None => config.linger,
+    };
+    slice.max(Duration::from_millis(1))
+}
+
+/// The patience of an open connection's owner, whose last progress was at `since`.
+fn open_patience<H>(shared: &WorkerShared<H>, since: Instant) -> Patience<'_> {
+    Patience::WhileRunning(Open {
+        stop: &shared.stop,
+        idle: shared.config.idle_timeout,
+        linger: shared.config.linger,
+        since,
+    })
 }
 
 /// True if a read failed only because the stop shut the socket's read side under a TLS

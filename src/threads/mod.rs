@@ -20,7 +20,8 @@
 //! - A **client thread** blocks in `read`, hands input to the handler, and writes the
 //!   handler's batch of output at once. A batch ends with the input, or as soon as its
 //!   output passes the high-water mark; the rest of the input is then fed after the write.
-//!   Handler timers and the idle timeout become read timeouts.
+//!   Handler timers and the idle timeout become read timeouts; the idle timeout also ends
+//!   a write that the client takes nothing of.
 //! - A client's socket lives in a `Peer`, shared by its owner thread and by any thread
 //!   that sends it a message. A `Gate` makes writes to one socket take turns, so two
 //!   messages never interleave; a sender waits at most `Config::linger` for its turn and

@@ -87,7 +87,7 @@ impl Peer {
             .write_all(&self.stream, bytes, patience, &mut written)
         {
             Ok(()) => {}
-            Err(WriteError::Stalled) => self.overflow(),
+            Err(WriteError::Stalled | WriteError::Idle) => self.overflow(),
             Err(WriteError::OverCap) => {
                 log::warn!(
                     "{to}: {} bytes of output waiting for its TLS handshake would exceed the \
@@ -199,20 +199,64 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// A send timeout may end this much early (the kernel counts it in clock ticks): a stall
+/// this close to a bound has reached it.
+const STALL_SLACK: Duration = Duration::from_millis(10);
+
 /// How long a writer keeps trying while the peer takes nothing. Each `write` blocks at
-/// most the socket's send timeout (`linger`), so "timed out" means "no progress for
-/// `linger`".
+/// most the socket's send timeout (`linger`, or the idle timeout if shorter); the bounds
+/// are checked each time it passes.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Patience<'a> {
-    /// The owner of an open connection: as long as the server runs (this is
-    /// backpressure: the client thread reads nothing more until its client takes the
-    /// reply, as the reactor stops reading above its high-water mark).
-    WhileRunning(&'a AtomicBool),
-    /// A connection that is closing: until the first timeout, so a closing connection
-    /// goes at most `linger` without progress, as in the reactor.
-    NoStall,
+    /// The owner of an open connection (see [`Open`]).
+    WhileRunning(Open<'a>),
+    /// A connection that is closing: until it goes this long without progress (`linger`,
+    /// as in the reactor; zero gives up at the first send timeout).
+    NoStall(Duration),
     /// A sender of a message: until this instant.
     Until(Instant),
+}
+
+/// How long the owner of an open connection keeps writing while its peer takes nothing:
+/// as long as the server runs (this is backpressure: the client thread reads nothing more
+/// until its client takes the reply, as the reactor stops reading above its high-water
+/// mark), but not past the idle timeout counted from the connection's last progress (a
+/// client that takes nothing is idle, as in the reactor), nor, once the peer has finished
+/// sending, past `linger` without progress (the linger bound of a half-closed connection).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Open<'a> {
+    /// Raised when the server stops.
+    pub(super) stop: &'a AtomicBool,
+    /// `Config::idle_timeout`.
+    pub(super) idle: Option<Duration>,
+    /// `Config::linger`.
+    pub(super) linger: Duration,
+    /// The connection's last progress before this write.
+    pub(super) since: Instant,
+}
+
+impl Patience<'_> {
+    /// Why to give up, if the writer must, after a send timeout with nothing written; the
+    /// peer last took bytes at `progress` (unknown for a patience that does not need it).
+    fn gives_up(&self, stream: &Stream, progress: Option<Instant>) -> Option<WriteError> {
+        let now = Instant::now();
+        let stalled = |bound: Duration| {
+            let since = progress.unwrap_or(now);
+            now.saturating_duration_since(since) + STALL_SLACK >= bound
+        };
+        let give_up = match *self {
+            Patience::WhileRunning(open) => {
+                if open.idle.is_some_and(stalled) {
+                    return Some(WriteError::Idle);
+                }
+                open.stop.load(Ordering::Relaxed)
+                    || (stalled(open.linger) && peer_finished_sending(stream))
+            }
+            Patience::NoStall(bound) => stalled(bound),
+            Patience::Until(deadline) => now >= deadline,
+        };
+        give_up.then_some(WriteError::Stalled)
+    }
 }
 
 /// Why a write did not complete.
@@ -220,6 +264,8 @@ pub(super) enum Patience<'a> {
 pub(super) enum WriteError {
     /// The peer took nothing for longer than the writer's patience.
     Stalled,
+    /// The owner's peer took nothing for the idle timeout.
+    Idle,
     /// More output would wait for the peer than `Config::max_output` (before its TLS
     /// handshake completes; never without TLS).
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
@@ -236,6 +282,13 @@ pub(super) fn write_all(
     patience: Patience<'_>,
     written: &mut u64,
 ) -> Result<(), WriteError> {
+    // When the peer last took bytes, where a patience counts stalls. The clock is read
+    // again only after a write the socket did not take whole: never on the common path.
+    let mut progress = match patience {
+        Patience::WhileRunning(open) => Some(open.since),
+        Patience::NoStall(_) => Some(Instant::now()),
+        Patience::Until(_) => None,
+    };
     while !data.is_empty() {
         match (&*stream).write(data) {
             // The socket accepts no more bytes: the connection is unusable.
@@ -243,22 +296,16 @@ pub(super) fn write_all(
             Ok(n) => {
                 *written += n as u64;
                 data = &data[n..];
+                if !data.is_empty() && progress.is_some() {
+                    progress = Some(Instant::now());
+                }
             }
             // A signal interrupted the call before anything was written: try again.
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // The send timeout passed with nothing written: the peer is not reading.
             Err(err) if is_timeout(&err) => {
-                let give_up = match patience {
-                    // A peer that has finished sending and takes nothing for `linger`
-                    // is held no longer: the linger bound of a half-closed connection.
-                    Patience::WhileRunning(stop) => {
-                        stop.load(Ordering::Relaxed) || peer_finished_sending(stream)
-                    }
-                    Patience::NoStall => true,
-                    Patience::Until(deadline) => Instant::now() >= deadline,
-                };
-                if give_up {
-                    return Err(WriteError::Stalled);
+                if let Some(give_up) = patience.gives_up(stream, progress) {
+                    return Err(give_up);
                 }
             }
             Err(err) => return Err(WriteError::Failed(err)),

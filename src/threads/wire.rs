@@ -203,7 +203,7 @@ impl Wire {
             Wire::Tls(tls) => {
                 let _turn = gate.enter(None);
                 tls.lock().conn.send_close_notify();
-                let _ = tls.push(stream, Patience::NoStall);
+                let _ = tls.push(stream, Patience::NoStall(Duration::ZERO));
             }
         }
     }
@@ -288,7 +288,9 @@ impl TlsWire {
                     // What was not written is lost with the records: the connection ends.
                     return ReadOutcome::Failed(match err {
                         WriteError::Failed(err) => err,
-                        WriteError::Stalled | WriteError::OverCap => io::ErrorKind::TimedOut.into(),
+                        WriteError::Stalled | WriteError::Idle | WriteError::OverCap => {
+                            io::ErrorKind::TimedOut.into()
+                        }
                     });
                 }
             }
