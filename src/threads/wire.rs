@@ -17,8 +17,6 @@
 //! the client is closed with `OutputLimit`, and a log line) and counted in the server's
 //! budget. rustls's own limit on what it keeps is lifted, since it would drop the rest.
 
-#[cfg(feature = "tls")]
-use crate::worker::Live;
 use std::io::Read;
 #[cfg(feature = "tls")]
 use std::io::{self, Write};
@@ -35,6 +33,8 @@ use crate::listener::stream::Stream;
 #[cfg(feature = "tls")]
 use crate::rules::is_timeout;
 use crate::rules::{self, ReadOutcome};
+#[cfg(feature = "tls")]
+use crate::worker::Live;
 
 /// Ciphertext read from the socket at once: small enough that what it decrypts to always
 /// fits rustls's received-plaintext limit (16 KiB).
