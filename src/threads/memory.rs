@@ -6,7 +6,8 @@
 //! There is no loop that sees every client, so each thread judges for itself from the
 //! shared sum; the thresholds are `crate::budget`'s. Messages to other clients are written
 //! straight to their sockets (bounded by the kernel's buffers), so only a client's own
-//! input and output count here.
+//! input and output count here, and the output kept for a TLS client until its handshake
+//! completes (which its wire counts in the budget).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
