@@ -298,3 +298,51 @@ fn impossible_arguments_are_refused_before_any_connection() {
         }
     }
 }
+
+/// A duration run whose server stops gracefully after the exchange has begun: the server
+/// answers what has arrived, then closes each connection (EOF right behind the last
+/// echo). Every connection must be reported as closed early, none as timed out, and the
+/// run must end when the server closed it, not at its duration or timeout.
+fn a_server_stopping_mid_run_is_reported_as_closed_early_at_once(model: Model) {
+    const CONNECTIONS: usize = 20;
+    let running = fixtures::server::serve(
+        tcp_reactor::protocols::Echo,
+        fixtures::server::config(),
+        model,
+    );
+    let args = LoadArgs {
+        addr: running.local_addr(),
+        connections: CONNECTIONS,
+        // Far longer than the test: the run may only end because the server closed.
+        duration: Some(30.0),
+        timeout: Some(40.0),
+        threads: Some(2),
+        quiet: true,
+        ..LoadArgs::default()
+    };
+    let load = std::thread::spawn(move || load::run(&args));
+    // Mid-run: every connection accepted, then a moment for the warm-up echoes (a few
+    // milliseconds) and for messages to flow. The threads model publishes its byte counts
+    // only as clients end, so the open connections are what both models show live.
+    fixtures::eventually("every load connection is accepted", || {
+        running.connections() == CONNECTIONS as u64
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    running.stop().expect("the server stops");
+    let report = match load.join() {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => panic!("load run could not happen: {e}"),
+        Err(_) => panic!("the load thread panicked"),
+    };
+    assert_eq!(report.connected, CONNECTIONS as u64, "{report:?}");
+    assert_eq!(report.errors.timed_out, 0, "{report:?}");
+    assert_eq!(report.errors.closed_early, CONNECTIONS as u64, "{report:?}");
+    assert_eq!(report.error_count(), CONNECTIONS as u64, "{report:?}");
+    assert!(report.messages > 0, "{report:?}");
+    // The server closed them all within its linger: the run did not wait for its end.
+    assert!(report.elapsed_secs < 30.0, "{report:?}");
+    let line = report.failure_line().unwrap_or_default();
+    assert!(line.contains("20 closed early"), "{line}");
+}
+
+fixtures::for_each_model!(a_server_stopping_mid_run_is_reported_as_closed_early_at_once);

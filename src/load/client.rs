@@ -204,7 +204,7 @@ impl Client {
                         "peer closed while we were writing",
                     );
                 }
-                Step::Failed(e) => return self.fail(tally, Failure::Io, &format!("write: {e}")),
+                Step::Failed(e) => return self.fail_io(tally, "write", &e),
             }
         }
         // Everything left: reuse the buffer from the start.
@@ -214,18 +214,21 @@ impl Client {
         if let Some(stream) = self.stream.as_mut()
             && let Err(e) = self.transport.push(stream)
         {
-            self.fail(tally, Failure::Io, &format!("write: {e}"));
+            self.fail_io(tally, "write", &e);
         }
     }
 
     /// Read and verify everything the socket has; record each completed message.
-    /// `buf` is the worker's shared read buffer.
+    /// `buf` is the worker's shared read buffer. `drain` is set when the readiness event
+    /// said the peer closed its side (or the socket has an error): then read on until EOF
+    /// or `WouldBlock`, since no further edge will come for what is left.
     pub(crate) fn receive(
         &mut self,
         buf: &mut [u8],
         expect: &mut Expected,
         size: usize,
         tally: &mut Tally,
+        drain: bool,
     ) {
         while self.state == State::Open {
             let Some(stream) = self.stream.as_mut() else {
@@ -240,10 +243,12 @@ impl Client {
             match step {
                 Step::Moved(n) => {
                     self.verify(&buf[..n], expect, size, tally);
-                    if n < buf.len() {
+                    if n < buf.len() && !drain {
                         // A short read emptied the socket buffer. On Linux, bytes arriving
                         // later raise a new edge, so the read that would only say
-                        // WouldBlock is skipped: one syscall less per message.
+                        // WouldBlock is skipped: one syscall less per message. Not when
+                        // the event also reported the peer's FIN: it came with these
+                        // bytes, raises no edge of its own, and only the next read sees it.
                         return;
                     }
                 }
@@ -265,7 +270,7 @@ impl Client {
                     );
                     return self.fail(tally, Failure::ClosedEarly, &what);
                 }
-                Step::Failed(e) => return self.fail(tally, Failure::Io, &format!("read: {e}")),
+                Step::Failed(e) => return self.fail_io(tally, "read", &e),
             }
         }
     }
@@ -312,6 +317,23 @@ impl Client {
             let now = Instant::now();
             tally.record(now.duration_since(sent), now);
         }
+    }
+
+    /// A read or write failed with `err`: a reset or a broken pipe is the server closing
+    /// the connection (with our bytes unread, or after its own close), so it counts as
+    /// closed early; anything else is an I/O error.
+    fn fail_io(&mut self, tally: &mut Tally, call: &str, err: &io::Error) {
+        let kind = match err.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Failure::ClosedEarly,
+            _ => Failure::Io,
+        };
+        let what = format!(
+            "{call}: {err} ({} message(s) unanswered)",
+            self.in_flight.len()
+        );
+        self.fail(tally, kind, &what);
     }
 
     /// Count one failure against this connection and close it.

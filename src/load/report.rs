@@ -37,9 +37,9 @@ pub struct Errors {
     pub connect_failures: u64,
     /// Connections whose echo differed from what was sent.
     pub mismatches: u64,
-    /// Connections the server closed before echoing everything.
+    /// Connections the server closed (EOF, reset or broken pipe) before the run ended.
     pub closed_early: u64,
-    /// Connections ended by a read or write error (reset, broken pipe).
+    /// Connections ended by any other read or write error.
     pub io: u64,
     /// Connections still waiting for echoes at the hard timeout.
     pub timed_out: u64,

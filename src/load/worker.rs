@@ -122,8 +122,9 @@ struct Worker<'a> {
     events: Events,
     /// This thread's connections; the token of a connection is its index here.
     clients: Vec<Client>,
-    /// The tokens of the last poll's events.
-    tokens: Vec<usize>,
+    /// The last poll's events: each connection's token, and whether its event asks for a
+    /// read to the end (the peer closed its side, or the socket has an error).
+    tokens: Vec<(usize, bool)>,
     /// The read buffer shared by this thread's connections.
     buf: Vec<u8>,
     /// The expected content of the message being verified.
@@ -174,7 +175,8 @@ impl Worker<'_> {
             self.poll_once(wait)?;
             self.ready_tokens();
             for i in 0..self.tokens.len() {
-                pending -= usize::from(self.on_connect_event(self.tokens[i]));
+                let (token, drain) = self.tokens[i];
+                pending -= usize::from(self.on_connect_event(token, drain));
             }
         }
         self.recount();
@@ -211,8 +213,9 @@ impl Worker<'_> {
     }
 
     /// A readiness event during the connect phase. Returns whether it resolved the
-    /// connection: warm-up echo received, or failure.
-    fn on_connect_event(&mut self, token: usize) -> bool {
+    /// connection: warm-up echo received, or failure. `drain`: read until EOF or
+    /// `WouldBlock`.
+    fn on_connect_event(&mut self, token: usize, drain: bool) -> bool {
         let size = self.plan.size;
         let Some(client) = self.clients.get_mut(token) else {
             return false;
@@ -233,7 +236,15 @@ impl Worker<'_> {
                     self.tally.connect_failed(id, &e.to_string());
                 }
             },
-            State::Open => client.receive(&mut self.buf, &mut self.expect, size, &mut self.tally),
+            State::Open => {
+                client.receive(
+                    &mut self.buf,
+                    &mut self.expect,
+                    size,
+                    &mut self.tally,
+                    drain,
+                );
+            }
             State::Done => {}
         }
         was_pending && !client.is_pending()
@@ -307,12 +318,13 @@ impl Worker<'_> {
             )?;
             self.ready_tokens();
             for i in 0..self.tokens.len() {
-                let token = self.tokens[i];
+                let (token, drain) = self.tokens[i];
                 let Some(client) = self.clients.get_mut(token) else {
                     continue;
                 };
                 let was_open = client.state == State::Open;
-                client.receive(&mut self.buf, &mut self.expect, plan.size, &mut self.tally);
+                let (buf, expect) = (&mut self.buf, &mut self.expect);
+                client.receive(buf, expect, plan.size, &mut self.tally, drain);
                 self.serve(token, was_open);
             }
             let done = self.tally.completed;
@@ -392,10 +404,14 @@ impl Worker<'_> {
     }
 
     /// Copy the tokens of the last poll's events (each an index into `clients`) to
-    /// `tokens`, so that connections can be changed while going through them.
+    /// `tokens`, so that connections can be changed while going through them. A FIN that
+    /// arrives with the last bytes raises no edge of its own: the event's read-closed (or
+    /// error) flag is the only sign of it, so it is kept with the token.
     fn ready_tokens(&mut self) {
         self.tokens.clear();
-        self.tokens
-            .extend(self.events.iter().map(|event| event.token().0));
+        self.tokens.extend(self.events.iter().map(|event| {
+            let drain = event.is_read_closed() || event.is_error();
+            (event.token().0, drain)
+        }));
     }
 }
