@@ -29,6 +29,8 @@ mod worker;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -130,9 +132,23 @@ impl Default for LoadArgs {
 /// in the [`Report`]; `Err` means the run itself could not happen (bad arguments, not
 /// enough descriptors, `poll` failed).
 pub fn run(args: &LoadArgs) -> io::Result<Report> {
+    run_until(args, &AtomicBool::new(false))
+}
+
+/// Like [`run`], but ends early once `interrupt` becomes true (set from a signal handler
+/// or another thread): every load thread stops within one poll tick (50 ms), drops its
+/// connections without counting the messages still in flight as failures, and the
+/// report covers what was measured until then, marked [`interrupted`](Report::interrupted).
+pub fn run_until(args: &LoadArgs, interrupt: &AtomicBool) -> io::Result<Report> {
     let plan = plan(args)?;
     ensure_descriptors(plan.connections)?;
-    let shared = worker::Shared::default();
+    let shared = worker::Shared {
+        interrupt,
+        ready: AtomicUsize::new(0),
+        go: std::sync::OnceLock::new(),
+        completed: Default::default(),
+        connected: Default::default(),
+    };
     let start = Instant::now();
     let progress = Progress::new(args);
     let results = thread::scope(|scope| {
@@ -185,20 +201,32 @@ pub fn run(args: &LoadArgs) -> io::Result<Report> {
         pipeline: plan.pipeline,
         threads: plan.threads,
     };
-    Ok(Report::new(
+    let mut report = Report::new(
         setup,
         &total,
         go - start,
         end.saturating_duration_since(go),
         rate,
-    ))
+    );
+    report.interrupted = interrupt.load(Ordering::SeqCst);
+    Ok(report)
 }
 
 /// Run the load and print the report (a table, or JSON with `--json`) on stdout. Exits
 /// non-zero, with a one-line reason on stderr, if the run failed or any connection had an
 /// error.
+///
+/// SIGINT (Ctrl-C) or SIGTERM ends the run early: the report of what was measured so
+/// far is printed, marked as interrupted, and the exit status is the shell's for that
+/// signal (130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
 pub fn run_cli(args: LoadArgs) -> ExitCode {
-    let report = match run(&args) {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicUsize::new(0));
+    if let Err(e) = on_signals(&interrupt, &signal) {
+        eprintln!("load: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let report = match run_until(&args, &interrupt) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("load: {e}");
@@ -216,6 +244,20 @@ pub fn run_cli(args: LoadArgs) -> ExitCode {
     } else {
         print!("{}", report.table());
     }
+    if report.interrupted {
+        let number = signal.load(Ordering::SeqCst) as i32;
+        let name = match number {
+            signal_hook::consts::SIGTERM => "SIGTERM",
+            _ => "SIGINT",
+        };
+        eprintln!(
+            "load against {} interrupted by {name} after {:.2} s: the report covers what was measured until then",
+            report.addr,
+            report.connect_secs + report.elapsed_secs
+        );
+        // The shell's status for a process ended by that signal.
+        return ExitCode::from(128 + number.clamp(1, 127) as u8);
+    }
     match report.failure_line() {
         Some(line) => {
             eprintln!("{line}");
@@ -223,6 +265,20 @@ pub fn run_cli(args: LoadArgs) -> ExitCode {
         }
         None => ExitCode::SUCCESS,
     }
+}
+
+/// On SIGINT or SIGTERM: raise `interrupt` and keep the signal's number in `signal`; on a
+/// second one (`interrupt` already raised), exit at once with the shell's status for it.
+fn on_signals(interrupt: &Arc<AtomicBool>, signal: &Arc<AtomicUsize>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    for number in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal raised it.
+        flag::register_conditional_shutdown(number, 128 + number, Arc::clone(interrupt))?;
+        flag::register_usize(number, Arc::clone(signal), number as usize)?;
+        flag::register(number, Arc::clone(interrupt))?;
+    }
+    Ok(())
 }
 
 /// Check the arguments and turn them into a plan for the load threads.
@@ -328,7 +384,7 @@ impl Progress {
     }
 
     /// Show the counters so far.
-    fn show(&self, shared: &worker::Shared) {
+    fn show(&self, shared: &worker::Shared<'_>) {
         if let Some(bar) = &self.bar {
             let connected = shared.connected.load(std::sync::atomic::Ordering::Relaxed);
             let done = shared.completed.load(std::sync::atomic::Ordering::Relaxed);

@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -81,8 +81,10 @@ impl Plan {
 }
 
 /// State shared by the load threads of one run.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
+#[derive(Debug)]
+pub(crate) struct Shared<'a> {
+    /// Raised to end the run early (SIGINT): every thread stops within one tick.
+    pub(crate) interrupt: &'a AtomicBool,
     /// Threads that finished their connect phase.
     pub(crate) ready: AtomicUsize,
     /// When the last thread finished connecting: messages start flowing for everyone.
@@ -94,7 +96,12 @@ pub(crate) struct Shared {
 }
 
 /// Run load thread `index` to the end and return what it saw.
-pub(crate) fn run(plan: &Plan, index: usize, start: Instant, shared: &Shared) -> io::Result<Tally> {
+pub(crate) fn run(
+    plan: &Plan,
+    index: usize,
+    start: Instant,
+    shared: &Shared<'_>,
+) -> io::Result<Tally> {
     let mut worker = Worker {
         poll: Poll::new()?,
         events: Events::with_capacity(1024),
@@ -134,7 +141,7 @@ struct Worker<'a> {
     /// What to do.
     plan: &'a Plan,
     /// The run's shared state.
-    shared: &'a Shared,
+    shared: &'a Shared<'a>,
     /// When the run started.
     start: Instant,
     /// Connections still open.
@@ -155,6 +162,10 @@ impl Worker<'_> {
         let deadline = plan.connect_deadline(self.start);
         let mut pending = 0usize;
         loop {
+            if self.interrupted() {
+                self.abandon();
+                return Ok(());
+            }
             let now = Instant::now();
             while let Some(&id) = ids.peek().filter(|&&id| plan.due(self.start, id) <= now) {
                 ids.next();
@@ -273,6 +284,9 @@ impl Worker<'_> {
         // tick), so this ends; the margin only guards against a thread that died.
         let give_up = self.plan.connect_deadline(self.start) + Duration::from_secs(5);
         while shared.go.get().is_none() {
+            if self.interrupted() {
+                return Ok(());
+            }
             if Instant::now() >= give_up {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -301,6 +315,10 @@ impl Worker<'_> {
         let mut stopping = false;
         let mut reported = 0;
         while self.open > 0 {
+            if self.interrupted() {
+                self.abandon();
+                break;
+            }
             let now = Instant::now();
             if !stopping && send_until.is_some_and(|t| now >= t) {
                 stopping = true;
@@ -386,6 +404,20 @@ impl Worker<'_> {
                     client.close();
                 }
             }
+        }
+        self.open = 0;
+    }
+
+    /// True once the run has been interrupted (SIGINT).
+    fn interrupted(&self) -> bool {
+        self.shared.interrupt.load(Ordering::Relaxed)
+    }
+
+    /// The run was interrupted: drop every connection. Messages in flight are not failures
+    /// (nobody waited for them), so nothing is counted.
+    fn abandon(&mut self) {
+        for client in &mut self.clients {
+            client.close();
         }
         self.open = 0;
     }
