@@ -173,14 +173,17 @@ enum WritePolicyName {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Server address; asked for on stdin when missing.
+    /// Server: HOST:PORT (an IP address or a host name, e.g. localhost:8866) or
+    /// unix:PATH; asked for on stdin when missing.
     #[arg(long)]
-    addr: Option<SocketAddr>,
-    /// Message to send; asked for on stdin when missing.
+    addr: Option<client::Target>,
+    /// Message to send; asked for on stdin when missing. An empty message sends nothing:
+    /// the client shuts down its sending side (the server reads EOF) and prints what the
+    /// server sends before it closes.
     #[arg(long)]
     message: Option<String>,
-    /// Speak TLS, verifying the server's certificate (for the name `localhost` on a
-    /// loopback address, else the address's IP).
+    /// Speak TLS, verifying the server's certificate (for the host name given, `localhost`
+    /// on a loopback address or a Unix socket, else the address's IP).
     #[cfg(feature = "tls")]
     #[arg(long)]
     tls: bool,
@@ -361,8 +364,8 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut output = io::stdout();
-    let addr = match args.addr {
-        Some(addr) => addr,
+    let target = match args.addr {
+        Some(target) => target,
         None => client::prompt_addr(&mut input, &mut output)?,
     };
     let message = match args.message {
@@ -370,18 +373,17 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
         None => client::prompt_message(&mut input, &mut output)?,
     };
     #[cfg(feature = "tls")]
-    if args.tls {
+    let reply = if args.tls {
         let config = tcp_reactor::tls_config::client_from_pem(args.ca.as_deref())?;
-        let name = if addr.ip().is_loopback() {
-            "localhost".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let reply = client::exchange_tls(addr, &name, config, message.as_bytes())?;
-        println!("{}", String::from_utf8_lossy(&reply));
-        return Ok(());
+        client::exchange_tls(&target, &target.tls_name(), config, message.as_bytes())?
+    } else {
+        client::exchange(&target, message.as_bytes())?
+    };
+    #[cfg(not(feature = "tls"))]
+    let reply = client::exchange(&target, message.as_bytes())?;
+    if reply.is_empty() {
+        eprintln!("tcp-reactor: {target} closed the connection without a reply");
     }
-    let reply = client::exchange(addr, message.as_bytes())?;
     println!("{}", String::from_utf8_lossy(&reply));
     Ok(())
 }

@@ -16,7 +16,7 @@ fn count_run(
     messages: u64,
 ) -> LoadArgs {
     LoadArgs {
-        addr,
+        addr: addr.into(),
         connections,
         size,
         pipeline,
@@ -141,7 +141,7 @@ fn refused_connections_are_counted_as_connect_failures() {
 fn a_duration_run_stops_by_itself_and_is_clean() {
     let server = fixture_server(Behaviour::Echo);
     let args = LoadArgs {
-        addr: server.addr,
+        addr: server.addr.into(),
         connections: 5,
         duration: Some(0.3),
         ramp: 0.1,
@@ -311,7 +311,7 @@ fn a_server_stopping_mid_run_is_reported_as_closed_early_at_once(model: Model) {
         model,
     );
     let args = LoadArgs {
-        addr: running.local_addr(),
+        addr: running.local_addr().into(),
         connections: CONNECTIONS,
         // Far longer than the test: the run may only end because the server closed.
         duration: Some(30.0),

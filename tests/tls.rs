@@ -444,7 +444,7 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
     // 64 KiB messages, 4 in flight: records split across reads and writes both ways.
     for (size, pipeline, messages) in [(100, 4, 1003), (64 * 1024, 4, 40)] {
         let args = tcp_reactor::load::LoadArgs {
-            addr: running.local_addr(),
+            addr: running.local_addr().into(),
             connections: 7,
             size,
             pipeline,

@@ -201,7 +201,7 @@ fn run_once(
     let pid = server.pid();
     let sampler = procfs::Sampler::start(pid);
     let args = LoadArgs {
-        addr: server.addr,
+        addr: server.addr.into(),
         connections: cell.connections,
         size: cell.size,
         pipeline: cell.pipeline,

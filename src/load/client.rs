@@ -8,9 +8,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::pattern;
+use super::socket::Socket;
 use super::tally::{Failure, Tally};
 use crate::rules::ReadOutcome;
 use crate::transport::Transport;
@@ -58,7 +57,7 @@ pub(crate) enum State {
 #[derive(Debug)]
 pub(crate) struct Client {
     /// The socket; `None` once the connection is done.
-    stream: Option<TcpStream>,
+    stream: Option<Socket>,
     /// What the bytes travel through: the socket itself, or TLS.
     transport: Transport,
     /// Global index of this connection: seeds its message pattern.
@@ -84,7 +83,7 @@ pub(crate) struct Client {
 
 impl Client {
     /// A connection whose nonblocking connect has been issued.
-    pub(crate) fn connecting(stream: TcpStream, id: u64, quota: Option<u64>) -> Self {
+    pub(crate) fn connecting(stream: Socket, id: u64, quota: Option<u64>) -> Self {
         Client {
             stream: Some(stream),
             transport: Transport::Plain,
@@ -143,21 +142,11 @@ impl Client {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::Error::other("connection already closed"));
         };
-        // mio's contract for a nonblocking connect: a pending error means it failed...
-        if let Some(err) = stream.take_error()? {
-            return Err(err);
+        let connected = stream.connected()?;
+        if connected {
+            self.state = State::Open;
         }
-        match stream.peer_addr() {
-            Ok(_) => {
-                // Small messages must leave at once, not wait for Nagle's algorithm.
-                stream.set_nodelay(true)?;
-                self.state = State::Open;
-                Ok(true)
-            }
-            // ...and "not connected yet" means the event came before the handshake ended.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(connected)
     }
 
     /// Queue messages until `pipeline` are in flight (or the quota is spent), then write.

@@ -15,6 +15,7 @@
 //!
 //! - `pattern` — the bytes of each message.
 //! - `client` — one connection: send, receive, verify.
+//! - `socket` — where to connect (an address or a Unix socket path) and the socket type.
 //! - `worker` — one load thread: connect ramp, start barrier, message exchange.
 //! - `tally` / [`Report`] — counters and latency histogram, and the final report.
 //! - [`idle`] — hold many idle connections open (to measure a server's memory per connection).
@@ -23,6 +24,7 @@ mod client;
 pub mod idle;
 mod pattern;
 mod report;
+mod socket;
 mod tally;
 mod worker;
 
@@ -35,6 +37,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
+
+use crate::client::Target;
 
 pub use report::{Errors, Latency, Report};
 
@@ -57,9 +61,10 @@ const DEFAULT_DURATION: f64 = 10.0;
 /// Options of a load run (`tcp-reactor load ...`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Echo server to load (any echo server: only raw bytes are exchanged).
+    /// Echo server to load (any echo server: only raw bytes are exchanged): HOST:PORT
+    /// (an IP address or a host name) or unix:PATH.
     #[arg(long, default_value = "127.0.0.1:8866")]
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// Client connections to open.
     #[arg(long, short = 'c', default_value_t = 10, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub connections: usize,
@@ -92,8 +97,8 @@ pub struct LoadArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
-    /// Speak TLS, verifying the server's certificate for the name `localhost` on a
-    /// loopback address, else the address's IP.
+    /// Speak TLS, verifying the server's certificate for the host name given, `localhost`
+    /// on a loopback address or a Unix socket, else the address's IP.
     #[cfg(feature = "tls")]
     #[arg(long)]
     pub tls: bool,
@@ -107,7 +112,7 @@ impl Default for LoadArgs {
     /// The command line's defaults.
     fn default() -> Self {
         LoadArgs {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8866)),
+            addr: Target::from(SocketAddr::from(([127, 0, 0, 1], 8866))),
             connections: 10,
             size: 64,
             pipeline: 1,
@@ -195,7 +200,7 @@ pub fn run_until(args: &LoadArgs, interrupt: &AtomicBool) -> io::Result<Report> 
         },
     };
     let setup = report::Setup {
-        addr: plan.addr.to_string(),
+        addr: shown(&args.addr, &plan.endpoint),
         connections: plan.connections,
         size: plan.size,
         pipeline: plan.pipeline,
@@ -313,7 +318,7 @@ fn plan(args: &LoadArgs) -> io::Result<worker::Plan> {
         .unwrap_or(cores.min(2))
         .clamp(1, args.connections);
     Ok(worker::Plan {
-        addr: args.addr,
+        endpoint: socket::Endpoint::choose(&args.addr)?,
         connections: args.connections,
         threads,
         size: args.size,
@@ -335,12 +340,22 @@ fn tls_target(args: &LoadArgs) -> io::Result<Option<worker::TlsTarget>> {
         return Ok(None);
     }
     let config = crate::tls_config::client_from_pem(args.ca.as_deref())?;
-    let name = if args.addr.ip().is_loopback() {
-        rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?
-    } else {
-        rustls::pki_types::ServerName::from(args.addr.ip())
-    };
+    let name = rustls::pki_types::ServerName::try_from(args.addr.tls_name())
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     Ok(Some(worker::TlsTarget { config, name }))
+}
+
+/// The server as the report names it: as given, with the address used when a host name
+/// was resolved.
+fn shown(target: &Target, endpoint: &socket::Endpoint) -> String {
+    match (target, endpoint) {
+        (Target::Tcp { host, .. }, socket::Endpoint::Tcp(addr))
+            if host.parse::<std::net::IpAddr>().is_err() =>
+        {
+            format!("{target} ({addr})")
+        }
+        _ => target.to_string(),
+    }
 }
 
 /// Raise the soft descriptor limit to the hard limit, and check that `connections` fit.

@@ -5,15 +5,14 @@
 //! `client`) nor print anything.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{Client, Expected, State};
+use super::socket::Endpoint;
 use super::tally::Tally;
 
 /// Longest single wait in `poll`, so deadlines and the progress counter stay fresh.
@@ -26,7 +25,7 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     /// The echo server.
-    pub(crate) addr: SocketAddr,
+    pub(crate) endpoint: Endpoint,
     /// Total connections, over all threads.
     pub(crate) connections: usize,
     /// Load threads.
@@ -197,7 +196,7 @@ impl Worker<'_> {
     /// Issue one nonblocking connect. Returns whether it is now in progress.
     fn open_one(&mut self, id: u64) -> io::Result<bool> {
         let token = Token(self.clients.len());
-        let mut stream = match TcpStream::connect(self.plan.addr) {
+        let mut stream = match self.plan.endpoint.connect() {
             Ok(stream) => stream,
             Err(e) => {
                 // Failing at once (no ports left, no descriptors) is this connection's failure.
