@@ -41,6 +41,80 @@ fn watermarks_above_the_output_cap_are_refused_by_name() {
     );
 }
 
+#[test]
+fn flags_the_chosen_protocol_or_model_does_not_use_are_refused_by_name() {
+    for (args, why) in [
+        (
+            &["--upstream", "127.0.0.1:1"][..],
+            "--upstream is only used with --protocol proxy (not echo)",
+        ),
+        (
+            &["--protocol", "http", "--upstream-retry", "5"],
+            "--upstream-retry is only used with --protocol proxy (not http)",
+        ),
+        (
+            &["--connect-timeout", "1"],
+            "--connect-timeout is only used with --protocol proxy",
+        ),
+        (
+            &["--header-timeout", "5"],
+            "--header-timeout is only used with --protocol http (not echo)",
+        ),
+        (
+            &["--model", "threads", "--write-policy", "eager"],
+            "--write-policy is only used with --model reactor",
+        ),
+        (
+            &["--model", "threads", "--accept-budget", "4"],
+            "--accept-budget is only used with --model reactor",
+        ),
+        (
+            &["--write-policy", "eager", "--defer-min-events", "4"],
+            "--defer-min-events is only used with --model reactor and --write-policy adaptive",
+        ),
+        (
+            &["--handshake-timeout", "3"],
+            "--handshake-timeout is only used with --tls-cert and --tls-key",
+        ),
+        (
+            &["--unix-mode", "600"],
+            "--unix-mode is only used with an --addr unix:PATH",
+        ),
+    ] {
+        let refused = refusal(args);
+        assert!(refused.contains("exit status: 1"), "{args:?}: {refused}");
+        assert!(
+            refused.contains(&format!("tcp-reactor: error: {why}")),
+            "{args:?}: {refused}"
+        );
+    }
+    // The same flags where they are used: the server starts.
+    for args in [
+        &["--protocol", "http", "--header-timeout", "5"][..],
+        &[
+            "--write-policy",
+            "adaptive",
+            "--defer-min-events",
+            "4",
+            "--accept-budget",
+            "4",
+        ],
+        &[
+            "--protocol",
+            "proxy",
+            "--upstream",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "1",
+        ],
+    ] {
+        match ServeCommand::default().args(args).spawn() {
+            Ok(server) => drop(server.stop()),
+            Err(err) => panic!("tcp-reactor serve {args:?} did not start: {err}"),
+        }
+    }
+}
+
 /// Run `tcp-reactor <args>` to its end (bounded by [`fixtures::PATIENCE`]); returns its exit
 /// status, stdout and stderr.
 #[track_caller]
