@@ -232,3 +232,40 @@ fn the_load_command_reaches_a_host_name_and_a_unix_socket() {
         );
     }
 }
+
+#[test]
+fn the_trace_log_names_connections_and_marks_each_turn() {
+    let server = match ServeCommand::default().log("tcp_reactor=trace").spawn() {
+        Ok(server) => server,
+        Err(err) => panic!("cannot start tcp-reactor serve: {err}"),
+    };
+    let mut client = fixtures::client::connect(server.addr);
+    fixtures::client::send(&mut client, b"hello");
+    assert_eq!(fixtures::client::recv_exact(&mut client, 5), b"hello");
+    drop(client);
+    fixtures::eventually("the close is logged", || {
+        server.log_lines_with("close connection 1 (") == 1
+    });
+    for line in [
+        "event on listener 0: readable=true",
+        "accept 127.0.0.1:",
+        "as connection 1 (slot 0, token 4294967296)",
+        "read 5 bytes from connection 1",
+        "wrote 5 bytes to connection 1",
+        "event on connection 1: readable=true writable=true read_closed=true",
+        "turn 1: poll returned 1 event(s)",
+        "turn 1 ended: 1 connection(s) open",
+    ] {
+        assert_eq!(server.log_lines_with(line), 1, "{line:?}");
+    }
+    // The bytes' event (with or without writability on the same one).
+    assert!(server.log_lines_with("event on connection 1: readable=true") >= 2);
+    // Every turn is opened and closed, and no event is named by a raw token.
+    let opened = server.log_lines_with(": poll returned ");
+    assert!(opened >= 3, "{opened} turns");
+    assert_eq!(server.log_lines_with(" ended: "), opened);
+    assert_eq!(server.log_lines_with("event 0x"), 0);
+    // Only our own lines: `tcp_reactor=trace` leaves mio's out.
+    assert_eq!(server.log_lines_with("mio::"), 0);
+    drop(server.stop());
+}
