@@ -22,25 +22,19 @@ use std::time::{Duration, Instant};
 const SERVER_BIN: &str = env!("CARGO_BIN_EXE_tcp-reactor");
 
 /// A fresh directory, removed at the end of the test.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("tcp-reactor-deploy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tcp-reactor-deploy-{name}-"))
+            .tempdir()
+            .expect("create a temporary directory");
         TempDir(dir)
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(file)
     }
 }
 

@@ -461,7 +461,44 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed(model: Model) {
     drop(echo);
 }
 
+/// The `tcp-reactor serve --protocol proxy` process logs why it closed a client whose
+/// upstream refused: one warning naming the upstream and the error, and one line (at
+/// debug) for each client turned away while that upstream is skipped.
+fn a_refusing_upstream_is_logged_with_its_address_and_the_error(model: Model) {
+    let refusing = closed_port();
+    let upstream = refusing.to_string();
+    let model = fixtures::process::model_arg(model);
+    let proxy = ServerProcess::spawn(
+        &[
+            "--protocol",
+            "proxy",
+            "--model",
+            model,
+            "--upstream",
+            &upstream,
+        ],
+        None,
+    );
+    let mut client = connect(proxy.addr);
+    let mut buf = [0; 4];
+    let got = client.read(&mut buf);
+    assert!(matches!(got, Ok(0) | Err(_)), "closed, not served: {got:?}");
+    let needle = format!("cannot reach upstream {upstream} for client connection");
+    assert!(
+        wait_until(PATIENCE, || proxy.log_lines_with(&needle) == 1),
+        "no log line with {needle:?}"
+    );
+    assert_eq!(proxy.log_lines_with("WARN"), 1);
+    assert_eq!(
+        proxy.log_lines_with("connect failed (connection refused)"),
+        1
+    );
+    let stats = proxy.stop();
+    assert_eq!(stat(&stats, "connect_failed"), 1, "{stats:?}");
+}
+
 for_each_model!(
+    a_refusing_upstream_is_logged_with_its_address_and_the_error,
     bytes_are_forwarded_unchanged_for_many_pairs,
     a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back,
     an_upstreams_eof_reaches_the_client_which_can_still_send,

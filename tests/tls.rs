@@ -9,7 +9,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,35 +42,34 @@ for_each_model!(
     redis_cli_over_tls_against_resp
 );
 
-/// A certificate for `localhost` and its key, written as PEM files in a fresh directory.
+/// A certificate for `localhost` and its key, written as PEM files in a fresh private
+/// directory that is removed on drop, even when the test fails.
 struct Certificate {
-    /// The directory holding both files; removed on drop.
-    dir: PathBuf,
+    /// The directory holding both files.
+    dir: tempfile::TempDir,
 }
 
 impl Certificate {
     /// Generate a self-signed certificate and key.
     fn generate() -> Certificate {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
             .expect("rcgen makes a certificate");
-        let dir = std::env::temp_dir().join(format!(
-            "tcp-reactor-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("cert written");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("key written");
-        Certificate { dir }
+        let dir = tempfile::Builder::new()
+            .prefix("tcp-reactor-tls-")
+            .tempdir()
+            .expect("a temporary directory");
+        let certificate = Certificate { dir };
+        std::fs::write(certificate.cert(), made.cert.pem()).expect("cert written");
+        std::fs::write(certificate.key(), made.signing_key.serialize_pem()).expect("key written");
+        certificate
     }
 
     fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.dir.path().join("cert.pem")
     }
 
     fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
+        self.dir.path().join("key.pem")
     }
 
     /// A server configuration for this certificate.
@@ -82,12 +80,6 @@ impl Certificate {
     /// A client configuration trusting only this certificate.
     fn client(&self) -> Arc<ClientConfig> {
         tls_config::client_from_pem(Some(&self.cert())).expect("client config")
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -736,7 +728,7 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
     // 64 KiB messages, 4 in flight: records split across reads and writes both ways.
     for (size, pipeline, messages) in [(100, 4, 1003), (64 * 1024, 4, 40)] {
         let args = tcp_reactor::load::LoadArgs {
-            addr: running.local_addr(),
+            addr: running.local_addr().into(),
             connections: 7,
             size,
             pipeline,
@@ -759,7 +751,7 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
 fn serve_with_a_missing_unreadable_or_mismatched_key_prints_one_line_and_exits_1() {
     let certificate = Certificate::generate();
     let other = Certificate::generate();
-    let garbage = certificate.dir.join("garbage.pem");
+    let garbage = certificate.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a PEM file\n").expect("garbage written");
     let cases = [
         (certificate.cert(), PathBuf::from("/nonexistent/key.pem")),

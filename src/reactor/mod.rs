@@ -74,6 +74,31 @@ const KEY_MASK: usize = 0xFFFF_FFFF;
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
 
+/// What a readiness event's token stands for, in the words of the log.
+#[derive(Debug, Clone, Copy)]
+enum TokenName {
+    /// Listener `i` of this worker.
+    Listener(usize),
+    /// The waker (a stop, mail or a posted message).
+    Waker,
+    /// A connection, by its id (`connection 1`, as in accept and close lines).
+    Connection(ConnId),
+    /// A connection token whose slot was freed (or reused) earlier in the same batch.
+    Stale(usize),
+}
+
+impl std::fmt::Display for TokenName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenName::Listener(index) => write!(f, "listener {index}"),
+            TokenName::Waker => f.write_str("waker"),
+            TokenName::Connection(id) => write!(f, "connection {id}"),
+            // mio's own trace lines print tokens in decimal.
+            TokenName::Stale(token) => write!(f, "stale token {token} (connection gone)"),
+        }
+    }
+}
+
 /// Build the reactor workers of one server: a `Poll`, a waker and a listener registration
 /// each, and the mailboxes through which they reach each other's connections.
 pub(crate) fn prepare<H: Handler>(setups: Vec<WorkerSetup<H>>) -> io::Result<Vec<Prepared>> {
@@ -250,6 +275,12 @@ impl<H: Handler> Reactor<H> {
     /// next deadline. Returns true once the worker has stopped.
     fn turn(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<bool> {
         self.poll_events(events, limit)?;
+        // The log macros format nothing unless the level is enabled: no cost otherwise.
+        trace!(
+            "turn {}: poll returned {} event(s)",
+            self.stats.polls,
+            events.iter().count()
+        );
         self.handle_events(events);
         self.revisit_ready();
         self.deliver_mail();
@@ -262,7 +293,13 @@ impl<H: Handler> Reactor<H> {
         self.expire_timers();
         self.reap_finished();
         self.publish_stats();
-        Ok(self.check_stop())
+        let stopped = self.check_stop();
+        trace!(
+            "turn {} ended: {} connection(s) open",
+            self.stats.polls,
+            self.conns.len()
+        );
+        Ok(stopped)
     }
 
     /// The worker's result once stopped: its stats, or why the listener failed.
@@ -310,8 +347,8 @@ impl<H: Handler> Reactor<H> {
             self.stats.events += 1;
             let token = event.token();
             trace!(
-                "event {:#x}: readable={} writable={} read_closed={} error={}",
-                token.0,
+                "event on {}: readable={} writable={} read_closed={} error={}",
+                self.token_name(token),
                 event.is_readable(),
                 event.is_writable(),
                 event.is_read_closed(),
@@ -350,6 +387,18 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
             }
+        }
+    }
+
+    /// What `token` names, as the rest of the log names it (for trace lines only).
+    fn token_name(&self, token: Token) -> TokenName {
+        match token {
+            WAKER => TokenName::Waker,
+            token if self.is_listener(token) => TokenName::Listener(FIRST_LISTENER - token.0),
+            token => match self.live_key(token) {
+                Some(key) => TokenName::Connection(self.conns[key].id),
+                None => TokenName::Stale(token.0),
+            },
         }
     }
 

@@ -131,7 +131,10 @@ impl<H: Handler> Reactor<H> {
         ));
         self.ids.insert(id, key);
         self.stats.connected += 1;
-        trace!("dial {addr} as connection {id} (slot {key}) for {by}");
+        trace!(
+            "dial {addr} as connection {id} (slot {key}, token {}) for {by}",
+            token.0
+        );
         self.timers.arm(
             self.now + self.config.connect_timeout,
             token,
