@@ -673,3 +673,73 @@ fn after_the_drain_timeout_held_clients_get_eof_not_a_reset() {
         assert!(wait_exit(new, Duration::from_secs(15)).is_some());
     }
 }
+
+/// Run `command` (stdout discarded, stderr collected) for at most `limit`; its exit status
+/// (`None` if it was still running, then it is killed) and its stderr.
+fn run_bounded(
+    command: &mut Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let log = Log::default();
+    let mut child = spawn_logged(command, &log);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait().expect("wait") {
+            Some(status) => break Some(status),
+            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    // Let the log thread take the last lines.
+    thread::sleep(Duration::from_millis(50));
+    (status, log.text())
+}
+
+#[test]
+fn start_up_next_to_a_live_unix_server_with_a_full_queue_fails_at_once() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = TempDir::new("busy-unix");
+    let path = dir.path("busy.sock");
+    // A live server that never accepts, its queue full.
+    let busy = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+    busy.bind(&SockAddr::unix(&path).unwrap()).expect("bind");
+    busy.listen(0).expect("listen");
+    let mut queued = Vec::new();
+    loop {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+        client.set_nonblocking(true).expect("nonblocking");
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => queued.push(client),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("filling the queue: {err}"),
+        }
+        assert!(queued.len() < 1000, "the queue never filled");
+    }
+    let started = Instant::now();
+    let (status, stderr) = run_bounded(
+        Command::new(SERVER_BIN).args(["serve", "--addr", &format!("unix:{}", path.display())]),
+        Duration::from_secs(10),
+    );
+    let took = started.elapsed();
+    eprintln!(
+        "start-up next to a full queue of {} connection(s): {status:?} after {:.0} ms",
+        queued.len(),
+        took.as_secs_f64() * 1e3
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "start-up hung on the busy socket: {status:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("address in use: a server is listening (its queue is full)"),
+        "{stderr}"
+    );
+    assert!(
+        path.exists(),
+        "the live server's socket file is left in place"
+    );
+}
