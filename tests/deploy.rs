@@ -743,3 +743,48 @@ fn start_up_next_to_a_live_unix_server_with_a_full_queue_fails_at_once() {
         "the live server's socket file is left in place"
     );
 }
+
+#[test]
+fn a_link_planted_at_the_pid_files_temporary_path_is_never_followed() {
+    let dir = TempDir::new("pid-link");
+    let victim = dir.path("victim");
+    std::fs::write(&victim, "precious\n").expect("write the victim");
+    let pid_file = dir.path("server.pid");
+    // The shell plants `server.pid.<pid>.tmp` -> victim, then execs the server (same pid).
+    let (status, stderr) = run_bounded(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("ln -s \"$1\" \"$2.$$.tmp\" && exec \"$0\" serve --addr 127.0.0.1:0 --pid-file \"$2\"")
+            .arg(SERVER_BIN)
+            .arg(&victim)
+            .arg(&pid_file),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read the victim"),
+        "precious\n",
+        "the link's target was written: {stderr}"
+    );
+    assert!(
+        !status.expect("the server refuses to start").success(),
+        "{stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("tcp-reactor: error: pid file")
+            && errors[0].contains(".tmp")
+            && errors[0].contains("left untouched"),
+        "{stderr}"
+    );
+    let link = std::fs::read_dir(&dir.0)
+        .expect("list")
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+        .expect("the planted link is still there");
+    assert!(link.file_type().expect("type").is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&pid_file).is_err(),
+        "no pid file is made"
+    );
+}

@@ -13,6 +13,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -267,14 +268,37 @@ pub fn announce_ready(fd: OwnedFd) -> io::Result<()> {
 
 /// Write `pid` to `path` atomically: a reader sees the old content or the new, never a
 /// part.
+///
+/// The content goes to `PATH.<pid>.tmp` first, created with `O_CREAT|O_EXCL|O_NOFOLLOW`
+/// and mode 0644: a file or symbolic link already there (planted in a shared directory,
+/// or left by a crash) fails the call and is neither followed nor overwritten. It is not
+/// fsynced: a pid file describes a running process, and after a crash of the machine it
+/// is stale whatever its content.
 pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{pid}.tmp"));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, format!("{pid}\n"))?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|err| {
+            let kept = match err.kind() {
+                io::ErrorKind::AlreadyExists => "; what is there was left untouched",
+                _ => "",
+            };
+            io::Error::new(
+                err.kind(),
+                format!("cannot create {}: {err}{kept}", tmp.display()),
+            )
+        })?;
+    file.write_all(format!("{pid}\n").as_bytes())
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
 }
 
 /// Remove the pid file if it still names `pid` (after an upgrade it names the successor).
@@ -284,5 +308,54 @@ pub fn remove_pid_file(path: &Path, pid: u32) {
         .unwrap_or(false);
     if ours {
         let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh directory, removed at the end of the test.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir =
+                env::temp_dir().join(format!("tcp-reactor-upgrade-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("bin")).expect("create a temporary directory");
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_pid_file_never_writes_through_what_is_at_its_temporary_path() {
+        let dir = Dir::new("pid");
+        let path = dir.0.join("server.pid");
+        write_pid_file(&path, 42).expect("write");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "42\n");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o133, 0, "at most 0644: {mode:o}");
+        // A file already at the temporary path, and a link: neither is touched.
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "precious").expect("write");
+        fs::write(dir.0.join("server.pid.43.tmp"), "left").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.0.join("server.pid.44.tmp")).expect("link");
+        for (pid, what) in [(43, "left"), (44, "precious")] {
+            let err = write_pid_file(&path, pid).expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            assert!(err.to_string().contains("left untouched"), "{err}");
+            let tmp = dir.0.join(format!("server.pid.{pid}.tmp"));
+            assert_eq!(fs::read_to_string(&tmp).expect("read"), what);
+        }
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "precious");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "42\n");
     }
 }
