@@ -788,3 +788,178 @@ fn a_link_planted_at_the_pid_files_temporary_path_is_never_followed() {
         "no pid file is made"
     );
 }
+
+/// Whether process `pid` still runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Replace the file at `path` by a shell script (`path` may be running: the old file is
+/// unlinked, not written over).
+fn install_script(path: &Path, body: &str) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write the script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A directory's path as the kernel reports a working directory (links resolved).
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).expect("canonicalize")
+}
+
+#[test]
+fn a_move_away_deploy_upgrades_to_the_build_now_at_the_start_path() {
+    // `mv tcp-reactor tcp-reactor.old`, the new build installed as `tcp-reactor`, then
+    // SIGUSR2: the new build must run, not the renamed file the old process runs from.
+    become_subreaper();
+    let dir = TempDir::new("move-away");
+    let exe = dir.path("tcp-reactor");
+    std::fs::copy(SERVER_BIN, &exe).expect("copy the binary");
+    let pid_file = dir.path("server.pid");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = Log::default();
+    // Started by a relative path from its own directory: resolved against that directory.
+    let mut server = spawn_logged(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("cd \"$1\" && exec ./tcp-reactor serve --addr \"$2\" --pid-file server.pid")
+            .arg("sh")
+            .arg(&dir.0)
+            .arg(addr.to_string()),
+        &log,
+    );
+    let old = wait_for_pid_file(&pid_file, None);
+    let mut held = connect_tcp(addr).expect("connect");
+    echo(&mut held, b"before the deploy").expect("echo");
+
+    std::fs::rename(&exe, dir.path("tcp-reactor.old")).expect("move the old build away");
+    let ran = dir.path("new-build.pid");
+    // The new build: it records that it ran, then is the server (same pid, through exec).
+    install_script(
+        &exe,
+        &format!("echo $$ > '{}'\nexec '{SERVER_BIN}' \"$@\"", ran.display()),
+    );
+    signal(old, libc::SIGUSR2);
+    let new = wait_for_pid_file(&pid_file, Some(old));
+    if read_pid(&ran) != Some(new) {
+        signal(new, libc::SIGTERM);
+        panic!(
+            "the process that took over ({}) is not the build now at {}:\n{}",
+            std::fs::read_link(format!("/proc/{new}/exe"))
+                .map_or("gone".into(), |exe| exe.display().to_string()),
+            exe.display(),
+            log.text()
+        );
+    }
+    echo(&mut held, b"held by the old process").expect("echo");
+    drop(held);
+    server.wait().expect("the old server exits");
+    echo(&mut connect_tcp(addr).expect("connect"), b"new build").expect("echo");
+    // The path is resolved at start-up and logged then and at the upgrade.
+    let started_as = real(&dir.0).join("tcp-reactor");
+    for line in [
+        format!(
+            "SIGUSR2 upgrades this server by starting {}",
+            started_as.display()
+        ),
+        format!("SIGUSR2: starting {} to take over", started_as.display()),
+    ] {
+        assert_eq!(log.count(&line), 1, "{line:?} once in\n{}", log.text());
+    }
+    signal(new, libc::SIGTERM);
+    assert!(wait_exit(new, Duration::from_secs(15)).is_some());
+}
+
+#[test]
+fn a_stop_during_an_upgrade_stops_the_new_process_that_is_not_accepting() {
+    // A new build that never reports accepting, and holds the sockets it is handed: one
+    // that SIGTERM stops, and one that ignores SIGTERM (SIGKILL after the grace).
+    become_subreaper();
+    for (name, successor, fate) in [
+        ("stoppable", "exec sleep 60", "was stopped with SIGTERM"),
+        ("stubborn", "trap '' TERM\nexec sleep 60", "was killed"),
+    ] {
+        let dir = TempDir::new(&format!("abandon-{name}"));
+        let exe = dir.path("tcp-reactor");
+        std::fs::copy(SERVER_BIN, &exe).expect("copy the binary");
+        let pid_file = dir.path("server.pid");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = Log::default();
+        let mut server = spawn_logged(
+            Command::new(&exe).args([
+                "serve",
+                "--addr",
+                &addr.to_string(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+            ]),
+            &log,
+        );
+        let old = wait_for_pid_file(&pid_file, None);
+        let started = dir.path("successor.pid");
+        install_script(
+            &exe,
+            &format!("echo $$ > '{}'\n{successor}", started.display()),
+        );
+        signal(old, libc::SIGUSR2);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let successor = loop {
+            if let Some(pid) = read_pid(&started) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no successor:\n{}", log.text());
+            thread::sleep(Duration::from_millis(5));
+        };
+        // Let it reach the `exec`, so that what runs is the process that holds the sockets.
+        thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        signal(old, libc::SIGTERM);
+        let stopped = wait_exit(old, Duration::from_secs(20));
+        let _ = server.wait();
+        let orphan = alive(successor);
+        if orphan {
+            // Clean up before failing: the orphan holds the port.
+            signal(successor, libc::SIGKILL);
+            wait_exit(successor, Duration::from_secs(5));
+        }
+        assert!(stopped.is_some(), "{name}: the old server did not exit");
+        assert!(
+            !orphan,
+            "{name}: the new process {successor} outlived the stop and held the listener:\n{}",
+            log.text()
+        );
+        // Nobody holds the address: clients are refused, and a restart can bind it.
+        assert_eq!(
+            TcpStream::connect(addr)
+                .map(|_| ())
+                .map_err(|err| err.kind()),
+            Err(io::ErrorKind::ConnectionRefused),
+            "{name}"
+        );
+        drop(TcpListener::bind(addr).expect("a restart binds the address"));
+        assert!(
+            log.text().contains(fate),
+            "{name}: {fate:?} not in\n{}",
+            log.text()
+        );
+        assert!(
+            read_pid(&pid_file).is_none(),
+            "{name}: the pid file is removed"
+        );
+        eprintln!(
+            "{name}: SIGTERM during the upgrade; the old server and its new process gone after {:.0} ms",
+            asked.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}

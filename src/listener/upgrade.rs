@@ -1,6 +1,7 @@
-//! A binary upgrade: start a new copy of the executable with the listening sockets
-//! inherited the systemd way (`LISTEN_FDS`, from fd 3), wait until it says it is
-//! accepting, and the pid file that follows the serving process.
+//! A binary upgrade: start a new copy of the executable (the path this process was
+//! started as) with the listening sockets inherited the systemd way (`LISTEN_FDS`, from
+//! fd 3), wait until it says it is accepting or stop it when the caller gives up, and the
+//! pid file that follows the serving process.
 //!
 //! The old process keeps its sockets open and accepting the whole time, so the listen
 //! queues are never closed and no waiting client is reset. Whether the old process then
@@ -13,50 +14,87 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::activation::FIRST_FD;
 
 /// The variable naming the descriptor on which a new process announces it is accepting.
 pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
 
+/// How long a new process being stopped gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The byte a new process writes once it is accepting.
 const READY: u8 = b'R';
 
-/// The path of the running executable: the file now at the path it was started from, so
-/// that a newer build installed over it is the one started.
-pub fn current_exe() -> io::Result<PathBuf> {
-    let link = fs::read_link("/proc/self/exe").or_else(|_| env::current_exe())?;
-    // A file replaced on disk shows as "PATH (deleted)": start what is at PATH now.
-    let bytes = link.as_os_str().as_bytes();
-    match bytes.strip_suffix(b" (deleted)") {
-        Some(path) => Ok(PathBuf::from(OsStr::from_bytes(path))),
-        None => Ok(link),
+/// The executable to start for an upgrade: the path this process was started as, made
+/// absolute. Call it at start-up, before anything changes the working directory.
+///
+/// As nginx does, the path is kept as a name, not followed to a file: after
+/// `mv tcp-reactor tcp-reactor.old` and a new build installed as `tcp-reactor`, an
+/// upgrade starts the new build (`/proc/self/exe` would follow the rename to the old one).
+/// A bare command name is looked up in `PATH` as the shell did. When `argv[0]` names no
+/// executable file (a launcher set it to something else), the file this process runs
+/// from is used, as `/proc/self/exe` names it now.
+pub fn started_as() -> io::Result<PathBuf> {
+    if let (Some(argv0), Ok(cwd)) = (env::args_os().next(), env::current_dir())
+        && let Some(path) = resolve_exe(&argv0, &cwd, env::var_os("PATH").as_deref())
+    {
+        return Ok(path);
     }
+    env::current_exe()
+}
+
+/// The absolute path `argv0` names, relative to `cwd`, looked up in `search` (a `PATH`)
+/// when it has no slash; `None` unless an executable file is there. Symbolic links are
+/// not followed: the path stays the one given, only `.` components are dropped.
+pub fn resolve_exe(argv0: &OsStr, cwd: &Path, search: Option<&OsStr>) -> Option<PathBuf> {
+    if argv0.is_empty() {
+        return None;
+    }
+    let absolute = |path: &Path| -> PathBuf { cwd.join(path).components().collect() };
+    if argv0.as_bytes().contains(&b'/') {
+        let path = absolute(Path::new(argv0));
+        return is_executable(&path).then_some(path);
+    }
+    // As execvp searches: each directory in turn, an empty entry meaning the cwd.
+    env::split_paths(search?)
+        .map(|dir| absolute(&dir.join(argv0)))
+        .find(|path| is_executable(path))
+}
+
+/// Whether `path` is a file with an execute bit (following links, as exec does).
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// A new process started by [`start_successor`] that has not yet said it is accepting.
+#[derive(Debug)]
+pub struct Starting {
+    /// The process.
+    child: Child,
+    /// The read end of the pipe it announces readiness on.
+    ready: io::PipeReader,
 }
 
 /// Start `exe` with `args`, handing it `listeners` as descriptors 3, 4, … with
-/// `LISTEN_FDS`/`LISTEN_PID` set for it, and wait up to `patience` until it announces
-/// that it is accepting (through the descriptor named by [`READY_FD_VAR`]).
-///
-/// On success the new process runs on, independent of this one. If it cannot be
-/// started, exits, or stays silent too long (then it is killed), the error says why.
+/// `LISTEN_FDS`/`LISTEN_PID` set for it. Then wait for it with [`Starting::wait_ready`].
 pub fn start_successor(
     exe: &Path,
     args: &[OsString],
     listeners: &[BorrowedFd<'_>],
-    patience: Duration,
-) -> io::Result<Child> {
-    let (mut ready_rx, ready_tx) = io::pipe()?;
+) -> io::Result<Starting> {
+    let (ready, ready_tx) = io::pipe()?;
     // `plan` holds the raw descriptor number of the write end; the end itself stays open
     // until the child has its copy, then closes here so that the child's exit reads as EOF.
     let ready_tx = OwnedFd::from(ready_tx);
     let mut plan = ExecPlan::new(exe, args, listeners, ready_tx.as_raw_fd())?;
-    let mut child = {
+    let child = {
         let mut command = Command::new(exe);
         command.args(args);
         // SAFETY: the closure runs in the child between fork and exec and only makes
@@ -66,50 +104,125 @@ pub fn start_successor(
         command.spawn()?
     };
     drop(ready_tx);
-    let outcome = wait_ready(&mut ready_rx, patience);
-    match outcome {
-        Ok(()) => Ok(child),
-        Err(err) => {
-            let status = match child.try_wait() {
-                Ok(Some(status)) => format!("it exited ({status})"),
-                _ => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    format!("it was stopped ({status:?})")
-                }
-            };
-            Err(io::Error::new(err.kind(), format!("{err}; {status}")))
+    Ok(Starting { child, ready })
+}
+
+impl Starting {
+    /// The new process's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait up to `patience` until the new process announces that it is accepting
+    /// (through the descriptor named by [`READY_FD_VAR`]); then it runs on, independent
+    /// of this one.
+    ///
+    /// `abandon`, when given, is watched too: once it is readable (a byte written to a
+    /// pipe, or the pipe's write end closed) the caller has given up. Then, as when the new
+    /// process stays silent too long, it is stopped (SIGTERM, then SIGKILL after
+    /// [`STOP_GRACE`]) and reaped before this returns, so it holds none of the sockets; the
+    /// error says why, and what became of it (its exit, if it exited by itself).
+    pub fn wait_ready(
+        mut self,
+        patience: Duration,
+        abandon: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Child> {
+        match wait_ready(&mut self.ready, patience, abandon) {
+            Ok(()) => Ok(self.child),
+            Err(err) => {
+                let fate = stop(&mut self.child, STOP_GRACE);
+                Err(io::Error::new(err.kind(), format!("{err}; {fate}")))
+            }
         }
     }
 }
 
-/// Wait for the ready byte on `rx`, at most `patience`.
-fn wait_ready(rx: &mut io::PipeReader, patience: Duration) -> io::Result<()> {
-    let mut poll = libc::pollfd {
-        fd: rx.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = patience.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let n = unsafe { libc::poll(&mut poll, 1, millis) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+/// Wait for the ready byte on `rx`, at most `patience`, unless `abandon` becomes readable.
+fn wait_ready(
+    rx: &mut io::PipeReader,
+    patience: Duration,
+    abandon: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut fds = [
+        libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        // poll ignores a negative descriptor.
+        libc::pollfd {
+            fd: abandon.map_or(-1, |fd| fd.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Round up, so that the last wait does not become a busy loop of zero timeouts.
+        let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds, for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            // A signal for this process may be handled on this thread: wait on.
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // Readiness first: a new process that is already accepting is a server now.
+        if fds[0].revents != 0 {
+            let mut byte = [0u8; 1];
+            return match rx.read(&mut byte) {
+                Ok(1) if byte[0] == READY => Ok(()),
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the new process ended before it was accepting",
+                )),
+                Err(err) => Err(err),
+            };
+        }
+        if fds[1].revents != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the upgrade was abandoned before the new process was accepting",
+            ));
+        }
+        if n == 0 && left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the new process did not report accepting within {patience:?}"),
+            ));
+        }
     }
-    if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the new process did not report accepting within {patience:?}"),
-        ));
+}
+
+/// Stop `child` unless it has exited: SIGTERM, then SIGKILL if it is still there after
+/// `grace`; reap it, and say what became of it.
+fn stop(child: &mut Child, grace: Duration) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return format!("it exited ({status})");
     }
-    let mut byte = [0u8; 1];
-    match rx.read(&mut byte) {
-        Ok(1) if byte[0] == READY => Ok(()),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the new process ended before it was accepting",
-        )),
-        Err(err) => Err(err),
+    let pid = child.id();
+    // SAFETY: kill only sends a signal; the child is not reaped yet, so the pid is its.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return format!("process {pid} was stopped with SIGTERM ({status})");
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    match child.wait() {
+        Ok(status) => format!(
+            "process {pid} did not stop within {grace:?} of SIGTERM and was killed ({status})"
+        ),
+        Err(err) => format!("process {pid} could not be reaped: {err}"),
     }
 }
 
@@ -314,7 +427,6 @@ pub fn remove_pid_file(path: &Path, pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A fresh directory, removed at the end of the test.
     struct Dir(PathBuf);
@@ -333,6 +445,40 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn the_start_path_is_made_absolute_without_following_links() {
+        let dir = Dir::new("resolve");
+        let root = &dir.0;
+        let exe = root.join("bin/tr");
+        fs::write(&exe, "#!/bin/sh\n").expect("write");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(root.join("bin/data"), "").expect("write");
+        std::os::unix::fs::symlink("bin/tr", root.join("link")).expect("link");
+        let resolve = |argv0: &str, search: Option<&str>| {
+            resolve_exe(OsStr::new(argv0), root, search.map(OsStr::new))
+        };
+        assert_eq!(resolve("./bin/tr", None), Some(exe.clone()));
+        assert_eq!(resolve("bin/./tr", None), Some(exe.clone()));
+        assert_eq!(resolve(exe.to_str().unwrap(), None), Some(exe.clone()));
+        // The link is the name started: a new build installed behind it is found there.
+        assert_eq!(resolve("./link", None), Some(root.join("link")));
+        // A bare name, through PATH: absolute and relative entries, an empty one (cwd).
+        let bin = root.join("bin");
+        let search = format!("/nonexistent:{}", bin.display());
+        assert_eq!(resolve("tr", Some(&search)), Some(exe.clone()));
+        assert_eq!(resolve("tr", Some("/nonexistent:bin")), Some(exe.clone()));
+        assert_eq!(
+            resolve("link", Some("/nonexistent:")),
+            Some(root.join("link"))
+        );
+        // Nothing executable there.
+        assert_eq!(resolve("tr", None), None);
+        assert_eq!(resolve("tr", Some("/nonexistent")), None);
+        assert_eq!(resolve("./bin/data", None), None);
+        assert_eq!(resolve("./bin", None), None);
+        assert_eq!(resolve("", Some("bin")), None);
     }
 
     #[test]
