@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -38,14 +38,16 @@ pub(crate) struct Inherited {
     activation: Activation,
     /// Where to say "accepting" when an old server started this one for an upgrade.
     ready: Option<OwnedFd>,
+    /// The metrics endpoint's listening socket, handed over by an old server.
+    pub(crate) metrics: Option<OwnedFd>,
     /// What an upgrade starts: the path this process was started as, resolved now.
     exe: io::Result<PathBuf>,
 }
 
 impl Inherited {
-    /// Take `LISTEN_FDS`/`LISTEN_PID` and the upgrade's readiness descriptor, unset their
-    /// variables so that no child inherits them, and resolve the path this process was
-    /// started as.
+    /// Take `LISTEN_FDS`/`LISTEN_PID` and the upgrade's readiness and metrics descriptors,
+    /// unset their variables so that no child inherits them, and resolve the path this
+    /// process was started as.
     ///
     /// # Safety
     ///
@@ -56,9 +58,12 @@ impl Inherited {
             .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         // SAFETY: as above.
         let ready = unsafe { upgrade::take_ready_fd() };
+        // SAFETY: as above.
+        let metrics = unsafe { upgrade::take_metrics_fd() };
         Ok(Inherited {
             activation,
             ready,
+            metrics,
             exe: upgrade::started_as(),
         })
     }
@@ -169,12 +174,14 @@ enum State {
 }
 
 /// Write the pid file, tell an upgrading parent that this process accepts, then serve
-/// until SIGINT/SIGTERM or a completed upgrade; return the stats.
+/// until SIGINT/SIGTERM or a completed upgrade; return the stats. `metrics` is the metrics
+/// endpoint's listening socket, handed to a successor with the listeners.
 pub(crate) fn run(
     mut running: Running,
     mut signals: Signals,
     deploy: &Deploy,
     inherited: Inherited,
+    metrics: Option<BorrowedFd<'_>>,
 ) -> io::Result<Stats> {
     let me = std::process::id();
     if let Some(path) = &deploy.pid_file {
@@ -211,7 +218,7 @@ pub(crate) fn run(
                             "SIGUSR2: starting {} to take over the listeners",
                             exe.display()
                         );
-                        match start_upgrade(&running, exe, tx.clone()) {
+                        match start_upgrade(&running, exe, metrics, tx.clone()) {
                             Ok(abandon) => state = State::Upgrading { abandon, pid: None },
                             Err(err) => warn!("upgrade failed, this process keeps serving: {err}"),
                         }
@@ -322,15 +329,18 @@ fn abandon_upgrade(
 fn start_upgrade(
     running: &Running,
     exe: &Path,
+    metrics: Option<BorrowedFd<'_>>,
     events: mpsc::Sender<Event>,
 ) -> io::Result<io::PipeWriter> {
     let fds = running.listener_fds()?;
+    let metrics = metrics.map(|fd| fd.try_clone_to_owned()).transpose()?;
     let (abandoned, abandon) = io::pipe()?;
     let exe = exe.to_path_buf();
     thread::spawn(move || {
         let args: Vec<OsString> = std::env::args_os().skip(1).collect();
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-        let outcome = upgrade::start_successor(&exe, &args, &borrowed)
+        let metrics = metrics.as_ref().map(|fd| fd.as_fd());
+        let outcome = upgrade::start_successor(&exe, &args, &borrowed, metrics)
             .and_then(|starting| {
                 let _ = events.send(Event::Started(starting.id()));
                 starting.wait_ready(UPGRADE_PATIENCE, Some(abandoned.as_fd()))

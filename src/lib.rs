@@ -33,9 +33,7 @@
 //! - **`POLLRDHUP`**: the thread-per-client model sees that a peer has finished sending
 //!   without reading, so input it has not consumed yet cannot hide the EOF;
 //! - **`MSG_NOSIGNAL`**: writes to a reset peer return `EPIPE` instead of raising `SIGPIPE`,
-//!   so an embedding program whose `SIGPIPE` is at its default is not killed;
-//! - **`SO_REUSEPORT`** with the kernel spreading connections between the listeners of
-//!   several workers.
+//!   so an embedding program whose `SIGPIPE` is at its default is not killed.
 //!
 //! # Features
 //!
@@ -99,8 +97,8 @@
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
-    "tcp-reactor is Linux-only: it relies on epoll's edge-triggered semantics, POLLRDHUP, \
-     MSG_NOSIGNAL and SO_REUSEPORT load balancing (see the crate docs)"
+    "tcp-reactor is Linux-only: it relies on epoll's edge-triggered semantics, POLLRDHUP \
+     and MSG_NOSIGNAL (see the crate docs)"
 );
 
 mod budget;

@@ -15,7 +15,7 @@ use crate::{CloseReason, Stats};
 
 mod endpoint;
 
-pub use endpoint::{MetricsServer, serve};
+pub use endpoint::{MetricsServer, bind, serve, serve_listener};
 
 /// The server at one moment: counters summed over workers, and gauges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

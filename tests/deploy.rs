@@ -1,6 +1,8 @@
 //! The `serve` binary as deployments run it: socket activation (`LISTEN_FDS`, simulated
-//! and through `systemd-socket-activate`), the pid file, and the SIGUSR2 binary upgrade —
-//! under steady load, repeated, and failing.
+//! and through `systemd-socket-activate`), the pid file, the SIGUSR2 binary upgrade —
+//! under steady load, repeated, failing, stopped half-way, after a move-away deploy — and
+//! the operator's mistakes start-up must catch: an address already served, a planted pid
+//! file link, a busy Unix socket.
 //!
 //! Every server here is its own process (its children too), so the test can watch pids,
 //! send signals and count what each client saw.
@@ -350,6 +352,8 @@ struct Tally {
     served: AtomicU64,
     /// Echo round trips completed.
     echoes: AtomicU64,
+    /// Metrics scrapes answered.
+    scrapes: AtomicU64,
     /// Failures by kind.
     failures: Mutex<BTreeMap<String, u64>>,
 }
@@ -430,6 +434,41 @@ fn long_clients(
     })
 }
 
+/// Scrapes of the metrics endpoint, one every few milliseconds; until `stop`.
+fn scraper(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match scrape(addr) {
+                Ok(()) => {
+                    tally.scrapes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(failure) => tally.fail(failure, "metrics scrape"),
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// One `GET /metrics`, which must be answered 200 with the metrics.
+fn scrape(addr: SocketAddr) -> Result<(), Failure> {
+    let mut stream = connect_tcp(addr)?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcp-reactor\r\n\r\n")
+        .map_err(Failure::from_io)?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(Failure::from_io)?;
+    let text = String::from_utf8_lossy(&reply);
+    if !text.starts_with("HTTP/1.1 200 OK") || !text.contains("tcp_reactor_connections_open") {
+        return Err(if reply.is_empty() {
+            Failure::Short
+        } else {
+            Failure::Wrong
+        });
+    }
+    Ok(())
+}
+
 fn upgrade_under_load(model: &str) {
     become_subreaper();
     let dir = TempDir::new(&format!("upgrade-{model}"));
@@ -437,6 +476,7 @@ fn upgrade_under_load(model: &str) {
     let socket = dir.path("server.sock");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let log = Log::default();
     let mut first = spawn_logged(
         Command::new(SERVER_BIN).args([
@@ -449,6 +489,8 @@ fn upgrade_under_load(model: &str) {
             &addr.to_string(),
             "--addr",
             &format!("unix:{}", socket.display()),
+            "--metrics",
+            &metrics.to_string(),
             "--pid-file",
             pid_file.to_str().unwrap(),
             "--drain-timeout",
@@ -480,6 +522,8 @@ fn upgrade_under_load(model: &str) {
             seed,
         ));
     }
+    // The metrics socket is handed over with the listeners: scrapes never fail either.
+    load.push(scraper(metrics, Arc::clone(&tally), Arc::clone(&stop)));
     thread::sleep(Duration::from_millis(500));
 
     const UPGRADES: usize = 4;
@@ -519,9 +563,10 @@ fn upgrade_under_load(model: &str) {
 
     let failures = tally.failures.lock().unwrap().clone();
     eprintln!(
-        "upgrade under load ({model}): {UPGRADES} upgrades; {} connections served, {} echoes; failures {failures:?}",
+        "upgrade under load ({model}): {UPGRADES} upgrades; {} connections served, {} echoes, {} scrapes; failures {failures:?}",
         tally.served.load(Ordering::Relaxed),
-        tally.echoes.load(Ordering::Relaxed)
+        tally.echoes.load(Ordering::Relaxed),
+        tally.scrapes.load(Ordering::Relaxed)
     );
     for (old, new, handed, exited) in &exits {
         eprintln!(
@@ -536,6 +581,10 @@ fn upgrade_under_load(model: &str) {
         log.text()
     );
     assert!(tally.served.load(Ordering::Relaxed) > 100, "the load ran");
+    assert!(
+        tally.scrapes.load(Ordering::Relaxed) > 20,
+        "the scraper ran"
+    );
     assert_eq!(log.count("upgrade failed"), 0, "{}", log.text());
 }
 
@@ -960,6 +1009,67 @@ fn a_stop_during_an_upgrade_stops_the_new_process_that_is_not_accepting() {
         eprintln!(
             "{name}: SIGTERM during the upgrade; the old server and its new process gone after {:.0} ms",
             asked.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+#[test]
+fn a_second_server_on_a_served_address_fails_with_address_in_use() {
+    // With SO_REUSEPORT a second server would join the port and take a share of the
+    // clients; like redis and nginx, it must fail instead, whatever the worker counts.
+    for (first_workers, second_workers) in [("1", "2"), ("2", "2"), ("2", "1")] {
+        let dir = TempDir::new(&format!("second-{first_workers}-{second_workers}"));
+        let pid_file = dir.path("server.pid");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = Log::default();
+        let mut first = spawn_logged(
+            Command::new(SERVER_BIN).args([
+                "serve",
+                "--workers",
+                first_workers,
+                "--addr",
+                &addr,
+                "--metrics",
+                &metrics,
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+            ]),
+            &log,
+        );
+        let pid = wait_for_pid_file(&pid_file, None);
+        let (same_addr, same_addr_log) = run_bounded(
+            Command::new(SERVER_BIN).args(["serve", "--workers", second_workers, "--addr", &addr]),
+            Duration::from_secs(10),
+        );
+        let other = format!("127.0.0.1:{}", free_port());
+        let (same_metrics, same_metrics_log) = run_bounded(
+            Command::new(SERVER_BIN).args([
+                "serve",
+                "--workers",
+                second_workers,
+                "--addr",
+                &other,
+                "--metrics",
+                &metrics,
+            ]),
+            Duration::from_secs(10),
+        );
+        signal(pid, libc::SIGTERM);
+        first.wait().expect("the first server stops");
+        let what = format!("first --workers {first_workers}, second --workers {second_workers}");
+        assert!(
+            same_addr.is_some_and(|s| !s.success())
+                && same_addr_log
+                    .contains(&format!("cannot listen on {addr}: Address already in use")),
+            "{what}: a second server on {addr}: {same_addr:?}\n{same_addr_log}"
+        );
+        assert!(
+            same_metrics.is_some_and(|s| !s.success())
+                && same_metrics_log.contains(&format!(
+                    "cannot serve metrics on {metrics}: Address already in use"
+                )),
+            "{what}: a second metrics endpoint on {metrics}: {same_metrics:?}\n{same_metrics_log}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Listeners of every kind, served by both models and by several workers: Unix socket
-//! paths (with their stale, live and busy files), TCP and Unix in one server, sockets
-//! handed in by the embedder, and what a handler sees of a Unix peer.
+//! paths (with their stale, live and busy files), TCP and Unix in one server, an address
+//! another server holds, sockets handed in by the embedder, and what a handler sees of a
+//! Unix peer.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -222,6 +223,45 @@ fn a_unix_socket_whose_live_server_has_a_full_queue_is_in_use_at_once() {
         assert!(err.to_string().contains("its queue is full"), "{err}");
         assert!(path.exists(), "the live server's file is left in place");
     }
+}
+
+#[test]
+fn a_second_server_on_a_served_tcp_address_fails_whatever_the_worker_counts() {
+    // No `SO_REUSEPORT`: a second server does not silently take a share of the clients.
+    for model in MODELS {
+        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4)] {
+            let running = Server::new(Echo)
+                .model(model)
+                .workers(first)
+                .bind("127.0.0.1:0".parse().unwrap())
+                .expect("bind");
+            let addr = running.local_addr();
+            let err = Server::new(Echo)
+                .model(model)
+                .workers(second)
+                .bind(addr)
+                .expect_err("a second server on a served address");
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::AddrInUse,
+                "{model:?}, {first} then {second} workers: {err}"
+            );
+            echo_round(&mut tcp_client(addr), b"the first server still serves");
+            running.stop().expect("stop");
+        }
+    }
+    // The metrics endpoint likewise.
+    let running = Server::new(Echo)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind");
+    let endpoint =
+        tcp_reactor::metrics::serve("127.0.0.1:0".parse().unwrap(), running.live_stats())
+            .expect("serve metrics");
+    let err = tcp_reactor::metrics::serve(endpoint.local_addr(), running.live_stats())
+        .expect_err("a second metrics endpoint on the same address");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    endpoint.stop();
+    running.stop().expect("stop");
 }
 
 #[test]

@@ -26,6 +26,10 @@ use super::activation::FIRST_FD;
 /// The variable naming the descriptor on which a new process announces it is accepting.
 pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
 
+/// The variable naming the metrics endpoint's listening socket handed to a new process
+/// (placed after the listeners that `LISTEN_FDS` counts).
+pub const METRICS_FD_VAR: &str = "TCP_REACTOR_METRICS_FD";
+
 /// How long a new process being stopped gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -83,17 +87,20 @@ pub struct Starting {
 }
 
 /// Start `exe` with `args`, handing it `listeners` as descriptors 3, 4, … with
-/// `LISTEN_FDS`/`LISTEN_PID` set for it. Then wait for it with [`Starting::wait_ready`].
+/// `LISTEN_FDS`/`LISTEN_PID` set for it, and `metrics` (the metrics endpoint's listening
+/// socket, if any) after them, named by [`METRICS_FD_VAR`]. Then wait for it with
+/// [`Starting::wait_ready`].
 pub fn start_successor(
     exe: &Path,
     args: &[OsString],
     listeners: &[BorrowedFd<'_>],
+    metrics: Option<BorrowedFd<'_>>,
 ) -> io::Result<Starting> {
     let (ready, ready_tx) = io::pipe()?;
     // `plan` holds the raw descriptor number of the write end; the end itself stays open
     // until the child has its copy, then closes here so that the child's exit reads as EOF.
     let ready_tx = OwnedFd::from(ready_tx);
-    let mut plan = ExecPlan::new(exe, args, listeners, ready_tx.as_raw_fd())?;
+    let mut plan = ExecPlan::new(exe, args, listeners, metrics, ready_tx.as_raw_fd())?;
     let child = {
         let mut command = Command::new(exe);
         command.args(args);
@@ -240,7 +247,8 @@ struct ExecPlan {
     listen_pid: Vec<u8>,
     /// `envp` for execve, NULL-terminated; its last entry points into `listen_pid`.
     envp: Vec<*const libc::c_char>,
-    /// Descriptors to place at 3, 4, …: the listeners, then the ready pipe.
+    /// Descriptors to place at 3, 4, …: the listeners, the metrics listener if any, then
+    /// the ready pipe.
     sources: Vec<RawFd>,
     /// Scratch for the descriptors' temporary copies.
     scratch: Vec<RawFd>,
@@ -258,6 +266,7 @@ impl ExecPlan {
         exe: &Path,
         args: &[OsString],
         listeners: &[BorrowedFd<'_>],
+        metrics: Option<BorrowedFd<'_>>,
         ready: RawFd,
     ) -> io::Result<ExecPlan> {
         let c = |bytes: &[u8]| {
@@ -268,10 +277,22 @@ impl ExecPlan {
         for arg in args {
             args_c.push(c(arg.as_bytes())?);
         }
-        let ready_fd = FIRST_FD + listeners.len() as RawFd;
+        let mut sources: Vec<RawFd> = listeners.iter().map(|fd| fd.as_raw_fd()).collect();
+        let metrics_fd = metrics.map(|fd| {
+            sources.push(fd.as_raw_fd());
+            FIRST_FD + sources.len() as RawFd - 1
+        });
+        sources.push(ready);
+        let ready_fd = FIRST_FD + sources.len() as RawFd - 1;
         let mut env_c = Vec::new();
         for (key, value) in env::vars_os() {
-            let skip = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", READY_FD_VAR];
+            let skip = [
+                "LISTEN_PID",
+                "LISTEN_FDS",
+                "LISTEN_FDNAMES",
+                READY_FD_VAR,
+                METRICS_FD_VAR,
+            ];
             if skip.iter().any(|name| key == OsStr::new(name)) {
                 continue;
             }
@@ -284,6 +305,9 @@ impl ExecPlan {
         }
         env_c.push(c(format!("LISTEN_FDS={}", listeners.len()).as_bytes())?);
         env_c.push(c(format!("{READY_FD_VAR}={ready_fd}").as_bytes())?);
+        if let Some(fd) = metrics_fd {
+            env_c.push(c(format!("{METRICS_FD_VAR}={fd}").as_bytes())?);
+        }
         let mut listen_pid = b"LISTEN_PID=".to_vec();
         listen_pid.resize(listen_pid.len() + 24, 0);
         let argv = args_c
@@ -296,8 +320,6 @@ impl ExecPlan {
             .map(|s| s.as_ptr())
             .chain([listen_pid.as_ptr().cast(), std::ptr::null()])
             .collect();
-        let mut sources: Vec<RawFd> = listeners.iter().map(|fd| fd.as_raw_fd()).collect();
-        sources.push(ready);
         Ok(ExecPlan {
             exe,
             _args: args_c,
@@ -361,9 +383,30 @@ impl ExecPlan {
 /// Call at most once, before any other thread exists, and only when nothing else owns
 /// the descriptor the variable names.
 pub unsafe fn take_ready_fd() -> Option<OwnedFd> {
-    let value = env::var(READY_FD_VAR).ok()?;
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { take_fd(READY_FD_VAR) }
+}
+
+/// Take the metrics endpoint's listening socket a previous server handed over, if any,
+/// and unset the variable. The caller checks that it is a listening TCP socket.
+///
+/// # Safety
+///
+/// As for [`take_ready_fd`].
+pub unsafe fn take_metrics_fd() -> Option<OwnedFd> {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { take_fd(METRICS_FD_VAR) }
+}
+
+/// Take the descriptor the variable `name` names (3 or above), and unset the variable.
+///
+/// # Safety
+///
+/// As for [`take_ready_fd`].
+unsafe fn take_fd(name: &str) -> Option<OwnedFd> {
+    let value = env::var(name).ok()?;
     // SAFETY: the caller guarantees no other thread touches the environment.
-    unsafe { env::remove_var(READY_FD_VAR) };
+    unsafe { env::remove_var(name) };
     let fd: RawFd = value.trim().parse().ok()?;
     // SAFETY: only queries and sets flags on the descriptor.
     if fd < FIRST_FD || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{CONTENT_TYPE, LiveStats, render};
 
@@ -18,6 +18,11 @@ use super::{CONTENT_TYPE, LiveStats, render};
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes of a request read (the request line and headers of a scrape are short).
 const MAX_REQUEST: usize = 8 * 1024;
+/// How long a stop waits for the thread after each wake-up connection.
+const WAKE_CHECK: Duration = Duration::from_millis(100);
+/// Most wake-up connections a stop makes: 12 s, more than a scrape in progress may hold
+/// the thread (`SCRAPE_TIMEOUT` to read, as long to write).
+const WAKE_ATTEMPTS: u32 = 120;
 
 /// The running metrics endpoint; dropping it (or [`stop`](MetricsServer::stop)) stops it.
 #[derive(Debug)]
@@ -41,11 +46,22 @@ impl MetricsServer {
         self.shut();
     }
 
-    /// Raise the flag, wake the blocking `accept` with a connection, join.
+    /// Raise the flag, wake the blocking `accept` with a connection, join. After a binary
+    /// upgrade the successor accepts from the same socket and may take the wake-up
+    /// connection (it answers it as a scrape): wake again until this thread has ended.
     fn shut(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect_timeout(&self.local_addr, SCRAPE_TIMEOUT);
+            for _ in 0..WAKE_ATTEMPTS {
+                let _ = TcpStream::connect_timeout(&self.local_addr, SCRAPE_TIMEOUT);
+                let waited = Instant::now();
+                while !thread.is_finished() && waited.elapsed() < WAKE_CHECK {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                if thread.is_finished() {
+                    break;
+                }
+            }
             let _ = thread.join();
         }
     }
@@ -68,10 +84,15 @@ impl Drop for MetricsServer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// The port is bound with `SO_REUSEPORT`, so that during a binary upgrade the new process
-/// can serve its metrics on the same address while the old one drains.
+/// The port is bound by [`bind`]; a binary upgrade hands the socket itself to the new
+/// process, which serves it through [`serve_listener`].
 pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
-    let listener = bind_shared(addr)?;
+    serve_listener(bind(addr)?, stats)
+}
+
+/// Serve `GET /metrics` for `stats` on `listener` (from [`bind`], or handed over by the
+/// server this one upgraded) from a thread of its own.
+pub fn serve_listener(listener: TcpListener, stats: LiveStats) -> io::Result<MetricsServer> {
     let local_addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -79,9 +100,6 @@ pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
         .name("tcp-reactor-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
                 match stream {
                     Ok(stream) => {
                         if let Err(err) = answer(stream, &stats) {
@@ -93,6 +111,11 @@ pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
                         // Out of descriptors or similar: do not spin.
                         thread::sleep(Duration::from_millis(100));
                     }
+                }
+                // Checked after answering: a scrape that a stop finds accepted is answered,
+                // not reset (the socket may be a successor's too, and it was meant for it).
+                if flag.load(Ordering::SeqCst) {
+                    break;
                 }
             }
         })?;
@@ -135,12 +158,12 @@ fn answer(mut stream: TcpStream, stats: &LiveStats) -> io::Result<()> {
     stream.flush()
 }
 
-/// A listener on `addr` that another process may bind too (`SO_REUSEPORT`).
-fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket for the metrics endpoint on `addr`, with `SO_REUSEADDR` and without
+/// `SO_REUSEPORT`: a second server on the same address fails with `AddrInUse`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
     Ok(socket.into())
