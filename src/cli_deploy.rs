@@ -67,6 +67,16 @@ impl Inherited {
             exe: upgrade::started_as(),
         })
     }
+
+    /// Log what an upgrade will start. Called once the server listens (a start-up error
+    /// stays the only line) and before it says so (a reader of that line sees a process
+    /// whose start-up logging is done).
+    pub(crate) fn log_upgrade_path(&self) {
+        match &self.exe {
+            Ok(exe) => info!("SIGUSR2 upgrades this server by starting {}", exe.display()),
+            Err(err) => warn!("SIGUSR2 cannot upgrade: the path of this program is unknown: {err}"),
+        }
+    }
 }
 
 /// The deployment flags of `serve`.
@@ -193,10 +203,6 @@ pub(crate) fn run(
         && let Err(err) = upgrade::announce_ready(ready)
     {
         warn!("could not tell the previous server that this one accepts: {err}");
-    }
-    match &inherited.exe {
-        Ok(exe) => info!("SIGUSR2 upgrades this server by starting {}", exe.display()),
-        Err(err) => warn!("SIGUSR2 cannot upgrade: the path of this program is unknown: {err}"),
     }
     let (tx, rx) = mpsc::channel();
     let signal_handle = signals.handle();

@@ -341,6 +341,7 @@ fn serve_with<H: Handler>(
         .iter()
         .map(|a| a.to_string())
         .collect();
+    inherited.log_upgrade_path();
     println!(
         "tcp-reactor listening on {} (protocol {}, model {}, {} worker{})",
         addrs.join(" "),
