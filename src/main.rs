@@ -85,7 +85,7 @@ struct ServeArgs {
     /// closes the rest gracefully.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
-    /// Independent workers sharing the port (SO_REUSEPORT), one thread each.
+    /// Independent workers, one thread each, all accepting from each listening socket.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Most clients served at once; more are refused.
@@ -429,6 +429,7 @@ fn serve_with<H: Handler>(
         .iter()
         .map(|a| a.to_string())
         .collect();
+    inherited.log_upgrade_path();
     println!(
         "tcp-reactor listening on {} (protocol {}, model {}, {} worker{})",
         addrs.join(" "),
@@ -437,8 +438,19 @@ fn serve_with<H: Handler>(
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
-    let observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
-    let stats = cli_deploy::run(running, signals, &deploy, inherited)?;
+    let observers = cli_observe::start(
+        &running,
+        args.stats_interval,
+        args.metrics,
+        inherited.metrics.take(),
+    )?;
+    let stats = cli_deploy::run(
+        running,
+        signals,
+        &deploy,
+        inherited,
+        observers.metrics_socket(),
+    )?;
     drop(observers);
     println!("tcp-reactor stopped\n{stats}");
     Ok(())

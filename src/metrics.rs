@@ -24,7 +24,9 @@ mod reactor;
 pub mod request;
 mod routes;
 
-pub use endpoint::{EndpointConfig, MetricsServer, serve, serve_with};
+pub use endpoint::{
+    EndpointConfig, MetricsServer, bind, serve, serve_listener, serve_listener_with, serve_with,
+};
 
 /// The server at one moment: counters summed over workers, and gauges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

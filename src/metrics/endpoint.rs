@@ -143,8 +143,8 @@ impl Drop for MetricsServer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// The port is bound with `SO_REUSEPORT`, so that during a binary upgrade the new process
-/// can serve its metrics on the same address while the old one drains.
+/// The port is bound by [`bind`]; a binary upgrade hands the socket itself to the new
+/// process, which serves it through [`serve_listener`].
 pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
     serve_with(addr, stats, &EndpointConfig::default())
 }
@@ -160,8 +160,22 @@ pub fn serve_with(
     stats: LiveStats,
     config: &EndpointConfig,
 ) -> io::Result<MetricsServer> {
+    serve_listener_with(bind(addr)?, stats, config)
+}
+
+/// Serve the endpoint for `stats` on `listener` (from [`bind`], or handed over by the
+/// server this one upgraded) with the default [`EndpointConfig`].
+pub fn serve_listener(listener: TcpListener, stats: LiveStats) -> io::Result<MetricsServer> {
+    serve_listener_with(listener, stats, &EndpointConfig::default())
+}
+
+/// [`serve_listener`] with the limits of `config`; an `InvalidInput` error if one is zero.
+pub fn serve_listener_with(
+    listener: TcpListener,
+    stats: LiveStats,
+    config: &EndpointConfig,
+) -> io::Result<MetricsServer> {
     config.validate()?;
-    let listener = bind_shared(addr)?;
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let poll = Poll::new()?;
@@ -185,12 +199,12 @@ pub fn serve_with(
     })
 }
 
-/// A listener on `addr` that another process may bind too (`SO_REUSEPORT`).
-fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket for the metrics endpoint on `addr`, with `SO_REUSEADDR` and without
+/// `SO_REUSEPORT`: a second server on the same address fails with `AddrInUse`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
     Ok(socket.into())
