@@ -448,7 +448,7 @@ fn scraper(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) -> JoinHa
 fn scrape(addr: SocketAddr) -> Result<(), Failure> {
     let mut stream = connect_tcp(addr)?;
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcp-reactor\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcp-reactor\r\nConnection: close\r\n\r\n")
         .map_err(Failure::from_io)?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).map_err(Failure::from_io)?;
