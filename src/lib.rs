@@ -44,6 +44,8 @@
 //!   rlimit, serde, serde_json, signal-hook). An embedder that only serves depends on
 //!   `tcp-reactor = { version = "0.1", default-features = false }` and gets the server core
 //!   and the [`protocols`] alone.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` drive (a socket-free connection, the RESP
+//!   framer), in a module hidden from these docs; not for embedders.
 //!
 //! # Layout
 //!
@@ -107,6 +109,9 @@ mod budget;
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod listener;
 #[cfg(feature = "cli")]
