@@ -28,6 +28,8 @@
 //!   client) and `tcp_reactor::load` (the load generator), with their dependencies.
 //! - `tls` (default): TLS below the handler under both models, `Server::tls` and
 //!   `tcp_reactor::tls_config`, with rustls and its ring provider.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` drive, in a module hidden from these
+//!   docs; not for embedders.
 //!
 //! `tcp-reactor = { version = "0.1", default-features = false }` gives the server core and
 //! the [`protocols`] alone.
@@ -67,6 +69,9 @@ mod budget;
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod listener;
 #[cfg(feature = "cli")]
