@@ -24,7 +24,8 @@
 # Settings (environment): PORT (19090), POLICIES ("eager end-of-turn adaptive"),
 # CONNS ("1 10 100 1000"), PIPELINES ("1 16"), MESSAGES (200000, echo, per run),
 # REQUESTS (200000, resp -P 1), REQUESTS_PIPELINED (2000000, resp -P 16), DURATION (10s,
-# wrk), REPEAT (3), EXTRA (more `serve` flags, e.g. "--defer-min-events 4"), TOKIO_ECHO
+# wrk), REPEAT (3), EXTRA (more `serve` flags, e.g. "--read-budget 65536"; with
+# POLICIES=adaptive, "--defer-min-events 4": serve refuses it with the others), TOKIO_ECHO
 # (the `compare` bench binary, target/release/deps/compare-*: adds its tokio
 # current_thread echo server as the echo reference row).
 # Needs python3; resp and http need redis-benchmark, redis-server, wrk and nginx

@@ -1,14 +1,15 @@
 //! The `serve` command's deployment side: which listeners it serves (`--addr`, repeated,
 //! `unix:PATH`, or descriptors inherited through `LISTEN_FDS`), the pid file, and the
-//! signals that stop it (SIGINT, SIGTERM) or upgrade it in place (SIGUSR2).
+//! signals that stop it (SIGINT, SIGTERM) or upgrade it in place (SIGUSR2, which starts
+//! the path this process was started as).
 //!
 //! Part of the command line, not the library: it only wires `tcp_reactor::listener` and a
 //! [`Running`] server to the process's signals and files.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ use tcp_reactor::{Listener, Running, Stats};
 /// How long a new process may take to start accepting before the upgrade is abandoned.
 const UPGRADE_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long a stop waits for an abandoned upgrade to have stopped the new process: its
+/// SIGTERM grace, and time to reap it after SIGKILL.
+const ABANDON_PATIENCE: Duration = Duration::from_secs(upgrade::STOP_GRACE.as_secs() + 5);
+
 /// How often the control loop looks at a draining server's connection count.
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
@@ -33,11 +38,16 @@ pub(crate) struct Inherited {
     activation: Activation,
     /// Where to say "accepting" when an old server started this one for an upgrade.
     ready: Option<OwnedFd>,
+    /// The metrics endpoint's listening socket, handed over by an old server.
+    pub(crate) metrics: Option<OwnedFd>,
+    /// What an upgrade starts: the path this process was started as, resolved now.
+    exe: io::Result<PathBuf>,
 }
 
 impl Inherited {
-    /// Take `LISTEN_FDS`/`LISTEN_PID` and the upgrade's readiness descriptor, and unset
-    /// their variables so that no child inherits them.
+    /// Take `LISTEN_FDS`/`LISTEN_PID` and the upgrade's readiness and metrics descriptors,
+    /// unset their variables so that no child inherits them, and resolve the path this
+    /// process was started as.
     ///
     /// # Safety
     ///
@@ -48,7 +58,24 @@ impl Inherited {
             .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         // SAFETY: as above.
         let ready = unsafe { upgrade::take_ready_fd() };
-        Ok(Inherited { activation, ready })
+        // SAFETY: as above.
+        let metrics = unsafe { upgrade::take_metrics_fd() };
+        Ok(Inherited {
+            activation,
+            ready,
+            metrics,
+            exe: upgrade::started_as(),
+        })
+    }
+
+    /// Log what an upgrade will start. Called once the server listens (a start-up error
+    /// stays the only line) and before it says so (a reader of that line sees a process
+    /// whose start-up logging is done).
+    pub(crate) fn log_upgrade_path(&self) {
+        match &self.exe {
+            Ok(exe) => info!("SIGUSR2 upgrades this server by starting {}", exe.display()),
+            Err(err) => warn!("SIGUSR2 cannot upgrade: the path of this program is unknown: {err}"),
+        }
     }
 }
 
@@ -135,6 +162,8 @@ pub(crate) fn signals() -> io::Result<Signals> {
 enum Event {
     /// A signal arrived.
     Signal(i32),
+    /// The new process of an upgrade has been started, with this pid.
+    Started(u32),
     /// An upgrade attempt ended: the new process's pid, or why it failed.
     Upgraded(io::Result<u32>),
 }
@@ -143,19 +172,26 @@ enum Event {
 enum State {
     /// Accepting; an upgrade may start.
     Serving,
-    /// A new process is starting.
-    Upgrading,
+    /// A new process is starting. Dropping `abandon` tells the upgrade to stop it.
+    Upgrading {
+        /// The write end of the pipe the upgrade watches.
+        abandon: io::PipeWriter,
+        /// The new process, once started.
+        pid: Option<u32>,
+    },
     /// Handed over: serving what is held until it closes or this deadline.
     Draining(Instant),
 }
 
 /// Write the pid file, tell an upgrading parent that this process accepts, then serve
-/// until SIGINT/SIGTERM or a completed upgrade; return the stats.
+/// until SIGINT/SIGTERM or a completed upgrade; return the stats. `metrics` is the metrics
+/// endpoint's listening socket, handed to a successor with the listeners.
 pub(crate) fn run(
     mut running: Running,
     mut signals: Signals,
     deploy: &Deploy,
     inherited: Inherited,
+    metrics: Option<BorrowedFd<'_>>,
 ) -> io::Result<Stats> {
     let me = std::process::id();
     if let Some(path) = &deploy.pid_file {
@@ -182,18 +218,39 @@ pub(crate) fn run(
     loop {
         match rx.recv_timeout(DRAIN_CHECK) {
             Ok(Event::Signal(SIGUSR2)) => match state {
-                State::Serving => {
-                    info!("SIGUSR2: starting a new server process to take over the listeners");
-                    start_upgrade(&running, tx.clone());
-                    state = State::Upgrading;
-                }
-                State::Upgrading | State::Draining(_) => {
+                State::Serving => match &inherited.exe {
+                    Ok(exe) => {
+                        info!(
+                            "SIGUSR2: starting {} to take over the listeners",
+                            exe.display()
+                        );
+                        match start_upgrade(&running, exe, metrics, tx.clone()) {
+                            Ok(abandon) => state = State::Upgrading { abandon, pid: None },
+                            Err(err) => warn!("upgrade failed, this process keeps serving: {err}"),
+                        }
+                    }
+                    Err(err) => {
+                        warn!("SIGUSR2 ignored: the path of this program is unknown: {err}")
+                    }
+                },
+                State::Upgrading { .. } | State::Draining(_) => {
                     info!("SIGUSR2 ignored: an upgrade is already under way");
                 }
             },
             Ok(Event::Signal(signal)) => {
                 info!("signal {signal}: stopping");
+                if let State::Upgrading { abandon, pid } = state {
+                    abandon_upgrade(&mut running, abandon, pid, &rx, deploy);
+                }
                 break;
+            }
+            Ok(Event::Started(pid)) => {
+                info!(
+                    "new server process {pid} started; waiting up to {UPGRADE_PATIENCE:?} for it to accept"
+                );
+                if let State::Upgrading { pid: started, .. } = &mut state {
+                    *started = Some(pid);
+                }
             }
             Ok(Event::Upgraded(Ok(pid))) => {
                 info!(
@@ -232,18 +289,71 @@ pub(crate) fn run(
     stats
 }
 
-/// Start the new process on a thread of its own; its outcome arrives as an event.
-fn start_upgrade(running: &Running, events: mpsc::Sender<Event>) {
-    let fds = running.listener_fds();
+/// A stop during an upgrade: stop the new process unless it is already accepting, and
+/// wait until it has, so that no half-started process keeps the listening sockets after
+/// this one exits. One that reported accepting in the meantime is a server: it keeps the
+/// sockets, and this process hands them over before it stops.
+fn abandon_upgrade(
+    running: &mut Running,
+    abandon: io::PipeWriter,
+    pid: Option<u32>,
+    events: &mpsc::Receiver<Event>,
+    deploy: &Deploy,
+) {
+    let which = pid.map_or("the new process".to_string(), |pid| {
+        format!("new process {pid}")
+    });
+    info!("an upgrade is under way: stopping {which}, which has not reported accepting");
+    drop(abandon);
+    let deadline = Instant::now() + ABANDON_PATIENCE;
+    let mut pid = pid;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(Event::Started(started)) => pid = Some(started),
+            Ok(Event::Upgraded(Ok(new))) => {
+                info!("new server process {new} reported accepting first; it keeps the listeners");
+                running.hand_over();
+                return;
+            }
+            Ok(Event::Upgraded(Err(err))) => {
+                info!("upgrade abandoned: {err}");
+                // It may have written the pid file before it was stopped.
+                if let (Some(path), Some(pid)) = (&deploy.pid_file, pid) {
+                    upgrade::remove_pid_file(path, pid);
+                }
+                return;
+            }
+            Ok(Event::Signal(_)) => {}
+            Err(_) => break,
+        }
+    }
+    warn!("{which} was not confirmed stopped; stopping anyway");
+}
+
+/// Start the new process on a thread of its own; its pid and its outcome arrive as
+/// events. Returns the write end of the pipe whose closing abandons the upgrade.
+fn start_upgrade(
+    running: &Running,
+    exe: &Path,
+    metrics: Option<BorrowedFd<'_>>,
+    events: mpsc::Sender<Event>,
+) -> io::Result<io::PipeWriter> {
+    let fds = running.listener_fds()?;
+    let metrics = metrics.map(|fd| fd.try_clone_to_owned()).transpose()?;
+    let (abandoned, abandon) = io::pipe()?;
+    let exe = exe.to_path_buf();
     thread::spawn(move || {
-        let outcome = fds.and_then(|fds| {
-            let exe = upgrade::current_exe()?;
-            let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-            let child = upgrade::start_successor(&exe, &args, &borrowed, UPGRADE_PATIENCE)
-                .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", exe.display())))?;
-            Ok(child.id())
-        });
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        let metrics = metrics.as_ref().map(|fd| fd.as_fd());
+        let outcome = upgrade::start_successor(&exe, &args, &borrowed, metrics)
+            .and_then(|starting| {
+                let _ = events.send(Event::Started(starting.id()));
+                starting.wait_ready(UPGRADE_PATIENCE, Some(abandoned.as_fd()))
+            })
+            .map(|child| child.id())
+            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", exe.display())));
         let _ = events.send(Event::Upgraded(outcome));
     });
+    Ok(abandon)
 }

@@ -75,7 +75,7 @@ pub struct Config {
     /// Length of the listen queue.
     pub backlog: i32,
     /// Most bytes all connections together may hold in buffers (input kept for partial
-    /// frames plus output not yet sent), server-wide; see `budget` in the README for what
+    /// frames plus output not yet sent), server-wide; see docs/operations.md for what
     /// happens as it fills.
     pub max_buffered: usize,
     /// How long a connection started with [`Context::connect`](crate::Context::connect)

@@ -1,99 +1,61 @@
 //! # tcp-reactor
 //!
 //! A single-threaded, event-driven TCP server core on `mio`: one thread, one `mio::Poll`
-//! (epoll on Linux, edge-triggered), a `slab` of connections with their own read and write
-//! buffers. One thread serves thousands of clients, and a client is dropped when its read
-//! returns 0: the peer has closed.
+//! (epoll, edge-triggered), a `slab` of connections with their own read and write buffers.
+//! A protocol implements one trait, [`Handler`], and runs unchanged under the reactor or
+//! under a thread-per-client model ([`Model`]), so the two can be compared fairly.
 //!
-//! The same protocol code also runs under a thread-per-client model, so the two can be
-//! compared fairly.
+//! **The loop.** Every socket is nonblocking and registered once with epoll. Each turn, the
+//! reactor polls for readiness (no longer than the next deadline); accepts and reads what
+//! is ready and hands the bytes to the handler; serves again what a per-turn budget
+//! stopped early, since no new edge will come for it; delivers what other workers and
+//! threads sent; writes each connection's queued output once; applies the memory budget;
+//! expires timers; frees the connections that finished (a read of 0 bytes means the peer
+//! has gone); and checks for a stop. The README's
+//! [How the loop works](https://github.com/tcp-reactor/tcp-reactor#how-the-loop-works)
+//! tells each of these steps once, and `Reactor::turn` is that list in code.
 //!
-//! # The loop
+//! **Linux only**: it relies on epoll's edge-triggered wake-ups, `POLLRDHUP`,
+//! `MSG_NOSIGNAL` and `SO_REUSEPORT`, and does not build elsewhere.
 //!
-//! A blocking server waits in `accept` or `recv` for *one* socket. The reactor instead asks
-//! the kernel "which of my sockets can make progress?" (`poll`) and then does only the work
-//! that will not block:
-//!
-//! 1. **poll** — wait for readiness events, or until the next timer is due;
-//! 2. **accept** — take new clients from the listener, up to a budget per turn;
-//! 3. **dispatch** — for each readable connection, read into a buffer and hand the bytes to
-//!    the [`Handler`], which queues output; a read of 0 bytes means the client has gone;
-//! 4. **flush** — write queued output until the kernel buffer is full (`WouldBlock`);
-//! 5. **expire timers** — idle clients, lingering closes, handler timers;
-//! 6. **reap** — free the slab slot of every connection that finished.
-//!
-//! # Linux only
-//!
-//! The crate builds for Linux and relies on Linux semantics that other Unix kernels do not
-//! share:
-//!
-//! - **epoll, edge-triggered**: the reactor reads and writes until `WouldBlock` and counts on
-//!   a new edge when data arrives after a short read, which is how Linux's epoll behaves
-//!   (mio uses kqueue elsewhere, with different wake-up rules the loop was not tested on);
-//! - **`POLLRDHUP`**: the thread-per-client model sees that a peer has finished sending
-//!   without reading, so input it has not consumed yet cannot hide the EOF;
-//! - **`MSG_NOSIGNAL`**: writes to a reset peer return `EPIPE` instead of raising `SIGPIPE`,
-//!   so an embedding program whose `SIGPIPE` is at its default is not killed;
-//! - **`SO_REUSEPORT`** with the kernel spreading connections between the listeners of
-//!   several workers.
+//! **Logging**: the crate logs through `log` and installs no logger. A program that embeds
+//! it sees no line (not a failed listener, not a budget warning) until it installs one, for
+//! example with `env_logger::init()`.
 //!
 //! # Features
 //!
-//! - `cli` (default): the `tcp-reactor` binary, the tutorial's `client` and the `load`
-//!   generator, with their dependencies (clap, env_logger, hdrhistogram, indicatif,
-//!   rlimit, serde, serde_json, signal-hook). An embedder that only serves depends on
-//!   `tcp-reactor = { version = "0.1", default-features = false }` and gets the server core
-//!   and the [`protocols`] alone.
+//! - `cli` (default): the `tcp-reactor` binary, `tcp_reactor::client` (the tutorial's
+//!   client) and `tcp_reactor::load` (the load generator), with their dependencies.
+//! - `tls` (default): TLS below the handler under both models, `Server::tls` and
+//!   `tcp_reactor::tls_config`, with rustls and its ring provider.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` drive, in a module hidden from these
+//!   docs; not for embedders.
+//!
+//! `tcp-reactor = { version = "0.1", default-features = false }` gives the server core and
+//! the [`protocols`] alone.
 //!
 //! # Layout
 //!
 //! Bottom up; each layer knows only the ones below it.
 //!
-//! - `handler` — the [`Handler`] trait a protocol implements, and its [`Context`].
-//! - `config`, `stats`, `reason` — limits in ([`Config`], checked by
-//!   [`Config::validate`]), counters out ([`Stats`]), connection ids and the reasons a
-//!   connection closes.
-//! - `rules` — what both models do alike, written once: feeding the handler, the caps and
-//!   the high-water pause, a callback's timer and close requests, accept-error classes,
-//!   refusing a client, classifying a read.
-//! - `worker` — what every worker is given (its setup, the server-wide gauges).
-//! - `reactor/` — the event loop: `mod.rs` is the loop itself, one named step per line;
-//!   `accept`, `io_path`, `lifecycle` (a connection's phases), `mail` (cross-worker
-//!   messages), `timer` and `connection` each own one job; `outbound` dials connections
-//!   for handlers and carries out their requests by id (pause, resume, shut down, reset);
-//!   `driven` is the [`EventLoop`] turned by the caller and the [`Poster`] into it.
-//! - `handler/reach` — the [`Context`] calls that reach connections by id (`connect`,
-//!   `pause_reading`, `shutdown_write`, `reset_conn`, …).
-//!   messages), `timer` and `connection` each own one job.
-//! - `tls` — TLS below the handler (feature `tls`): a rustls session (server or client)
-//!   over any nonblocking stream, offering a socket's calls in plaintext.
-//! - `transport` — a nonblocking connection's bytes go through the socket or `tls`; the
-//!   reactor's connections and the load generator's hold one. [`tls_config`] builds rustls
-//!   configurations from PEM files.
-//! - `threads/` — the thread-per-client model running the same handlers: the `accept`
-//!   thread, the `client` thread (`client/dial` for a connection a handler dials, and the
-//!   half-close), the `peer` its writes go through, the `registry`, and `reach` (what a
-//!   callback asks of connections by id).
-//! - `budget` — the server-wide budget for buffered bytes: its accounting and the
-//!   pressure at which reads pause, the largest holders close and accepting slows; each
-//!   model applies it in its own `memory` file (`reactor/memory.rs`, `threads/memory.rs`).
-//! - [`metrics`] — live [`metrics::Snapshot`]s of a running server, their Prometheus
-//!   text exposition, and a `/metrics` endpoint on a listener of its own.
-//! - `listener` — where a server listens ([`Listener`], [`ListenAddr`]): TCP addresses,
-//!   Unix socket paths (stale files, permissions), sockets handed in, inherited
-//!   descriptors ([`activation`], `LISTEN_FDS`), and the binary [`upgrade`] that hands them
-//!   to a new process; [`PeerAddr`] says who a client is on either kind (a dialed
-//!   connection's is always TCP).
-//! - `server` — on top: the [`Server`] builder, [`Running`] handle and [`StopHandle`];
-//!   chooses a model and starts its workers. Nothing below imports it.
-//! - [`protocols`] — echo, the tutorial's `seed` server, chat, HTTP/1.1, a RESP
-//!   key-value store and a TCP proxy.
-//! - `client` — the tutorial's client (feature `cli`).
-//! - `load` — the load generator: many mio client connections against any echo server
-//!   (feature `cli`).
+//! - `handler` — the [`Handler`] trait, its [`Context`], and the calls that reach other
+//!   connections by id; `config`, `stats`, `reason` — limits in, counters out, close reasons.
+//! - `rules` — what both models do alike, written once; `budget` — the server-wide budget
+//!   for buffered bytes; `worker` — what every worker is given.
+//! - `reactor/` — the event loop (`mod.rs` is one named step per line) and the
+//!   [`EventLoop`] and [`Poster`] that drive it from outside; `threads/` — thread per client.
+//! - `transport`, `tls` — a connection's bytes through the socket or a rustls session.
+//! - `listener` — where a server listens ([`Listener`]): TCP, Unix paths, inherited
+//!   descriptors ([`activation`]) and the binary [`upgrade`].
+//! - [`metrics`] — live snapshots, Prometheus text and the `/metrics` endpoint (a
+//!   small reactor of its own).
+//! - `server` — on top: [`Server`], [`Running`], [`StopHandle`]; nothing below imports it.
+//! - [`protocols`] — echo, seed, chat, HTTP/1.1, RESP, a TCP proxy; `client`, `load` — the
+//!   tutorial's client and the load generator.
 //!
-//! Every item has one path: the server core is re-exported at the crate root from private
-//! modules; protocols, the client and the load generator are public modules.
+//! The server core is re-exported at the crate root; the rest are public modules. The
+//! guide — operations, deployment, TLS, embedding in depth, architecture, benchmarks — is in
+//! [`docs/`](https://github.com/tcp-reactor/tcp-reactor/tree/main/docs).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -107,6 +69,9 @@ mod budget;
 #[cfg(feature = "cli")]
 pub mod client;
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod listener;
 #[cfg(feature = "cli")]
@@ -140,3 +105,31 @@ pub use stats::Stats;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The guide's code examples (`docs/*.md`), compiled as doc tests: one item per page.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../docs/README.md")]
+    struct Index;
+    #[doc = include_str!("../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../docs/bench.md")]
+    struct Bench;
+    #[doc = include_str!("../docs/deploy.md")]
+    struct Deploy;
+    #[doc = include_str!("../docs/embedding.md")]
+    struct Embedding;
+    #[doc = include_str!("../docs/learning.md")]
+    struct Learning;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/protocols.md")]
+    struct Protocols;
+    #[doc = include_str!("../docs/reliability.md")]
+    struct Reliability;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+    #[cfg(feature = "tls")]
+    #[doc = include_str!("../docs/tls.md")]
+    struct Tls;
+}

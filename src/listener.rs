@@ -3,9 +3,9 @@
 //! how each worker gets its share.
 //!
 //! The server binds every listener here before any worker starts; the models then only
-//! accept. Sharing: a TCP address is bound once per worker with `SO_REUSEPORT` (one
-//! queue per worker, the kernel spreads clients); every other kind is one socket, one
-//! queue, and each worker gets a duplicate descriptor of it (see `Bound::for_worker`).
+//! accept. Sharing: every listener is one socket with one queue, bound once and without
+//! `SO_REUSEPORT` (so a second server on the same address fails with `AddrInUse`), and
+//! each worker gets a duplicate descriptor of it (see `Bound::for_worker`).
 //! This module must not accept or serve connections.
 //!
 //! # Files
@@ -46,7 +46,7 @@ pub struct Listener {
 /// The kinds of [`Listener`].
 #[derive(Debug)]
 enum Kind {
-    /// Bind this TCP address (once per worker, `SO_REUSEPORT`).
+    /// Bind this TCP address (once; the workers share the socket).
     TcpAddr(SocketAddr),
     /// Bind a Unix socket at this path, replacing a stale file; optionally chmod it.
     UnixPath {
@@ -172,8 +172,8 @@ impl fmt::Display for ListenAddr {
 /// One listener, bound and ready for the workers.
 #[derive(Debug)]
 pub(crate) struct Bound {
-    /// One socket per worker (`SO_REUSEPORT`), or one socket every worker shares.
-    sockets: Vec<Listening>,
+    /// The one socket every worker shares.
+    socket: Listening,
     /// Where it accepts.
     pub(crate) addr: ListenAddr,
     /// The socket file to remove on a graceful stop, if this server owns one.
@@ -181,46 +181,34 @@ pub(crate) struct Bound {
 }
 
 impl Bound {
-    /// Worker `index`'s listener: its own `SO_REUSEPORT` socket, or a duplicate descriptor
-    /// of the one shared socket (one listen queue, every worker polling it).
-    pub(crate) fn for_worker(&self, index: usize) -> io::Result<Listening> {
-        match self.sockets.get(index) {
-            Some(own) if self.sockets.len() > 1 => own.try_clone(),
-            _ => self.sockets[0].try_clone(),
-        }
+    /// A worker's listener: a duplicate descriptor of the one socket (one listen queue,
+    /// every worker polling it).
+    pub(crate) fn for_worker(&self) -> io::Result<Listening> {
+        self.socket.try_clone()
     }
 
-    /// A descriptor of every distinct socket, to hand to a successor: all of them, so no
-    /// queue is closed (and no waiting client reset) when this server stops.
-    pub(crate) fn descriptors(&self) -> io::Result<Vec<OwnedFd>> {
-        self.sockets
-            .iter()
-            .map(|socket| socket.as_fd().try_clone_to_owned())
-            .collect()
+    /// A descriptor of the socket, to hand to a successor, which then accepts from the
+    /// same queue: no waiting client is reset when this server stops.
+    pub(crate) fn descriptor(&self) -> io::Result<OwnedFd> {
+        self.socket.as_fd().try_clone_to_owned()
     }
 }
 
-/// Bind `listener` for `workers` workers with a listen queue of `backlog`.
-pub(crate) fn bind(listener: Listener, workers: usize, backlog: i32) -> io::Result<Bound> {
+/// Bind `listener` with a listen queue of `backlog`.
+pub(crate) fn bind(listener: Listener, backlog: i32) -> io::Result<Bound> {
     match listener.kind {
         Kind::TcpAddr(addr) => {
-            let first = listen_tcp(addr, backlog, workers > 1)?;
-            let local = first.local_addr()?;
-            let mut sockets = vec![Listening::Tcp(first)];
-            for _ in 1..workers {
-                // Later workers bind the port the first one got (it may have been 0).
-                sockets.push(Listening::Tcp(listen_tcp(local, backlog, true)?));
-            }
+            let socket = listen_tcp(addr, backlog)?;
             Ok(Bound {
-                sockets,
-                addr: ListenAddr::Tcp(local),
+                addr: ListenAddr::Tcp(socket.local_addr()?),
+                socket: Listening::Tcp(socket),
                 file: None,
             })
         }
         Kind::UnixPath { path, mode } => {
             let (socket, file) = unix::bind(&path, mode, backlog)?;
             Ok(Bound {
-                sockets: vec![Listening::Unix(socket)],
+                socket: Listening::Unix(socket),
                 addr: ListenAddr::Unix(Some(path)),
                 file: Some(file),
             })
@@ -249,11 +237,7 @@ fn shared(socket: Listening, owns_file: bool) -> io::Result<Bound> {
         (ListenAddr::Unix(Some(path)), true) => Some(SocketFile::existing(path)),
         _ => None,
     };
-    Ok(Bound {
-        sockets: vec![socket],
-        addr,
-        file,
-    })
+    Ok(Bound { socket, addr, file })
 }
 
 /// Find out what an inherited descriptor is: a TCP or a Unix stream socket.
@@ -270,22 +254,17 @@ fn classify(fd: OwnedFd) -> io::Result<Listening> {
     }
 }
 
-/// Create a listening socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when
-/// several workers share the address.
-fn listen_tcp(
-    addr: SocketAddr,
-    backlog: i32,
-    reuse_port: bool,
-) -> io::Result<std::net::TcpListener> {
+/// Create a listening socket on `addr` with `SO_REUSEADDR` (a restart need not wait for
+/// the old connections' `TIME_WAIT`) and without `SO_REUSEPORT`: the workers and a
+/// successor share this one socket, and any other server binding the address fails
+/// with `AddrInUse` instead of silently taking a share of the clients.
+fn listen_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
 mod cli_observe;
@@ -84,7 +85,7 @@ struct ServeArgs {
     /// closes the rest gracefully.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
-    /// Independent workers sharing the port (SO_REUSEPORT), one thread each.
+    /// Independent workers, one thread each, all accepting from each listening socket.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Most clients served at once; more are refused.
@@ -179,14 +180,17 @@ enum WritePolicyName {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Server address; asked for on stdin when missing.
+    /// Server: HOST:PORT (an IP address or a host name, e.g. localhost:8866) or
+    /// unix:PATH; asked for on stdin when missing.
     #[arg(long)]
-    addr: Option<SocketAddr>,
-    /// Message to send; asked for on stdin when missing.
+    addr: Option<client::Target>,
+    /// Message to send; asked for on stdin when missing. An empty message sends nothing:
+    /// the client shuts down its sending side (the server reads EOF) and prints what the
+    /// server sends before it closes.
     #[arg(long)]
     message: Option<String>,
-    /// Speak TLS, verifying the server's certificate (for the name `localhost` on a
-    /// loopback address, else the address's IP).
+    /// Speak TLS, verifying the server's certificate (for the host name given, `localhost`
+    /// on a loopback address or a Unix socket, else the address's IP).
     #[cfg(feature = "tls")]
     #[arg(long)]
     tls: bool,
@@ -197,13 +201,15 @@ struct ClientArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Serve(args) => {
+            let given = |id: &str| given(matches.subcommand_matches("serve"), id);
             // SAFETY: first thing `serve` does, while the process has a single thread.
             match unsafe { Inherited::take() } {
-                Ok(inherited) => serve(&args, inherited),
+                Ok(inherited) => check_scope(&args, given).and_then(|()| serve(&args, inherited)),
                 Err(err) => Err(err),
             }
         }
@@ -219,14 +225,98 @@ fn main() -> ExitCode {
     }
 }
 
+/// True if the flag `id` was given on the command line (not taken from its default).
+fn given(matches: Option<&ArgMatches>, id: &str) -> bool {
+    matches.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine)
+}
+
+/// Refuse a flag given with a protocol, model or other flag that does not use it: it
+/// would be silently ignored. `given(id)` tells whether the flag `id` was given.
+fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()> {
+    let proxy = matches!(args.protocol, ProtocolName::Proxy);
+    let http = matches!(args.protocol, ProtocolName::Http);
+    let resp = matches!(args.protocol, ProtocolName::Resp);
+    let reactor = matches!(args.model, ModelName::Reactor);
+    let adaptive = matches!(args.write_policy, Some(WritePolicyName::Adaptive));
+    #[cfg(feature = "tls")]
+    let tls = args.tls_cert.is_some();
+    #[cfg(not(feature = "tls"))]
+    let tls = false;
+    let unix = args.addr.iter().any(|addr| addr.starts_with("unix:"));
+    let protocol = value_name(args.protocol);
+    let rules: [(&str, &str, bool, String); 10] = [
+        (
+            "upstream",
+            "--upstream",
+            proxy,
+            format!("--protocol proxy (not {protocol})"),
+        ),
+        (
+            "upstream_retry",
+            "--upstream-retry",
+            proxy,
+            format!("--protocol proxy (not {protocol})"),
+        ),
+        (
+            "connect_timeout",
+            "--connect-timeout",
+            proxy,
+            format!("--protocol proxy, the one that connects out (not {protocol})"),
+        ),
+        (
+            "header_timeout",
+            "--header-timeout",
+            http,
+            format!("--protocol http (not {protocol})"),
+        ),
+        (
+            "max_store",
+            "--max-store",
+            resp,
+            format!("--protocol resp (not {protocol})"),
+        ),
+        (
+            "write_policy",
+            "--write-policy",
+            reactor,
+            "--model reactor (the threads model writes each reply at once)".into(),
+        ),
+        (
+            "defer_min_events",
+            "--defer-min-events",
+            reactor && adaptive,
+            "--model reactor and --write-policy adaptive".into(),
+        ),
+        (
+            "accept_budget",
+            "--accept-budget",
+            reactor,
+            "--model reactor (the threads model accepts on a thread of its own)".into(),
+        ),
+        (
+            "handshake_timeout",
+            "--handshake-timeout",
+            tls,
+            "--tls-cert and --tls-key".into(),
+        ),
+        (
+            "unix_mode",
+            "--unix-mode",
+            unix,
+            "an --addr unix:PATH".into(),
+        ),
+    ];
+    for (id, flag, used, by) in rules {
+        if given(id) && !used {
+            return Err(invalid(format!("{flag} is only used with {by}")));
+        }
+    }
+    Ok(())
+}
+
 /// `serve`: pick the protocol, then run it.
 fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
     let config = config_from(args)?;
-    if args.max_store.is_some() && !matches!(args.protocol, ProtocolName::Resp) {
-        return Err(invalid(
-            "--max-store applies to --protocol resp only".into(),
-        ));
-    }
     let i = inherited;
     match args.protocol {
         ProtocolName::Echo => serve_with(protocols::Echo, config, args, i),
@@ -358,6 +448,7 @@ fn serve_with<H: Handler>(
         .iter()
         .map(|a| a.to_string())
         .collect();
+    inherited.log_upgrade_path();
     println!(
         "tcp-reactor listening on {} (protocol {}, model {}, {} worker{})",
         addrs.join(" "),
@@ -366,8 +457,19 @@ fn serve_with<H: Handler>(
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
-    let observers = cli_observe::start(&running, args.stats_interval, args.metrics)?;
-    let stats = cli_deploy::run(running, signals, &deploy, inherited)?;
+    let observers = cli_observe::start(
+        &running,
+        args.stats_interval,
+        args.metrics,
+        inherited.metrics.take(),
+    )?;
+    let stats = cli_deploy::run(
+        running,
+        signals,
+        &deploy,
+        inherited,
+        observers.metrics_socket(),
+    )?;
     drop(observers);
     println!("tcp-reactor stopped\n{stats}");
     Ok(())
@@ -378,8 +480,8 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut output = io::stdout();
-    let addr = match args.addr {
-        Some(addr) => addr,
+    let target = match args.addr {
+        Some(target) => target,
         None => client::prompt_addr(&mut input, &mut output)?,
     };
     let message = match args.message {
@@ -387,18 +489,17 @@ fn run_client(args: ClientArgs) -> io::Result<()> {
         None => client::prompt_message(&mut input, &mut output)?,
     };
     #[cfg(feature = "tls")]
-    if args.tls {
+    let reply = if args.tls {
         let config = tcp_reactor::tls_config::client_from_pem(args.ca.as_deref())?;
-        let name = if addr.ip().is_loopback() {
-            "localhost".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let reply = client::exchange_tls(addr, &name, config, message.as_bytes())?;
-        println!("{}", String::from_utf8_lossy(&reply));
-        return Ok(());
+        client::exchange_tls(&target, &target.tls_name(), config, message.as_bytes())?
+    } else {
+        client::exchange(&target, message.as_bytes())?
+    };
+    #[cfg(not(feature = "tls"))]
+    let reply = client::exchange(&target, message.as_bytes())?;
+    if reply.is_empty() {
+        eprintln!("tcp-reactor: {target} closed the connection without a reply");
     }
-    let reply = client::exchange(addr, message.as_bytes())?;
     println!("{}", String::from_utf8_lossy(&reply));
     Ok(())
 }

@@ -5,6 +5,10 @@
 //! the server-wide gauges. [`render`] turns it into the Prometheus text format 0.0.4;
 //! [`serve`] answers `GET /metrics` with it on a listener of its own. No protocol handler
 //! and no worker runs here.
+//!
+//! The endpoint is a small server of its own: `endpoint` (its public face and the
+//! listener), `reactor` (its loop), `conn` (one connection), `request` (framing a request,
+//! a pure function) and `routes` (what each path answers).
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -13,9 +17,16 @@ use std::time::Duration;
 use crate::worker::Live;
 use crate::{CloseReason, Stats};
 
+mod conn;
 mod endpoint;
+mod reactor;
+#[doc(hidden)]
+pub mod request;
+mod routes;
 
-pub use endpoint::{MetricsServer, serve};
+pub use endpoint::{
+    EndpointConfig, MetricsServer, bind, serve, serve_listener, serve_listener_with, serve_with,
+};
 
 /// The server at one moment: counters summed over workers, and gauges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -168,9 +168,9 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0), each
-    /// with its own listener on the same address (`SO_REUSEPORT`); the kernel spreads
-    /// connections between them.
+    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0), all
+    /// accepting from each listener's one socket; whichever worker wakes first takes a
+    /// client.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -197,14 +197,15 @@ impl<H: Handler> Server<H> {
     /// Bind every listener (TCP addresses, Unix socket paths, sockets handed in, inherited
     /// descriptors) and start serving them all on background threads.
     ///
-    /// With several workers, a TCP address is bound once per worker (`SO_REUSEPORT`); any
-    /// other listener is one socket whose queue every worker polls. Fails like
+    /// Every listener is one socket whose queue every worker polls, bound without
+    /// `SO_REUSEPORT`: an address another server holds fails with
+    /// [`AddrInUse`](io::ErrorKind::AddrInUse). Fails like
     /// [`bind`](Server::bind), and with `InvalidInput` when `listeners` is empty.
     pub fn listen(self, listeners: impl IntoIterator<Item = Listener>) -> io::Result<Running> {
         crate::config::validate_server(&self.config, self.workers)?;
         let mut bound = Vec::new();
         for listener in listeners {
-            bound.push(listener::bind(listener, self.workers, self.config.backlog)?);
+            bound.push(listener::bind(listener, self.config.backlog)?);
         }
         if bound.is_empty() {
             return Err(io::Error::new(
@@ -220,7 +221,7 @@ impl<H: Handler> Server<H> {
         for index in 0..workers {
             let listeners = bound
                 .iter()
-                .map(|listener| listener.for_worker(index))
+                .map(|listener| listener.for_worker())
                 .collect::<io::Result<_>>()?;
             setups.push(WorkerSetup {
                 index,
@@ -235,10 +236,10 @@ impl<H: Handler> Server<H> {
                 tls: self.tls.clone(),
             });
         }
-        let mut sockets = Vec::new();
-        for listener in &bound {
-            sockets.extend(listener.descriptors()?);
-        }
+        let sockets = bound
+            .iter()
+            .map(|listener| listener.descriptor())
+            .collect::<io::Result<Vec<_>>>()?;
         let prepared = match self.model {
             Model::Reactor => reactor::prepare(setups)?,
             Model::Threads => threads::prepare(setups)?,
@@ -277,7 +278,7 @@ impl<H: Handler> Server<H> {
     /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
     /// threads. Always the reactor model, with one worker.
     pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
-        let bound = listener::bind(Listener::tcp(addr), 1, self.config.backlog)?;
+        let bound = listener::bind(Listener::tcp(addr), self.config.backlog)?;
         let live = Arc::new(Live::new(1, self.config.max_buffered));
         EventLoop::new(WorkerSetup {
             #[cfg(feature = "tls")]
@@ -286,7 +287,7 @@ impl<H: Handler> Server<H> {
             workers: 1,
             handler: self.handler,
             config: self.config,
-            listeners: vec![bound.for_worker(0)?],
+            listeners: vec![bound.for_worker()?],
             handover: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             live,
@@ -347,9 +348,8 @@ impl Running {
         &self.addrs
     }
 
-    /// A new descriptor of every listening socket (several per TCP address when each
-    /// worker has its own), to hand to a successor process. Empty once the server has
-    /// stopped accepting.
+    /// A new descriptor of every listening socket, in the order the listeners were given,
+    /// to hand to a successor process. Empty once the server has stopped accepting.
     pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
         self.stop
             .sockets

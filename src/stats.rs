@@ -79,24 +79,74 @@ impl AddAssign<&Stats> for Stats {
     }
 }
 
+/// Width of the name column in [`Stats`]'s text: the longest close reason (listed
+/// indented by two) and at least one space, so that no name runs into its number.
+const NAME_WIDTH: usize = {
+    let mut longest = 0;
+    let mut index = 0;
+    while index < CloseReason::NAMES.len() {
+        if CloseReason::NAMES[index].len() > longest {
+            longest = CloseReason::NAMES[index].len();
+        }
+        index += 1;
+    }
+    longest + 3
+};
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "accepted          {}", self.accepted)?;
-        writeln!(f, "refused           {}", self.refused)?;
-        writeln!(f, "peak connections  {}", self.peak_connections)?;
-        writeln!(f, "bytes in          {}", self.bytes_in)?;
-        writeln!(f, "bytes out         {}", self.bytes_out)?;
-        writeln!(f, "polls             {}", self.polls)?;
-        writeln!(f, "events            {}", self.events)?;
-        writeln!(f, "reads             {}", self.reads)?;
-        writeln!(f, "writes            {}", self.writes)?;
-        writeln!(f, "fd exhausted      {}", self.fd_exhausted)?;
-        write!(f, "closed            {}", self.closed_total())?;
+        let rows = [
+            ("accepted", self.accepted),
+            ("refused", self.refused),
+            ("peak connections", self.peak_connections),
+            ("bytes in", self.bytes_in),
+            ("bytes out", self.bytes_out),
+            ("polls", self.polls),
+            ("events", self.events),
+            ("reads", self.reads),
+            ("writes", self.writes),
+            ("fd exhausted", self.fd_exhausted),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "{name:<NAME_WIDTH$}{value}")?;
+        }
+        write!(f, "{:<NAME_WIDTH$}{}", "closed", self.closed_total())?;
         for (name, count) in CloseReason::NAMES.iter().zip(self.closed) {
             if count > 0 {
-                write!(f, "\n  {name:<16}{count}")?;
+                write!(f, "\n  {name:<width$}{count}", width = NAME_WIDTH - 2)?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_keeps_its_name_apart_from_its_number() {
+        let mut stats = Stats {
+            accepted: 7,
+            ..Stats::default()
+        };
+        stats.closed = [2; CloseReason::NAMES.len()];
+        let text = stats.to_string();
+        let mut reasons = Vec::new();
+        for line in text.lines() {
+            let (name, value) = line.trim().rsplit_once(' ').expect("a name and a number");
+            assert!(value.parse::<u64>().is_ok(), "{line:?}");
+            if line.starts_with("  ") {
+                reasons.push(name.trim().to_string());
+            }
+        }
+        assert_eq!(reasons, CloseReason::NAMES);
+        assert!(text.contains("\n  handshake_timeout 2"), "{text}");
+        // The numbers line up in one column.
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|line| line.rfind(' ').expect("a space") + 1)
+            .collect();
+        assert!(columns.iter().all(|&c| c == columns[0]), "{text}");
     }
 }

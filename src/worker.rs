@@ -162,8 +162,8 @@ pub(crate) struct WorkerSetup<H> {
     pub(crate) handler: Arc<H>,
     /// Limits and timeouts, the same for every worker.
     pub(crate) config: Config,
-    /// This worker's listeners: its own `SO_REUSEPORT` socket for a TCP address, a
-    /// duplicate descriptor of a socket every worker shares for the other kinds.
+    /// This worker's listeners: a duplicate descriptor of each listening socket, which
+    /// every worker shares.
     pub(crate) listeners: Vec<Listening>,
     /// Raised when a successor serves the listeners: the worker closes its listener
     /// descriptors and serves the connections it holds until they close or a stop.

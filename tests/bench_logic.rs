@@ -1,6 +1,6 @@
 //! The bench's arithmetic, without running a bench: the interleaved schedule, medians and
 //! ranges over rounds, the noise classification from recorded `/proc` samples, the
-//! agreement of two runs, and publishing a run into the README. The modules are the
+//! agreement of two runs, and publishing a run into `docs/bench/`. The modules are the
 //! bench's own files, compiled in here.
 
 #[allow(dead_code, reason = "a bench module; this test uses part of it")]
@@ -364,12 +364,12 @@ fn agreement_of_ratios_pairs_servers_within_each_cell() {
 
 #[test]
 fn publishing_replaces_only_the_block_between_the_markers() {
-    let readme = format!(
+    let page = format!(
         "# title\n\nbefore\n\n{}\n\nold figures\n\n{}\n\nafter\n",
         publish::BEGIN,
         publish::END
     );
-    let updated = publish::replace_block(&readme, "| new | table |\n").expect("markers found");
+    let updated = publish::replace_block(&page, "| new | table |\n").expect("markers found");
     assert_eq!(
         updated,
         format!(
@@ -378,7 +378,7 @@ fn publishing_replaces_only_the_block_between_the_markers() {
             publish::END
         )
     );
-    // Publishing twice gives the same README.
+    // Publishing twice gives the same page.
     assert_eq!(
         publish::replace_block(&updated, "| new | table |\n").as_ref(),
         Ok(&updated)
@@ -387,11 +387,142 @@ fn publishing_replaces_only_the_block_between_the_markers() {
     assert!(publish::replace_block(&format!("{}\nno end", publish::BEGIN), "x").is_err());
 }
 
+/// A report shaped as `report.rs` writes one, with `verdict` in its conditions.
+fn report(profile: &str, verdict: &str) -> String {
+    format!(
+        "# tcp-reactor benchmark\n\n## Conditions\n\n- date: D (took 1 min)\n\
+         - {profile} profile: 11 cells\n- verdict: **{verdict}**: ...\n\n\
+         ## Results\n\n| every | result |\n\n\
+         ## Reactor compared\n\nRatios.\n\n| ratio | table |\n\n\
+         ## Idle connections\n\n| idle | table |\n\n\
+         ## Charts\n\n![a](a.svg)\n![b](b.svg)\n"
+    )
+}
+
+#[test]
+fn the_summary_quotes_date_verdict_ratios_idle_memory_and_links_the_charts() {
+    assert_eq!(
+        publish::summary(&report("full", "quiet")).as_deref(),
+        Ok("- date: D (took 1 min)\n- verdict: **quiet**: ...\n\n\
+            ### Reactor compared\n\nRatios.\n\n| ratio | table |\n\n\
+            ### Idle connections\n\n| idle | table |\n\n\
+            Charts: [a](a.svg) · [b](b.svg)\n")
+    );
+    let without_idle = report("full", "quiet").replace("## Idle connections", "## Idle");
+    assert!(publish::summary(&without_idle).is_err());
+    assert!(publish::summary("# no sections\n").is_err());
+}
+
+#[test]
+fn the_committed_summary_is_what_publishing_writes_from_the_committed_report() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench");
+    let report = std::fs::read_to_string(docs.join("report.md")).expect("docs/bench/report.md");
+    let page = std::fs::read_to_string(docs.join(publish::SUMMARY_PAGE)).expect("summary page");
+    let summary = publish::summary(&report).expect("the published report has every section");
+    assert_eq!(
+        publish::replace_block(&page, &summary).as_ref(),
+        Ok(&page),
+        "docs/bench/{} is out of date with docs/bench/report.md",
+        publish::SUMMARY_PAGE
+    );
+}
+
+/// A directory under the system's temporary directory, removed when dropped (also when a
+/// test fails).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tcp-reactor-bench-logic-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn publishing_writes_only_under_the_docs_directory() {
+    use std::fs;
+    let tmp = TempDir::new("publish");
+    let (run, root) = (tmp.0.join("run"), tmp.0.join("repo"));
+    let docs = root.join("docs/bench");
+    fs::create_dir_all(&run).expect("run dir");
+    fs::create_dir_all(&docs).expect("docs dir");
+    fs::write(run.join("report.md"), report("full", "quiet")).expect("report");
+    for (name, text) in [
+        ("results.csv", "r"),
+        ("runs.csv", "r"),
+        ("idle.csv", "i"),
+        ("a.svg", "<svg>a</svg>"),
+        ("b.svg", "<svg>b</svg>"),
+        ("notes.txt", "not published"),
+    ] {
+        fs::write(run.join(name), text).expect("run file");
+    }
+    let page = format!(
+        "# Figures\n\n{}\nold\n{}\n\nafter\n",
+        publish::BEGIN,
+        publish::END
+    );
+    fs::write(docs.join(publish::SUMMARY_PAGE), &page).expect("page");
+    fs::write(docs.join("old.svg"), "<svg>old</svg>").expect("old chart");
+    let readme = "# The README: publishing must not touch it\n";
+    fs::write(root.join("README.md"), readme).expect("readme");
+
+    publish::publish(&run, &docs, false).expect("a quiet full run is published");
+
+    let mut names: Vec<String> = fs::read_dir(&docs)
+        .expect("docs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "README.md",
+            "a.svg",
+            "b.svg",
+            "idle.csv",
+            "report.md",
+            "results.csv",
+            "runs.csv"
+        ]
+    );
+    let updated = fs::read_to_string(docs.join(publish::SUMMARY_PAGE)).expect("page");
+    assert!(
+        updated.contains("### Reactor compared\n\nRatios."),
+        "{updated}"
+    );
+    assert!(
+        updated.ends_with(&format!("{}\n\nafter\n", publish::END)),
+        "{updated}"
+    );
+    assert!(!updated.contains("old"), "{updated}");
+    assert_eq!(
+        fs::read_to_string(root.join("README.md")).expect("readme"),
+        readme
+    );
+
+    // A noisy run is refused unforced, and then nothing changes.
+    fs::write(run.join("report.md"), report("full", "noisy")).expect("report");
+    assert!(publish::publish(&run, &docs, false).is_err());
+    assert_eq!(
+        fs::read_to_string(docs.join(publish::SUMMARY_PAGE)).expect("page"),
+        updated
+    );
+}
+
 #[test]
 fn only_a_quiet_full_run_is_published_unforced() {
-    let report = |profile: &str, verdict: &str| {
-        format!("- {profile} profile: 11 cells\n- verdict: **{verdict}**: ...\n")
-    };
     assert_eq!(publish::refusal(&report("full", "quiet")), None);
     assert!(publish::refusal(&report("full", "noisy")).is_some());
     assert!(publish::refusal(&report("quick", "quiet")).is_some());

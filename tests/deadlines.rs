@@ -1,10 +1,10 @@
-//! Default deadlines: an HTTP request head that stops arriving gets `408` and the
-//! connection is closed after the header timeout, while whole requests arm no timer and a
-//! head completed in time is answered.
+//! Default deadlines: an HTTP request head that stops arriving, or trickles in a byte at a
+//! time, gets `408` and the connection is closed after the header timeout, while whole
+//! requests arm no timer and a head completed in time is answered.
 
 use std::time::{Duration, Instant};
 
-use fixtures::client::{connect, expect_reply, recv_to_end, send};
+use fixtures::client::{connect, expect_reply, recv_to_end, send, trickle_until_closed};
 use fixtures::for_each_model;
 use tcp_reactor::protocols::Http;
 use tcp_reactor::protocols::{
@@ -14,6 +14,7 @@ use tcp_reactor::{Model, Server};
 
 for_each_model!(
     a_stalled_request_head_gets_408_after_the_header_timeout,
+    a_request_head_trickled_a_byte_at_a_time_gets_408_at_the_header_timeout,
     a_head_completed_in_pieces_within_the_timeout_is_answered,
 );
 
@@ -41,6 +42,26 @@ fn a_stalled_request_head_gets_408_after_the_header_timeout(model: Model) {
     assert!(
         waited >= SHORT,
         "closed after {waited:?}, before the timeout"
+    );
+}
+
+fn a_request_head_trickled_a_byte_at_a_time_gets_408_at_the_header_timeout(model: Model) {
+    let running = http_server(model);
+    let client = connect(running.local_addr());
+    let mut head = b"GET / HTTP/1.1\r\nX-Padding: ".to_vec();
+    head.extend_from_slice(&[b'a'; 300]);
+    head.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+    // Every byte is read at once, but none moves the head's deadline.
+    let trickled = trickle_until_closed(&client, &head, true);
+    assert!(
+        trickled.sent < head.len(),
+        "answered only after the whole head ({} bytes) trickled in",
+        head.len()
+    );
+    let reply = String::from_utf8_lossy(&trickled.received);
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
     );
 }
 

@@ -1,6 +1,8 @@
 //! The `serve` binary as deployments run it: socket activation (`LISTEN_FDS`, simulated
-//! and through `systemd-socket-activate`), the pid file, and the SIGUSR2 binary upgrade —
-//! under steady load, repeated, and failing.
+//! and through `systemd-socket-activate`), the pid file, the SIGUSR2 binary upgrade —
+//! under steady load, repeated, failing, stopped half-way, after a move-away deploy — and
+//! the operator's mistakes start-up must catch: an address already served, a planted pid
+//! file link, a busy Unix socket.
 //!
 //! Every server here is its own process (its children too), so the test can watch pids,
 //! send signals and count what each client saw.
@@ -22,25 +24,19 @@ use std::time::{Duration, Instant};
 const SERVER_BIN: &str = env!("CARGO_BIN_EXE_tcp-reactor");
 
 /// A fresh directory, removed at the end of the test.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("tcp-reactor-deploy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tcp-reactor-deploy-{name}-"))
+            .tempdir()
+            .expect("create a temporary directory");
         TempDir(dir)
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(file)
     }
 }
 
@@ -350,6 +346,8 @@ struct Tally {
     served: AtomicU64,
     /// Echo round trips completed.
     echoes: AtomicU64,
+    /// Metrics scrapes answered.
+    scrapes: AtomicU64,
     /// Failures by kind.
     failures: Mutex<BTreeMap<String, u64>>,
 }
@@ -430,6 +428,41 @@ fn long_clients(
     })
 }
 
+/// Scrapes of the metrics endpoint, one every few milliseconds; until `stop`.
+fn scraper(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match scrape(addr) {
+                Ok(()) => {
+                    tally.scrapes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(failure) => tally.fail(failure, "metrics scrape"),
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// One `GET /metrics`, which must be answered 200 with the metrics.
+fn scrape(addr: SocketAddr) -> Result<(), Failure> {
+    let mut stream = connect_tcp(addr)?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcp-reactor\r\nConnection: close\r\n\r\n")
+        .map_err(Failure::from_io)?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(Failure::from_io)?;
+    let text = String::from_utf8_lossy(&reply);
+    if !text.starts_with("HTTP/1.1 200 OK") || !text.contains("tcp_reactor_connections_open") {
+        return Err(if reply.is_empty() {
+            Failure::Short
+        } else {
+            Failure::Wrong
+        });
+    }
+    Ok(())
+}
+
 fn upgrade_under_load(model: &str) {
     become_subreaper();
     let dir = TempDir::new(&format!("upgrade-{model}"));
@@ -437,6 +470,7 @@ fn upgrade_under_load(model: &str) {
     let socket = dir.path("server.sock");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let log = Log::default();
     let mut first = spawn_logged(
         Command::new(SERVER_BIN).args([
@@ -449,6 +483,8 @@ fn upgrade_under_load(model: &str) {
             &addr.to_string(),
             "--addr",
             &format!("unix:{}", socket.display()),
+            "--metrics",
+            &metrics.to_string(),
             "--pid-file",
             pid_file.to_str().unwrap(),
             "--drain-timeout",
@@ -480,6 +516,8 @@ fn upgrade_under_load(model: &str) {
             seed,
         ));
     }
+    // The metrics socket is handed over with the listeners: scrapes never fail either.
+    load.push(scraper(metrics, Arc::clone(&tally), Arc::clone(&stop)));
     thread::sleep(Duration::from_millis(500));
 
     const UPGRADES: usize = 4;
@@ -519,9 +557,10 @@ fn upgrade_under_load(model: &str) {
 
     let failures = tally.failures.lock().unwrap().clone();
     eprintln!(
-        "upgrade under load ({model}): {UPGRADES} upgrades; {} connections served, {} echoes; failures {failures:?}",
+        "upgrade under load ({model}): {UPGRADES} upgrades; {} connections served, {} echoes, {} scrapes; failures {failures:?}",
         tally.served.load(Ordering::Relaxed),
-        tally.echoes.load(Ordering::Relaxed)
+        tally.echoes.load(Ordering::Relaxed),
+        tally.scrapes.load(Ordering::Relaxed)
     );
     for (old, new, handed, exited) in &exits {
         eprintln!(
@@ -536,6 +575,10 @@ fn upgrade_under_load(model: &str) {
         log.text()
     );
     assert!(tally.served.load(Ordering::Relaxed) > 100, "the load ran");
+    assert!(
+        tally.scrapes.load(Ordering::Relaxed) > 20,
+        "the scraper ran"
+    );
     assert_eq!(log.count("upgrade failed"), 0, "{}", log.text());
 }
 
@@ -671,5 +714,356 @@ fn after_the_drain_timeout_held_clients_get_eof_not_a_reset() {
         echo(&mut connect_tcp(addr).expect("connect"), b"new").expect("the new server serves");
         signal(new, libc::SIGTERM);
         assert!(wait_exit(new, Duration::from_secs(15)).is_some());
+    }
+}
+
+/// Run `command` (stdout discarded, stderr collected) for at most `limit`; its exit status
+/// (`None` if it was still running, then it is killed) and its stderr.
+fn run_bounded(
+    command: &mut Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let log = Log::default();
+    let mut child = spawn_logged(command, &log);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait().expect("wait") {
+            Some(status) => break Some(status),
+            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    // Let the log thread take the last lines.
+    thread::sleep(Duration::from_millis(50));
+    (status, log.text())
+}
+
+#[test]
+fn start_up_next_to_a_live_unix_server_with_a_full_queue_fails_at_once() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = TempDir::new("busy-unix");
+    let path = dir.path("busy.sock");
+    // A live server that never accepts, its queue full.
+    let busy = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+    busy.bind(&SockAddr::unix(&path).unwrap()).expect("bind");
+    busy.listen(0).expect("listen");
+    let mut queued = Vec::new();
+    loop {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+        client.set_nonblocking(true).expect("nonblocking");
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => queued.push(client),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("filling the queue: {err}"),
+        }
+        assert!(queued.len() < 1000, "the queue never filled");
+    }
+    let started = Instant::now();
+    let (status, stderr) = run_bounded(
+        Command::new(SERVER_BIN).args(["serve", "--addr", &format!("unix:{}", path.display())]),
+        Duration::from_secs(10),
+    );
+    let took = started.elapsed();
+    eprintln!(
+        "start-up next to a full queue of {} connection(s): {status:?} after {:.0} ms",
+        queued.len(),
+        took.as_secs_f64() * 1e3
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "start-up hung on the busy socket: {status:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("address in use: a server is listening (its queue is full)"),
+        "{stderr}"
+    );
+    assert!(
+        path.exists(),
+        "the live server's socket file is left in place"
+    );
+}
+
+#[test]
+fn a_link_planted_at_the_pid_files_temporary_path_is_never_followed() {
+    let dir = TempDir::new("pid-link");
+    let victim = dir.path("victim");
+    std::fs::write(&victim, "precious\n").expect("write the victim");
+    let pid_file = dir.path("server.pid");
+    // The shell plants `server.pid.<pid>.tmp` -> victim, then execs the server (same pid).
+    let (status, stderr) = run_bounded(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("ln -s \"$1\" \"$2.$$.tmp\" && exec \"$0\" serve --addr 127.0.0.1:0 --pid-file \"$2\"")
+            .arg(SERVER_BIN)
+            .arg(&victim)
+            .arg(&pid_file),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read the victim"),
+        "precious\n",
+        "the link's target was written: {stderr}"
+    );
+    assert!(
+        !status.expect("the server refuses to start").success(),
+        "{stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("tcp-reactor: error: pid file")
+            && errors[0].contains(".tmp")
+            && errors[0].contains("left untouched"),
+        "{stderr}"
+    );
+    let link = std::fs::read_dir(&dir.0)
+        .expect("list")
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+        .expect("the planted link is still there");
+    assert!(link.file_type().expect("type").is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&pid_file).is_err(),
+        "no pid file is made"
+    );
+}
+
+/// Whether process `pid` still runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Replace the file at `path` by a shell script (`path` may be running: the old file is
+/// unlinked, not written over).
+fn install_script(path: &Path, body: &str) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write the script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A directory's path as the kernel reports a working directory (links resolved).
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).expect("canonicalize")
+}
+
+#[test]
+fn a_move_away_deploy_upgrades_to_the_build_now_at_the_start_path() {
+    // `mv tcp-reactor tcp-reactor.old`, the new build installed as `tcp-reactor`, then
+    // SIGUSR2: the new build must run, not the renamed file the old process runs from.
+    become_subreaper();
+    let dir = TempDir::new("move-away");
+    let exe = dir.path("tcp-reactor");
+    std::fs::copy(SERVER_BIN, &exe).expect("copy the binary");
+    let pid_file = dir.path("server.pid");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = Log::default();
+    // Started by a relative path from its own directory: resolved against that directory.
+    let mut server = spawn_logged(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("cd \"$1\" && exec ./tcp-reactor serve --addr \"$2\" --pid-file server.pid")
+            .arg("sh")
+            .arg(dir.0.path())
+            .arg(addr.to_string()),
+        &log,
+    );
+    let old = wait_for_pid_file(&pid_file, None);
+    let mut held = connect_tcp(addr).expect("connect");
+    echo(&mut held, b"before the deploy").expect("echo");
+
+    std::fs::rename(&exe, dir.path("tcp-reactor.old")).expect("move the old build away");
+    let ran = dir.path("new-build.pid");
+    // The new build: it records that it ran, then is the server (same pid, through exec).
+    install_script(
+        &exe,
+        &format!("echo $$ > '{}'\nexec '{SERVER_BIN}' \"$@\"", ran.display()),
+    );
+    signal(old, libc::SIGUSR2);
+    let new = wait_for_pid_file(&pid_file, Some(old));
+    if read_pid(&ran) != Some(new) {
+        signal(new, libc::SIGTERM);
+        panic!(
+            "the process that took over ({}) is not the build now at {}:\n{}",
+            std::fs::read_link(format!("/proc/{new}/exe"))
+                .map_or("gone".into(), |exe| exe.display().to_string()),
+            exe.display(),
+            log.text()
+        );
+    }
+    echo(&mut held, b"held by the old process").expect("echo");
+    drop(held);
+    server.wait().expect("the old server exits");
+    echo(&mut connect_tcp(addr).expect("connect"), b"new build").expect("echo");
+    // The path is resolved at start-up and logged then and at the upgrade.
+    let started_as = real(dir.0.path()).join("tcp-reactor");
+    for line in [
+        format!(
+            "SIGUSR2 upgrades this server by starting {}",
+            started_as.display()
+        ),
+        format!("SIGUSR2: starting {} to take over", started_as.display()),
+    ] {
+        assert_eq!(log.count(&line), 1, "{line:?} once in\n{}", log.text());
+    }
+    signal(new, libc::SIGTERM);
+    assert!(wait_exit(new, Duration::from_secs(15)).is_some());
+}
+
+#[test]
+fn a_stop_during_an_upgrade_stops_the_new_process_that_is_not_accepting() {
+    // A new build that never reports accepting, and holds the sockets it is handed: one
+    // that SIGTERM stops, and one that ignores SIGTERM (SIGKILL after the grace).
+    become_subreaper();
+    for (name, successor, fate) in [
+        ("stoppable", "exec sleep 60", "was stopped with SIGTERM"),
+        ("stubborn", "trap '' TERM\nexec sleep 60", "was killed"),
+    ] {
+        let dir = TempDir::new(&format!("abandon-{name}"));
+        let exe = dir.path("tcp-reactor");
+        std::fs::copy(SERVER_BIN, &exe).expect("copy the binary");
+        let pid_file = dir.path("server.pid");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = Log::default();
+        let mut server = spawn_logged(
+            Command::new(&exe).args([
+                "serve",
+                "--addr",
+                &addr.to_string(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+            ]),
+            &log,
+        );
+        let old = wait_for_pid_file(&pid_file, None);
+        let started = dir.path("successor.pid");
+        install_script(
+            &exe,
+            &format!("echo $$ > '{}'\n{successor}", started.display()),
+        );
+        signal(old, libc::SIGUSR2);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let successor = loop {
+            if let Some(pid) = read_pid(&started) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no successor:\n{}", log.text());
+            thread::sleep(Duration::from_millis(5));
+        };
+        // Let it reach the `exec`, so that what runs is the process that holds the sockets.
+        thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        signal(old, libc::SIGTERM);
+        let stopped = wait_exit(old, Duration::from_secs(20));
+        let _ = server.wait();
+        let orphan = alive(successor);
+        if orphan {
+            // Clean up before failing: the orphan holds the port.
+            signal(successor, libc::SIGKILL);
+            wait_exit(successor, Duration::from_secs(5));
+        }
+        assert!(stopped.is_some(), "{name}: the old server did not exit");
+        assert!(
+            !orphan,
+            "{name}: the new process {successor} outlived the stop and held the listener:\n{}",
+            log.text()
+        );
+        // Nobody holds the address: clients are refused, and a restart can bind it.
+        assert_eq!(
+            TcpStream::connect(addr)
+                .map(|_| ())
+                .map_err(|err| err.kind()),
+            Err(io::ErrorKind::ConnectionRefused),
+            "{name}"
+        );
+        drop(TcpListener::bind(addr).expect("a restart binds the address"));
+        assert!(
+            log.text().contains(fate),
+            "{name}: {fate:?} not in\n{}",
+            log.text()
+        );
+        assert!(
+            read_pid(&pid_file).is_none(),
+            "{name}: the pid file is removed"
+        );
+        eprintln!(
+            "{name}: SIGTERM during the upgrade; the old server and its new process gone after {:.0} ms",
+            asked.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+#[test]
+fn a_second_server_on_a_served_address_fails_with_address_in_use() {
+    // With SO_REUSEPORT a second server would join the port and take a share of the
+    // clients; like redis and nginx, it must fail instead, whatever the worker counts.
+    for (first_workers, second_workers) in [("1", "2"), ("2", "2"), ("2", "1")] {
+        let dir = TempDir::new(&format!("second-{first_workers}-{second_workers}"));
+        let pid_file = dir.path("server.pid");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = Log::default();
+        let mut first = spawn_logged(
+            Command::new(SERVER_BIN).args([
+                "serve",
+                "--workers",
+                first_workers,
+                "--addr",
+                &addr,
+                "--metrics",
+                &metrics,
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+            ]),
+            &log,
+        );
+        let pid = wait_for_pid_file(&pid_file, None);
+        let (same_addr, same_addr_log) = run_bounded(
+            Command::new(SERVER_BIN).args(["serve", "--workers", second_workers, "--addr", &addr]),
+            Duration::from_secs(10),
+        );
+        let other = format!("127.0.0.1:{}", free_port());
+        let (same_metrics, same_metrics_log) = run_bounded(
+            Command::new(SERVER_BIN).args([
+                "serve",
+                "--workers",
+                second_workers,
+                "--addr",
+                &other,
+                "--metrics",
+                &metrics,
+            ]),
+            Duration::from_secs(10),
+        );
+        signal(pid, libc::SIGTERM);
+        first.wait().expect("the first server stops");
+        let what = format!("first --workers {first_workers}, second --workers {second_workers}");
+        assert!(
+            same_addr.is_some_and(|s| !s.success())
+                && same_addr_log
+                    .contains(&format!("cannot listen on {addr}: Address already in use")),
+            "{what}: a second server on {addr}: {same_addr:?}\n{same_addr_log}"
+        );
+        assert!(
+            same_metrics.is_some_and(|s| !s.success())
+                && same_metrics_log.contains(&format!(
+                    "cannot serve metrics on {metrics}: Address already in use"
+                )),
+            "{what}: a second metrics endpoint on {metrics}: {same_metrics:?}\n{same_metrics_log}"
+        );
     }
 }

@@ -129,3 +129,33 @@ fn the_poll_descriptor_nests_in_an_outer_epoll() {
     assert_eq!(event_loop.connections(), 1, "that turn accepted it");
     unsafe { libc::close(outer) };
 }
+
+#[test]
+fn the_stats_count_the_peak_of_connections_like_a_bound_server() {
+    let mut event_loop = Server::new(Feed::default())
+        .event_loop(loopback())
+        .expect("bind");
+    let addr = event_loop.local_addr().expect("addr");
+    let first = connect(addr);
+    let second = connect(addr);
+    turn_until(&mut event_loop, |l| l.connections() == 2);
+    assert_eq!(
+        event_loop.stats().peak_connections,
+        2,
+        "while both are open"
+    );
+    drop((first, second));
+    turn_until(&mut event_loop, |l| l.connections() == 0);
+    event_loop.stop();
+    turn_until(&mut event_loop, |l| l.stats().closed_total() == 2);
+    while !event_loop
+        .turn(Some(Duration::from_millis(10)))
+        .expect("a turn")
+    {}
+    let stats = event_loop.stats();
+    assert_eq!(stats.accepted, 2, "{stats}");
+    assert_eq!(
+        stats.peak_connections, 2,
+        "the final stats keep the peak: {stats}"
+    );
+}

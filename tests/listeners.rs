@@ -1,6 +1,7 @@
 //! Listeners of every kind, served by both models and by several workers: Unix socket
-//! paths (with their stale and live files), TCP and Unix in one server, sockets handed in
-//! by the embedder, and what a handler sees of a Unix peer.
+//! paths (with their stale, live and busy files), TCP and Unix in one server, an address
+//! another server holds, sockets handed in by the embedder, and what a handler sees of a
+//! Unix peer.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,27 +17,19 @@ use tcp_reactor::{Context, Handler, ListenAddr, Listener, Model, PeerAddr, Runni
 const MODELS: [Model; 2] = [Model::Reactor, Model::Threads];
 
 /// A fresh directory for socket files, removed at the end of the test.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "tcp-reactor-listeners-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tcp-reactor-listeners-{name}-"))
+            .tempdir()
+            .expect("create a temporary directory");
         TempDir(dir)
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(file)
     }
 }
 
@@ -183,6 +176,84 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_never_taken() {
 
     running.stop().expect("stop");
     assert!(!path.exists());
+}
+
+#[test]
+fn a_unix_socket_whose_live_server_has_a_full_queue_is_in_use_at_once() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = TempDir::new("busy");
+    let path = dir.path("busy.sock");
+    // A live server that never accepts, its queue full: a blocking connect would wait.
+    let busy = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+    busy.bind(&SockAddr::unix(&path).unwrap()).expect("bind");
+    busy.listen(0).expect("listen");
+    let mut queued = Vec::new();
+    loop {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+        client.set_nonblocking(true).expect("nonblocking");
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => queued.push(client),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("filling the queue: {err}"),
+        }
+        assert!(queued.len() < 1000, "the queue never filled");
+    }
+    for model in MODELS {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let target = path.clone();
+        std::thread::spawn(move || {
+            let result = Server::new(Echo)
+                .model(model)
+                .listen([Listener::unix(&target)]);
+            let _ = tx.send(result.map(|running| running.stop()));
+        });
+        let outcome = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{model:?}: listen blocked on the busy socket"));
+        let err = outcome.expect_err("a busy server's socket must not be taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        assert!(err.to_string().contains("its queue is full"), "{err}");
+        assert!(path.exists(), "the live server's file is left in place");
+    }
+}
+
+#[test]
+fn a_second_server_on_a_served_tcp_address_fails_whatever_the_worker_counts() {
+    // No `SO_REUSEPORT`: a second server does not silently take a share of the clients.
+    for model in MODELS {
+        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4)] {
+            let running = Server::new(Echo)
+                .model(model)
+                .workers(first)
+                .bind("127.0.0.1:0".parse().unwrap())
+                .expect("bind");
+            let addr = running.local_addr();
+            let err = Server::new(Echo)
+                .model(model)
+                .workers(second)
+                .bind(addr)
+                .expect_err("a second server on a served address");
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::AddrInUse,
+                "{model:?}, {first} then {second} workers: {err}"
+            );
+            echo_round(&mut tcp_client(addr), b"the first server still serves");
+            running.stop().expect("stop");
+        }
+    }
+    // The metrics endpoint likewise.
+    let running = Server::new(Echo)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind");
+    let endpoint =
+        tcp_reactor::metrics::serve("127.0.0.1:0".parse().unwrap(), running.live_stats())
+            .expect("serve metrics");
+    let err = tcp_reactor::metrics::serve(endpoint.local_addr(), running.live_stats())
+        .expect_err("a second metrics endpoint on the same address");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    endpoint.stop();
+    running.stop().expect("stop");
 }
 
 #[test]

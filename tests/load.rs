@@ -16,7 +16,7 @@ fn count_run(
     messages: u64,
 ) -> LoadArgs {
     LoadArgs {
-        addr,
+        addr: addr.into(),
         connections,
         size,
         pipeline,
@@ -141,7 +141,7 @@ fn refused_connections_are_counted_as_connect_failures() {
 fn a_duration_run_stops_by_itself_and_is_clean() {
     let server = fixture_server(Behaviour::Echo);
     let args = LoadArgs {
-        addr: server.addr,
+        addr: server.addr.into(),
         connections: 5,
         duration: Some(0.3),
         ramp: 0.1,
@@ -297,4 +297,128 @@ fn impossible_arguments_are_refused_before_any_connection() {
             Ok(report) => panic!("accepted {args:?}: {report:?}"),
         }
     }
+}
+
+/// A duration run whose server stops gracefully after the exchange has begun: the server
+/// answers what has arrived, then closes each connection (EOF right behind the last
+/// echo). Every connection must be reported as closed early, none as timed out, and the
+/// run must end when the server closed it, not at its duration or timeout.
+fn a_server_stopping_mid_run_is_reported_as_closed_early_at_once(model: Model) {
+    const CONNECTIONS: usize = 20;
+    let running = fixtures::server::serve(
+        tcp_reactor::protocols::Echo,
+        fixtures::server::config(),
+        model,
+    );
+    let args = LoadArgs {
+        addr: running.local_addr().into(),
+        connections: CONNECTIONS,
+        // Far longer than the test: the run may only end because the server closed.
+        duration: Some(30.0),
+        timeout: Some(40.0),
+        threads: Some(2),
+        quiet: true,
+        ..LoadArgs::default()
+    };
+    let load = std::thread::spawn(move || load::run(&args));
+    // Mid-run: every connection accepted, then a moment for the warm-up echoes (a few
+    // milliseconds) and for messages to flow. The threads model publishes its byte counts
+    // only as clients end, so the open connections are what both models show live.
+    fixtures::eventually("every load connection is accepted", || {
+        running.connections() == CONNECTIONS as u64
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    running.stop().expect("the server stops");
+    let report = match load.join() {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => panic!("load run could not happen: {e}"),
+        Err(_) => panic!("the load thread panicked"),
+    };
+    assert_eq!(report.connected, CONNECTIONS as u64, "{report:?}");
+    assert_eq!(report.errors.timed_out, 0, "{report:?}");
+    assert_eq!(report.errors.closed_early, CONNECTIONS as u64, "{report:?}");
+    assert_eq!(report.error_count(), CONNECTIONS as u64, "{report:?}");
+    assert!(report.messages > 0, "{report:?}");
+    // The server closed them all within its linger: the run did not wait for its end.
+    assert!(report.elapsed_secs < 30.0, "{report:?}");
+    let line = report.failure_line().unwrap_or_default();
+    assert!(line.contains("20 closed early"), "{line}");
+}
+
+fixtures::for_each_model!(a_server_stopping_mid_run_is_reported_as_closed_early_at_once);
+
+/// `tcp-reactor load` against our echo server with a run far longer than the test, sent
+/// SIGINT once every connection is exchanging messages; returns the exit status, stdout
+/// and stderr.
+fn interrupted_load(extra: &[&str]) -> (std::process::ExitStatus, String, String) {
+    use std::process::{Command, Stdio};
+    const CONNECTIONS: u64 = 4;
+    let running = fixtures::server::start(tcp_reactor::protocols::Echo, Model::Reactor);
+    let child = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"))
+        .args(["load", "--addr", &running.local_addr().to_string()])
+        .args(["--connections", &CONNECTIONS.to_string()])
+        .args(["--duration", "60", "--timeout", "90", "--quiet"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcp-reactor load");
+    fixtures::eventually("every load connection is accepted", || {
+        running.connections() == CONNECTIONS
+    });
+    // Past the warm-up echoes, with messages flowing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT the load");
+    // Bounded: the output arrives on a thread, and the test fails if it takes too long.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(fixtures::PATIENCE) {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("waiting for tcp-reactor load: {e}"),
+        Err(_) => panic!(
+            "tcp-reactor load still runs {:?} after SIGINT",
+            fixtures::PATIENCE
+        ),
+    };
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctrl_c_on_the_load_command_prints_a_partial_report_and_exits_130() {
+    let (status, stdout, stderr) = interrupted_load(&[]);
+    assert_eq!(status.code(), Some(130), "{status}; {stdout}{stderr}");
+    assert!(
+        stdout.contains("interrupted        yes: a partial report"),
+        "{stdout}"
+    );
+    // What was measured before the signal is in the report, and nothing is an error.
+    let echoed = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("messages"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+    assert!(echoed.is_some_and(|n| n > 0), "{stdout}");
+    assert!(
+        stdout.contains("0 connect, 0 mismatch, 0 closed early, 0 I/O, 0 timed out"),
+        "{stdout}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_on_the_load_command_marks_the_json_report_interrupted() {
+    let (status, stdout, stderr) = interrupted_load(&["--json"]);
+    assert_eq!(status.code(), Some(130), "{status}; {stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    assert_eq!(json["interrupted"], true, "{stdout}");
+    assert!(json["messages"].as_u64().is_some_and(|n| n > 0), "{stdout}");
+    assert_eq!(json["errors"]["timed_out"], 0, "{stdout}");
 }

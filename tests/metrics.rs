@@ -1,18 +1,30 @@
 //! Live statistics and the Prometheus endpoint: after known traffic, `Running::stats()`
 //! and a scrape of `/metrics` (parsed here) report the open connections, bytes and closes
 //! by reason that the traffic made; `promtool check metrics` accepts the scrape.
+//!
+//! The endpoint itself, over real sockets: a client trickling its request or many idle
+//! connections do not hold up anyone's scrape, a trickler is closed at its request
+//! deadline, the connection cap refuses only the extra client, and it speaks HTTP/1.1
+//! (keep-alive, bare-LF lines, 404, 405, 400, 431).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
-use fixtures::client::{connect, expect_reply};
+use fixtures::client::{
+    Peer, connect, expect_eof, expect_reply, poll_closed, recv_exact, recv_to_end, set_timeouts,
+};
 use fixtures::process::{ServerProcess, stat};
-use fixtures::server::start;
-use fixtures::{eventually, for_each_model};
+use fixtures::server::{loopback, start};
+use fixtures::{PATIENCE, eventually, for_each_model};
+use tcp_reactor::metrics::{EndpointConfig, MetricsServer};
 use tcp_reactor::protocols::Echo;
-use tcp_reactor::{CloseReason, Model, metrics};
+use tcp_reactor::{CloseReason, Model, Running, metrics};
 
 for_each_model!(metrics_report_known_traffic);
 
@@ -20,7 +32,7 @@ for_each_model!(metrics_report_known_traffic);
 fn scrape(addr: SocketAddr) -> (String, String) {
     let mut stream = connect(addr);
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .expect("send the scrape");
     let mut reply = String::new();
     stream.read_to_string(&mut reply).expect("read the scrape");
@@ -114,7 +126,9 @@ fn metrics_report_known_traffic(model: Model) {
     promtool_accepts(&body);
     let (head, _) = {
         let mut stream = connect(endpoint.local_addr());
-        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("send");
         let mut reply = String::new();
         stream.read_to_string(&mut reply).expect("read");
         (reply, ())
@@ -201,4 +215,341 @@ fn serve_help_shows_the_budget_deadlines_and_observers() {
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag:?}:\n{help}");
     }
+}
+
+/// How long a scrape may take in the endpoint tests before it counts as blocked: far more
+/// than a loopback scrape needs, far less than the hostile clients below last.
+const SCRAPE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// An echo server (its model does not matter: the endpoint is a server of its own) and
+/// its metrics endpoint with `config`.
+fn endpoint(config: &EndpointConfig) -> (Running, MetricsServer) {
+    let running = start(Echo, Model::Reactor);
+    let endpoint =
+        metrics::serve_with(loopback(), running.live_stats(), config).expect("serve metrics");
+    (running, endpoint)
+}
+
+/// Connect to the endpoint, with read and write timeouts of `patience`.
+#[track_caller]
+fn connect_within(addr: SocketAddr, patience: Duration) -> TcpStream {
+    let stream = connect(addr);
+    set_timeouts(&stream, patience);
+    stream
+}
+
+/// Send `request` on `stream` and read one reply framed by its `Content-Length` (none
+/// for `HEAD`): the head (status line and headers) and the body. The connection may stay
+/// open.
+#[track_caller]
+fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
+    stream.write_all(request).expect("send the request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => panic!("closed after {:?}", String::from_utf8_lossy(&head)),
+            Err(err) => panic!("no reply (got {:?}): {err}", String::from_utf8_lossy(&head)),
+        }
+    }
+    let head = String::from_utf8(head).expect("a UTF-8 head");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    let length = if request.starts_with(b"HEAD ") {
+        0
+    } else {
+        length
+    };
+    let body = recv_exact(stream, length);
+    (head, String::from_utf8(body).expect("a UTF-8 body"))
+}
+
+/// One scrape on a connection of its own, which must succeed within [`SCRAPE_PATIENCE`].
+#[track_caller]
+fn scrape_within_patience(addr: SocketAddr) {
+    let mut stream = connect_within(addr, SCRAPE_PATIENCE);
+    let (head, body) = exchange(
+        &mut stream,
+        b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.contains("tcp_reactor_connections_open "), "{body}");
+}
+
+/// A client sending a request head that never ends, one byte every 50 ms, until stopped,
+/// until a write fails, or for at most 30 s (then `gave_up` is raised).
+struct Trickler {
+    /// Its connection (the test reads from it).
+    stream: TcpStream,
+    /// Raised by the test to stop it.
+    stop: Arc<AtomicBool>,
+    /// Raised once it has sent all its bytes (30 s) without being closed.
+    gave_up: Arc<AtomicBool>,
+    /// The sending thread.
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Trickler {
+    /// Connect to `addr` and start trickling.
+    fn start(addr: SocketAddr) -> Trickler {
+        let stream = connect(addr);
+        let mut writer = stream.try_clone().expect("clone the trickler's socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let (flag, done) = (Arc::clone(&stop), Arc::clone(&gave_up));
+        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        // Its first byte is in before anyone else connects.
+        writer
+            .write_all(&head[..1])
+            .expect("the trickler's first byte");
+        let thread = thread::spawn(move || {
+            let bytes = head[1..].iter().chain(std::iter::repeat(&b'a')).take(600);
+            for &byte in bytes {
+                thread::sleep(Duration::from_millis(50));
+                if flag.load(Ordering::SeqCst) || writer.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        Trickler {
+            stream,
+            stop,
+            gave_up,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client trickling its request head, byte by byte, does not hold up the scrapes of
+/// other clients: each is answered while the trickler is still connected and sending.
+/// (Before: one scrape at a time, with a timeout per read, so 0 scrapes were answered.)
+#[test]
+fn scrapes_are_served_while_a_client_trickles_its_request() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_secs(60));
+    let (running, endpoint) = endpoint(&config);
+    let mut trickler = Trickler::start(endpoint.local_addr());
+    for _ in 0..5 {
+        scrape_within_patience(endpoint.local_addr());
+    }
+    trickler.stream.set_nonblocking(true).expect("nonblocking");
+    assert_eq!(
+        poll_closed(&mut trickler.stream),
+        Peer::Open,
+        "the scrapes were answered while the trickler was connected"
+    );
+    assert!(!trickler.gave_up.load(Ordering::SeqCst));
+    drop(trickler);
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// Twenty connections that never send a byte do not hold up a scrape, and stay open.
+/// (Before: each held the endpoint for its 5 s read timeout, one after the other.)
+#[test]
+fn scrapes_are_served_while_twenty_connections_sit_idle() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_secs(60));
+    let (running, endpoint) = endpoint(&config);
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| connect(endpoint.local_addr())).collect();
+    for _ in 0..5 {
+        scrape_within_patience(endpoint.local_addr());
+    }
+    for stream in &mut idle {
+        stream.set_nonblocking(true).expect("nonblocking");
+        assert_eq!(poll_closed(stream), Peer::Open);
+    }
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// A request trickled byte by byte is closed at its whole-request deadline although bytes
+/// keep arriving (with `408` if the reply gets through); the server goes on serving.
+#[test]
+fn a_trickled_request_is_closed_at_its_deadline() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_millis(500));
+    let (running, endpoint) = endpoint(&config);
+    let mut trickler = Trickler::start(endpoint.local_addr());
+    let mut reply = Vec::new();
+    // A reset (the trickler's latest byte unread when the server closed) also ends it.
+    let ended = trickler.stream.read_to_end(&mut reply);
+    if let Err(err) = &ended {
+        assert!(
+            !matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "the trickler was not closed within {PATIENCE:?}"
+        );
+    }
+    assert!(
+        !trickler.gave_up.load(Ordering::SeqCst),
+        "closed only once the trickler had sent everything ({ended:?})"
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
+    );
+    drop(trickler);
+    scrape_within_patience(endpoint.local_addr());
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// At the connection cap, one more client gets `503` and is closed; the connections
+/// already open go on being served, and a freed slot serves again.
+#[test]
+fn the_connection_cap_refuses_the_extra_client_and_serves_the_rest() {
+    let config = EndpointConfig::default()
+        .with_request_timeout(Duration::from_secs(60))
+        .with_max_connections(3);
+    let (running, endpoint) = endpoint(&config);
+    let addr = endpoint.local_addr();
+    let keep_alive = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    for stream in &mut held {
+        // An answer proves the endpoint holds the connection.
+        let (head, _) = exchange(stream, keep_alive);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("Connection: close"), "{head}");
+    }
+    let mut extra = connect(addr);
+    let _ = extra.write_all(keep_alive);
+    let refused = String::from_utf8_lossy(&recv_to_end(&mut extra)).into_owned();
+    assert!(
+        refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refused}"
+    );
+    for stream in &mut held {
+        let (head, _) = exchange(stream, keep_alive);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    }
+    drop(held.pop());
+    // The endpoint sees the close on its next turn: until then a newcomer may be refused.
+    eventually("a freed slot serves a new client", || {
+        let mut stream = connect(addr);
+        let (head, _) = exchange(&mut stream, keep_alive);
+        head.starts_with("HTTP/1.1 200 OK\r\n")
+    });
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// Lines ending in a bare LF (which the http protocol accepts, as RFC 9112 lets a
+/// recipient) make a request like any other. (Before: no reply at all.)
+#[test]
+fn a_request_with_bare_lf_line_ends_is_answered() {
+    let (running, endpoint) = endpoint(&EndpointConfig::default());
+    let mut stream = connect_within(endpoint.local_addr(), SCRAPE_PATIENCE);
+    let (head, body) = exchange(&mut stream, b"GET /metrics HTTP/1.1\nHost: test\n\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.contains("tcp_reactor_connections_open "), "{body}");
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// One keep-alive connection: `GET`, `HEAD`, an unknown path (404) and a wrong method (405
+/// with `Allow`) are each answered and leave it open; `Connection: close` closes it after
+/// the reply. HTTP/1.0 closes by default; a malformed request gets 400 and an oversized
+/// head 431, each then closed.
+#[test]
+fn the_endpoint_speaks_http_1_1() {
+    let (running, endpoint) = endpoint(&EndpointConfig::default());
+    let addr = endpoint.local_addr();
+    let mut stream = connect(addr);
+    let (head, body) = exchange(&mut stream, b"GET /metrics?x=1 HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(body.contains("tcp_reactor_connections_open "), "{body}");
+    // No body follows a HEAD's head: the next reply on the connection starts cleanly.
+    let (head, _) = exchange(&mut stream, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+    let (head, _) = exchange(&mut stream, b"GET /nope HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+    let (head, _) = exchange(
+        &mut stream,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+    let (head, _) = exchange(
+        &mut stream,
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    expect_eof(&mut stream);
+
+    let mut old = connect(addr);
+    let (head, _) = exchange(&mut old, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    expect_eof(&mut old);
+
+    let mut oversized = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    oversized.resize(9 * 1024, b'a');
+    for (request, status) in [
+        (
+            &b"NOT HTTP AT ALL\r\n\r\n"[..],
+            "HTTP/1.1 400 Bad Request\r\n",
+        ),
+        (
+            &oversized[..],
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        ),
+    ] {
+        let mut stream = connect(addr);
+        let (head, _) = exchange(&mut stream, request);
+        assert!(head.starts_with(status), "{head}");
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+        expect_eof(&mut stream);
+    }
+    endpoint.stop();
+    running.stop().expect("stop");
+}
+
+/// Stopping the endpoint closes the connections it holds and its listener, promptly.
+#[test]
+fn stopping_the_endpoint_closes_its_connections() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_secs(60));
+    let (running, endpoint) = endpoint(&config);
+    let addr = endpoint.local_addr();
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    scrape_within_patience(addr);
+    endpoint.stop();
+    for stream in &mut idle {
+        expect_eof(stream);
+    }
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
+    running.stop().expect("stop");
+}
+
+/// Zero limits are refused when the endpoint starts.
+#[test]
+fn zero_limits_are_refused() {
+    let running = start(Echo, Model::Reactor);
+    for config in [
+        EndpointConfig::default().with_request_timeout(Duration::ZERO),
+        EndpointConfig::default().with_max_connections(0),
+    ] {
+        let err = metrics::serve_with(loopback(), running.live_stats(), &config)
+            .expect_err("a zero limit");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    }
+    running.stop().expect("stop");
 }

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fixtures::client::{connect, pseudo_random_bytes, recv_to_end};
-use fixtures::process::{ServerProcess, raise_fd_limit, stat};
+use fixtures::process::{ServerProcess, model_arg, raise_fd_limit, stat};
 use fixtures::server::loopback;
 use fixtures::{PATIENCE, for_each_model, wait_until};
 use tcp_reactor::protocols::{Echo, Proxy};
@@ -243,13 +243,23 @@ fn a_silent_upstream_is_closed_by_the_idle_timeout(model: Model) {
     assert!(stats.closed_by(CloseReason::IdleTimeout) >= 1, "{stats}");
 }
 
-fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Model) {
-    // A listener whose accept queue is full drops new SYNs: connects to it hang.
+/// A blackholed upstream on loopback: a listener whose accept queue is full, so the kernel
+/// drops new SYNs and a connect to it hangs until the connector gives up.
+struct Blackhole {
+    /// Its address.
+    addr: SocketAddr,
+    /// The listener, never accepted from.
+    _listener: socket2::Socket,
+    /// The connects that fill its queue.
+    _fillers: Vec<socket2::Socket>,
+}
+
+fn blackhole() -> Blackhole {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.bind(&loopback().into()).expect("bind");
     socket.listen(0).expect("listen");
-    let full: SocketAddr = socket
+    let addr: SocketAddr = socket
         .local_addr()
         .ok()
         .and_then(|addr| addr.as_socket())
@@ -259,13 +269,22 @@ fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Mode
             let filler =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
             filler.set_nonblocking(true).ok()?;
-            let _ = filler.connect(&full.into());
+            let _ = filler.connect(&addr.into());
             Some(filler)
         })
         .collect();
     thread::sleep(Duration::from_millis(100));
+    Blackhole {
+        addr,
+        _listener: socket,
+        _fillers: fillers,
+    }
+}
+
+fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Model) {
+    let full = blackhole();
     let config = Config::default().with_connect_timeout(Duration::from_millis(300));
-    let running = proxy(model, vec![full], config);
+    let running = proxy(model, vec![full.addr], config);
     let mut client = connect(running.local_addr());
     let started = Instant::now();
     let mut buf = [0; 4];
@@ -282,7 +301,98 @@ fn an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect(model: Mode
         1,
         "{stats}"
     );
-    drop(fillers);
+}
+
+/// A client that sends as soon as it is connected, while the proxy's connect to a
+/// blackholed upstream is under way, with `--connect-timeout` and `--linger` as given:
+/// the client is closed cleanly at the connect timeout, everything of the pair is freed
+/// at once (slots, threads, descriptors), the upstream is skipped from then on, and
+/// SIGTERM stops the proxy promptly.
+fn blackholed_upstream_with(model: Model, connect_timeout: &str, linger: &str) {
+    let dead = blackhole();
+    let echo = echo_upstream();
+    let proxy = ServerProcess::spawn(
+        &[
+            "--protocol",
+            "proxy",
+            "--model",
+            model_arg(model),
+            "--upstream",
+            &dead.addr.to_string(),
+            "--upstream",
+            &echo.local_addr().to_string(),
+            "--upstream-retry",
+            "60",
+            "--connect-timeout",
+            connect_timeout,
+            "--linger",
+            linger,
+        ],
+        None,
+    );
+    // The process starts its signal thread after it announces its address.
+    let mut threads = proxy.status().threads;
+    let settled = wait_until(PATIENCE, || {
+        thread::sleep(Duration::from_millis(200));
+        let before = std::mem::replace(&mut threads, proxy.status().threads);
+        before == threads
+    });
+    assert!(settled, "the proxy's threads settle after its start");
+    let sockets = proxy.open_sockets();
+    // The first client is sent to the blackholed upstream (round-robin starts there).
+    let mut client = connect(proxy.addr);
+    let started = Instant::now();
+    client.write_all(b"hello").expect("send at once");
+    let mut buf = [0; 8];
+    let got = client.read(&mut buf).map_err(|err| err.kind());
+    let waited = started.elapsed();
+    assert_eq!(
+        got,
+        Ok(0),
+        "the client is closed cleanly, not served or reset"
+    );
+    let timeout: f64 = connect_timeout.parse().expect("seconds");
+    assert!(
+        waited >= Duration::from_secs_f64(timeout * 0.9),
+        "closed at the connect timeout, not before ({waited:?})"
+    );
+    drop(client);
+    assert!(
+        wait_until(PATIENCE, || proxy.open_sockets() == sockets
+            && proxy.status().threads == threads),
+        "the pair's sockets and threads are freed: {} sockets (was {sockets}), {} threads \
+         (was {threads})",
+        proxy.open_sockets(),
+        proxy.status().threads
+    );
+    // The upstream that failed is skipped: every later client reaches the echo server.
+    for _ in 0..3 {
+        let mut client = connect(proxy.addr);
+        client.write_all(b"ping").expect("send");
+        let mut back = [0; 4];
+        client
+            .read_exact(&mut back)
+            .expect("echo through the proxy");
+        assert_eq!(&back, b"ping");
+    }
+    let stats = proxy.stop();
+    assert_eq!(stat(&stats, "connect_failed"), 1, "{stats:?}");
+    assert_eq!(stat(&stats, "reset"), 0, "{stats:?}");
+}
+
+fn a_client_that_sends_during_a_blackholed_connect_is_closed_and_freed_at_the_connect_timeout(
+    model: Model,
+) {
+    // A write that waited for the connect would otherwise wait for the kernel's own
+    // retries (about two minutes) once the connect timed out.
+    blackholed_upstream_with(model, "0.3", "2");
+}
+
+fn a_blackholed_upstream_is_skipped_even_with_a_linger_shorter_than_the_connect_timeout(
+    model: Model,
+) {
+    // A sender must wait for the connect to end, not give up on it after `linger`.
+    blackholed_upstream_with(model, "0.6", "0.2");
 }
 
 fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed(model: Model) {
@@ -351,7 +461,44 @@ fn a_thousand_pairs_at_once_are_all_forwarded_and_all_freed(model: Model) {
     drop(echo);
 }
 
+/// The `tcp-reactor serve --protocol proxy` process logs why it closed a client whose
+/// upstream refused: one warning naming the upstream and the error, and one line (at
+/// debug) for each client turned away while that upstream is skipped.
+fn a_refusing_upstream_is_logged_with_its_address_and_the_error(model: Model) {
+    let refusing = closed_port();
+    let upstream = refusing.to_string();
+    let model = fixtures::process::model_arg(model);
+    let proxy = ServerProcess::spawn(
+        &[
+            "--protocol",
+            "proxy",
+            "--model",
+            model,
+            "--upstream",
+            &upstream,
+        ],
+        None,
+    );
+    let mut client = connect(proxy.addr);
+    let mut buf = [0; 4];
+    let got = client.read(&mut buf);
+    assert!(matches!(got, Ok(0) | Err(_)), "closed, not served: {got:?}");
+    let needle = format!("cannot reach upstream {upstream} for client connection");
+    assert!(
+        wait_until(PATIENCE, || proxy.log_lines_with(&needle) == 1),
+        "no log line with {needle:?}"
+    );
+    assert_eq!(proxy.log_lines_with("WARN"), 1);
+    assert_eq!(
+        proxy.log_lines_with("connect failed (connection refused)"),
+        1
+    );
+    let stats = proxy.stop();
+    assert_eq!(stat(&stats, "connect_failed"), 1, "{stats:?}");
+}
+
 for_each_model!(
+    a_refusing_upstream_is_logged_with_its_address_and_the_error,
     bytes_are_forwarded_unchanged_for_many_pairs,
     a_clients_eof_reaches_the_upstream_and_the_reply_still_comes_back,
     an_upstreams_eof_reaches_the_client_which_can_still_send,
@@ -360,5 +507,7 @@ for_each_model!(
     a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after,
     a_silent_upstream_is_closed_by_the_idle_timeout,
     an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect,
+    a_client_that_sends_during_a_blackholed_connect_is_closed_and_freed_at_the_connect_timeout,
+    a_blackholed_upstream_is_skipped_even_with_a_linger_shorter_than_the_connect_timeout,
     a_thousand_pairs_at_once_are_all_forwarded_and_all_freed,
 );

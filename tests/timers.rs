@@ -18,6 +18,7 @@ for_each_model!(
     replaced_handler_timer_fires_only_at_its_new_deadline,
     idle_timeout_closes_a_silent_client_but_not_a_chatty_one,
     output_written_counts_as_progress_for_the_idle_timeout,
+    idle_timeout_closes_a_client_that_takes_none_of_its_output,
 );
 
 /// Read exactly `n` bytes as text.
@@ -144,6 +145,28 @@ fn output_written_counts_as_progress_for_the_idle_timeout(model: Model) {
     assert!(closes.wait_for(CloseReason::Handler, 1, PATIENCE));
     assert_eq!(closes.count(CloseReason::IdleTimeout), 0);
     stop_checked(server);
+}
+
+fn idle_timeout_closes_a_client_that_takes_none_of_its_output(model: Model) {
+    // The client asks for a big reply and never reads it: no input is consumed and no
+    // output taken, so it is idle although the server has something to say (the threads
+    // model's writer is blocked meanwhile, and must still see the deadline).
+    let idle = Duration::from_millis(300);
+    let (handler, closes) = Recorded::new(BigReply::new(16 << 20));
+    let config = config()
+        .with_idle_timeout(Some(idle))
+        .with_max_output(64 << 20);
+    let server = serve(handler, config, model);
+    let mut hostile = connect_small_rcvbuf(server.local_addr(), 16 * 1024);
+    hostile.write_all(b"go").expect("write");
+    assert!(
+        closes.wait_for(CloseReason::IdleTimeout, 1, PATIENCE),
+        "{model:?}: a client that takes nothing is closed by the idle timeout"
+    );
+    wait_connections(&server, 0);
+    drop(hostile);
+    let stats = stop_checked(server);
+    assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
 }
 
 /// A client that asks for a big reply, half-closes at once, and never reads: the server

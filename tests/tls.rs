@@ -9,15 +9,15 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fixtures::client::trickle_until_closed;
 use fixtures::server::{start_server, stop_checked, wait_connections};
 use fixtures::{PATIENCE, eventually, for_each_model};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use tcp_reactor::protocols::{Echo, Http, Resp};
+use tcp_reactor::protocols::{Chat, Echo, Http, Resp};
 use tcp_reactor::{CloseReason, Config, Handler, Model, Running, Server, tls_config};
 
 for_each_model!(
@@ -27,43 +27,49 @@ for_each_model!(
     half_close_gets_every_reply_then_close_notify,
     close_notify_on_graceful_stop,
     a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served,
+    a_client_trickling_its_hello_is_closed_at_the_handshake_deadline_and_others_are_served,
+    a_client_trickling_a_record_is_closed_at_the_idle_timeout,
+    a_request_head_whose_record_trickles_gets_408_at_the_header_timeout,
+    a_lingering_close_ends_at_the_linger_timeout_while_a_record_trickles,
     plaintext_and_junk_on_the_tls_port_are_closed_at_once,
     a_client_resetting_mid_handshake_does_not_disturb_others,
     output_written_before_the_handshake_completes_is_sent_after_it,
+    chat_lines_sent_to_a_member_before_its_handshake_all_arrive_whole,
+    large_writes_before_and_after_the_handshake_arrive_whole,
+    output_waiting_for_a_handshake_past_the_output_cap_closes_the_member_with_a_reason,
     curl_gets_https_with_alpn_http11,
     the_load_generator_speaks_tls_and_verifies_every_byte,
     redis_cli_over_tls_against_resp
 );
 
-/// A certificate for `localhost` and its key, written as PEM files in a fresh directory.
+/// A certificate for `localhost` and its key, written as PEM files in a fresh private
+/// directory that is removed on drop, even when the test fails.
 struct Certificate {
-    /// The directory holding both files; removed on drop.
-    dir: PathBuf,
+    /// The directory holding both files.
+    dir: tempfile::TempDir,
 }
 
 impl Certificate {
     /// Generate a self-signed certificate and key.
     fn generate() -> Certificate {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
             .expect("rcgen makes a certificate");
-        let dir = std::env::temp_dir().join(format!(
-            "tcp-reactor-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("cert written");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("key written");
-        Certificate { dir }
+        let dir = tempfile::Builder::new()
+            .prefix("tcp-reactor-tls-")
+            .tempdir()
+            .expect("a temporary directory");
+        let certificate = Certificate { dir };
+        std::fs::write(certificate.cert(), made.cert.pem()).expect("cert written");
+        std::fs::write(certificate.key(), made.signing_key.serialize_pem()).expect("key written");
+        certificate
     }
 
     fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.dir.path().join("cert.pem")
     }
 
     fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
+        self.dir.path().join("key.pem")
     }
 
     /// A server configuration for this certificate.
@@ -74,12 +80,6 @@ impl Certificate {
     /// A client configuration trusting only this certificate.
     fn client(&self) -> Arc<ClientConfig> {
         tls_config::client_from_pem(Some(&self.cert())).expect("client config")
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -292,6 +292,137 @@ fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served(mod
     assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1);
 }
 
+/// A ClientHello for `certificate`'s server, as a client sends it first.
+fn client_hello(certificate: &Certificate) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let mut session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).expect("a ClientHello");
+    hello
+}
+
+/// `plaintext` sealed by `client`'s session into records, not sent yet.
+fn sealed(client: &mut Client, plaintext: &[u8]) -> Vec<u8> {
+    client
+        .conn
+        .writer()
+        .write_all(plaintext)
+        .expect("plaintext taken");
+    let mut records = Vec::new();
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut records).expect("records");
+    }
+    records
+}
+
+fn a_client_trickling_its_hello_is_closed_at_the_handshake_deadline_and_others_are_served(
+    model: Model,
+) {
+    // The socket's receive timeout restarts with every byte: only the handshake's own
+    // deadline, which a byte does not move, can close this client in time.
+    let certificate = Certificate::generate();
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut other = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut other, b"served before");
+    let hello = client_hello(&certificate);
+    let slow = fixtures::client::connect(running.local_addr());
+    let trickled = trickle_until_closed(&slow, &hello, true);
+    assert!(
+        trickled.sent < hello.len(),
+        "the client was closed only after its whole hello ({} bytes) trickled in",
+        hello.len()
+    );
+    echo_round(&mut other, b"served after");
+    drop(other);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::HandshakeTimeout), 1, "{stats}");
+}
+
+fn a_client_trickling_a_record_is_closed_at_the_idle_timeout(model: Model) {
+    let certificate = Certificate::generate();
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
+    let running = start_tls(Echo, &certificate, model, config);
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut client, b"progress");
+    // A record's bytes are no input until the record is whole: no progress meanwhile.
+    let record = sealed(&mut client, &[b'x'; 300]);
+    let trickled = trickle_until_closed(&client.sock, &record, true);
+    assert!(
+        trickled.sent < record.len(),
+        "the client was closed only after its whole record ({} bytes) trickled in",
+        record.len()
+    );
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::IdleTimeout), 1, "{stats}");
+}
+
+fn a_request_head_whose_record_trickles_gets_408_at_the_header_timeout(model: Model) {
+    let certificate = Certificate::generate();
+    let http = Http::default().with_header_timeout(Some(Duration::from_millis(300)));
+    let server = Server::new(http).tls(certificate.server(&[]));
+    let running = start_server(server, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    // The head begins (the header timeout starts), then its next record trickles.
+    client.write_all(b"GET / HTTP/1.1\r\n").expect("TLS write");
+    client.flush().expect("sent");
+    let mut rest = b"X-Padding: ".to_vec();
+    rest.extend_from_slice(&[b'a'; 300]);
+    rest.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+    let record = sealed(&mut client, &rest);
+    let trickled = trickle_until_closed(&client.sock, &record, true);
+    assert!(
+        trickled.sent < record.len(),
+        "the head was answered only after its whole record ({} bytes) trickled in",
+        record.len()
+    );
+    // What the server sent, decrypted: the 408, then close_notify.
+    let mut raw = &trickled.received[..];
+    let mut reply = Vec::new();
+    while !raw.is_empty() {
+        client.conn.read_tls(&mut raw).expect("records");
+        client.conn.process_new_packets().expect("valid records");
+        let _ = client.conn.reader().read_to_end(&mut reply);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+}
+
+fn a_lingering_close_ends_at_the_linger_timeout_while_a_record_trickles(model: Model) {
+    /// Consumes nothing: its input reaches the cap, and the connection closes lingering.
+    #[derive(Debug)]
+    struct Hoarder;
+    impl Handler for Hoarder {
+        type Session = ();
+        fn open(&self, _: &mut tcp_reactor::Context<'_>) {}
+        fn data(&self, _: &mut (), _: &mut tcp_reactor::Context<'_>, _: &[u8]) -> usize {
+            0
+        }
+    }
+    let certificate = Certificate::generate();
+    let config = Config::default()
+        .with_max_input(1024)
+        .with_linger(Duration::from_millis(300));
+    let running = start_tls(Hoarder, &certificate, model, config);
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    client.write_all(&[b'x'; 4096]).expect("TLS write");
+    client.flush().expect("sent");
+    // The server's close_notify and EOF: it is lingering, reading until our EOF.
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("close_notify, then EOF");
+    let record = sealed(&mut client, &[b'y'; 300]);
+    let trickled = trickle_until_closed(&client.sock, &record, false);
+    assert!(
+        trickled.sent < record.len(),
+        "the lingering close waited for the whole record ({} bytes) to trickle in",
+        record.len()
+    );
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::InputLimit), 1, "{stats}");
+}
+
 fn plaintext_and_junk_on_the_tls_port_are_closed_at_once(model: Model) {
     let certificate = Certificate::generate();
     // A deadline far away: only the TLS error can close these clients in time.
@@ -374,6 +505,159 @@ fn output_written_before_the_handshake_completes_is_sent_after_it(model: Model) 
     echo_round(&mut client, b"and echo");
 }
 
+/// The `n`th line of a burst: `line NNNN ` and padding to `len` bytes, without its `\n`.
+fn burst_line(n: usize, len: usize) -> Vec<u8> {
+    let mut line = format!("line {n:04} ").into_bytes();
+    line.resize(len, b'x');
+    line
+}
+
+/// A chat room over TLS under `model` with `config`; member A has connected (and joined)
+/// but not begun its handshake; members B (the sender) and C (a witness) have completed
+/// theirs. B sends `lines` lines of `len` bytes, and C reads them all, so that most of
+/// them are queued for A before its handshake. Returns the server, A's socket, B and C.
+fn chat_burst_before_a_handshake(
+    certificate: &Certificate,
+    model: Model,
+    config: Config,
+    lines: usize,
+    len: usize,
+) -> (Running, TcpStream, Client, io::BufReader<Client>) {
+    let running = start_tls(Chat::new(), certificate, model, config);
+    let a = fixtures::client::connect(running.local_addr());
+    wait_connections(&running, 1);
+    let mut b = tls_connect(running.local_addr(), &certificate.client());
+    let mut c = tls_connect(running.local_addr(), &certificate.client());
+    echo_membership(&mut b, &mut c);
+    let sending = {
+        let mut burst = Vec::new();
+        for n in 0..lines {
+            burst.extend_from_slice(&burst_line(n, len));
+            burst.push(b'\n');
+        }
+        burst
+    };
+    b.write_all(&sending).expect("the burst sent");
+    b.flush().expect("sent");
+    let mut c = io::BufReader::new(c);
+    for n in 0..lines {
+        let line = read_line(&mut c);
+        assert!(line.ends_with(&burst_line(n, len)), "C's line {n}");
+    }
+    (running, a, b, c)
+}
+
+/// Make sure B's and C's handshakes are complete and both are in the room: B says hello
+/// and C hears it.
+fn echo_membership(b: &mut Client, c: &mut Client) {
+    b.write_all(b"hello\n").expect("hello sent");
+    b.flush().expect("sent");
+    let line = read_line(&mut io::BufReader::new(c));
+    assert!(
+        line.ends_with(b"hello"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+}
+
+/// One line, without its `\n`.
+#[track_caller]
+fn read_line(reader: &mut impl io::BufRead) -> Vec<u8> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).expect("a line");
+    assert_eq!(line.pop(), Some(b'\n'), "a whole line");
+    line
+}
+
+fn chat_lines_sent_to_a_member_before_its_handshake_all_arrive_whole(model: Model) {
+    // 200 KB: more than rustls keeps by default (64 KiB) before a handshake completes.
+    const LINES: usize = 200;
+    const LEN: usize = 1000;
+    let certificate = Certificate::generate();
+    let (running, a, mut b, c) =
+        chat_burst_before_a_handshake(&certificate, model, Config::default(), LINES, LEN);
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut a = io::BufReader::new(StreamOwned::new(session, a));
+    assert!(read_line(&mut a).ends_with(b"] hello"));
+    for n in 0..LINES {
+        let line = read_line(&mut a);
+        assert!(
+            line.ends_with(&burst_line(n, LEN)),
+            "line {n} reached A whole: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        );
+    }
+    // The next message starts a line of its own.
+    b.write_all(b"after\n").expect("sent");
+    b.flush().expect("sent");
+    assert!(read_line(&mut a).ends_with(b"] after"));
+    drop((a, b, c));
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 0, "{stats}");
+}
+
+fn large_writes_before_and_after_the_handshake_arrive_whole(model: Model) {
+    /// Writes `size` bytes at open (before the handshake) and again for each input.
+    #[derive(Debug)]
+    struct Large(Vec<u8>);
+    impl Handler for Large {
+        type Session = ();
+        fn open(&self, ctx: &mut tcp_reactor::Context<'_>) {
+            ctx.write(&self.0);
+        }
+        fn data(&self, _: &mut (), ctx: &mut tcp_reactor::Context<'_>, input: &[u8]) -> usize {
+            ctx.write(&self.0);
+            input.len()
+        }
+    }
+    // Each larger than what rustls keeps by default (64 KiB), in one write.
+    const SIZE: usize = 300 * 1024;
+    let payload = fixtures::client::pseudo_random_bytes(7, SIZE);
+    let certificate = Certificate::generate();
+    let running = start_tls(
+        Large(payload.clone()),
+        &certificate,
+        model,
+        Config::default(),
+    );
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    let mut got = vec![0; SIZE];
+    client.read_exact(&mut got).expect("the greeting");
+    assert!(got == payload, "the greeting arrived whole");
+    client.write_all(b"again").expect("sent");
+    client.read_exact(&mut got).expect("the reply");
+    assert!(got == payload, "the reply arrived whole");
+    drop(client);
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 0, "{stats}");
+}
+
+fn output_waiting_for_a_handshake_past_the_output_cap_closes_the_member_with_a_reason(
+    model: Model,
+) {
+    let certificate = Certificate::generate();
+    let config = Config::default()
+        .with_max_output(100 * 1024)
+        .with_high_water(32 * 1024)
+        .with_low_water(8 * 1024);
+    let (running, a, b, c) = chat_burst_before_a_handshake(&certificate, model, config, 200, 1000);
+    // A is closed, not left with part of its output: its handshake cannot complete.
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let session = ClientConnection::new(certificate.client(), name).expect("a client session");
+    let mut a = StreamOwned::new(session, a);
+    let mut rest = Vec::new();
+    assert!(
+        a.read_to_end(&mut rest).is_err() || rest.is_empty(),
+        "A got {} bytes",
+        rest.len()
+    );
+    eventually("A is closed", || running.connections() == 2);
+    drop((b, c));
+    let stats = stop_checked(running);
+    assert_eq!(stats.closed_by(CloseReason::OutputLimit), 1, "{stats}");
+}
+
 fn curl_gets_https_with_alpn_http11(model: Model) {
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("SKIP: curl is not installed");
@@ -444,7 +728,7 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
     // 64 KiB messages, 4 in flight: records split across reads and writes both ways.
     for (size, pipeline, messages) in [(100, 4, 1003), (64 * 1024, 4, 40)] {
         let args = tcp_reactor::load::LoadArgs {
-            addr: running.local_addr(),
+            addr: running.local_addr().into(),
             connections: 7,
             size,
             pipeline,
@@ -467,7 +751,7 @@ fn the_load_generator_speaks_tls_and_verifies_every_byte(model: Model) {
 fn serve_with_a_missing_unreadable_or_mismatched_key_prints_one_line_and_exits_1() {
     let certificate = Certificate::generate();
     let other = Certificate::generate();
-    let garbage = certificate.dir.join("garbage.pem");
+    let garbage = certificate.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a PEM file\n").expect("garbage written");
     let cases = [
         (certificate.cert(), PathBuf::from("/nonexistent/key.pem")),

@@ -7,7 +7,7 @@
 //! BENCH_QUICK=1 cargo bench --bench compare            # tiny matrix, under a minute
 //! cargo bench --bench compare -- --rounds 5 --out target/bench-a
 //! cargo bench --bench compare -- --agree target/bench-a target/bench-b
-//! cargo bench --bench compare -- --publish target/bench-b   # into docs/bench/ and README
+//! cargo bench --bench compare -- --publish target/bench-b   # into docs/bench/
 //! ```
 //!
 //! Every cell runs R rounds (`--rounds`, `BENCH_ROUNDS`, default 3) with the servers
@@ -15,10 +15,10 @@
 //! disturbed and repeats them (`--retries`, `BENCH_RETRIES`; `--noise-limit PCT`,
 //! `BENCH_NOISE_LIMIT`). `--duration SECS` (`BENCH_DURATION`) sets the traffic per run.
 //! The report goes to `--out DIR` (`BENCH_OUT`, default `target/bench-report/`):
-//! `report.md`, `results.csv`, `runs.csv`, `idle.csv`, `readme-section.md` and SVG charts.
+//! `report.md`, `results.csv`, `runs.csv`, `idle.csv` and SVG charts.
 //! `--agree A B` compares two reports' medians (msg/s, the ratios between servers, CPU per
-//! message); `--publish DIR` copies a quiet full run into `docs/bench/` and the README
-//! (`--force` for any other run).
+//! message); `--publish DIR` copies a quiet full run into `docs/bench/` and refreshes the
+//! summary in `docs/bench/README.md` (`--force` for any other run); it writes nothing else.
 //!
 //! - `plan` — cells, profiles, the interleaved schedule.
 //! - `servers` — the servers under comparison, one process each.
@@ -27,7 +27,7 @@
 //! - `stats` / `summary` — medians and ranges over rounds, round-by-round ratios.
 //! - `report` / `charts` — the files.
 //! - `agree` — two runs compared.
-//! - `publish` — a run into `docs/bench/` and the README.
+//! - `publish` — a run into `docs/bench/`, with its summary.
 
 mod agree;
 mod charts;
@@ -54,7 +54,7 @@ enum Task {
     Bench(Box<Settings>),
     /// Compare two report directories' medians, against a tolerance.
     Agree(PathBuf, PathBuf, f64),
-    /// Copy a report directory into `docs/bench/` and the README (forced or not).
+    /// Copy a report directory into `docs/bench/` and summarise it there (forced or not).
     Publish(PathBuf, bool),
 }
 
@@ -68,14 +68,8 @@ fn main() -> ExitCode {
         Ok(Task::Agree(a, b, tolerance)) => agreement(&a, &b, tolerance),
         Ok(Task::Publish(dir, force)) => {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            publish::publish(
-                &dir,
-                &root.join("docs/bench"),
-                &root.join("README.md"),
-                force,
-            )
-            .map(|()| {
-                println!("published {} into docs/bench/ and README.md", dir.display());
+            publish::publish(&dir, &root.join("docs/bench"), force).map(|()| {
+                println!("published {} into docs/bench/", dir.display());
                 ExitCode::SUCCESS
             })
         }

@@ -201,7 +201,7 @@ fn run_once(
     let pid = server.pid();
     let sampler = procfs::Sampler::start(pid);
     let args = LoadArgs {
-        addr: server.addr,
+        addr: server.addr.into(),
         connections: cell.connections,
         size: cell.size,
         pipeline: cell.pipeline,
@@ -212,11 +212,7 @@ fn run_once(
         threads: Some(if pin.cpus.is_some() { 1 } else { 2 }),
         quiet: true,
         tls: kind.is_tls(),
-        ca: if kind.is_tls() {
-            Some(servers::certificate()?.0.clone())
-        } else {
-            None
-        },
+        ca: server.ca(),
         ..LoadArgs::default()
     };
     let tasks_before = procfs::tasks();

@@ -1,7 +1,7 @@
 //! The benchmark's output: a line per run on the terminal, and in the output directory
 //! `report.md` (conditions, noise, results, ratios, idle memory, charts), `results.csv`
-//! (one row per server and cell), `runs.csv` (every attempt), `idle.csv` and the charts,
-//! plus `readme-section.md`, the same tables for the README.
+//! (one row per server and cell), `runs.csv` (every attempt), `idle.csv` and the charts.
+//! Publishing quotes part of `report.md` in `docs/bench/README.md` (see `publish`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -37,13 +37,7 @@ pub struct Conditions {
 }
 
 /// Every file of the report, as written by [`write_all`].
-pub const FILES: [&str; 5] = [
-    "report.md",
-    "results.csv",
-    "runs.csv",
-    "idle.csv",
-    "readme-section.md",
-];
+pub const FILES: [&str; 4] = ["report.md", "results.csv", "runs.csv", "idle.csv"];
 
 /// Print one finished run on the terminal.
 pub fn print_run(r: &Run) {
@@ -97,14 +91,10 @@ pub fn write_all(
         summaries: &summaries,
         idle: &idle,
     };
-    let report = tables.sections(conditions, &charts, "", "##");
+    let report = tables.sections(conditions, &charts);
     fs::write(
         dir.join("report.md"),
         format!("# tcp-reactor benchmark: reactor vs threads vs tokio\n\n{report}"),
-    )?;
-    fs::write(
-        dir.join("readme-section.md"),
-        tables.sections(conditions, &charts, "docs/bench/", "####"),
     )?;
     Ok(charts)
 }
@@ -239,20 +229,20 @@ struct Tables<'a> {
 }
 
 impl Tables<'_> {
-    /// Every section under a heading of `level` (`##`), chart links prefixed with
-    /// `chart_dir`: the body of `report.md`, and of the README's block.
-    fn sections(&self, c: &Conditions, charts: &[String], chart_dir: &str, level: &str) -> String {
+    /// Every section under its `##` heading: the body of `report.md`, whose chart links are
+    /// relative to its own directory.
+    fn sections(&self, c: &Conditions, charts: &[String]) -> String {
         let parts = [
             ("Conditions", self.conditions(c)),
             ("Noise per cell", self.noise_table()),
             ("Results", self.results_table()),
             ("Reactor compared", self.ratio_table()),
             ("Idle connections", self.idle_table()),
-            ("Charts", chart_links(charts, chart_dir)),
+            ("Charts", chart_links(charts)),
         ];
         let mut md = String::new();
         for (heading, body) in parts {
-            let _ = write!(md, "{level} {heading}\n\n{body}\n");
+            let _ = write!(md, "## {heading}\n\n{body}\n");
         }
         md
     }
@@ -498,11 +488,11 @@ fn cell_flags(summaries: &[Summary], cell: Cell) -> String {
     flags.join(", ")
 }
 
-/// Markdown image links, prefixed with `dir`.
-fn chart_links(charts: &[String], dir: &str) -> String {
+/// Markdown image links to the charts, beside the report.
+fn chart_links(charts: &[String]) -> String {
     let mut md = String::new();
     for c in charts {
-        let _ = writeln!(md, "![{}]({dir}{c})", c.trim_end_matches(".svg"));
+        let _ = writeln!(md, "![{}]({c})", c.trim_end_matches(".svg"));
     }
     md
 }

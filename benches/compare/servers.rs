@@ -2,7 +2,7 @@
 //! reactor and thread-per-client models (the `tcp-reactor` binary, started the way the
 //! tests start it) and two tokio echo servers (this bench binary re-executed with a
 //! special first argument); the TLS cells: both our models and tokio with tokio-rustls,
-//! over TLS 1.3 with one certificate made for the run; and our proxy (`--protocol proxy`,
+//! over TLS 1.3 with a certificate made for each server; and our proxy (`--protocol proxy`,
 //! under each model) in front of our echo server, which runs inside the bench process on
 //! the load generator's CPU (the proxy has CPU 0 alone; the upstream's CPU time is
 //! counted with the load generator's).
@@ -11,7 +11,6 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -92,27 +91,47 @@ impl Kind {
     }
 }
 
-/// The run's certificate for `localhost` and its key, as PEM files (made once per run with
-/// rcgen, in a temporary directory: no key is ever committed).
-pub fn certificate() -> io::Result<&'static (PathBuf, PathBuf)> {
-    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    if let Some(files) = FILES.get() {
-        return Ok(files);
-    }
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .map_err(io::Error::other)?;
-    let dir = std::env::temp_dir().join(format!("tcp-reactor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, made.cert.pem())?;
-    std::fs::write(&key, made.signing_key.serialize_pem())?;
-    Ok(FILES.get_or_init(|| (cert, key)))
+/// A certificate for `localhost` and its private key, as PEM files made with rcgen in a
+/// private temporary directory (mode 0700, a random name) that is removed when this is
+/// dropped: with its server, or as a failing run unwinds. No key is ever committed, and
+/// none is left behind.
+#[derive(Debug)]
+pub struct Certificate {
+    /// The directory holding `cert.pem` and `key.pem`.
+    dir: tempfile::TempDir,
 }
 
-/// The run's certificate and key as command-line arguments.
-fn certificate_args() -> io::Result<[String; 2]> {
-    let (cert, key) = certificate()?;
-    Ok([cert.display().to_string(), key.display().to_string()])
+impl Certificate {
+    /// Make a fresh certificate and key.
+    pub fn generate() -> io::Result<Certificate> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .map_err(io::Error::other)?;
+        let dir = tempfile::Builder::new()
+            .prefix("tcp-reactor-bench-")
+            .tempdir()?;
+        let certificate = Certificate { dir };
+        std::fs::write(certificate.cert(), made.cert.pem())?;
+        std::fs::write(certificate.key(), made.signing_key.serialize_pem())?;
+        Ok(certificate)
+    }
+
+    /// The certificate's PEM file: what a client trusts.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// The private key's PEM file.
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// The certificate and key as command-line arguments.
+    fn args(&self) -> [String; 2] {
+        [
+            self.cert().display().to_string(),
+            self.key().display().to_string(),
+        ]
+    }
 }
 
 /// A server process; killed when dropped (a benchmark server holds no state worth a
@@ -125,6 +144,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// A proxy's upstream, an echo server in this process; stopped after the proxy.
     upstream: Option<tcp_reactor::Running>,
+    /// A TLS server's certificate and key; their files go with the server.
+    certificate: Option<Certificate>,
 }
 
 /// Which kind of process a [`Server`] is.
@@ -143,6 +164,11 @@ impl Server {
             Process::Ours(process) => process.pid(),
             Process::Tokio(child) => child.id(),
         }
+    }
+
+    /// The certificate a client of this TLS server trusts; `None` for plaintext.
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.certificate.as_ref().map(Certificate::cert)
     }
 }
 
@@ -189,14 +215,11 @@ fn spawn(kind: Kind) -> io::Result<Server> {
                 Kind::TokioTls => "current-tls",
                 _ => "multi",
             };
-            let tls = if kind.is_tls() {
-                certificate_args()?.to_vec()
-            } else {
-                Vec::new()
-            };
+            let certificate = kind.is_tls().then(Certificate::generate).transpose()?;
+            let tls = certificate.as_ref().map(Certificate::args);
             let child = Command::new(std::env::current_exe()?)
                 .args([ECHO_ARG, flavour, &addr.to_string()])
-                .args(tls)
+                .args(tls.iter().flatten())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -205,13 +228,15 @@ fn spawn(kind: Kind) -> io::Result<Server> {
                 process: Process::Tokio(child),
                 addr,
                 upstream: None,
+                certificate,
             });
         }
         Kind::Proxy | Kind::ProxyThreads => return spawn_proxy(kind),
     };
     let mut command = ServeCommand::default();
-    if kind.is_tls() {
-        let [cert, key] = certificate_args()?;
+    let certificate = kind.is_tls().then(Certificate::generate).transpose()?;
+    if let Some(certificate) = &certificate {
+        let [cert, key] = certificate.args();
         command = command.args(["--tls-cert", &cert, "--tls-key", &key]);
     }
     command = command
@@ -229,6 +254,7 @@ fn spawn(kind: Kind) -> io::Result<Server> {
             addr: process.addr,
             process: Process::Ours(process),
             upstream: None,
+            certificate,
         })
 }
 
@@ -253,6 +279,7 @@ fn spawn_proxy(kind: Kind) -> io::Result<Server> {
             addr: process.addr,
             process: Process::Ours(process),
             upstream: Some(upstream),
+            certificate: None,
         })
 }
 

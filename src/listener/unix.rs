@@ -8,7 +8,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -91,15 +91,28 @@ fn clear_stale(path: &Path, in_use: io::Error) -> io::Result<()> {
             ),
         ));
     }
-    match UnixStream::connect(path) {
-        // A server answers there: never steal its address.
-        Ok(_) => Err(io::Error::new(
+    let live = |why: &str| {
+        Err(io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!(
-                "address in use: a server is accepting on {}",
-                path.display()
-            ),
-        )),
+            format!("address in use: {why} {}", path.display()),
+        ))
+    };
+    // Nonblocking: a blocking connect to a live server whose backlog is full would wait
+    // until it accepts, for ever if it never does, deaf to SIGTERM, and start-up with it.
+    // A Unix connect has no handshake to wait for, so the answer is immediate and no
+    // deadline is needed.
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        // A server answers there: never steal its address.
+        Ok(()) => live("a server is accepting on"),
+        // A server listens there but its queue is full (Linux says EAGAIN): busy, not gone.
+        Err(err)
+            if err.kind() == io::ErrorKind::WouldBlock
+                || err.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            live("a server is listening (its queue is full) on")
+        }
         // Nobody listens: the file was left by a server that died.
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
             log::info!("replacing stale socket file {}", path.display());

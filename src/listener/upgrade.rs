@@ -1,6 +1,7 @@
-//! A binary upgrade: start a new copy of the executable with the listening sockets
-//! inherited the systemd way (`LISTEN_FDS`, from fd 3), wait until it says it is
-//! accepting, and the pid file that follows the serving process.
+//! A binary upgrade: start a new copy of the executable (the path this process was
+//! started as) with the listening sockets inherited the systemd way (`LISTEN_FDS`, from
+//! fd 3), wait until it says it is accepting or stop it when the caller gives up, and the
+//! pid file that follows the serving process.
 //!
 //! The old process keeps its sockets open and accepting the whole time, so the listen
 //! queues are never closed and no waiting client is reset. Whether the old process then
@@ -13,49 +14,94 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::activation::FIRST_FD;
 
 /// The variable naming the descriptor on which a new process announces it is accepting.
 pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
 
+/// The variable naming the metrics endpoint's listening socket handed to a new process
+/// (placed after the listeners that `LISTEN_FDS` counts).
+pub const METRICS_FD_VAR: &str = "TCP_REACTOR_METRICS_FD";
+
+/// How long a new process being stopped gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The byte a new process writes once it is accepting.
 const READY: u8 = b'R';
 
-/// The path of the running executable: the file now at the path it was started from, so
-/// that a newer build installed over it is the one started.
-pub fn current_exe() -> io::Result<PathBuf> {
-    let link = fs::read_link("/proc/self/exe").or_else(|_| env::current_exe())?;
-    // A file replaced on disk shows as "PATH (deleted)": start what is at PATH now.
-    let bytes = link.as_os_str().as_bytes();
-    match bytes.strip_suffix(b" (deleted)") {
-        Some(path) => Ok(PathBuf::from(OsStr::from_bytes(path))),
-        None => Ok(link),
+/// The executable to start for an upgrade: the path this process was started as, made
+/// absolute. Call it at start-up, before anything changes the working directory.
+///
+/// As nginx does, the path is kept as a name, not followed to a file: after
+/// `mv tcp-reactor tcp-reactor.old` and a new build installed as `tcp-reactor`, an
+/// upgrade starts the new build (`/proc/self/exe` would follow the rename to the old one).
+/// A bare command name is looked up in `PATH` as the shell did. When `argv[0]` names no
+/// executable file (a launcher set it to something else), the file this process runs
+/// from is used, as `/proc/self/exe` names it now.
+pub fn started_as() -> io::Result<PathBuf> {
+    if let (Some(argv0), Ok(cwd)) = (env::args_os().next(), env::current_dir())
+        && let Some(path) = resolve_exe(&argv0, &cwd, env::var_os("PATH").as_deref())
+    {
+        return Ok(path);
     }
+    env::current_exe()
+}
+
+/// The absolute path `argv0` names, relative to `cwd`, looked up in `search` (a `PATH`)
+/// when it has no slash; `None` unless an executable file is there. Symbolic links are
+/// not followed: the path stays the one given, only `.` components are dropped.
+pub fn resolve_exe(argv0: &OsStr, cwd: &Path, search: Option<&OsStr>) -> Option<PathBuf> {
+    if argv0.is_empty() {
+        return None;
+    }
+    let absolute = |path: &Path| -> PathBuf { cwd.join(path).components().collect() };
+    if argv0.as_bytes().contains(&b'/') {
+        let path = absolute(Path::new(argv0));
+        return is_executable(&path).then_some(path);
+    }
+    // As execvp searches: each directory in turn, an empty entry meaning the cwd.
+    env::split_paths(search?)
+        .map(|dir| absolute(&dir.join(argv0)))
+        .find(|path| is_executable(path))
+}
+
+/// Whether `path` is a file with an execute bit (following links, as exec does).
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// A new process started by [`start_successor`] that has not yet said it is accepting.
+#[derive(Debug)]
+pub struct Starting {
+    /// The process.
+    child: Child,
+    /// The read end of the pipe it announces readiness on.
+    ready: io::PipeReader,
 }
 
 /// Start `exe` with `args`, handing it `listeners` as descriptors 3, 4, … with
-/// `LISTEN_FDS`/`LISTEN_PID` set for it, and wait up to `patience` until it announces
-/// that it is accepting (through the descriptor named by [`READY_FD_VAR`]).
-///
-/// On success the new process runs on, independent of this one. If it cannot be
-/// started, exits, or stays silent too long (then it is killed), the error says why.
+/// `LISTEN_FDS`/`LISTEN_PID` set for it, and `metrics` (the metrics endpoint's listening
+/// socket, if any) after them, named by [`METRICS_FD_VAR`]. Then wait for it with
+/// [`Starting::wait_ready`].
 pub fn start_successor(
     exe: &Path,
     args: &[OsString],
     listeners: &[BorrowedFd<'_>],
-    patience: Duration,
-) -> io::Result<Child> {
-    let (mut ready_rx, ready_tx) = io::pipe()?;
+    metrics: Option<BorrowedFd<'_>>,
+) -> io::Result<Starting> {
+    let (ready, ready_tx) = io::pipe()?;
     // `plan` holds the raw descriptor number of the write end; the end itself stays open
     // until the child has its copy, then closes here so that the child's exit reads as EOF.
     let ready_tx = OwnedFd::from(ready_tx);
-    let mut plan = ExecPlan::new(exe, args, listeners, ready_tx.as_raw_fd())?;
-    let mut child = {
+    let mut plan = ExecPlan::new(exe, args, listeners, metrics, ready_tx.as_raw_fd())?;
+    let child = {
         let mut command = Command::new(exe);
         command.args(args);
         // SAFETY: the closure runs in the child between fork and exec and only makes
@@ -65,50 +111,125 @@ pub fn start_successor(
         command.spawn()?
     };
     drop(ready_tx);
-    let outcome = wait_ready(&mut ready_rx, patience);
-    match outcome {
-        Ok(()) => Ok(child),
-        Err(err) => {
-            let status = match child.try_wait() {
-                Ok(Some(status)) => format!("it exited ({status})"),
-                _ => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    format!("it was stopped ({status:?})")
-                }
-            };
-            Err(io::Error::new(err.kind(), format!("{err}; {status}")))
+    Ok(Starting { child, ready })
+}
+
+impl Starting {
+    /// The new process's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait up to `patience` until the new process announces that it is accepting
+    /// (through the descriptor named by [`READY_FD_VAR`]); then it runs on, independent
+    /// of this one.
+    ///
+    /// `abandon`, when given, is watched too: once it is readable (a byte written to a
+    /// pipe, or the pipe's write end closed) the caller has given up. Then, as when the new
+    /// process stays silent too long, it is stopped (SIGTERM, then SIGKILL after
+    /// [`STOP_GRACE`]) and reaped before this returns, so it holds none of the sockets; the
+    /// error says why, and what became of it (its exit, if it exited by itself).
+    pub fn wait_ready(
+        mut self,
+        patience: Duration,
+        abandon: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Child> {
+        match wait_ready(&mut self.ready, patience, abandon) {
+            Ok(()) => Ok(self.child),
+            Err(err) => {
+                let fate = stop(&mut self.child, STOP_GRACE);
+                Err(io::Error::new(err.kind(), format!("{err}; {fate}")))
+            }
         }
     }
 }
 
-/// Wait for the ready byte on `rx`, at most `patience`.
-fn wait_ready(rx: &mut io::PipeReader, patience: Duration) -> io::Result<()> {
-    let mut poll = libc::pollfd {
-        fd: rx.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = patience.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let n = unsafe { libc::poll(&mut poll, 1, millis) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+/// Wait for the ready byte on `rx`, at most `patience`, unless `abandon` becomes readable.
+fn wait_ready(
+    rx: &mut io::PipeReader,
+    patience: Duration,
+    abandon: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut fds = [
+        libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        // poll ignores a negative descriptor.
+        libc::pollfd {
+            fd: abandon.map_or(-1, |fd| fd.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Round up, so that the last wait does not become a busy loop of zero timeouts.
+        let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds, for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            // A signal for this process may be handled on this thread: wait on.
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // Readiness first: a new process that is already accepting is a server now.
+        if fds[0].revents != 0 {
+            let mut byte = [0u8; 1];
+            return match rx.read(&mut byte) {
+                Ok(1) if byte[0] == READY => Ok(()),
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the new process ended before it was accepting",
+                )),
+                Err(err) => Err(err),
+            };
+        }
+        if fds[1].revents != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the upgrade was abandoned before the new process was accepting",
+            ));
+        }
+        if n == 0 && left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the new process did not report accepting within {patience:?}"),
+            ));
+        }
     }
-    if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the new process did not report accepting within {patience:?}"),
-        ));
+}
+
+/// Stop `child` unless it has exited: SIGTERM, then SIGKILL if it is still there after
+/// `grace`; reap it, and say what became of it.
+fn stop(child: &mut Child, grace: Duration) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return format!("it exited ({status})");
     }
-    let mut byte = [0u8; 1];
-    match rx.read(&mut byte) {
-        Ok(1) if byte[0] == READY => Ok(()),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the new process ended before it was accepting",
-        )),
-        Err(err) => Err(err),
+    let pid = child.id();
+    // SAFETY: kill only sends a signal; the child is not reaped yet, so the pid is its.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return format!("process {pid} was stopped with SIGTERM ({status})");
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    match child.wait() {
+        Ok(status) => format!(
+            "process {pid} did not stop within {grace:?} of SIGTERM and was killed ({status})"
+        ),
+        Err(err) => format!("process {pid} could not be reaped: {err}"),
     }
 }
 
@@ -126,7 +247,8 @@ struct ExecPlan {
     listen_pid: Vec<u8>,
     /// `envp` for execve, NULL-terminated; its last entry points into `listen_pid`.
     envp: Vec<*const libc::c_char>,
-    /// Descriptors to place at 3, 4, …: the listeners, then the ready pipe.
+    /// Descriptors to place at 3, 4, …: the listeners, the metrics listener if any, then
+    /// the ready pipe.
     sources: Vec<RawFd>,
     /// Scratch for the descriptors' temporary copies.
     scratch: Vec<RawFd>,
@@ -144,6 +266,7 @@ impl ExecPlan {
         exe: &Path,
         args: &[OsString],
         listeners: &[BorrowedFd<'_>],
+        metrics: Option<BorrowedFd<'_>>,
         ready: RawFd,
     ) -> io::Result<ExecPlan> {
         let c = |bytes: &[u8]| {
@@ -154,10 +277,22 @@ impl ExecPlan {
         for arg in args {
             args_c.push(c(arg.as_bytes())?);
         }
-        let ready_fd = FIRST_FD + listeners.len() as RawFd;
+        let mut sources: Vec<RawFd> = listeners.iter().map(|fd| fd.as_raw_fd()).collect();
+        let metrics_fd = metrics.map(|fd| {
+            sources.push(fd.as_raw_fd());
+            FIRST_FD + sources.len() as RawFd - 1
+        });
+        sources.push(ready);
+        let ready_fd = FIRST_FD + sources.len() as RawFd - 1;
         let mut env_c = Vec::new();
         for (key, value) in env::vars_os() {
-            let skip = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", READY_FD_VAR];
+            let skip = [
+                "LISTEN_PID",
+                "LISTEN_FDS",
+                "LISTEN_FDNAMES",
+                READY_FD_VAR,
+                METRICS_FD_VAR,
+            ];
             if skip.iter().any(|name| key == OsStr::new(name)) {
                 continue;
             }
@@ -170,6 +305,9 @@ impl ExecPlan {
         }
         env_c.push(c(format!("LISTEN_FDS={}", listeners.len()).as_bytes())?);
         env_c.push(c(format!("{READY_FD_VAR}={ready_fd}").as_bytes())?);
+        if let Some(fd) = metrics_fd {
+            env_c.push(c(format!("{METRICS_FD_VAR}={fd}").as_bytes())?);
+        }
         let mut listen_pid = b"LISTEN_PID=".to_vec();
         listen_pid.resize(listen_pid.len() + 24, 0);
         let argv = args_c
@@ -182,8 +320,6 @@ impl ExecPlan {
             .map(|s| s.as_ptr())
             .chain([listen_pid.as_ptr().cast(), std::ptr::null()])
             .collect();
-        let mut sources: Vec<RawFd> = listeners.iter().map(|fd| fd.as_raw_fd()).collect();
-        sources.push(ready);
         Ok(ExecPlan {
             exe,
             _args: args_c,
@@ -247,9 +383,30 @@ impl ExecPlan {
 /// Call at most once, before any other thread exists, and only when nothing else owns
 /// the descriptor the variable names.
 pub unsafe fn take_ready_fd() -> Option<OwnedFd> {
-    let value = env::var(READY_FD_VAR).ok()?;
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { take_fd(READY_FD_VAR) }
+}
+
+/// Take the metrics endpoint's listening socket a previous server handed over, if any,
+/// and unset the variable. The caller checks that it is a listening TCP socket.
+///
+/// # Safety
+///
+/// As for [`take_ready_fd`].
+pub unsafe fn take_metrics_fd() -> Option<OwnedFd> {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { take_fd(METRICS_FD_VAR) }
+}
+
+/// Take the descriptor the variable `name` names (3 or above), and unset the variable.
+///
+/// # Safety
+///
+/// As for [`take_ready_fd`].
+unsafe fn take_fd(name: &str) -> Option<OwnedFd> {
+    let value = env::var(name).ok()?;
     // SAFETY: the caller guarantees no other thread touches the environment.
-    unsafe { env::remove_var(READY_FD_VAR) };
+    unsafe { env::remove_var(name) };
     let fd: RawFd = value.trim().parse().ok()?;
     // SAFETY: only queries and sets flags on the descriptor.
     if fd < FIRST_FD || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
@@ -267,14 +424,37 @@ pub fn announce_ready(fd: OwnedFd) -> io::Result<()> {
 
 /// Write `pid` to `path` atomically: a reader sees the old content or the new, never a
 /// part.
+///
+/// The content goes to `PATH.<pid>.tmp` first, created with `O_CREAT|O_EXCL|O_NOFOLLOW`
+/// and mode 0644: a file or symbolic link already there (planted in a shared directory,
+/// or left by a crash) fails the call and is neither followed nor overwritten. It is not
+/// fsynced: a pid file describes a running process, and after a crash of the machine it
+/// is stale whatever its content.
 pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{pid}.tmp"));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, format!("{pid}\n"))?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|err| {
+            let kept = match err.kind() {
+                io::ErrorKind::AlreadyExists => "; what is there was left untouched",
+                _ => "",
+            };
+            io::Error::new(
+                err.kind(),
+                format!("cannot create {}: {err}{kept}", tmp.display()),
+            )
+        })?;
+    file.write_all(format!("{pid}\n").as_bytes())
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
 }
 
 /// Remove the pid file if it still names `pid` (after an upgrade it names the successor).
@@ -284,5 +464,87 @@ pub fn remove_pid_file(path: &Path, pid: u32) {
         .unwrap_or(false);
     if ours {
         let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory, removed at the end of the test.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir =
+                env::temp_dir().join(format!("tcp-reactor-upgrade-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("bin")).expect("create a temporary directory");
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_start_path_is_made_absolute_without_following_links() {
+        let dir = Dir::new("resolve");
+        let root = &dir.0;
+        let exe = root.join("bin/tr");
+        fs::write(&exe, "#!/bin/sh\n").expect("write");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(root.join("bin/data"), "").expect("write");
+        std::os::unix::fs::symlink("bin/tr", root.join("link")).expect("link");
+        let resolve = |argv0: &str, search: Option<&str>| {
+            resolve_exe(OsStr::new(argv0), root, search.map(OsStr::new))
+        };
+        assert_eq!(resolve("./bin/tr", None), Some(exe.clone()));
+        assert_eq!(resolve("bin/./tr", None), Some(exe.clone()));
+        assert_eq!(resolve(exe.to_str().unwrap(), None), Some(exe.clone()));
+        // The link is the name started: a new build installed behind it is found there.
+        assert_eq!(resolve("./link", None), Some(root.join("link")));
+        // A bare name, through PATH: absolute and relative entries, an empty one (cwd).
+        let bin = root.join("bin");
+        let search = format!("/nonexistent:{}", bin.display());
+        assert_eq!(resolve("tr", Some(&search)), Some(exe.clone()));
+        assert_eq!(resolve("tr", Some("/nonexistent:bin")), Some(exe.clone()));
+        assert_eq!(
+            resolve("link", Some("/nonexistent:")),
+            Some(root.join("link"))
+        );
+        // Nothing executable there.
+        assert_eq!(resolve("tr", None), None);
+        assert_eq!(resolve("tr", Some("/nonexistent")), None);
+        assert_eq!(resolve("./bin/data", None), None);
+        assert_eq!(resolve("./bin", None), None);
+        assert_eq!(resolve("", Some("bin")), None);
+    }
+
+    #[test]
+    fn the_pid_file_never_writes_through_what_is_at_its_temporary_path() {
+        let dir = Dir::new("pid");
+        let path = dir.0.join("server.pid");
+        write_pid_file(&path, 42).expect("write");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "42\n");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o133, 0, "at most 0644: {mode:o}");
+        // A file already at the temporary path, and a link: neither is touched.
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "precious").expect("write");
+        fs::write(dir.0.join("server.pid.43.tmp"), "left").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.0.join("server.pid.44.tmp")).expect("link");
+        for (pid, what) in [(43, "left"), (44, "precious")] {
+            let err = write_pid_file(&path, pid).expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            assert!(err.to_string().contains("left untouched"), "{err}");
+            let tmp = dir.0.join(format!("server.pid.{pid}.tmp"));
+            assert_eq!(fs::read_to_string(&tmp).expect("read"), what);
+        }
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "precious");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "42\n");
     }
 }

@@ -8,9 +8,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::pattern;
+use super::socket::Socket;
 use super::tally::{Failure, Tally};
 use crate::rules::ReadOutcome;
 use crate::transport::Transport;
@@ -58,7 +57,7 @@ pub(crate) enum State {
 #[derive(Debug)]
 pub(crate) struct Client {
     /// The socket; `None` once the connection is done.
-    stream: Option<TcpStream>,
+    stream: Option<Socket>,
     /// What the bytes travel through: the socket itself, or TLS.
     transport: Transport,
     /// Global index of this connection: seeds its message pattern.
@@ -84,7 +83,7 @@ pub(crate) struct Client {
 
 impl Client {
     /// A connection whose nonblocking connect has been issued.
-    pub(crate) fn connecting(stream: TcpStream, id: u64, quota: Option<u64>) -> Self {
+    pub(crate) fn connecting(stream: Socket, id: u64, quota: Option<u64>) -> Self {
         Client {
             stream: Some(stream),
             transport: Transport::Plain,
@@ -143,21 +142,11 @@ impl Client {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::Error::other("connection already closed"));
         };
-        // mio's contract for a nonblocking connect: a pending error means it failed...
-        if let Some(err) = stream.take_error()? {
-            return Err(err);
+        let connected = stream.connected()?;
+        if connected {
+            self.state = State::Open;
         }
-        match stream.peer_addr() {
-            Ok(_) => {
-                // Small messages must leave at once, not wait for Nagle's algorithm.
-                stream.set_nodelay(true)?;
-                self.state = State::Open;
-                Ok(true)
-            }
-            // ...and "not connected yet" means the event came before the handshake ended.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(connected)
     }
 
     /// Queue messages until `pipeline` are in flight (or the quota is spent), then write.
@@ -204,7 +193,7 @@ impl Client {
                         "peer closed while we were writing",
                     );
                 }
-                Step::Failed(e) => return self.fail(tally, Failure::Io, &format!("write: {e}")),
+                Step::Failed(e) => return self.fail_io(tally, "write", &e),
             }
         }
         // Everything left: reuse the buffer from the start.
@@ -214,18 +203,21 @@ impl Client {
         if let Some(stream) = self.stream.as_mut()
             && let Err(e) = self.transport.push(stream)
         {
-            self.fail(tally, Failure::Io, &format!("write: {e}"));
+            self.fail_io(tally, "write", &e);
         }
     }
 
     /// Read and verify everything the socket has; record each completed message.
-    /// `buf` is the worker's shared read buffer.
+    /// `buf` is the worker's shared read buffer. `drain` is set when the readiness event
+    /// said the peer closed its side (or the socket has an error): then read on until EOF
+    /// or `WouldBlock`, since no further edge will come for what is left.
     pub(crate) fn receive(
         &mut self,
         buf: &mut [u8],
         expect: &mut Expected,
         size: usize,
         tally: &mut Tally,
+        drain: bool,
     ) {
         while self.state == State::Open {
             let Some(stream) = self.stream.as_mut() else {
@@ -240,10 +232,12 @@ impl Client {
             match step {
                 Step::Moved(n) => {
                     self.verify(&buf[..n], expect, size, tally);
-                    if n < buf.len() {
+                    if n < buf.len() && !drain {
                         // A short read emptied the socket buffer. On Linux, bytes arriving
                         // later raise a new edge, so the read that would only say
-                        // WouldBlock is skipped: one syscall less per message.
+                        // WouldBlock is skipped: one syscall less per message. Not when
+                        // the event also reported the peer's FIN: it came with these
+                        // bytes, raises no edge of its own, and only the next read sees it.
                         return;
                     }
                 }
@@ -265,7 +259,7 @@ impl Client {
                     );
                     return self.fail(tally, Failure::ClosedEarly, &what);
                 }
-                Step::Failed(e) => return self.fail(tally, Failure::Io, &format!("read: {e}")),
+                Step::Failed(e) => return self.fail_io(tally, "read", &e),
             }
         }
     }
@@ -312,6 +306,23 @@ impl Client {
             let now = Instant::now();
             tally.record(now.duration_since(sent), now);
         }
+    }
+
+    /// A read or write failed with `err`: a reset or a broken pipe is the server closing
+    /// the connection (with our bytes unread, or after its own close), so it counts as
+    /// closed early; anything else is an I/O error.
+    fn fail_io(&mut self, tally: &mut Tally, call: &str, err: &io::Error) {
+        let kind = match err.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Failure::ClosedEarly,
+            _ => Failure::Io,
+        };
+        let what = format!(
+            "{call}: {err} ({} message(s) unanswered)",
+            self.in_flight.len()
+        );
+        self.fail(tally, kind, &what);
     }
 
     /// Count one failure against this connection and close it.

@@ -15,6 +15,7 @@
 //!
 //! - `pattern` — the bytes of each message.
 //! - `client` — one connection: send, receive, verify.
+//! - `socket` — where to connect (an address or a Unix socket path) and the socket type.
 //! - `worker` — one load thread: connect ramp, start barrier, message exchange.
 //! - `tally` / [`Report`] — counters and latency histogram, and the final report.
 //! - [`idle`] — hold many idle connections open (to measure a server's memory per connection).
@@ -23,16 +24,21 @@ mod client;
 pub mod idle;
 mod pattern;
 mod report;
+mod socket;
 mod tally;
 mod worker;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
+
+use crate::client::Target;
 
 pub use report::{Errors, Latency, Report};
 
@@ -55,9 +61,10 @@ const DEFAULT_DURATION: f64 = 10.0;
 /// Options of a load run (`tcp-reactor load ...`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Echo server to load (any echo server: only raw bytes are exchanged).
+    /// Echo server to load (any echo server: only raw bytes are exchanged): HOST:PORT
+    /// (an IP address or a host name) or unix:PATH.
     #[arg(long, default_value = "127.0.0.1:8866")]
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// Client connections to open.
     #[arg(long, short = 'c', default_value_t = 10, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub connections: usize,
@@ -90,8 +97,8 @@ pub struct LoadArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
-    /// Speak TLS, verifying the server's certificate for the name `localhost` on a
-    /// loopback address, else the address's IP.
+    /// Speak TLS, verifying the server's certificate for the host name given, `localhost`
+    /// on a loopback address or a Unix socket, else the address's IP.
     #[cfg(feature = "tls")]
     #[arg(long)]
     pub tls: bool,
@@ -105,7 +112,7 @@ impl Default for LoadArgs {
     /// The command line's defaults.
     fn default() -> Self {
         LoadArgs {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8866)),
+            addr: Target::from(SocketAddr::from(([127, 0, 0, 1], 8866))),
             connections: 10,
             size: 64,
             pipeline: 1,
@@ -130,9 +137,23 @@ impl Default for LoadArgs {
 /// in the [`Report`]; `Err` means the run itself could not happen (bad arguments, not
 /// enough descriptors, `poll` failed).
 pub fn run(args: &LoadArgs) -> io::Result<Report> {
+    run_until(args, &AtomicBool::new(false))
+}
+
+/// Like [`run`], but ends early once `interrupt` becomes true (set from a signal handler
+/// or another thread): every load thread stops within one poll tick (50 ms), drops its
+/// connections without counting the messages still in flight as failures, and the
+/// report covers what was measured until then, marked [`interrupted`](Report::interrupted).
+pub fn run_until(args: &LoadArgs, interrupt: &AtomicBool) -> io::Result<Report> {
     let plan = plan(args)?;
     ensure_descriptors(plan.connections)?;
-    let shared = worker::Shared::default();
+    let shared = worker::Shared {
+        interrupt,
+        ready: AtomicUsize::new(0),
+        go: std::sync::OnceLock::new(),
+        completed: Default::default(),
+        connected: Default::default(),
+    };
     let start = Instant::now();
     let progress = Progress::new(args);
     let results = thread::scope(|scope| {
@@ -179,26 +200,38 @@ pub fn run(args: &LoadArgs) -> io::Result<Report> {
         },
     };
     let setup = report::Setup {
-        addr: plan.addr.to_string(),
+        addr: shown(&args.addr, &plan.endpoint),
         connections: plan.connections,
         size: plan.size,
         pipeline: plan.pipeline,
         threads: plan.threads,
     };
-    Ok(Report::new(
+    let mut report = Report::new(
         setup,
         &total,
         go - start,
         end.saturating_duration_since(go),
         rate,
-    ))
+    );
+    report.interrupted = interrupt.load(Ordering::SeqCst);
+    Ok(report)
 }
 
 /// Run the load and print the report (a table, or JSON with `--json`) on stdout. Exits
 /// non-zero, with a one-line reason on stderr, if the run failed or any connection had an
 /// error.
+///
+/// SIGINT (Ctrl-C) or SIGTERM ends the run early: the report of what was measured so
+/// far is printed, marked as interrupted, and the exit status is the shell's for that
+/// signal (130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
 pub fn run_cli(args: LoadArgs) -> ExitCode {
-    let report = match run(&args) {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicUsize::new(0));
+    if let Err(e) = on_signals(&interrupt, &signal) {
+        eprintln!("load: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let report = match run_until(&args, &interrupt) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("load: {e}");
@@ -216,6 +249,20 @@ pub fn run_cli(args: LoadArgs) -> ExitCode {
     } else {
         print!("{}", report.table());
     }
+    if report.interrupted {
+        let number = signal.load(Ordering::SeqCst) as i32;
+        let name = match number {
+            signal_hook::consts::SIGTERM => "SIGTERM",
+            _ => "SIGINT",
+        };
+        eprintln!(
+            "load against {} interrupted by {name} after {:.2} s: the report covers what was measured until then",
+            report.addr,
+            report.connect_secs + report.elapsed_secs
+        );
+        // The shell's status for a process ended by that signal.
+        return ExitCode::from(128 + number.clamp(1, 127) as u8);
+    }
     match report.failure_line() {
         Some(line) => {
             eprintln!("{line}");
@@ -223,6 +270,20 @@ pub fn run_cli(args: LoadArgs) -> ExitCode {
         }
         None => ExitCode::SUCCESS,
     }
+}
+
+/// On SIGINT or SIGTERM: raise `interrupt` and keep the signal's number in `signal`; on a
+/// second one (`interrupt` already raised), exit at once with the shell's status for it.
+fn on_signals(interrupt: &Arc<AtomicBool>, signal: &Arc<AtomicUsize>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    for number in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal raised it.
+        flag::register_conditional_shutdown(number, 128 + number, Arc::clone(interrupt))?;
+        flag::register_usize(number, Arc::clone(signal), number as usize)?;
+        flag::register(number, Arc::clone(interrupt))?;
+    }
+    Ok(())
 }
 
 /// Check the arguments and turn them into a plan for the load threads.
@@ -257,7 +318,7 @@ fn plan(args: &LoadArgs) -> io::Result<worker::Plan> {
         .unwrap_or(cores.min(2))
         .clamp(1, args.connections);
     Ok(worker::Plan {
-        addr: args.addr,
+        endpoint: socket::Endpoint::choose(&args.addr)?,
         connections: args.connections,
         threads,
         size: args.size,
@@ -279,12 +340,22 @@ fn tls_target(args: &LoadArgs) -> io::Result<Option<worker::TlsTarget>> {
         return Ok(None);
     }
     let config = crate::tls_config::client_from_pem(args.ca.as_deref())?;
-    let name = if args.addr.ip().is_loopback() {
-        rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?
-    } else {
-        rustls::pki_types::ServerName::from(args.addr.ip())
-    };
+    let name = rustls::pki_types::ServerName::try_from(args.addr.tls_name())
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     Ok(Some(worker::TlsTarget { config, name }))
+}
+
+/// The server as the report names it: as given, with the address used when a host name
+/// was resolved.
+fn shown(target: &Target, endpoint: &socket::Endpoint) -> String {
+    match (target, endpoint) {
+        (Target::Tcp { host, .. }, socket::Endpoint::Tcp(addr))
+            if host.parse::<std::net::IpAddr>().is_err() =>
+        {
+            format!("{target} ({addr})")
+        }
+        _ => target.to_string(),
+    }
 }
 
 /// Raise the soft descriptor limit to the hard limit, and check that `connections` fit.
@@ -328,7 +399,7 @@ impl Progress {
     }
 
     /// Show the counters so far.
-    fn show(&self, shared: &worker::Shared) {
+    fn show(&self, shared: &worker::Shared<'_>) {
         if let Some(bar) = &self.bar {
             let connected = shared.connected.load(std::sync::atomic::Ordering::Relaxed);
             let done = shared.completed.load(std::sync::atomic::Ordering::Relaxed);

@@ -37,9 +37,9 @@ pub struct Errors {
     pub connect_failures: u64,
     /// Connections whose echo differed from what was sent.
     pub mismatches: u64,
-    /// Connections the server closed before echoing everything.
+    /// Connections the server closed (EOF, reset or broken pipe) before the run ended.
     pub closed_early: u64,
-    /// Connections ended by a read or write error (reset, broken pipe).
+    /// Connections ended by any other read or write error.
     pub io: u64,
     /// Connections still waiting for echoes at the hard timeout.
     pub timed_out: u64,
@@ -86,6 +86,10 @@ pub struct Report {
     pub errors: Errors,
     /// The first failure, in words.
     pub first_error: Option<String>,
+    /// The run was ended early (SIGINT, SIGTERM, or [`run_until`](super::run_until)'s
+    /// flag): the figures cover the run until then, and the messages still in flight
+    /// were dropped without counting as failures.
+    pub interrupted: bool,
 }
 
 /// How the run was set up, to be copied into the report.
@@ -166,6 +170,7 @@ impl Report {
                 unanswered: tally.unanswered,
             },
             first_error: tally.first_error.clone(),
+            interrupted: false,
         }
     }
 
@@ -212,6 +217,12 @@ impl Report {
             let _ = writeln!(t, "  {name:<18} {value}");
         };
         row("server", self.addr.clone());
+        if self.interrupted {
+            row(
+                "interrupted",
+                "yes: a partial report of the run until then".to_string(),
+            );
+        }
         row(
             "connections",
             format!(

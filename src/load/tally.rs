@@ -14,9 +14,9 @@ const MAX_LATENCY_NS: u64 = 120_000_000_000;
 pub(crate) enum Failure {
     /// An echoed byte differed from the one sent, or bytes came that were never sent.
     Mismatch,
-    /// The peer closed before echoing everything.
+    /// The peer closed (EOF, reset, broken pipe) before the run ended.
     ClosedEarly,
-    /// A read or write failed (reset, broken pipe, ...).
+    /// A read or write failed otherwise.
     Io,
     /// The hard deadline passed with messages unanswered.
     TimedOut,

@@ -5,15 +5,14 @@
 //! `client`) nor print anything.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{Client, Expected, State};
+use super::socket::Endpoint;
 use super::tally::Tally;
 
 /// Longest single wait in `poll`, so deadlines and the progress counter stay fresh.
@@ -26,7 +25,7 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     /// The echo server.
-    pub(crate) addr: SocketAddr,
+    pub(crate) endpoint: Endpoint,
     /// Total connections, over all threads.
     pub(crate) connections: usize,
     /// Load threads.
@@ -81,8 +80,10 @@ impl Plan {
 }
 
 /// State shared by the load threads of one run.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
+#[derive(Debug)]
+pub(crate) struct Shared<'a> {
+    /// Raised to end the run early (SIGINT): every thread stops within one tick.
+    pub(crate) interrupt: &'a AtomicBool,
     /// Threads that finished their connect phase.
     pub(crate) ready: AtomicUsize,
     /// When the last thread finished connecting: messages start flowing for everyone.
@@ -94,7 +95,12 @@ pub(crate) struct Shared {
 }
 
 /// Run load thread `index` to the end and return what it saw.
-pub(crate) fn run(plan: &Plan, index: usize, start: Instant, shared: &Shared) -> io::Result<Tally> {
+pub(crate) fn run(
+    plan: &Plan,
+    index: usize,
+    start: Instant,
+    shared: &Shared<'_>,
+) -> io::Result<Tally> {
     let mut worker = Worker {
         poll: Poll::new()?,
         events: Events::with_capacity(1024),
@@ -122,8 +128,9 @@ struct Worker<'a> {
     events: Events,
     /// This thread's connections; the token of a connection is its index here.
     clients: Vec<Client>,
-    /// The tokens of the last poll's events.
-    tokens: Vec<usize>,
+    /// The last poll's events: each connection's token, and whether its event asks for a
+    /// read to the end (the peer closed its side, or the socket has an error).
+    tokens: Vec<(usize, bool)>,
     /// The read buffer shared by this thread's connections.
     buf: Vec<u8>,
     /// The expected content of the message being verified.
@@ -133,7 +140,7 @@ struct Worker<'a> {
     /// What to do.
     plan: &'a Plan,
     /// The run's shared state.
-    shared: &'a Shared,
+    shared: &'a Shared<'a>,
     /// When the run started.
     start: Instant,
     /// Connections still open.
@@ -154,6 +161,10 @@ impl Worker<'_> {
         let deadline = plan.connect_deadline(self.start);
         let mut pending = 0usize;
         loop {
+            if self.interrupted() {
+                self.abandon();
+                return Ok(());
+            }
             let now = Instant::now();
             while let Some(&id) = ids.peek().filter(|&&id| plan.due(self.start, id) <= now) {
                 ids.next();
@@ -174,7 +185,8 @@ impl Worker<'_> {
             self.poll_once(wait)?;
             self.ready_tokens();
             for i in 0..self.tokens.len() {
-                pending -= usize::from(self.on_connect_event(self.tokens[i]));
+                let (token, drain) = self.tokens[i];
+                pending -= usize::from(self.on_connect_event(token, drain));
             }
         }
         self.recount();
@@ -184,7 +196,7 @@ impl Worker<'_> {
     /// Issue one nonblocking connect. Returns whether it is now in progress.
     fn open_one(&mut self, id: u64) -> io::Result<bool> {
         let token = Token(self.clients.len());
-        let mut stream = match TcpStream::connect(self.plan.addr) {
+        let mut stream = match self.plan.endpoint.connect() {
             Ok(stream) => stream,
             Err(e) => {
                 // Failing at once (no ports left, no descriptors) is this connection's failure.
@@ -211,8 +223,9 @@ impl Worker<'_> {
     }
 
     /// A readiness event during the connect phase. Returns whether it resolved the
-    /// connection: warm-up echo received, or failure.
-    fn on_connect_event(&mut self, token: usize) -> bool {
+    /// connection: warm-up echo received, or failure. `drain`: read until EOF or
+    /// `WouldBlock`.
+    fn on_connect_event(&mut self, token: usize, drain: bool) -> bool {
         let size = self.plan.size;
         let Some(client) = self.clients.get_mut(token) else {
             return false;
@@ -233,7 +246,15 @@ impl Worker<'_> {
                     self.tally.connect_failed(id, &e.to_string());
                 }
             },
-            State::Open => client.receive(&mut self.buf, &mut self.expect, size, &mut self.tally),
+            State::Open => {
+                client.receive(
+                    &mut self.buf,
+                    &mut self.expect,
+                    size,
+                    &mut self.tally,
+                    drain,
+                );
+            }
             State::Done => {}
         }
         was_pending && !client.is_pending()
@@ -262,6 +283,9 @@ impl Worker<'_> {
         // tick), so this ends; the margin only guards against a thread that died.
         let give_up = self.plan.connect_deadline(self.start) + Duration::from_secs(5);
         while shared.go.get().is_none() {
+            if self.interrupted() {
+                return Ok(());
+            }
             if Instant::now() >= give_up {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -290,6 +314,10 @@ impl Worker<'_> {
         let mut stopping = false;
         let mut reported = 0;
         while self.open > 0 {
+            if self.interrupted() {
+                self.abandon();
+                break;
+            }
             let now = Instant::now();
             if !stopping && send_until.is_some_and(|t| now >= t) {
                 stopping = true;
@@ -307,12 +335,13 @@ impl Worker<'_> {
             )?;
             self.ready_tokens();
             for i in 0..self.tokens.len() {
-                let token = self.tokens[i];
+                let (token, drain) = self.tokens[i];
                 let Some(client) = self.clients.get_mut(token) else {
                     continue;
                 };
                 let was_open = client.state == State::Open;
-                client.receive(&mut self.buf, &mut self.expect, plan.size, &mut self.tally);
+                let (buf, expect) = (&mut self.buf, &mut self.expect);
+                client.receive(buf, expect, plan.size, &mut self.tally, drain);
                 self.serve(token, was_open);
             }
             let done = self.tally.completed;
@@ -378,6 +407,20 @@ impl Worker<'_> {
         self.open = 0;
     }
 
+    /// True once the run has been interrupted (SIGINT).
+    fn interrupted(&self) -> bool {
+        self.shared.interrupt.load(Ordering::Relaxed)
+    }
+
+    /// The run was interrupted: drop every connection. Messages in flight are not failures
+    /// (nobody waited for them), so nothing is counted.
+    fn abandon(&mut self) {
+        for client in &mut self.clients {
+            client.close();
+        }
+        self.open = 0;
+    }
+
     /// Wait for readiness events (at most `timeout`), retrying when a signal interrupts.
     fn poll_once(&mut self, timeout: Duration) -> io::Result<()> {
         match self.poll.poll(&mut self.events, Some(timeout)) {
@@ -392,10 +435,14 @@ impl Worker<'_> {
     }
 
     /// Copy the tokens of the last poll's events (each an index into `clients`) to
-    /// `tokens`, so that connections can be changed while going through them.
+    /// `tokens`, so that connections can be changed while going through them. A FIN that
+    /// arrives with the last bytes raises no edge of its own: the event's read-closed (or
+    /// error) flag is the only sign of it, so it is kept with the token.
     fn ready_tokens(&mut self) {
         self.tokens.clear();
-        self.tokens
-            .extend(self.events.iter().map(|event| event.token().0));
+        self.tokens.extend(self.events.iter().map(|event| {
+            let drain = event.is_read_closed() || event.is_error();
+            (event.token().0, drain)
+        }));
     }
 }

@@ -1,31 +1,102 @@
-//! A minimal HTTP endpoint for Prometheus: `GET /metrics` answered with [`render`] of a
-//! fresh snapshot, on a listener and thread of its own, so scrapes never count against
-//! `Config::max_connections` nor wait behind clients.
+//! The metrics endpoint's public face: [`serve`] and [`serve_with`] start it on a listener
+//! and thread of its own, so scrapes never count against `Config::max_connections` nor
+//! wait behind clients; [`MetricsServer`] stops it; [`EndpointConfig`] holds its limits.
 //!
-//! One scrape at a time, each bounded by a read and write timeout: a Prometheus server
-//! scrapes every few seconds, and a stuck scraper must not hold the thread.
+//! It is a small server of its own: one thread running its own `mio::Poll` (the `reactor`
+//! beside this file), serving its connections concurrently, each request bounded by a
+//! deadline that a trickle of bytes cannot extend, and at most a capped number of
+//! connections at once. What it answers is in `routes`; how a request is framed, in
+//! `request`.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{CONTENT_TYPE, LiveStats, render};
+use mio::{Poll, Waker};
 
-/// How long a scraper may take to send its request or take the reply.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most bytes of a request read (the request line and headers of a scrape are short).
-const MAX_REQUEST: usize = 8 * 1024;
+use super::LiveStats;
+use super::reactor::{Reactor, WAKER};
+use super::routes::Source;
+
+/// Limits of the metrics endpoint. `EndpointConfig::default()` suits a Prometheus server
+/// and a few people looking.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_reactor::metrics::EndpointConfig;
+///
+/// let config = EndpointConfig::default()
+///     .with_request_timeout(Duration::from_secs(2))
+///     .with_max_connections(16);
+/// assert_eq!(config.max_connections, 16);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// How long a client has for each request, from the moment the endpoint starts waiting
+    /// for it (the accept, or the end of the previous reply) until its reply has been
+    /// taken: a whole-request deadline, which bytes arriving one by one do not extend. A
+    /// connection kept alive without a next request is closed at this deadline too, and
+    /// one whose request is under way gets `408 Request Timeout`. Default: 5 s (a local
+    /// scrape takes milliseconds; Prometheus waits 10 s by default).
+    pub request_timeout: Duration,
+    /// Most connections served at once; a client beyond it gets `503 Service
+    /// Unavailable` and is closed, and the connections already served go on. Default: 64.
+    pub max_connections: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            request_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// Give each request `timeout` (longer than zero) to arrive and its reply to be taken.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Serve at most `max` connections (at least 1) at once.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// An `InvalidInput` error naming the first limit that cannot work (a zero).
+    fn validate(&self) -> io::Result<()> {
+        let invalid = |what: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("metrics endpoint: {what} must be more than zero"),
+            ))
+        };
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections");
+        }
+        Ok(())
+    }
+}
 
 /// The running metrics endpoint; dropping it (or [`stop`](MetricsServer::stop)) stops it.
 #[derive(Debug)]
 pub struct MetricsServer {
     /// Where it listens.
     local_addr: SocketAddr,
-    /// Raised to stop the thread.
+    /// Raised to stop the loop.
     stop: Arc<AtomicBool>,
+    /// Wakes the loop from `poll` to see the flag.
+    waker: Arc<Waker>,
     /// The serving thread.
     thread: Option<JoinHandle<()>>,
 }
@@ -36,16 +107,19 @@ impl MetricsServer {
         self.local_addr
     }
 
-    /// Stop serving and wait for the thread.
+    /// Stop serving: close the listener and every connection (a reply being sent is cut
+    /// short), and wait for the thread.
     pub fn stop(mut self) {
         self.shut();
     }
 
-    /// Raise the flag, wake the blocking `accept` with a connection, join.
+    /// Raise the flag, wake the loop, join.
     fn shut(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect_timeout(&self.local_addr, SCRAPE_TIMEOUT);
+            if let Err(err) = self.waker.wake() {
+                log::warn!("metrics endpoint: cannot wake it to stop: {err}");
+            }
             let _ = thread.join();
         }
     }
@@ -57,7 +131,8 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Serve `GET /metrics` for `stats` on `addr` from a thread of its own.
+/// Serve `GET /metrics` for `stats` on `addr` from a thread of its own, with the default
+/// [`EndpointConfig`].
 ///
 /// ```no_run
 /// use tcp_reactor::{Server, metrics, protocols::Echo};
@@ -68,79 +143,68 @@ impl Drop for MetricsServer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// The port is bound with `SO_REUSEPORT`, so that during a binary upgrade the new process
-/// can serve its metrics on the same address while the old one drains.
+/// The port is bound by [`bind`]; a binary upgrade hands the socket itself to the new
+/// process, which serves it through [`serve_listener`].
 pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
-    let listener = bind_shared(addr)?;
+    serve_with(addr, stats, &EndpointConfig::default())
+}
+
+/// [`serve`] with the limits of `config`; an `InvalidInput` error if one is zero.
+///
+/// HTTP/1.0 and 1.1, keep-alive (unless the client says `Connection: close`), lines ending
+/// in CRLF or a bare LF, request heads up to 8 KiB. `GET` or `HEAD /metrics` get the
+/// exposition; another path gets `404`, another method `405`, a malformed request `400`
+/// (and a close).
+pub fn serve_with(
+    addr: SocketAddr,
+    stats: LiveStats,
+    config: &EndpointConfig,
+) -> io::Result<MetricsServer> {
+    serve_listener_with(bind(addr)?, stats, config)
+}
+
+/// Serve the endpoint for `stats` on `listener` (from [`bind`], or handed over by the
+/// server this one upgraded) with the default [`EndpointConfig`].
+pub fn serve_listener(listener: TcpListener, stats: LiveStats) -> io::Result<MetricsServer> {
+    serve_listener_with(listener, stats, &EndpointConfig::default())
+}
+
+/// [`serve_listener`] with the limits of `config`; an `InvalidInput` error if one is zero.
+pub fn serve_listener_with(
+    listener: TcpListener,
+    stats: LiveStats,
+    config: &EndpointConfig,
+) -> io::Result<MetricsServer> {
+    config.validate()?;
     let local_addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
+    let reactor = Reactor::new(
+        poll,
+        mio::net::TcpListener::from_std(listener),
+        config.clone(),
+        Source { stats },
+        Arc::clone(&stop),
+    )?;
     let thread = thread::Builder::new()
         .name("tcp-reactor-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                match stream {
-                    Ok(stream) => {
-                        if let Err(err) = answer(stream, &stats) {
-                            log::debug!("metrics scrape: {err}");
-                        }
-                    }
-                    Err(err) => {
-                        log::debug!("metrics accept: {err}");
-                        // Out of descriptors or similar: do not spin.
-                        thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
+        .spawn(move || reactor.run())?;
     Ok(MetricsServer {
         local_addr,
         stop,
+        waker,
         thread: Some(thread),
     })
 }
 
-/// Read one request and answer it: the metrics for `GET /metrics`, 404 otherwise.
-fn answer(mut stream: TcpStream, stats: &LiveStats) -> io::Result<()> {
-    stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
-    stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let mut request = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&chunk[..n]);
-    }
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (parts.next(), parts.next());
-    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-    let reply = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => {
-            let body = render(&stats.snapshot());
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            )
-        }
-        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
-    };
-    stream.write_all(reply.as_bytes())?;
-    stream.flush()
-}
-
-/// A listener on `addr` that another process may bind too (`SO_REUSEPORT`).
-fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket for the metrics endpoint on `addr`, with `SO_REUSEADDR` and without
+/// `SO_REUSEPORT`: a second server on the same address fails with `AddrInUse`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
     Ok(socket.into())

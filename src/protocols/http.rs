@@ -296,9 +296,12 @@ fn frame(input: &[u8]) -> Frame {
     // header does not pay for clearing all MAX_HEADERS slots (2 KiB) first.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(input, &mut headers) {
-        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
-        Ok(httparse::Status::Complete(_)) => return Frame::Refused(Refusal::TooLarge),
+    // Only the first MAX_HEAD bytes are parsed: a head not done by then is too large,
+    // whatever comes after (a malformed byte there would make it a 400 when read whole,
+    // but a 431 when read in pieces that pass the limit before that byte arrives).
+    let window = &input[..input.len().min(MAX_HEAD)];
+    let len = match request.parse_with_uninit_headers(window, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
         // Everything buffered belongs to this unfinished head.
         Ok(httparse::Status::Partial) if input.len() <= MAX_HEAD => return Frame::NeedMore,
         Ok(httparse::Status::Partial) => return Frame::Refused(Refusal::TooLarge),

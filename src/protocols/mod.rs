@@ -8,10 +8,11 @@ mod chat;
 mod echo;
 mod http;
 mod proxy;
-mod resp;
+// Its framer is reached by `crate::fuzzing`.
+pub(crate) mod resp;
 mod seed;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod testkit;
 
 pub use chat::{Chat, DEFAULT_MAX_LINE};
 pub use echo::Echo;

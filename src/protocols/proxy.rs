@@ -85,7 +85,13 @@ impl Handler for Proxy {
             };
         }
         let Some(addr) = self.pick(ctx.now()) else {
-            // No upstream can be reached: close the client at once.
+            // No upstream can be reached: close the client at once. Each upstream's failure
+            // was logged once as a warning; this is the same news per client.
+            log::debug!(
+                "proxy: no upstream available (all {} skipped after failing): closing client connection {}",
+                self.upstreams.len(),
+                ctx.id()
+            );
             ctx.abort();
             return Side {
                 other: None,
@@ -134,8 +140,14 @@ impl Handler for Proxy {
             // Both halves finished: the other side closes itself the same way.
             CloseReason::Eof => {}
             CloseReason::Reset => ctx.reset_conn(other),
-            CloseReason::ConnectFailed(_) => {
+            CloseReason::ConnectFailed(kind) => {
                 if let Some(addr) = side.upstream {
+                    // The one sign an operator gets of why this client was closed.
+                    log::warn!(
+                        "proxy: cannot reach upstream {addr} for client connection {other}: connect failed ({kind}); \
+                         closing the client, skipping the upstream for {:?}",
+                        self.retry
+                    );
                     self.mark_down(addr, ctx.now());
                 }
                 ctx.abort_conn(other);

@@ -20,7 +20,7 @@
 //! has been scanned; it gives back the room of a large command once it has run, so an
 //! idle connection costs a few bytes whatever it once sent.
 
-mod frame;
+pub(crate) mod frame;
 mod store;
 
 use crate::{Context, Handler};

@@ -1,7 +1,8 @@
 //! A socket-free driver for protocol unit tests: feeds bytes to a [`Handler`] with the same
 //! `rules::feed` both server models use, and collects what it writes.
 //!
-//! Test-only. It mimics the model's contract (all unconsumed input on every call, called
+//! For unit tests, and for the fuzz targets through `crate::fuzzing` (feature `fuzzing`).
+//! It mimics the model's contract (all unconsumed input on every call, called
 //! again at once while it consumes and input remains, nothing delivered after `close`); it
 //! must not grow protocol knowledge of its own.
 
@@ -12,6 +13,7 @@ use crate::handler::{Actions, Outbox};
 use crate::{Config, ConnId, Context, Handler, PeerAddr, rules};
 
 /// What one connection produced.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Transcript {
     /// Every byte the handler wrote, in order.
@@ -24,6 +26,7 @@ pub(crate) struct Transcript {
 
 /// Open one connection on `handler`, deliver `chunks` one read at a time, and return what
 /// came out.
+#[cfg(test)]
 pub(crate) fn drive<H: Handler>(handler: &H, chunks: &[&[u8]]) -> Transcript {
     let mut conn = Driver::open(handler, ConnId(1));
     for chunk in chunks {
@@ -83,6 +86,12 @@ impl<'h, H: Handler> Driver<'h, H> {
         }
     }
 
+    /// Input the handler has not consumed yet.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
     /// Deliver one read's bytes. Output is taken at once, so a stop at the high-water mark
     /// only splits the feeding in two, as a server whose client reads does.
     pub(crate) fn read(&mut self, mut chunk: &[u8]) {
@@ -118,6 +127,7 @@ impl<'h, H: Handler> Driver<'h, H> {
 
 /// Open one connection on `handler` and make one `data` call with `input`: how many bytes
 /// it consumed, and what it wrote.
+#[cfg(test)]
 pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>) {
     let mut conn = Driver::open(handler, ConnId(1));
     let mut actions = Actions::default();
@@ -139,6 +149,7 @@ fn peer() -> PeerAddr {
 }
 
 /// Split `bytes` at the given cut points (any order, any value; clamped to the length).
+#[cfg(test)]
 pub(crate) fn split_at<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     let mut points: Vec<usize> = cuts.iter().map(|&cut| cut % (bytes.len() + 1)).collect();
     points.sort_unstable();

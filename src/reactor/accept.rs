@@ -123,7 +123,11 @@ impl<H: Handler> Reactor<H> {
         entry.insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
         self.ids.insert(id, key);
         self.stats.accepted += 1;
-        trace!("accept {peer} as connection {id} (slot {key})");
+        // The token in decimal, as mio's own trace lines print it: slot | generation << 32.
+        trace!(
+            "accept {peer} as connection {id} (slot {key}, token {})",
+            token.0
+        );
         if let Some(idle) = self.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
         }

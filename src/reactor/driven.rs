@@ -121,6 +121,9 @@ impl<H: Handler> EventLoop<H> {
     pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         if !self.stopped {
             self.stopped = self.reactor.turn(&mut self.events, timeout)?;
+            // The peak is kept server-wide (workers' peaks need not coincide), not in a
+            // worker's counters; this loop is the whole server, so its peak is that one.
+            self.reactor.stats.peak_connections = self.reactor.live.peak_connections();
             if let Some(err) = self.reactor.failure.take() {
                 return Err(err);
             }

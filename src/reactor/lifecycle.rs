@@ -210,7 +210,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 3: serve again what a budget or a pause stopped early, without a new edge.
+    /// Serve again what a budget or a pause stopped early, without a new edge.
     pub(super) fn revisit_ready(&mut self) {
         if self.listener_ready {
             self.accept();
@@ -267,7 +267,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 5: flush the output queued during the turn, each connection once.
+    /// Flush the output queued during the turn, each connection once.
     pub(super) fn flush_dirty(&mut self) {
         let mut dirty = mem::take(&mut self.dirty);
         for token in dirty.drain(..) {
@@ -281,7 +281,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 7: free finished connections and tell the handler why each closed (`ending`
+    /// Free finished connections and tell the handler why each closed (`ending`
     /// may close others, which are freed in the same step).
     pub(super) fn reap_finished(&mut self) {
         let mut next = 0;

@@ -174,7 +174,7 @@ impl<H: Handler> Reactor<H> {
         bytes.len() as u64
     }
 
-    /// Step 4: deliver messages other workers sent to our connections.
+    /// Deliver messages other workers sent to our connections.
     pub(super) fn deliver_mail(&mut self) {
         if self.workers < 2 {
             return;

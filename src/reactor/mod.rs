@@ -1,40 +1,17 @@
 //! The event loop: one thread, one `mio::Poll`, a slab of connections.
 //!
-//! This module owns the order of work in a turn; its files own one job each. It leaves the
-//! rules shared with the threads model (feeding the handler, limits, a callback's
-//! requests, accept errors, refusals) to `rules`, and never interprets the bytes: that is
-//! the handler's. It must not import the server that starts it.
-//!
-//! One turn of the loop, in order:
-//!
-//! 1. **poll** for readiness, sleeping no longer than the next timer (not at all when some
-//!    connection is waiting for a revisit);
-//! 2. **handle events**: accept on the listener, read and write on connections;
-//! 3. **revisit** the listener and connections that a budget stopped early: edge-triggered
-//!    readiness will not be reported again for data already waiting;
-//! 4. **deliver mail** sent by other workers to our connections, and messages posted from
-//!    other threads to the handler;
-//! 5. **flush** output queued during the turn: output handlers sent to other connections,
-//!    and under a deferring [`WritePolicy`](crate::WritePolicy) every connection's own
-//!    replies, each connection written once; then tell handlers which connections' output
-//!    passed high water or drained;
-//! 6. **expire timers**: idle, linger, handler timers, accept back-off (their output is
-//!    written at once);
-//! 7. **reap** connections that finished, telling the handler why;
-//! 8. **check stop**: begin or finish a graceful stop.
-//!
-//! The write policy is decided once per turn, from the number of events the poll returned
-//! ([`WritePolicy::defers`](crate::WritePolicy::defers)); `send_output` is the one place
-//! that acts on it.
-//!
-//! Between flushing and expiring timers the loop also **checks the budget** for buffered
-//! bytes (closing the connections holding the most, if pressed), and after reaping it
-//! **publishes** the worker's counters for live statistics: once per turn, not per message.
+//! This module owns the order of work in a turn, `Reactor::turn`: one named step per line.
+//! What each step does, and why in that order, is told once, in README.md's "How the loop
+//! works"; docs/architecture.md has the stop procedure and the design behind the parts.
+//! The files below own one job each. The rules shared with the threads model (feeding the
+//! handler, limits, a callback's requests, accept errors, refusals) are `rules`'s; the
+//! bytes are the handler's. This module must not import the server that starts it.
 //!
 //! # Files
 //!
 //! - `accept` — taking clients from the listener, admitting or refusing them;
-//! - `io_path` — reading, the handler callbacks, writing their output, the limits;
+//! - `io_path` — reading, the handler callbacks, writing their output (`send_output` is
+//!   the one place that acts on the turn's [`WritePolicy`](crate::WritePolicy)), the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
@@ -44,7 +21,7 @@
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
 //!   the [`Poster`] that sends messages into a running loop;
 //! - `spare` — spare output buffers, so idle connections own none;
-//! - `connection` — one connection's socket, buffers and [`Phase`](connection::Phase)
+//! - `connection` — one connection's socket, buffers and [`Phase`]
 //!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
 //! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
@@ -96,6 +73,31 @@ const FIRST_LISTENER: usize = usize::MAX - 2;
 const KEY_MASK: usize = 0xFFFF_FFFF;
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
+
+/// What a readiness event's token stands for, in the words of the log.
+#[derive(Debug, Clone, Copy)]
+enum TokenName {
+    /// Listener `i` of this worker.
+    Listener(usize),
+    /// The waker (a stop, mail or a posted message).
+    Waker,
+    /// A connection, by its id (`connection 1`, as in accept and close lines).
+    Connection(ConnId),
+    /// A connection token whose slot was freed (or reused) earlier in the same batch.
+    Stale(usize),
+}
+
+impl std::fmt::Display for TokenName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenName::Listener(index) => write!(f, "listener {index}"),
+            TokenName::Waker => f.write_str("waker"),
+            TokenName::Connection(id) => write!(f, "connection {id}"),
+            // mio's own trace lines print tokens in decimal.
+            TokenName::Stale(token) => write!(f, "stale token {token} (connection gone)"),
+        }
+    }
+}
 
 /// Build the reactor workers of one server: a `Poll`, a waker and a listener registration
 /// each, and the mailboxes through which they reach each other's connections.
@@ -273,6 +275,12 @@ impl<H: Handler> Reactor<H> {
     /// next deadline. Returns true once the worker has stopped.
     fn turn(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<bool> {
         self.poll_events(events, limit)?;
+        // The log macros format nothing unless the level is enabled: no cost otherwise.
+        trace!(
+            "turn {}: poll returned {} event(s)",
+            self.stats.polls,
+            events.iter().count()
+        );
         self.handle_events(events);
         self.revisit_ready();
         self.deliver_mail();
@@ -285,7 +293,13 @@ impl<H: Handler> Reactor<H> {
         self.expire_timers();
         self.reap_finished();
         self.publish_stats();
-        Ok(self.check_stop())
+        let stopped = self.check_stop();
+        trace!(
+            "turn {} ended: {} connection(s) open",
+            self.stats.polls,
+            self.conns.len()
+        );
+        Ok(stopped)
     }
 
     /// The worker's result once stopped: its stats, or why the listener failed.
@@ -296,7 +310,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 1: wait for readiness, no longer than the next deadline (or `limit`), and not
+    /// Wait for readiness, no longer than the next deadline (or `limit`), and not
     /// at all when work is already waiting.
     fn poll_events(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
@@ -326,15 +340,15 @@ impl<H: Handler> Reactor<H> {
         Ok(())
     }
 
-    /// Step 2: act on each readiness event.
+    /// Act on each readiness event.
     fn handle_events(&mut self, events: &Events) {
         self.defer = self.config.write_policy.defers(events.iter().count());
         for event in events {
             self.stats.events += 1;
             let token = event.token();
             trace!(
-                "event {:#x}: readable={} writable={} read_closed={} error={}",
-                token.0,
+                "event on {}: readable={} writable={} read_closed={} error={}",
+                self.token_name(token),
                 event.is_readable(),
                 event.is_writable(),
                 event.is_read_closed(),
@@ -376,6 +390,18 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// What `token` names, as the rest of the log names it (for trace lines only).
+    fn token_name(&self, token: Token) -> TokenName {
+        match token {
+            WAKER => TokenName::Waker,
+            token if self.is_listener(token) => TokenName::Listener(FIRST_LISTENER - token.0),
+            token => match self.live_key(token) {
+                Some(key) => TokenName::Connection(self.conns[key].id),
+                None => TokenName::Stale(token.0),
+            },
+        }
+    }
+
     /// True if `token` is one of the listeners'.
     fn is_listener(&self, token: Token) -> bool {
         token.0 <= FIRST_LISTENER && FIRST_LISTENER - token.0 < self.listeners.len()
@@ -390,7 +416,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Step 8: begin a graceful stop when asked (or when the listener broke); report true
+    /// Begin a graceful stop when asked (or when the listener broke); report true
     /// when it is complete.
     fn check_stop(&mut self) -> bool {
         if self.handover.load(Ordering::SeqCst) && !self.listeners.is_empty() {

@@ -131,7 +131,10 @@ impl<H: Handler> Reactor<H> {
         ));
         self.ids.insert(id, key);
         self.stats.connected += 1;
-        trace!("dial {addr} as connection {id} (slot {key}) for {by}");
+        trace!(
+            "dial {addr} as connection {id} (slot {key}, token {}) for {by}",
+            token.0
+        );
         self.timers.arm(
             self.now + self.config.connect_timeout,
             token,
@@ -223,7 +226,7 @@ impl<H: Handler> Reactor<H> {
         self.notices.push((conn.token, notice));
     }
 
-    /// Step 5 (end): tell handlers whose connections' output passed high water or drained.
+    /// Tell handlers whose connections' output passed high water or drained.
     pub(super) fn notify_flow(&mut self) {
         while !self.notices.is_empty() {
             let notices = mem::take(&mut self.notices);

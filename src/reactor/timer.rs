@@ -73,7 +73,7 @@ impl Timers {
 }
 
 impl<H: Handler> Reactor<H> {
-    /// Step 6: act on every deadline that has passed; stale entries are skipped.
+    /// Act on every deadline that has passed; stale entries are skipped.
     pub(super) fn expire_timers(&mut self) {
         while let Some((_, token, kind)) = self.timers.pop_due(self.now) {
             if kind == TimerKind::AcceptBackoff {

@@ -217,7 +217,13 @@ impl<H: Handler> AcceptLoop<H> {
         #[cfg(feature = "tls")]
         {
             let config = &self.shared.config;
-            match Wire::for_client(self.shared.tls.as_ref(), config.handshake_timeout) {
+            let tls = self.shared.tls.as_ref();
+            match Wire::for_client(
+                tls,
+                config.handshake_timeout,
+                config.max_output,
+                &self.shared.live,
+            ) {
                 Ok(wire) => Some(wire),
                 Err(err) => {
                     log::warn!("{addr}: cannot start TLS: {err}; dropping");

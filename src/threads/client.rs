@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::peer::{Patience, Peer, WriteError};
+use super::peer::{Open, Patience, Peer, WriteError};
 use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
 use crate::listener::stream::Stream;
@@ -134,13 +134,7 @@ impl<H: Handler> Client<H> {
     fn configure_socket(&self) -> io::Result<()> {
         let stream = &self.peer.stream;
         stream.set_nodelay()?;
-        stream.set_write_timeout(Some(self.write_slice()))
-    }
-
-    /// How long one `write` may block: the linger timeout (at least a millisecond, as a
-    /// zero timeout means "none" to the OS).
-    fn write_slice(&self) -> Duration {
-        self.shared.config.linger.max(Duration::from_millis(1))
+        stream.set_write_timeout(Some(write_slice(&self.shared.config)))
     }
 
     /// Call `Handler::open`; returns the session and what the callback asked for.
@@ -162,10 +156,9 @@ impl<H: Handler> Client<H> {
             if let Some(ending) = self.expire(session) {
                 return ending;
             }
-            let holding = self.input.capacity() + self.fx.out.capacity();
             let verdict = memory::wait_for_budget(
                 &self.shared.live,
-                holding,
+                self.holding(),
                 &self.shared.stop,
                 self.next_deadline(),
             );
@@ -203,7 +196,12 @@ impl<H: Handler> Client<H> {
     fn answer_arrived(&mut self, session: &mut H::Session) -> Ending {
         let mut budget = self.shared.config.read_budget.max(1);
         while budget > 0 {
-            match self.peer.read(Arrived(&self.peer.stream), &mut self.buf) {
+            match self.peer.read(
+                Arrived(&self.peer.stream),
+                &mut self.buf,
+                None,
+                Patience::NoStall(self.shared.config.linger),
+            ) {
                 ReadOutcome::Data(n) => {
                     budget = budget.saturating_sub(n);
                     if let Some(ending) = self.on_input(session, n) {
@@ -239,24 +237,36 @@ impl<H: Handler> Client<H> {
 
     /// One blocking read into the read buffer, bounded by the next deadline.
     fn read(&mut self) -> ReadOutcome {
+        let now = Instant::now();
         let timeout = self.next_deadline().map(|deadline| {
             deadline
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
                 .max(Duration::from_millis(1))
         });
-        let holding = self.input.capacity() + self.fx.out.capacity();
-        let timeout = match (timeout, memory::read_bound(holding)) {
+        let timeout = match (timeout, memory::read_bound(self.holding())) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         if let Err(err) = self.set_read_timeout(timeout) {
             return ReadOutcome::Failed(err);
         }
-        let outcome = self.peer.read(&self.peer.stream, &mut self.buf);
+        // The timeout bounds one read of the socket; the deadline bounds them all (a TLS
+        // record may take several).
+        let deadline = timeout.map(|timeout| now + timeout);
+        let patience = open_patience(&self.shared, self.last_progress);
+        let outcome = self
+            .peer
+            .read(&self.peer.stream, &mut self.buf, deadline, patience);
         if let ReadOutcome::Data(n) = outcome {
             log::trace!("read {n} bytes from {} ({})", self.id, self.addr);
         }
         outcome
+    }
+
+    /// Bytes held for this client, as the budget judges it: its buffers, and output kept
+    /// until its TLS handshake completes (counted in the budget by the wire).
+    fn holding(&self) -> usize {
+        self.input.capacity() + self.fx.out.capacity() + self.peer.wire.queued()
     }
 
     /// Set the socket's read timeout, unless the one set is close enough: one shorter
@@ -444,11 +454,11 @@ impl<H: Handler> Client<H> {
             return Ok(());
         }
         let patience = if closing {
-            Patience::NoStall
+            Patience::NoStall(self.shared.config.linger)
         } else {
-            Patience::WhileRunning(&self.shared.stop)
+            open_patience(&self.shared, self.last_progress)
         };
-        let before = self.bytes_out;
+        let (before, batch) = (self.bytes_out, self.fx.out.len());
         let result = {
             let _turn = self.peer.gate.enter(None);
             self.peer.wire.write_all(
@@ -471,6 +481,20 @@ impl<H: Handler> Client<H> {
         match result {
             Ok(()) => Ok(()),
             Err(WriteError::Stalled) => Err(Ending::Abrupt(CloseReason::LingerTimeout)),
+            Err(WriteError::Idle) => {
+                log::debug!("{} ({}) took no output: idle", self.id, self.addr);
+                Err(Ending::Abrupt(CloseReason::IdleTimeout))
+            }
+            Err(WriteError::OverCap) => {
+                log::warn!(
+                    "{} ({}): {} bytes of output waiting for its TLS handshake exceed the \
+                     output cap; closing",
+                    self.id,
+                    self.addr,
+                    self.peer.wire.queued() + batch - wrote as usize,
+                );
+                Err(Ending::Abrupt(CloseReason::OutputLimit))
+            }
             Err(WriteError::Failed(err)) => Err(Ending::Abrupt(
                 self.closed_reason(CloseReason::from_io(&err)),
             )),
@@ -494,7 +518,7 @@ impl<H: Handler> Client<H> {
         let patience = self.shared.config.linger;
         for (to, bytes) in mail {
             match registry.get(to) {
-                Some(peer) => self.bytes_out += peer.deliver(&bytes, patience),
+                Some(peer) => self.bytes_out += peer.deliver(to, &bytes, patience),
                 None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
             }
         }
@@ -539,13 +563,39 @@ impl<H: Handler> Client<H> {
             if self.peer.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match self.peer.read(&self.peer.stream, &mut self.buf) {
+            match self.peer.read(
+                &self.peer.stream,
+                &mut self.buf,
+                Some(deadline),
+                Patience::NoStall(self.shared.config.linger),
+            ) {
                 ReadOutcome::Data(n) => self.bytes_in += n as u64,
                 // EOF, timed out or failed: nothing more to wait for.
                 ReadOutcome::Eof | ReadOutcome::WouldBlock | ReadOutcome::Failed(_) => return,
             }
         }
     }
+}
+
+/// How long one `write` may block before the writer looks at its bounds: the linger
+/// timeout, or the idle timeout if shorter (at least a millisecond, as a zero timeout
+/// means "none" to the OS).
+fn write_slice(config: &crate::Config) -> Duration {
+    let slice = match config.idle_timeout {
+        Some(idle) => idle.min(config.linger),
+        None => config.linger,
+    };
+    slice.max(Duration::from_millis(1))
+}
+
+/// The patience of an open connection's owner, whose last progress was at `since`.
+fn open_patience<H>(shared: &WorkerShared<H>, since: Instant) -> Patience<'_> {
+    Patience::WhileRunning(Open {
+        stop: &shared.stop,
+        idle: shared.config.idle_timeout,
+        linger: shared.config.linger,
+        since,
+    })
 }
 
 /// True if a read failed only because the stop shut the socket's read side under a TLS

@@ -6,9 +6,10 @@
 //! There is no loop that sees every client, so each thread judges for itself from the
 //! shared sum; the thresholds are `crate::budget`'s. Messages to other clients are written
 //! straight to their sockets (bounded by the kernel's buffers), so only a client's own
-//! input and output count here: a sender is paced by its receivers' sockets, and nothing it
-//! sent waits in a receiver's buffer to be counted against either (the reactor's
-//! attribution of queued bytes to their sender has nothing to attribute here).
+//! input and output count here, and the output kept for a TLS client until its handshake
+//! completes (which its wire counts in the budget). A sender is paced by its receivers'
+//! sockets, and nothing it sent waits in a receiver's buffer to be counted against either
+//! (the reactor's attribution of queued bytes to their sender has nothing to attribute here).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

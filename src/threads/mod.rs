@@ -10,33 +10,7 @@
 //! client threads reach each other (`Context::send_to`). It follows `rules` for everything
 //! the reactor does too (feeding, limits, requests, accept errors, refusals). It must not
 //! use `mio`, must not import the server that starts it, and must not hold a lock while
-//! calling a handler.
-//!
-//! # How the pieces meet
-//!
-//! - The **accept thread** (the worker's `run`) waits in `poll` on its listeners (TCP or
-//!   Unix, any number) and a wake pipe, registers each client and spawns its thread. It reaps finished client threads as it goes and, on stop, joins
-//!   every one and sums their counters.
-//! - A **client thread** blocks in `read`, hands input to the handler, and writes the
-//!   handler's batch of output at once. A batch ends with the input, or as soon as its
-//!   output passes the high-water mark; the rest of the input is then fed after the write.
-//!   Handler timers and the idle timeout become read timeouts.
-//! - A client's socket lives in a `Peer`, shared by its owner thread and by any thread
-//!   that sends it a message. A `Gate` makes writes to one socket take turns, so two
-//!   messages never interleave; a sender waits at most `Config::linger` for its turn and
-//!   for the socket to take the bytes, and otherwise closes the stuck receiver
-//!   (`CloseReason::OutputLimit`).
-//! - **Stopping**: `wake` writes to the accept thread's wake pipe (the listening sockets
-//!   are never shut down: a successor process or another worker may share them, and a
-//!   shutdown would reset the clients in their queue) and shuts down the read side of
-//!   every client of the worker, so each blocked `read` returns
-//!   what has arrived, then 0. Each client thread answers the input that has arrived
-//!   (reading without blocking), flushes, sends FIN, reads what is left, and closes with
-//!   `CloseReason::Shutdown`. Unlike the reactor it cannot wait for the client's EOF:
-//!   once the read side is shut, Linux answers any data arriving after our FIN with a
-//!   reset (RFC 1122). The client has already received the replies and the FIN by then,
-//!   so a client that closes on EOF sees EOF; a reply to a request sent after the stop is
-//!   not owed.
+//! calling a handler. How the threads meet and how a stop proceeds: docs/architecture.md.
 //!
 //! # Files
 //!
@@ -44,7 +18,8 @@
 //! - `client` — one client thread: read, feed, write, deadlines, the close;
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
-//! - `reach` — what a callback asks of connections by id (a connect is refused here);
+//! - `reach` — what a callback asks of connections by id (a connect gets a thread of its
+//!   own, in `client::dial`);
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 

@@ -12,6 +12,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::wire::Wire;
+use crate::ConnId;
 use crate::listener::stream::Stream;
 use crate::rules::is_timeout;
 
@@ -32,6 +33,9 @@ pub(super) struct Peer {
     pub(super) reset: AtomicBool,
     /// What bytes travel through: the socket itself, or TLS over it.
     pub(super) wire: Wire,
+    /// For a connection a handler dialed: when its connect must have completed. Its
+    /// thread opens the gate by then, so senders wait for the connect until then.
+    pub(super) connect_deadline: Option<Instant>,
 }
 
 impl Peer {
@@ -44,22 +48,34 @@ impl Peer {
             overflowed: AtomicBool::new(false),
             reset: AtomicBool::new(false),
             wire,
+            connect_deadline: None,
         }
     }
 
-    /// A peer whose connect is under way (plaintext): senders wait at the gate until its
-    /// thread opens it ([`Gate::open`]), so no write can take the connect's error before
-    /// that thread reads it.
-    pub(super) fn connecting(stream: Stream, worker: usize) -> Self {
-        let peer = Peer::new(stream, worker, Wire::Plain);
+    /// A peer whose connect is under way (plaintext), due by `deadline`: senders wait at
+    /// the gate until its thread opens it ([`Gate::open`]), so no write can take the
+    /// connect's error before that thread reads it.
+    pub(super) fn connecting(stream: Stream, worker: usize, deadline: Instant) -> Self {
+        let mut peer = Peer::new(stream, worker, Wire::Plain);
+        peer.connect_deadline = Some(deadline);
         peer.gate.lock().busy = true;
         peer
     }
 
-    /// Write a message from another client, waiting at most `patience` for a turn and
-    /// for the socket to take the bytes. Returns the bytes written.
-    pub(super) fn deliver(&self, bytes: &[u8], patience: Duration) -> u64 {
-        let deadline = Instant::now() + patience;
+    /// Write a message from another client to this one (`to`), waiting at most `patience`
+    /// for a turn and for the socket to take the bytes (after the connect, for a
+    /// connection still connecting). Returns the bytes written.
+    pub(super) fn deliver(&self, to: ConnId, bytes: &[u8], patience: Duration) -> u64 {
+        if self.overflowed.load(Ordering::Relaxed) {
+            // Given up on already: it is closing.
+            return 0;
+        }
+        // A connect under way holds the gate until it ends, by its own deadline: the
+        // patience starts from there, so a sender neither gives up on a connect that may
+        // still succeed nor races its deadline (and shuts an upstream that was never
+        // tried to the end).
+        let now = Instant::now();
+        let deadline = self.connect_deadline.map_or(now, |at| at.max(now)) + patience;
         let mut written = 0;
         let Some(_turn) = self.gate.enter(Some(deadline)) else {
             self.overflow();
@@ -71,7 +87,15 @@ impl Peer {
             .write_all(&self.stream, bytes, patience, &mut written)
         {
             Ok(()) => {}
-            Err(WriteError::Stalled) => self.overflow(),
+            Err(WriteError::Stalled | WriteError::Idle) => self.overflow(),
+            Err(WriteError::OverCap) => {
+                log::warn!(
+                    "{to}: {} bytes of output waiting for its TLS handshake would exceed the \
+                     output cap; closing",
+                    self.wire.queued() + bytes.len()
+                );
+                self.overflow();
+            }
             // The receiver is gone or broken; its own thread sees the error and closes.
             Err(WriteError::Failed(_)) => {}
         }
@@ -79,9 +103,17 @@ impl Peer {
     }
 
     /// One read of plaintext from `source` (this peer's socket, read one way or another),
-    /// through the wire.
-    pub(super) fn read(&self, source: impl io::Read, buf: &mut [u8]) -> crate::rules::ReadOutcome {
-        self.wire.read(source, &self.stream, &self.gate, buf)
+    /// through the wire, giving up at `deadline` if given; what the wire writes meanwhile
+    /// is written with `patience` (see [`Wire::read`]).
+    pub(super) fn read(
+        &self,
+        source: impl io::Read,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        patience: Patience<'_>,
+    ) -> crate::rules::ReadOutcome {
+        self.wire
+            .read(source, &self.stream, &self.gate, buf, deadline, patience)
     }
 
     /// Give up on a receiver that does not take its messages: mark it and wake its
@@ -167,20 +199,64 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// A send timeout may end this much early (the kernel counts it in clock ticks): a stall
+/// this close to a bound has reached it.
+const STALL_SLACK: Duration = Duration::from_millis(10);
+
 /// How long a writer keeps trying while the peer takes nothing. Each `write` blocks at
-/// most the socket's send timeout (`linger`), so "timed out" means "no progress for
-/// `linger`".
+/// most the socket's send timeout (`linger`, or the idle timeout if shorter); the bounds
+/// are checked each time it passes.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Patience<'a> {
-    /// The owner of an open connection: as long as the server runs (this is
-    /// backpressure: the client thread reads nothing more until its client takes the
-    /// reply, as the reactor stops reading above its high-water mark).
-    WhileRunning(&'a AtomicBool),
-    /// A connection that is closing: until the first timeout, so a closing connection
-    /// goes at most `linger` without progress, as in the reactor.
-    NoStall,
+    /// The owner of an open connection (see [`Open`]).
+    WhileRunning(Open<'a>),
+    /// A connection that is closing: until it goes this long without progress (`linger`,
+    /// as in the reactor; zero gives up at the first send timeout).
+    NoStall(Duration),
     /// A sender of a message: until this instant.
     Until(Instant),
+}
+
+/// How long the owner of an open connection keeps writing while its peer takes nothing:
+/// as long as the server runs (this is backpressure: the client thread reads nothing more
+/// until its client takes the reply, as the reactor stops reading above its high-water
+/// mark), but not past the idle timeout counted from the connection's last progress (a
+/// client that takes nothing is idle, as in the reactor), nor, once the peer has finished
+/// sending, past `linger` without progress (the linger bound of a half-closed connection).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Open<'a> {
+    /// Raised when the server stops.
+    pub(super) stop: &'a AtomicBool,
+    /// `Config::idle_timeout`.
+    pub(super) idle: Option<Duration>,
+    /// `Config::linger`.
+    pub(super) linger: Duration,
+    /// The connection's last progress before this write.
+    pub(super) since: Instant,
+}
+
+impl Patience<'_> {
+    /// Why to give up, if the writer must, after a send timeout with nothing written; the
+    /// peer last took bytes at `progress` (unknown for a patience that does not need it).
+    fn gives_up(&self, stream: &Stream, progress: Option<Instant>) -> Option<WriteError> {
+        let now = Instant::now();
+        let stalled = |bound: Duration| {
+            let since = progress.unwrap_or(now);
+            now.saturating_duration_since(since) + STALL_SLACK >= bound
+        };
+        let give_up = match *self {
+            Patience::WhileRunning(open) => {
+                if open.idle.is_some_and(stalled) {
+                    return Some(WriteError::Idle);
+                }
+                open.stop.load(Ordering::Relaxed)
+                    || (stalled(open.linger) && peer_finished_sending(stream))
+            }
+            Patience::NoStall(bound) => stalled(bound),
+            Patience::Until(deadline) => now >= deadline,
+        };
+        give_up.then_some(WriteError::Stalled)
+    }
 }
 
 /// Why a write did not complete.
@@ -188,6 +264,12 @@ pub(super) enum Patience<'a> {
 pub(super) enum WriteError {
     /// The peer took nothing for longer than the writer's patience.
     Stalled,
+    /// The owner's peer took nothing for the idle timeout.
+    Idle,
+    /// More output would wait for the peer than `Config::max_output` (before its TLS
+    /// handshake completes; never without TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    OverCap,
     /// The connection failed.
     Failed(io::Error),
 }
@@ -200,6 +282,13 @@ pub(super) fn write_all(
     patience: Patience<'_>,
     written: &mut u64,
 ) -> Result<(), WriteError> {
+    // When the peer last took bytes, where a patience counts stalls. The clock is read
+    // again only after a write the socket did not take whole: never on the common path.
+    let mut progress = match patience {
+        Patience::WhileRunning(open) => Some(open.since),
+        Patience::NoStall(_) => Some(Instant::now()),
+        Patience::Until(_) => None,
+    };
     while !data.is_empty() {
         match (&*stream).write(data) {
             // The socket accepts no more bytes: the connection is unusable.
@@ -207,22 +296,16 @@ pub(super) fn write_all(
             Ok(n) => {
                 *written += n as u64;
                 data = &data[n..];
+                if !data.is_empty() && progress.is_some() {
+                    progress = Some(Instant::now());
+                }
             }
             // A signal interrupted the call before anything was written: try again.
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // The send timeout passed with nothing written: the peer is not reading.
             Err(err) if is_timeout(&err) => {
-                let give_up = match patience {
-                    // A peer that has finished sending and takes nothing for `linger`
-                    // is held no longer: the linger bound of a half-closed connection.
-                    Patience::WhileRunning(stop) => {
-                        stop.load(Ordering::Relaxed) || peer_finished_sending(stream)
-                    }
-                    Patience::NoStall => true,
-                    Patience::Until(deadline) => Instant::now() >= deadline,
-                };
-                if give_up {
-                    return Err(WriteError::Stalled);
+                if let Some(give_up) = patience.gives_up(stream, progress) {
+                    return Err(give_up);
                 }
             }
             Err(err) => return Err(WriteError::Failed(err)),

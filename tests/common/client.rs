@@ -3,6 +3,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -200,6 +202,53 @@ pub fn poll_closed(stream: &mut TcpStream) -> Peer {
             Err(_) => return Peer::Closed,
         }
     }
+}
+
+/// How long apart [`trickle_until_closed`] sends its bytes: a byte at a time, a message of
+/// a few hundred bytes takes many times as long as the deadlines tests set.
+pub const TRICKLE: Duration = Duration::from_millis(20);
+
+/// What a trickle saw.
+#[derive(Debug)]
+pub struct Trickled {
+    /// Bytes sent before the server's close was seen.
+    pub sent: usize,
+    /// Every byte the server sent, up to its EOF.
+    pub received: Vec<u8>,
+}
+
+/// Send `bytes` one at a time, [`TRICKLE`] apart, until the server closes the connection
+/// (or every byte is sent). The close is seen as a failed write (a closed socket answers
+/// a byte with a reset) or, with `eof_ends`, as the server's EOF or reset on reading.
+#[track_caller]
+pub fn trickle_until_closed(stream: &TcpStream, bytes: &[u8], eof_ends: bool) -> Trickled {
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut reader = stream.try_clone().expect("clone the client socket");
+    let seen = Arc::clone(&closed);
+    let reading = thread::spawn(move || {
+        let mut received = Vec::new();
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            received.extend_from_slice(&buf[..n]);
+        }
+        seen.store(true, Ordering::SeqCst);
+        received
+    });
+    let mut sent = 0;
+    for &byte in bytes {
+        if eof_ends && closed.load(Ordering::SeqCst) {
+            break;
+        }
+        if (&*stream).write_all(&[byte]).is_err() {
+            break;
+        }
+        sent += 1;
+        thread::sleep(TRICKLE);
+    }
+    // What the reader waits for comes with the server's close (or its read timeout).
+    let _ = stream.shutdown(Shutdown::Write);
+    let received = reading.join().expect("the trickle's reader");
+    Trickled { sent, received }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.

@@ -181,6 +181,26 @@ fn oversized_head_gets_431_even_before_it_ends() {
 }
 
 #[test]
+fn a_head_over_the_limit_gets_431_whole_or_cut_whatever_follows() {
+    // Over the limit, then a byte no header may hold: read in pieces, the head is refused
+    // by its length before that byte arrives, so read whole it must be refused the same.
+    let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+    head.resize(MAX_HEAD + 100, b'a');
+    head.extend_from_slice(b"\x01\r\n\r\n");
+    let cut = drive(
+        &Http::default(),
+        &[&head[..MAX_HEAD + 1], &head[MAX_HEAD + 1..]],
+    );
+    let whole = drive(&Http::default(), &[&head]);
+    assert_eq!(cut.output, TOO_LARGE);
+    assert_eq!(
+        String::from_utf8_lossy(&whole.output),
+        String::from_utf8_lossy(TOO_LARGE)
+    );
+    assert!(whole.closed);
+}
+
+#[test]
 fn head_just_under_the_limit_is_served() {
     let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
     head.resize(MAX_HEAD - 4, b'a');

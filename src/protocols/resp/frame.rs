@@ -160,8 +160,8 @@ impl Framer {
         self.args.shrink_to(KEEP_ARGS);
     }
 
-    /// Room kept for arguments, in arguments (tests check that it shrinks).
-    #[cfg(test)]
+    /// Room kept for arguments, in arguments (tests and fuzz targets check that it shrinks).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn args_capacity(&self) -> usize {
         self.args.capacity()
     }

@@ -4,18 +4,20 @@
 //! (`ending`, `close`, and the thread's report to the budget and the live statistics).
 //!
 //! The connect starts nonblocking on the dialing thread, so the connection is in the
-//! registry (and bytes sent to it wait in the kernel's connect) before its id is used; its
-//! own thread then waits for it to be established, within `Config::connect_timeout`.
+//! registry before its id is used; its own thread then waits for it to be established,
+//! until the deadline `Config::connect_timeout` set at the dial. Senders wait at its gate
+//! meanwhile; a connect that fails is aborted before the gate opens, so they fail at once
+//! rather than wait on the kernel's own retries (about two minutes of SYNs).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Client, Finished};
+use super::{Client, Finished, write_slice};
 use crate::handler::{Actions, IdMint, Outbox};
 use crate::listener::stream::Stream;
 use crate::rules::{Connect, Ending};
@@ -34,6 +36,10 @@ pub(in crate::threads) fn dial<H: Handler>(
     addr: SocketAddr,
     by: ConnId,
 ) {
+    if shared.stop.load(Ordering::SeqCst) {
+        let err = io::Error::other("the server is stopping");
+        return fail_unborn(&*shared.handler, id, addr, by, &err);
+    }
     if !shared
         .live
         .try_open(shared.index, shared.config.max_connections)
@@ -41,16 +47,21 @@ pub(in crate::threads) fn dial<H: Handler>(
         let err = io::Error::other("the connection limit is reached");
         return fail_unborn(&*shared.handler, id, addr, by, &err);
     }
-    let stream = match start_connect(addr) {
+    let deadline = Instant::now() + shared.config.connect_timeout;
+    let stream = match start_connect(addr, write_slice(&shared.config)) {
         Ok(stream) => stream,
         Err(err) => {
             shared.live.closed();
             return fail_unborn(&*shared.handler, id, addr, by, &err);
         }
     };
-    let peer = Arc::new(Peer::connecting(Stream::Tcp(stream), shared.index));
+    let peer = Arc::new(Peer::connecting(
+        Stream::Tcp(stream),
+        shared.index,
+        deadline,
+    ));
     shared.registry.insert(id, Arc::clone(&peer));
-    let client = Client::new(Arc::clone(shared), id, addr.into(), peer);
+    let client = Client::new(Arc::clone(shared), id, addr.into(), Arc::clone(&peer));
     let guard = Leaving {
         shared: Arc::clone(shared),
         id,
@@ -68,17 +79,26 @@ pub(in crate::threads) fn dial<H: Handler>(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(thread),
-        Err(err) => log::warn!("could not start a thread for dialed {id} ({addr}): {err}"),
+        Err(err) => {
+            log::warn!("could not start a thread for dialed {id} ({addr}): {err}");
+            // No thread will finish this connect: abort it, and let senders fail at once.
+            let _ = peer.stream.shutdown(Shutdown::Both);
+            peer.gate.open();
+        }
     }
 }
 
-/// A nonblocking connect to `addr`, then a blocking socket: writes wait for the connect.
-fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// A nonblocking connect to `addr`, then a blocking socket. Its options are set before
+/// the connect: a write to a socket still connecting waits for the connect, and must be
+/// bounded by the send timeout (`write_timeout`) like every other write.
+fn start_connect(addr: SocketAddr, write_timeout: Duration) -> io::Result<TcpStream> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_write_timeout(Some(write_timeout))?;
     socket.set_nonblocking(true)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -144,19 +164,37 @@ impl<H: Handler> Client<H> {
         let (mut session, actions) = self.open();
         self.fx.outbox.opener = None;
         let outcome = self.await_connect();
-        self.peer.gate.open();
-        let reason = match outcome {
+        let failed = match &outcome {
             Connect::Failed(err) => {
                 log::debug!("connect to {} for {by}: {err}", self.addr);
+                Some(self.closed_reason(CloseReason::ConnectFailed(err.kind())))
+            }
+            // Our own shutdown (the stop, or a sender that gave up) aborts a connect the
+            // way a reset would: the connection was never established.
+            Connect::EstablishedThenReset => match self.closed_reason(CloseReason::Reset) {
+                CloseReason::Reset => None,
+                reason => Some(reason),
+            },
+            _ => None,
+        };
+        if failed.is_some() {
+            // Abort the kernel's attempt (a connect to a host that drops SYNs goes on for
+            // minutes): a sender waiting at the gate then fails at once, and the
+            // descriptor is freed with the last reference.
+            let _ = self.peer.stream.shutdown(Shutdown::Both);
+        }
+        self.peer.gate.open();
+        let reason = match failed {
+            Some(reason) => {
                 self.fx.out.clear();
                 // What `open` asked of others still happens (it may have written to them).
                 self.deliver_outbox();
-                CloseReason::ConnectFailed(err.kind())
+                reason
             }
-            established => {
+            None => {
                 let ending = match self.after_callback(actions, false) {
                     Some(ending) => ending,
-                    None => self.connected(&mut session, established),
+                    None => self.connected(&mut session, outcome),
                 };
                 self.end(ending)
             }
@@ -167,9 +205,6 @@ impl<H: Handler> Client<H> {
     /// `Handler::connected`, then the read loop (or the reset, if the peer reset it
     /// already).
     fn connected(&mut self, session: &mut H::Session, established: Connect) -> Ending {
-        if let Err(err) = self.configure_socket() {
-            return Ending::Abrupt(CloseReason::from_io(&err));
-        }
         let mut actions = Actions::default();
         let handler = Arc::clone(&self.shared.handler);
         let now = Instant::now();
@@ -187,9 +222,13 @@ impl<H: Handler> Client<H> {
         }
     }
 
-    /// Wait, within the connect timeout, until the connect completes.
+    /// Wait until the connect completes, or its deadline passes (the stop, which shuts
+    /// the socket, ends the wait too).
     fn await_connect(&self) -> Connect {
-        let deadline = Instant::now() + self.shared.config.connect_timeout;
+        let deadline = self
+            .peer
+            .connect_deadline
+            .unwrap_or_else(|| Instant::now() + self.shared.config.connect_timeout);
         let stream = &self.peer.stream;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -1,0 +1,209 @@
+//! What the metrics endpoint answers: a table of routes (a path, the methods it takes, and
+//! a function from the request and the [`Source`] to a [`Response`]), and the replies to
+//! requests no route takes.
+//!
+//! Adding a route is one row in [`ROUTES`] and one function. Nothing here touches a
+//! socket: the endpoint's loop parses a request, asks [`respond`], and sends the bytes.
+
+use super::request::{Invalid, Request};
+use super::{CONTENT_TYPE, LiveStats, render};
+
+/// What routes answer from: the running server's live statistics.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    /// Snapshots of the server's counters and gauges.
+    pub(crate) stats: LiveStats,
+}
+
+/// One route: a path, the methods it answers, and how.
+struct Route {
+    /// The path it serves, exactly (the query is ignored).
+    path: &'static str,
+    /// The methods it answers. A route that takes `GET` takes `HEAD` too: the same head,
+    /// no body.
+    methods: &'static [&'static str],
+    /// The reply to a request for it.
+    answer: fn(&Request<'_>, &Source) -> Response,
+}
+
+/// Every route the endpoint serves.
+const ROUTES: &[Route] = &[Route {
+    path: "/metrics",
+    methods: &["GET"],
+    answer: metrics,
+}];
+
+/// `GET /metrics`: the Prometheus text exposition of a fresh snapshot.
+fn metrics(_request: &Request<'_>, source: &Source) -> Response {
+    Response::new(
+        200,
+        CONTENT_TYPE,
+        render(&source.stats.snapshot()).into_bytes(),
+    )
+}
+
+/// The reply to `request`: its route's answer, `405` with `Allow` when the path is served
+/// but not with this method, `404` when no route serves the path.
+pub(crate) fn respond(request: &Request<'_>, source: &Source) -> Response {
+    let Some(route) = ROUTES.iter().find(|route| route.path == request.path) else {
+        return Response::text(404);
+    };
+    let takes = |method: &str| route.methods.contains(&method);
+    if takes(request.method) || (request.method == "HEAD" && takes("GET")) {
+        return (route.answer)(request, source);
+    }
+    let mut allow = route.methods.join(", ");
+    if takes("GET") {
+        allow.push_str(", HEAD");
+    }
+    let mut response = Response::text(405);
+    response.allow = Some(allow);
+    response
+}
+
+/// The reply to bytes that can never become an acceptable request.
+pub(crate) fn refuse(invalid: Invalid) -> Response {
+    Response::text(match invalid {
+        Invalid::Malformed => 400,
+        Invalid::HeadTooLarge => 431,
+        Invalid::BodyTooLarge => 413,
+        Invalid::NotImplemented => 501,
+    })
+}
+
+/// A reply before it is written: the endpoint adds `Content-Length` and `Connection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Response {
+    /// The status code.
+    pub(crate) status: u16,
+    /// The `Content-Type` of the body.
+    pub(crate) content_type: &'static str,
+    /// The `Allow` header of a `405`.
+    pub(crate) allow: Option<String>,
+    /// The body (left out of the bytes sent for `HEAD`, not out of `Content-Length`).
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    /// A reply with `body` of `content_type`.
+    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            content_type,
+            allow: None,
+            body,
+        }
+    }
+
+    /// A reply whose body is its reason phrase, as plain text.
+    pub(crate) fn text(status: u16) -> Self {
+        let body = format!("{}\n", reason(status)).into_bytes();
+        Response::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// The bytes to send: status line, headers and (unless `head_only`) the body. `close`
+    /// says the connection closes after it; `minor_version` is the request's, so that an
+    /// HTTP/1.0 client that asked to stay open hears `Connection: keep-alive`.
+    pub(crate) fn to_bytes(&self, head_only: bool, close: bool, minor_version: u8) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        if let Some(allow) = &self.allow {
+            head.push_str(&format!("Allow: {allow}\r\n"));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        } else if minor_version == 0 {
+            head.push_str("Connection: keep-alive\r\n");
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        if !head_only {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
+    }
+}
+
+/// The reason phrase of each status the endpoint sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::request::{Parsed, parse};
+    use crate::worker::Live;
+
+    /// A source over a server that has never run.
+    fn source() -> Source {
+        Source {
+            stats: LiveStats::new(std::sync::Arc::new(Live::default())),
+        }
+    }
+
+    /// The reply to `input`, which must be one whole request, as text.
+    #[track_caller]
+    fn reply(input: &[u8]) -> String {
+        let Parsed::Request(request) = parse(input) else {
+            panic!("not a whole request: {input:?}");
+        };
+        let response = respond(&request, &source());
+        let bytes = response.to_bytes(request.method == "HEAD", !request.keep_alive, 1);
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn metrics_answer_get_and_head_with_the_exposition() {
+        let get = reply(b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+        assert!(get.contains("tcp_reactor_connections_open 0\n"), "{get}");
+        let head = reply(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        let (head, body) = head.split_once("\r\n\r\n").expect("a head");
+        assert!(head.contains("Content-Length: "), "{head}");
+        assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+        assert_eq!(body, "");
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+        assert!(reply(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
+        let post = reply(b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{post}"
+        );
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        assert!(post.contains("\r\nConnection: close\r\n"), "{post}");
+    }
+
+    #[test]
+    fn every_refusal_has_its_status() {
+        for (invalid, status) in [
+            (Invalid::Malformed, 400),
+            (Invalid::HeadTooLarge, 431),
+            (Invalid::BodyTooLarge, 413),
+            (Invalid::NotImplemented, 501),
+        ] {
+            let response = refuse(invalid);
+            assert_eq!(response.status, status);
+            assert!(!reason(status).is_empty());
+        }
+    }
+}
