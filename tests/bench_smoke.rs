@@ -8,43 +8,13 @@
 //! its `test result:` line. The report goes to a temporary directory removed at the end,
 //! passed or failed; so do the TLS servers' certificates and keys.
 
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/charts.rs"]
-mod charts;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/harness.rs"]
-mod harness;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/measure.rs"]
-mod measure;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/noise.rs"]
-mod noise;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/plan.rs"]
-mod plan;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/procfs.rs"]
-mod procfs;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/report.rs"]
-mod report;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/servers.rs"]
-mod servers;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/stats.rs"]
-mod stats;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/summary.rs"]
-mod summary;
-
 use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
 
+use bench::plan::{Cell, Settings};
+use bench::{harness, servers};
 use libtest_mimic::{Arguments, Failed, Trial};
-use plan::{Cell, Settings};
 
 /// Two rounds of two unpipelined cells and a pipelined one, a fifth of a second each.
 fn smoke_settings(out: &Path) -> Settings {

@@ -19,34 +19,13 @@
 //! `--agree A B` compares two reports' medians (msg/s, the ratios between servers, CPU per
 //! message); `--publish DIR` copies a quiet full run into `docs/bench/` and refreshes the
 //! summary in `docs/bench/README.md` (`--force` for any other run); it writes nothing else.
-//!
-//! - `plan` — cells, profiles, the interleaved schedule.
-//! - `servers` — the servers under comparison, one process each.
-//! - `measure` — running the schedule, re-runs, idle memory.
-//! - `noise` / `procfs` — the noise watch: parsing and reading `/proc`.
-//! - `stats` / `summary` — medians and ranges over rounds, round-by-round ratios.
-//! - `report` / `charts` — the files.
-//! - `agree` — two runs compared.
-//! - `publish` — a run into `docs/bench/`, with its summary.
-
-mod agree;
-mod charts;
-mod harness;
-mod measure;
-mod noise;
-mod plan;
-mod procfs;
-mod publish;
-mod report;
-mod servers;
-mod stats;
-mod summary;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use plan::Settings;
+use bench::plan::Settings;
+use bench::{agree, harness, publish, servers};
 
 /// What the command line asks for.
 enum Task {

@@ -12,8 +12,8 @@ use fixtures::server::loopback;
 use tcp_reactor::{EventLoop, Server};
 
 // The example's handler, so the example is exercised too.
-#[path = "../examples/feed_server.rs"]
-#[allow(dead_code)]
+#[path = "../../examples/feed_server.rs"]
+#[allow(dead_code, reason = "the example's own `main` is not called here")]
 mod feed_server;
 
 use feed_server::Feed;

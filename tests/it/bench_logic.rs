@@ -1,30 +1,12 @@
 //! The bench's arithmetic, without running a bench: the interleaved schedule, medians and
 //! ranges over rounds, the noise classification from recorded `/proc` samples, the
-//! agreement of two runs, and publishing a run into `docs/bench/`. The modules are the
-//! bench's own files, compiled in here.
+//! agreement of two runs, and publishing a run into `docs/bench/`, from the bench crate
+//! (`benches/compare`).
 
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/agree.rs"]
-mod agree;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/noise.rs"]
-mod noise;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/plan.rs"]
-mod plan;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/procfs.rs"]
-mod procfs;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/publish.rs"]
-mod publish;
-#[allow(dead_code, reason = "a bench module; this test uses part of it")]
-#[path = "../benches/compare/stats.rs"]
-mod stats;
-
-use noise::{LoadAvg, Noise, Snapshot};
-use plan::schedule;
-use stats::{Spread, paired_ratios};
+use bench::noise::{LoadAvg, Noise, Snapshot};
+use bench::plan::schedule;
+use bench::stats::{Spread, paired_ratios};
+use bench::{agree, noise, procfs, publish};
 
 #[test]
 fn servers_alternate_within_each_round_and_rounds_are_outermost() {
