@@ -66,40 +66,36 @@ compile_error!(
 );
 
 mod budget;
-#[cfg(feature = "cli")]
-pub mod client;
 mod config;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod handler;
-mod listener;
-#[cfg(feature = "cli")]
-pub mod load;
+mod io;
+mod listen;
 pub mod metrics;
-mod peer_addr;
 pub mod protocols;
 mod reactor;
-mod reason;
 mod rules;
 mod server;
 mod stats;
 mod threads;
-#[cfg(feature = "tls")]
-mod tls;
-#[cfg(feature = "tls")]
-pub mod tls_config;
-mod transport;
+#[cfg(feature = "cli")]
+mod tools;
 mod worker;
 
 pub use config::{Config, ConfigError, WritePolicy};
+pub use handler::reason::{CloseReason, ConnId};
 pub use handler::{Context, Handler};
-pub use listener::{ListenAddr, Listener, activation, upgrade};
-pub use peer_addr::{PeerAddr, UnixPeer};
+pub use io::peer_addr::{PeerAddr, UnixPeer};
+#[cfg(feature = "tls")]
+pub use io::tls_config;
+pub use listen::{ListenAddr, Listener, activation, upgrade};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use protocols::fuzzing;
 pub use reactor::{EventLoop, Poster};
-pub use reason::{CloseReason, ConnId};
 pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;
+#[cfg(feature = "cli")]
+pub use tools::{client, load};
 
 /// The README's code examples, compiled and run as doc tests.
 #[cfg(doctest)]

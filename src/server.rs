@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use crate::listener::{self, SocketFile};
+use crate::listen::{self, SocketFile};
 use crate::reactor::EventLoop;
 use crate::worker::{Live, WakeFn, WorkerRun, WorkerSetup};
 use crate::{Config, Handler, ListenAddr, Listener, Stats, reactor, threads};
@@ -205,7 +205,7 @@ impl<H: Handler> Server<H> {
         crate::config::validate_server(&self.config, self.workers)?;
         let mut bound = Vec::new();
         for listener in listeners {
-            bound.push(listener::bind(listener, self.config.backlog)?);
+            bound.push(listen::bind(listener, self.config.backlog)?);
         }
         if bound.is_empty() {
             return Err(io::Error::new(
@@ -278,7 +278,7 @@ impl<H: Handler> Server<H> {
     /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
     /// threads. Always the reactor model, with one worker.
     pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
-        let bound = listener::bind(Listener::tcp(addr), self.config.backlog)?;
+        let bound = listen::bind(Listener::tcp(addr), self.config.backlog)?;
         let live = Arc::new(Live::new(1, self.config.max_buffered));
         EventLoop::new(WorkerSetup {
             #[cfg(feature = "tls")]

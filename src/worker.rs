@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::budget::Budget;
-use crate::listener::stream::Listening;
+use crate::io::stream::BlockingListener;
 use crate::{Config, Stats};
 
 /// Server-wide gauges, written by every worker and read through [`Running`]'s methods.
@@ -164,7 +164,7 @@ pub(crate) struct WorkerSetup<H> {
     pub(crate) config: Config,
     /// This worker's listeners: a duplicate descriptor of each listening socket, which
     /// every worker shares.
-    pub(crate) listeners: Vec<Listening>,
+    pub(crate) listeners: Vec<BlockingListener>,
     /// Raised when a successor serves the listeners: the worker closes its listener
     /// descriptors and serves the connections it holds until they close or a stop.
     pub(crate) handover: Arc<AtomicBool>,

@@ -6,9 +6,12 @@
 
 mod chat;
 mod echo;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod proxy;
-// Its framer is reached by `crate::fuzzing`.
+// Its framer is reached by `fuzzing`.
 pub(crate) mod resp;
 mod seed;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -10,11 +10,11 @@ use mio::{Interest, Token};
 
 use super::connection::Connection;
 use super::io_path::Call;
-use super::socket::Socket;
+use super::socket::MioStream;
 use super::timer::TimerKind;
 use super::{LISTENER, Reactor};
+use crate::io::transport::Transport;
 use crate::rules::{self, AcceptError};
-use crate::transport::Transport;
 use crate::{Handler, PeerAddr};
 
 impl<H: Handler> Reactor<H> {
@@ -92,7 +92,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Take a freshly accepted client into the slab, or refuse it when full.
-    fn admit(&mut self, mut stream: Socket, peer: PeerAddr) {
+    fn admit(&mut self, mut stream: MioStream, peer: PeerAddr) {
         // The limit is server-wide: every worker counts against it.
         if self.stop_deadline.is_some()
             || !self.live.try_open(self.index, self.config.max_connections)
@@ -143,7 +143,7 @@ impl<H: Handler> Reactor<H> {
     fn transport_for(&self, peer: PeerAddr) -> Option<Transport> {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls {
-            return match crate::tls::TlsSession::new(config) {
+            return match crate::io::tls::TlsSession::new(config) {
                 Ok(session) => Some(Transport::Tls(Box::new(session))),
                 Err(err) => {
                     warn!("{peer}: cannot start TLS: {err}; dropping");
@@ -156,7 +156,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).
-    fn refuse(&mut self, stream: Socket, peer: PeerAddr) {
+    fn refuse(&mut self, stream: MioStream, peer: PeerAddr) {
         rules::refuse(&stream, self.handler.busy_reply());
         self.stats.refused += 1;
         self.live.count_refused();

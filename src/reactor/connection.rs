@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::socket::Socket;
+use super::socket::MioStream;
 use crate::PeerAddr;
 use crate::budget::{Charge, Foreign, Sender};
 
+use crate::io::transport::Transport;
 use crate::rules::{self, HalfClose, ReadOutcome};
-use crate::transport::Transport;
 use crate::{CloseReason, ConnId, Stats};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection
@@ -39,7 +39,7 @@ pub(crate) enum FlushOutcome {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     /// The nonblocking socket, registered once for read and write interest.
-    pub(crate) stream: Socket,
+    pub(crate) stream: MioStream,
     /// What bytes travel through between the buffers and the socket: the socket itself,
     /// or TLS. Everything else in the connection counts plaintext.
     pub(crate) transport: Transport,
@@ -111,7 +111,7 @@ pub(crate) struct Flow {
 impl<S> Connection<S> {
     /// A connection just accepted.
     pub(crate) fn new(
-        stream: Socket,
+        stream: MioStream,
         token: Token,
         id: ConnId,
         peer: PeerAddr,
@@ -176,7 +176,7 @@ impl<S> Connection<S> {
 
     /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
     pub(crate) fn connecting(
-        stream: Socket,
+        stream: MioStream,
         token: Token,
         id: ConnId,
         peer: PeerAddr,
@@ -238,7 +238,7 @@ impl<S> Connection<S> {
     fn write_output(&mut self, stats: &mut Stats) -> FlushOutcome {
         while self.sent < self.output.len() {
             stats.writes += 1;
-            // `write` on a `Socket` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
+            // `write` on a `MioStream` is `send(MSG_NOSIGNAL)`: a reset peer yields EPIPE
             // instead of raising SIGPIPE in the (possibly embedding) process.
             match self
                 .transport

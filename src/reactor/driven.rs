@@ -20,7 +20,7 @@ use std::time::Duration;
 use mio::{Events, Waker};
 
 use super::mail::Mailboxes;
-use super::socket::Listener;
+use super::socket::MioListener;
 use super::{EVENTS_PER_POLL, Reactor};
 use crate::handler::Actions;
 use crate::worker::WorkerSetup;
@@ -156,7 +156,7 @@ impl<H: Handler> EventLoop<H> {
     /// The address the loop's listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self.reactor.listeners.first() {
-            Some(Listener::Tcp(listener)) => listener.local_addr(),
+            Some(MioListener::Tcp(listener)) => listener.local_addr(),
             // `Server::event_loop` binds one TCP address, so this is a stopped loop.
             _ => Err(io::Error::other("the loop has stopped listening")),
         }

@@ -58,7 +58,7 @@ pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
 use memory::Memory;
 use outbound::Notice;
-use socket::Listener;
+use socket::MioListener;
 use spare::SpareBuffers;
 use timer::Timers;
 
@@ -132,7 +132,7 @@ impl<H: Handler> Reactor<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listeners = Vec::with_capacity(setup.listeners.len());
         for (index, listening) in setup.listeners.into_iter().enumerate() {
-            let mut listener = Listener::from_std(listening)?;
+            let mut listener = MioListener::from_std(listening)?;
             let token = Token(FIRST_LISTENER - index);
             poll.registry()
                 .register(&mut listener, token, Interest::READABLE)?;
@@ -186,7 +186,7 @@ struct Reactor<H: Handler> {
     /// The readiness queue (epoll on Linux).
     poll: Poll,
     /// Accept new clients; empty once stopping or handed over.
-    listeners: Vec<Listener>,
+    listeners: Vec<MioListener>,
     /// Raised when a successor serves the listeners: stop accepting, keep serving.
     handover: Arc<AtomicBool>,
     /// Live connections, keyed by the low bits of their token.

@@ -19,7 +19,7 @@ use mio::{Interest, Token};
 use super::Reactor;
 use super::connection::{Connection, Phase};
 use super::io_path::Call;
-use super::socket::Socket;
+use super::socket::MioStream;
 use super::timer::TimerKind;
 use crate::handler::{Actions, Request};
 use crate::rules::Connect;
@@ -98,7 +98,7 @@ impl<H: Handler> Reactor<H> {
             Err(io::Error::other("the connection limit is reached"))
         } else {
             // `connect` on a mio stream is nonblocking: `EINPROGRESS` is success here.
-            let stream = TcpStream::connect(addr).map(Socket::Tcp);
+            let stream = TcpStream::connect(addr).map(MioStream::Tcp);
             if stream.is_err() {
                 self.live.closed();
             }

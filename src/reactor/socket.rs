@@ -11,8 +11,8 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::listener::stream::{Listening, send_nosignal};
-use crate::peer_addr::{PeerAddr, UnixPeer};
+use crate::io::peer_addr::{PeerAddr, UnixPeer};
+use crate::io::stream::{BlockingListener, send_nosignal};
 
 /// `mio::event::Source` for an enum whose `Tcp` and `Unix` variants each hold a source:
 /// every call goes to the one inside.
@@ -53,39 +53,39 @@ macro_rules! forward_source {
     };
 }
 
-forward_source!(Listener);
-forward_source!(Socket);
+forward_source!(MioListener);
+forward_source!(MioStream);
 
 /// A nonblocking listener: TCP or Unix.
 #[derive(Debug)]
-pub(crate) enum Listener {
+pub(crate) enum MioListener {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix stream listener.
     Unix(UnixListener),
 }
 
-impl Listener {
+impl MioListener {
     /// Wrap a bound listener, switching it to nonblocking.
-    pub(crate) fn from_std(listening: Listening) -> io::Result<Listener> {
+    pub(crate) fn from_std(listening: BlockingListener) -> io::Result<MioListener> {
         listening.set_nonblocking(true)?;
         Ok(match listening {
-            Listening::Tcp(listener) => Listener::Tcp(TcpListener::from_std(listener)),
-            Listening::Unix(listener) => Listener::Unix(UnixListener::from_std(listener)),
+            BlockingListener::Tcp(listener) => MioListener::Tcp(TcpListener::from_std(listener)),
+            BlockingListener::Unix(listener) => MioListener::Unix(UnixListener::from_std(listener)),
         })
     }
 
     /// Take one waiting client.
-    pub(crate) fn accept(&self) -> io::Result<(Socket, PeerAddr)> {
+    pub(crate) fn accept(&self) -> io::Result<(MioStream, PeerAddr)> {
         match self {
-            Listener::Tcp(listener) => {
+            MioListener::Tcp(listener) => {
                 let (stream, addr) = listener.accept()?;
-                Ok((Socket::Tcp(stream), PeerAddr::Tcp(addr)))
+                Ok((MioStream::Tcp(stream), PeerAddr::Tcp(addr)))
             }
-            Listener::Unix(listener) => {
+            MioListener::Unix(listener) => {
                 let (stream, _) = listener.accept()?;
                 let peer = UnixPeer::of(&stream);
-                Ok((Socket::Unix(stream), PeerAddr::Unix(peer)))
+                Ok((MioStream::Unix(stream), PeerAddr::Unix(peer)))
             }
         }
     }
@@ -93,27 +93,27 @@ impl Listener {
 
 /// A nonblocking connected stream: TCP or Unix.
 #[derive(Debug)]
-pub(crate) enum Socket {
+pub(crate) enum MioStream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
 }
 
-impl Socket {
+impl MioStream {
     /// Disable Nagle's algorithm where it exists (TCP); a no-op on Unix sockets.
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
         match self {
-            Socket::Tcp(stream) => stream.set_nodelay(true),
-            Socket::Unix(_) => Ok(()),
+            MioStream::Tcp(stream) => stream.set_nodelay(true),
+            MioStream::Unix(_) => Ok(()),
         }
     }
 
     /// Shut down one or both directions.
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
-            Socket::Tcp(stream) => stream.shutdown(how),
-            Socket::Unix(stream) => stream.shutdown(how),
+            MioStream::Tcp(stream) => stream.shutdown(how),
+            MioStream::Unix(stream) => stream.shutdown(how),
         }
     }
 
@@ -143,28 +143,28 @@ impl Socket {
     }
 }
 
-impl Read for &Socket {
+impl Read for &MioStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(stream) => (&*stream).read(buf),
-            Socket::Unix(stream) => (&*stream).read(buf),
+            MioStream::Tcp(stream) => (&*stream).read(buf),
+            MioStream::Unix(stream) => (&*stream).read(buf),
         }
     }
 }
 
-impl Read for Socket {
+impl Read for MioStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
 }
 
-impl Write for &Socket {
+impl Write for &MioStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             // `write` on a mio TCP stream is `send(MSG_NOSIGNAL)`.
-            Socket::Tcp(stream) => (&*stream).write(buf),
+            MioStream::Tcp(stream) => (&*stream).write(buf),
             // A Unix stream's `write` is not: a peer gone would raise SIGPIPE.
-            Socket::Unix(stream) => send_nosignal(stream, buf),
+            MioStream::Unix(stream) => send_nosignal(stream, buf),
         }
     }
 
@@ -173,7 +173,7 @@ impl Write for &Socket {
     }
 }
 
-impl Write for Socket {
+impl Write for MioStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
@@ -183,26 +183,26 @@ impl Write for Socket {
     }
 }
 
-impl AsRawFd for Socket {
+impl AsRawFd for MioStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         match self {
-            Socket::Tcp(stream) => stream.as_raw_fd(),
-            Socket::Unix(stream) => stream.as_raw_fd(),
+            MioStream::Tcp(stream) => stream.as_raw_fd(),
+            MioStream::Unix(stream) => stream.as_raw_fd(),
         }
     }
 }
 
-impl crate::rules::HalfClose for Socket {
+impl crate::rules::HalfClose for MioStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
 }
 
-impl AsFd for Socket {
+impl AsFd for MioStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Socket::Tcp(stream) => stream.as_fd(),
-            Socket::Unix(stream) => stream.as_fd(),
+            MioStream::Tcp(stream) => stream.as_fd(),
+            MioStream::Unix(stream) => stream.as_fd(),
         }
     }
 }

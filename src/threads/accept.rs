@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
-use super::client::{Client, Finished};
+use super::connection::{Client, Finished};
 use super::peer::Peer;
 use super::wire::Wire;
 use super::{CLIENT_STACK, WorkerShared};
-use crate::listener::stream::{Listening, Stream};
+use crate::io::stream::{BlockingListener, BlockingStream};
 use crate::rules::{self, AcceptError};
 use crate::{CloseReason, ConnId, Handler, PeerAddr, Stats};
 
@@ -26,7 +26,7 @@ pub(super) struct AcceptLoop<H> {
     /// What client threads share.
     pub(super) shared: Arc<WorkerShared<H>>,
     /// The listening sockets (nonblocking: `poll` says when to accept).
-    pub(super) listeners: Vec<Listening>,
+    pub(super) listeners: Vec<BlockingListener>,
     /// Readable when the worker is woken (stop, or a handover).
     pub(super) wake: io::PipeReader,
     /// Raised when a successor serves the listeners: stop accepting, keep serving.
@@ -164,7 +164,7 @@ impl<H: Handler> AcceptLoop<H> {
     }
 
     /// Serve a new client on its own thread, or refuse it when the server is full.
-    fn admit(&mut self, stream: Stream, addr: PeerAddr) {
+    fn admit(&mut self, stream: BlockingStream, addr: PeerAddr) {
         self.reap();
         let live = &self.shared.live;
         if !live.try_open(self.shared.index, self.shared.config.max_connections) {
@@ -239,7 +239,7 @@ impl<H: Handler> AcceptLoop<H> {
     }
 
     /// Turn a client away, without ever blocking the accept thread.
-    fn refuse(&mut self, stream: Stream, addr: PeerAddr) {
+    fn refuse(&mut self, stream: BlockingStream, addr: PeerAddr) {
         log::debug!(
             "refusing {addr}: {} connections open",
             self.shared.config.max_connections

@@ -19,7 +19,7 @@
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
 //! - `reach` — what a callback asks of connections by id (a connect gets a thread of its
-//!   own, in `client::dial`);
+//!   own, in `connection::dial`);
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
@@ -35,15 +35,15 @@ use crate::worker::{Live, Prepared, WorkerSetup};
 use crate::{Config, Handler, Stats};
 
 mod accept;
-mod client;
+mod connection;
 mod memory;
 mod peer;
-mod reach;
 mod registry;
+mod requests;
 mod wire;
 
 use accept::AcceptLoop;
-use client::Finished;
+use connection::Finished;
 use registry::Registry;
 
 /// Stack of each client thread. Handlers run on it; buffers live on the heap. Small stacks

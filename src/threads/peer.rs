@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::wire::Wire;
 use crate::ConnId;
-use crate::listener::stream::Stream;
+use crate::io::stream::BlockingStream;
 use crate::rules::is_timeout;
 
 /// One client's socket, shared by its own thread and by threads that send it messages.
 #[derive(Debug)]
 pub(super) struct Peer {
-    /// The connection. Reads and writes go through `&Stream`, so no lock is needed to
+    /// The connection. Reads and writes go through `&BlockingStream`, so no lock is needed to
     /// read while another thread writes.
-    pub(super) stream: Stream,
+    pub(super) stream: BlockingStream,
     /// Which worker accepted it (stop wakes only its own clients).
     pub(super) worker: usize,
     /// Writes take turns through this.
@@ -40,7 +40,7 @@ pub(super) struct Peer {
 
 impl Peer {
     /// A peer for `stream`, owned by a thread of `worker`, its bytes going through `wire`.
-    pub(super) fn new(stream: Stream, worker: usize, wire: Wire) -> Self {
+    pub(super) fn new(stream: BlockingStream, worker: usize, wire: Wire) -> Self {
         Peer {
             stream,
             worker,
@@ -55,7 +55,7 @@ impl Peer {
     /// A peer whose connect is under way (plaintext), due by `deadline`: senders wait at
     /// the gate until its thread opens it ([`Gate::open`]), so no write can take the
     /// connect's error before that thread reads it.
-    pub(super) fn connecting(stream: Stream, worker: usize, deadline: Instant) -> Self {
+    pub(super) fn connecting(stream: BlockingStream, worker: usize, deadline: Instant) -> Self {
         let mut peer = Peer::new(stream, worker, Wire::Plain);
         peer.connect_deadline = Some(deadline);
         peer.gate.lock().busy = true;
@@ -238,7 +238,7 @@ pub(super) struct Open<'a> {
 impl Patience<'_> {
     /// Why to give up, if the writer must, after a send timeout with nothing written; the
     /// peer last took bytes at `progress` (unknown for a patience that does not need it).
-    fn gives_up(&self, stream: &Stream, progress: Option<Instant>) -> Option<WriteError> {
+    fn gives_up(&self, stream: &BlockingStream, progress: Option<Instant>) -> Option<WriteError> {
         let now = Instant::now();
         let stalled = |bound: Duration| {
             let since = progress.unwrap_or(now);
@@ -277,7 +277,7 @@ pub(super) enum WriteError {
 /// Write all of `data`, counting written bytes into `written`. Every write result is
 /// classified here.
 pub(super) fn write_all(
-    stream: &Stream,
+    stream: &BlockingStream,
     mut data: &[u8],
     patience: Patience<'_>,
     written: &mut u64,
@@ -317,7 +317,7 @@ pub(super) fn write_all(
 /// True if the peer has shut down its sending side (or the connection is gone), without
 /// reading: `poll` for `POLLRDHUP` with a zero timeout. Unread input before the EOF does
 /// not hide it, as a read would.
-fn peer_finished_sending(stream: &Stream) -> bool {
+fn peer_finished_sending(stream: &BlockingStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),

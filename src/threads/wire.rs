@@ -29,7 +29,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use super::peer::{Gate, Patience, WriteError, write_all};
-use crate::listener::stream::Stream;
+use crate::io::stream::BlockingStream;
 #[cfg(feature = "tls")]
 use crate::rules::is_timeout;
 use crate::rules::{self, ReadOutcome};
@@ -152,7 +152,7 @@ impl Wire {
     pub(super) fn read(
         &self,
         source: impl Read,
-        stream: &Stream,
+        stream: &BlockingStream,
         gate: &Gate,
         buf: &mut [u8],
         deadline: Option<Instant>,
@@ -173,7 +173,7 @@ impl Wire {
     /// bytes taken into `written`.
     pub(super) fn write_all(
         &self,
-        stream: &Stream,
+        stream: &BlockingStream,
         bytes: &[u8],
         patience: Patience<'_>,
         written: &mut u64,
@@ -194,7 +194,7 @@ impl Wire {
 
     /// The transport's own end of a graceful close: TLS sends `close_notify` (best effort,
     /// not waiting on a full socket); a plain socket has nothing to say.
-    pub(super) fn close_notify(&self, stream: &Stream, gate: &Gate) {
+    pub(super) fn close_notify(&self, stream: &BlockingStream, gate: &Gate) {
         match self {
             Wire::Plain => {
                 let _ = (stream, gate);
@@ -221,7 +221,7 @@ impl TlsWire {
     fn read(
         &self,
         mut source: impl Read,
-        stream: &Stream,
+        stream: &BlockingStream,
         gate: &Gate,
         buf: &mut [u8],
         deadline: Option<Instant>,
@@ -325,7 +325,7 @@ impl TlsWire {
     }
 
     /// Write every record rustls holds (the caller holds a turn of the gate).
-    fn push(&self, stream: &Stream, patience: Patience<'_>) -> Result<(), WriteError> {
+    fn push(&self, stream: &BlockingStream, patience: Patience<'_>) -> Result<(), WriteError> {
         let mut records = Vec::new();
         {
             let mut session = self.lock();
@@ -356,7 +356,7 @@ impl Drop for TlsWire {
 /// passes: false if it passed first. Without a deadline, true at once (the read blocks as
 /// the socket's timeout says).
 #[cfg(feature = "tls")]
-fn readable_before(stream: &Stream, deadline: Option<Instant>) -> bool {
+fn readable_before(stream: &BlockingStream, deadline: Option<Instant>) -> bool {
     let Some(deadline) = deadline else {
         return true;
     };

@@ -13,7 +13,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::client::Target;
+use crate::tools::client::Target;
 
 /// How long the probe of one resolved address may take (see [`Endpoint::choose`]).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -10,11 +10,11 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tcp_reactor::{Config, ConfigError, Handler, Model, Server, WritePolicy, client, protocols};
 
-mod cli_observe;
+mod observe;
 
-mod cli_deploy;
+mod deploy;
 
-use cli_deploy::{Deploy, Inherited};
+use deploy::{Deploy, Inherited};
 
 /// A single-threaded, event-driven TCP server core (mio + slab), with a
 /// thread-per-client model for comparison.
@@ -76,7 +76,7 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8866")]
     addr: Vec<String>,
     /// Permissions of Unix socket files, in octal (e.g. 660).
-    #[arg(long, value_parser = cli_deploy::parse_mode)]
+    #[arg(long, value_parser = deploy::parse_mode)]
     unix_mode: Option<u32>,
     /// Write the server's pid here (atomically); a process started by SIGUSR2 rewrites it.
     #[arg(long)]
@@ -414,9 +414,9 @@ fn serve_with<H: Handler>(
         ModelName::Threads => Model::Threads,
     };
     let deploy = deploy_from(args)?;
-    let signals = cli_deploy::signals()
+    let signals = deploy::signals()
         .map_err(|err| io::Error::other(format!("cannot install signal handlers: {err}")))?;
-    let listeners = cli_deploy::listeners(&deploy, &mut inherited)?;
+    let listeners = deploy::listeners(&deploy, &mut inherited)?;
     let server = Server::new(handler)
         .config(config)
         .model(model)
@@ -457,13 +457,13 @@ fn serve_with<H: Handler>(
         args.workers,
         if args.workers == 1 { "" } else { "s" }
     );
-    let observers = cli_observe::start(
+    let observers = observe::start(
         &running,
         args.stats_interval,
         args.metrics,
         inherited.metrics.take(),
     )?;
-    let stats = cli_deploy::run(
+    let stats = deploy::run(
         running,
         signals,
         &deploy,

@@ -10,9 +10,9 @@
 
 use std::io::{self, Read, Write};
 
-use crate::rules::{self, ReadOutcome};
 #[cfg(feature = "tls")]
-use crate::tls::TlsSession;
+use crate::io::tls::TlsSession;
+use crate::rules::{self, ReadOutcome};
 
 /// A connection's transport.
 #[derive(Debug)]

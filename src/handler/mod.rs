@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::{CloseReason, ConnId, PeerAddr};
 
 mod reach;
+pub(crate) mod reason;
 
 pub(crate) use reach::{IdMint, Request};
 

@@ -20,7 +20,7 @@
 //! - `tally` / [`Report`] — counters and latency histogram, and the final report.
 //! - [`idle`] — hold many idle connections open (to measure a server's memory per connection).
 
-mod client;
+mod connection;
 pub mod idle;
 mod pattern;
 mod report;
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
 
-use crate::client::Target;
+use crate::tools::client::Target;
 
 pub use report::{Errors, Latency, Report};
 
@@ -339,7 +339,7 @@ fn tls_target(args: &LoadArgs) -> io::Result<Option<worker::TlsTarget>> {
     if !args.tls {
         return Ok(None);
     }
-    let config = crate::tls_config::client_from_pem(args.ca.as_deref())?;
+    let config = crate::io::tls_config::client_from_pem(args.ca.as_deref())?;
     let name = rustls::pki_types::ServerName::try_from(args.addr.tls_name())
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     Ok(Some(worker::TlsTarget { config, name }))

@@ -11,8 +11,8 @@ use std::time::Instant;
 use super::pattern;
 use super::socket::Socket;
 use super::tally::{Failure, Tally};
+use crate::io::transport::Transport;
 use crate::rules::ReadOutcome;
-use crate::transport::Transport;
 
 /// What one `read` or `write` call meant for this connection.
 enum Step {

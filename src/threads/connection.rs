@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::peer::{Open, Patience, Peer, WriteError};
 use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
-use crate::listener::stream::Stream;
+use crate::io::stream::BlockingStream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
@@ -509,7 +509,7 @@ impl<H: Handler> Client<H> {
         // Dialed first, so bytes sent to a new connection reach it; the other requests after
         // the bytes, so a shutdown follows what was sent before it.
         let requests = std::mem::take(&mut self.fx.outbox.requests);
-        super::reach::dial_all(&self.shared, &requests);
+        super::requests::dial_all(&self.shared, &requests);
         let mut mail: HashMap<ConnId, Vec<u8>> = HashMap::new();
         self.fx.outbox.drain(|to, bytes| {
             mail.entry(to).or_default().extend_from_slice(bytes);
@@ -522,7 +522,7 @@ impl<H: Handler> Client<H> {
                 None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
             }
         }
-        super::reach::carry_out(&self.shared.registry, &requests);
+        super::requests::carry_out(&self.shared.registry, &requests);
     }
 
     /// Close the connection as `ending` says; returns the reason.
@@ -631,7 +631,7 @@ impl Effects {
 
 /// A socket read only for what has already arrived, never blocking (`MSG_DONTWAIT`): the
 /// socket stays blocking for every other read and write of its thread.
-struct Arrived<'a>(&'a Stream);
+struct Arrived<'a>(&'a BlockingStream);
 
 impl Read for Arrived<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::client::{Client, Expected, State};
+use super::connection::{Client, Expected, State};
 use super::socket::Endpoint;
 use super::tally::Tally;
 
@@ -213,8 +213,9 @@ impl Worker<'_> {
         #[cfg(feature = "tls")]
         let client = match &self.plan.tls {
             Some(target) => {
-                let session = crate::tls::TlsSession::client(&target.config, target.name.clone())?;
-                client.over(crate::transport::Transport::Tls(Box::new(session)))
+                let session =
+                    crate::io::tls::TlsSession::client(&target.config, target.name.clone())?;
+                client.over(crate::io::transport::Transport::Tls(Box::new(session)))
             }
             None => client,
         };

@@ -10,121 +10,121 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use crate::peer_addr::{PeerAddr, UnixPeer};
+use crate::io::peer_addr::{PeerAddr, UnixPeer};
 
 /// A listening socket: TCP or Unix.
 #[derive(Debug)]
-pub(crate) enum Listening {
+pub(crate) enum BlockingListener {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix stream listener.
     Unix(UnixListener),
 }
 
-impl Listening {
+impl BlockingListener {
     /// Take one waiting client.
-    pub(crate) fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
+    pub(crate) fn accept(&self) -> io::Result<(BlockingStream, PeerAddr)> {
         match self {
-            Listening::Tcp(listener) => {
+            BlockingListener::Tcp(listener) => {
                 let (stream, addr) = listener.accept()?;
-                Ok((Stream::Tcp(stream), PeerAddr::Tcp(addr)))
+                Ok((BlockingStream::Tcp(stream), PeerAddr::Tcp(addr)))
             }
-            Listening::Unix(listener) => {
+            BlockingListener::Unix(listener) => {
                 let (stream, _) = listener.accept()?;
                 let peer = UnixPeer::of(&stream);
-                Ok((Stream::Unix(stream), PeerAddr::Unix(peer)))
+                Ok((BlockingStream::Unix(stream), PeerAddr::Unix(peer)))
             }
         }
     }
 
     /// Another descriptor for the same socket (one listen queue).
-    pub(crate) fn try_clone(&self) -> io::Result<Listening> {
+    pub(crate) fn try_clone(&self) -> io::Result<BlockingListener> {
         Ok(match self {
-            Listening::Tcp(listener) => Listening::Tcp(listener.try_clone()?),
-            Listening::Unix(listener) => Listening::Unix(listener.try_clone()?),
+            BlockingListener::Tcp(listener) => BlockingListener::Tcp(listener.try_clone()?),
+            BlockingListener::Unix(listener) => BlockingListener::Unix(listener.try_clone()?),
         })
     }
 
     /// Switch the (shared) file description to nonblocking or blocking.
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
-            Listening::Tcp(listener) => listener.set_nonblocking(nonblocking),
-            Listening::Unix(listener) => listener.set_nonblocking(nonblocking),
+            BlockingListener::Tcp(listener) => listener.set_nonblocking(nonblocking),
+            BlockingListener::Unix(listener) => listener.set_nonblocking(nonblocking),
         }
     }
 }
 
-impl AsFd for Listening {
+impl AsFd for BlockingListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listening::Tcp(listener) => listener.as_fd(),
-            Listening::Unix(listener) => listener.as_fd(),
+            BlockingListener::Tcp(listener) => listener.as_fd(),
+            BlockingListener::Unix(listener) => listener.as_fd(),
         }
     }
 }
 
-impl AsRawFd for Listening {
+impl AsRawFd for BlockingListener {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
     }
 }
 
-impl From<Listening> for OwnedFd {
-    fn from(listening: Listening) -> OwnedFd {
+impl From<BlockingListener> for OwnedFd {
+    fn from(listening: BlockingListener) -> OwnedFd {
         match listening {
-            Listening::Tcp(listener) => listener.into(),
-            Listening::Unix(listener) => listener.into(),
+            BlockingListener::Tcp(listener) => listener.into(),
+            BlockingListener::Unix(listener) => listener.into(),
         }
     }
 }
 
 /// A blocking connected stream: TCP or Unix.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub(crate) enum BlockingStream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
 }
 
-impl Stream {
+impl BlockingStream {
     /// Disable Nagle's algorithm where it exists (TCP); a no-op on Unix sockets.
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
         match self {
-            Stream::Tcp(stream) => stream.set_nodelay(true),
-            Stream::Unix(_) => Ok(()),
+            BlockingStream::Tcp(stream) => stream.set_nodelay(true),
+            BlockingStream::Unix(_) => Ok(()),
         }
     }
 
     /// Bound every blocking read.
     pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(stream) => stream.set_read_timeout(timeout),
-            Stream::Unix(stream) => stream.set_read_timeout(timeout),
+            BlockingStream::Tcp(stream) => stream.set_read_timeout(timeout),
+            BlockingStream::Unix(stream) => stream.set_read_timeout(timeout),
         }
     }
 
     /// Bound every blocking write.
     pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(stream) => stream.set_write_timeout(timeout),
-            Stream::Unix(stream) => stream.set_write_timeout(timeout),
+            BlockingStream::Tcp(stream) => stream.set_write_timeout(timeout),
+            BlockingStream::Unix(stream) => stream.set_write_timeout(timeout),
         }
     }
 
     /// Switch the socket to nonblocking or blocking.
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
-            Stream::Tcp(stream) => stream.set_nonblocking(nonblocking),
-            Stream::Unix(stream) => stream.set_nonblocking(nonblocking),
+            BlockingStream::Tcp(stream) => stream.set_nonblocking(nonblocking),
+            BlockingStream::Unix(stream) => stream.set_nonblocking(nonblocking),
         }
     }
 
     /// Shut down one or both directions.
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
-            Stream::Tcp(stream) => stream.shutdown(how),
-            Stream::Unix(stream) => stream.shutdown(how),
+            BlockingStream::Tcp(stream) => stream.shutdown(how),
+            BlockingStream::Unix(stream) => stream.shutdown(how),
         }
     }
 
@@ -134,20 +134,20 @@ impl Stream {
     }
 }
 
-impl Read for &Stream {
+impl Read for &BlockingStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(stream) => (&*stream).read(buf),
-            Stream::Unix(stream) => (&*stream).read(buf),
+            BlockingStream::Tcp(stream) => (&*stream).read(buf),
+            BlockingStream::Unix(stream) => (&*stream).read(buf),
         }
     }
 }
 
-impl Write for &Stream {
+impl Write for &BlockingStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(stream) => (&*stream).write(buf),
-            Stream::Unix(stream) => send_nosignal(stream, buf),
+            BlockingStream::Tcp(stream) => (&*stream).write(buf),
+            BlockingStream::Unix(stream) => send_nosignal(stream, buf),
         }
     }
 
@@ -156,16 +156,16 @@ impl Write for &Stream {
     }
 }
 
-impl AsRawFd for Stream {
+impl AsRawFd for BlockingStream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(stream) => stream.as_raw_fd(),
-            Stream::Unix(stream) => stream.as_raw_fd(),
+            BlockingStream::Tcp(stream) => stream.as_raw_fd(),
+            BlockingStream::Unix(stream) => stream.as_raw_fd(),
         }
     }
 }
 
-impl crate::rules::HalfClose for Stream {
+impl crate::rules::HalfClose for BlockingStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
@@ -192,11 +192,11 @@ pub(crate) fn send_nosignal(socket: &impl AsRawFd, buf: &[u8]) -> io::Result<usi
     }
 }
 
-impl AsFd for Stream {
+impl AsFd for BlockingStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
+            BlockingStream::Tcp(stream) => stream.as_fd(),
+            BlockingStream::Unix(stream) => stream.as_fd(),
         }
     }
 }

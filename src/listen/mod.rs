@@ -10,7 +10,6 @@
 //!
 //! # Files
 //!
-//! - `stream` — the TCP-or-Unix listener and stream types the models accept and serve;
 //! - `unix` — binding a socket path: stale files, live servers, permissions, removal;
 //! - `activation` — descriptors inherited the systemd way (`LISTEN_FDS`);
 //! - `upgrade` — handing the listeners to a new copy of the executable, and the pid file.
@@ -26,11 +25,10 @@ use std::str::FromStr;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 pub mod activation;
-pub(crate) mod stream;
 mod unix;
 pub mod upgrade;
 
-use stream::Listening;
+use crate::io::stream::BlockingListener;
 pub(crate) use unix::SocketFile;
 
 /// One place a server accepts clients. Build one with [`tcp`](Listener::tcp),
@@ -173,7 +171,7 @@ impl fmt::Display for ListenAddr {
 #[derive(Debug)]
 pub(crate) struct Bound {
     /// The one socket every worker shares.
-    socket: Listening,
+    socket: BlockingListener,
     /// Where it accepts.
     pub(crate) addr: ListenAddr,
     /// The socket file to remove on a graceful stop, if this server owns one.
@@ -183,7 +181,7 @@ pub(crate) struct Bound {
 impl Bound {
     /// A worker's listener: a duplicate descriptor of the one socket (one listen queue,
     /// every worker polling it).
-    pub(crate) fn for_worker(&self) -> io::Result<Listening> {
+    pub(crate) fn for_worker(&self) -> io::Result<BlockingListener> {
         self.socket.try_clone()
     }
 
@@ -201,26 +199,26 @@ pub(crate) fn bind(listener: Listener, backlog: i32) -> io::Result<Bound> {
             let socket = listen_tcp(addr, backlog)?;
             Ok(Bound {
                 addr: ListenAddr::Tcp(socket.local_addr()?),
-                socket: Listening::Tcp(socket),
+                socket: BlockingListener::Tcp(socket),
                 file: None,
             })
         }
         Kind::UnixPath { path, mode } => {
             let (socket, file) = unix::bind(&path, mode, backlog)?;
             Ok(Bound {
-                socket: Listening::Unix(socket),
+                socket: BlockingListener::Unix(socket),
                 addr: ListenAddr::Unix(Some(path)),
                 file: Some(file),
             })
         }
-        Kind::Tcp(socket) => shared(Listening::Tcp(socket), false),
-        Kind::Unix(socket) => shared(Listening::Unix(socket), false),
+        Kind::Tcp(socket) => shared(BlockingListener::Tcp(socket), false),
+        Kind::Unix(socket) => shared(BlockingListener::Unix(socket), false),
         Kind::Fd { fd, owns_file } => shared(classify(fd)?, owns_file),
     }
 }
 
 /// A listener every worker shares, checked to be listening.
-fn shared(socket: Listening, owns_file: bool) -> io::Result<Bound> {
+fn shared(socket: BlockingListener, owns_file: bool) -> io::Result<Bound> {
     if !SockRef::from(&socket).is_listener()? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -228,8 +226,8 @@ fn shared(socket: Listening, owns_file: bool) -> io::Result<Bound> {
         ));
     }
     let addr = match &socket {
-        Listening::Tcp(listener) => ListenAddr::Tcp(listener.local_addr()?),
-        Listening::Unix(listener) => {
+        BlockingListener::Tcp(listener) => ListenAddr::Tcp(listener.local_addr()?),
+        BlockingListener::Unix(listener) => {
             ListenAddr::Unix(listener.local_addr()?.as_pathname().map(Path::to_path_buf))
         }
     };
@@ -241,15 +239,15 @@ fn shared(socket: Listening, owns_file: bool) -> io::Result<Bound> {
 }
 
 /// Find out what an inherited descriptor is: a TCP or a Unix stream socket.
-fn classify(fd: OwnedFd) -> io::Result<Listening> {
+fn classify(fd: OwnedFd) -> io::Result<BlockingListener> {
     let socket = SockRef::from(&fd);
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
     if socket.r#type()? != Type::STREAM {
         return Err(invalid("an inherited descriptor is not a stream socket"));
     }
     match socket.domain()? {
-        Domain::UNIX => Ok(Listening::Unix(UnixListener::from(fd))),
-        Domain::IPV4 | Domain::IPV6 => Ok(Listening::Tcp(std::net::TcpListener::from(fd))),
+        Domain::UNIX => Ok(BlockingListener::Unix(UnixListener::from(fd))),
+        Domain::IPV4 | Domain::IPV6 => Ok(BlockingListener::Tcp(std::net::TcpListener::from(fd))),
         _ => Err(invalid("an inherited descriptor is neither TCP nor Unix")),
     }
 }

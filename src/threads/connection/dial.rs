@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{Client, Finished, write_slice};
 use crate::handler::{Actions, IdMint, Outbox};
-use crate::listener::stream::Stream;
+use crate::io::stream::BlockingStream;
 use crate::rules::{Connect, Ending};
 use crate::threads::peer::Peer;
 use crate::threads::{CLIENT_STACK, WorkerShared};
@@ -56,7 +56,7 @@ pub(in crate::threads) fn dial<H: Handler>(
         }
     };
     let peer = Arc::new(Peer::connecting(
-        Stream::Tcp(stream),
+        BlockingStream::Tcp(stream),
         shared.index,
         deadline,
     ));

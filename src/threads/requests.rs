@@ -1,7 +1,7 @@
 //! What a threads-model callback asks of connections by id (`handler::reach`), carried out
 //! on the asking thread.
 //!
-//! A connect gets a thread of its own (`client::dial`). Shutting down, closing and
+//! A connect gets a thread of its own (`connection::dial`). Shutting down, closing and
 //! resetting act on the target's socket through its `Peer`, which wakes its thread.
 //! Pausing and resuming need nothing here: a writer's blocking write already paces the
 //! writer's own thread by its slowest receiver.
@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WorkerShared;
-use super::client;
+use super::connection;
 use super::registry::Registry;
 use crate::Handler;
 use crate::handler::Request;
@@ -21,7 +21,7 @@ use crate::handler::Request;
 pub(super) fn dial_all<H: Handler>(shared: &Arc<WorkerShared<H>>, requests: &[Request]) {
     for &request in requests {
         if let Request::Connect { id, addr, by } = request {
-            client::dial(shared, id, addr, by);
+            connection::dial(shared, id, addr, by);
         }
     }
 }
