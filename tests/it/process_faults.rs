@@ -392,8 +392,11 @@ fn spawn_child(
     BufReader<std::process::ChildStdout>,
 ) {
     let exe = std::env::current_exe().expect("test binary path");
+    // The child's test name as libtest knows it: this module's path without the crate.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::sigpipe_child");
     let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "sigpipe_child", "--nocapture"])
+        .args(["--ignored", "--exact", &name, "--nocapture"])
         .env(CHILD_MODE, mode)
         .env("RUST_LOG", "tcp_reactor=debug")
         .stdin(Stdio::piped())
@@ -536,7 +539,7 @@ fn embedded_server_survives_peers_resetting_during_writes_with_sigpipe_at_defaul
 }
 
 /// Not a test of its own: the child process of the two SIGPIPE tests above, which start
-/// this binary with `--ignored --exact sigpipe_child`.
+/// this binary with `--ignored --exact process_faults::sigpipe_child`.
 #[test]
 #[ignore = "child process of the SIGPIPE tests; they run it"]
 fn sigpipe_child() {

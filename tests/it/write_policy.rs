@@ -260,7 +260,9 @@ fn written_output_and_consumed_input_count_as_progress(policy: WritePolicy) {
 fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
     // Each client echoes 4 KiB once, then idles. A connection that kept the buffer its
     // reply was queued in would hold 4 KiB more each (measured before the spare pool:
-    // 4,328 bytes per connection under end of turn, against 238 eager).
+    // 4,328 bytes per connection under end of turn, against 238 eager). The bound is half
+    // that buffer: the allocator's and the kernel's own noise on a loaded machine reaches
+    // about 1.1 KB per connection, a kept buffer 4 KB.
     const CLIENTS: usize = 1000;
     const SIZE: usize = 4096;
     let server = ServerProcess::spawn(&["--write-policy", policy.name()], None);
@@ -277,7 +279,7 @@ fn idle_connections_keep_no_output_buffer(policy: WritePolicy) {
     let after = server.status().rss_kib;
     let per_connection = (after.saturating_sub(before) * 1024) as usize / CLIENTS;
     assert!(
-        per_connection < 1024,
+        per_connection < 2048,
         "{per_connection} bytes per idle connection ({before} KiB -> {after} KiB)"
     );
     drop(clients);
