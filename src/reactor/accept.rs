@@ -6,13 +6,14 @@
 //! with the `open` callback on the I/O path.
 
 use log::{debug, info, trace, warn};
-use mio::{Interest, Token};
+use mio::Interest;
 
+use super::Reactor;
 use super::connection::Connection;
-use super::io_path::Call;
 use super::socket::MioStream;
-use super::timer::TimerKind;
-use super::{LISTENER, Reactor};
+use super::types::ACCEPT_BACKOFF;
+use super::types::Call;
+use super::types::TimerKind;
 use crate::io::transport::Transport;
 use crate::rules::{self, AcceptError};
 use crate::{Handler, PeerAddr};
@@ -20,11 +21,11 @@ use crate::{Handler, PeerAddr};
 impl<H: Handler> Reactor<H> {
     /// Accept clients until the kernel has none, or the per-turn budget is spent.
     pub(super) fn accept(&mut self) {
-        if self.accept_paused {
+        if self.accepting.paused {
             return;
         }
-        self.listener_ready = false;
-        for index in 0..self.listeners.len() {
+        self.accepting.ready = false;
+        for index in 0..self.accepting.listeners.len() {
             if !self.accept_from(index) {
                 return;
             }
@@ -34,14 +35,14 @@ impl<H: Handler> Reactor<H> {
     /// Accept from listener `index` until it has no client waiting or the budget is
     /// spent; false when accepting must stop on every listener this turn.
     fn accept_from(&mut self, index: usize) -> bool {
-        for _ in 0..self.config.accept_budget.max(1) {
-            let Some(listener) = self.listeners.get(index) else {
+        for _ in 0..self.setup.config.accept_budget.max(1) {
+            let Some(listener) = self.accepting.listeners.get(index) else {
                 return false;
             };
             let err = match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.fd_episode {
-                        self.fd_episode = false;
+                    if self.accepting.fd_episode {
+                        self.accepting.fd_episode = false;
                         info!("file descriptors available again; accepting");
                     }
                     self.admit(stream, peer);
@@ -62,31 +63,31 @@ impl<H: Handler> Reactor<H> {
                 AcceptError::ClientGone => debug!("accept failed: {err}"),
                 AcceptError::ListenerBroken => {
                     // `check_stop` begins the stop and the worker reports the error.
-                    self.failure = Some(err);
+                    self.stopping.failure = Some(err);
                     return false;
                 }
             }
         }
         // Budget spent: clients may still wait, and no new edge will announce them.
-        self.listener_ready = true;
+        self.accepting.ready = true;
         true
     }
 
     /// Suspend accepting for the back-off period, logging once per episode.
     fn back_off_accept(&mut self, err: &std::io::Error) {
         self.stats.fd_exhausted += 1;
-        if !self.fd_episode {
-            self.fd_episode = true;
+        if !self.accepting.fd_episode {
+            self.accepting.fd_episode = true;
             warn!(
                 "accept: {err}; pausing accept for {:?} ({} connections open)",
-                self.config.accept_backoff,
+                self.setup.config.accept_backoff,
                 self.conns.len()
             );
         }
-        self.accept_paused = true;
+        self.accepting.paused = true;
         self.timers.arm(
-            self.now + self.config.accept_backoff,
-            LISTENER,
+            self.now + self.setup.config.accept_backoff,
+            ACCEPT_BACKOFF,
             TimerKind::AcceptBackoff,
         );
     }
@@ -94,8 +95,11 @@ impl<H: Handler> Reactor<H> {
     /// Take a freshly accepted client into the slab, or refuse it when full.
     fn admit(&mut self, mut stream: MioStream, peer: PeerAddr) {
         // The limit is server-wide: every worker counts against it.
-        if self.stop_deadline.is_some()
-            || !self.live.try_open(self.index, self.config.max_connections)
+        if self.stopping.has_begun()
+            || !self
+                .setup
+                .live
+                .try_open(self.setup.index, self.setup.config.max_connections)
         {
             self.refuse(stream, peer);
             return;
@@ -105,34 +109,32 @@ impl<H: Handler> Reactor<H> {
             debug!("{peer}: TCP_NODELAY: {err}");
         }
         let Some(transport) = self.transport_for(peer) else {
-            self.live.closed();
+            self.setup.live.closed();
             return;
         };
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        self.generation = self.generation.wrapping_add(1);
-        let token = Token(key | ((self.generation as usize) << 32));
+        let token = self.conns.next_token();
         // Register once, for both directions: no epoll_ctl per message afterwards.
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
             warn!("{peer}: cannot register: {err}; dropping");
-            self.live.closed();
+            self.setup.live.closed();
             return;
         }
-        let id = self.outbox.mint.next_id();
-        entry.insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
-        self.ids.insert(id, key);
+        let id = self.queues.outbox.mint.next_id();
+        let key = self
+            .conns
+            .insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
         self.stats.accepted += 1;
         // The token in decimal, as mio's own trace lines print it: slot | generation << 32.
         trace!(
             "accept {peer} as connection {id} (slot {key}, token {})",
             token.0
         );
-        if let Some(idle) = self.config.idle_timeout {
+        if let Some(idle) = self.setup.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
         }
         if self.conns[key].transport.is_handshaking() {
-            let at = self.now + self.config.handshake_timeout;
+            let at = self.now + self.setup.config.handshake_timeout;
             self.timers.arm(at, token, TimerKind::Handshake);
         }
         self.invoke(key, Call::Open);
@@ -142,7 +144,7 @@ impl<H: Handler> Reactor<H> {
     /// configuration. `None` if its session cannot be made (logged).
     fn transport_for(&self, peer: PeerAddr) -> Option<Transport> {
         #[cfg(feature = "tls")]
-        if let Some(config) = &self.tls {
+        if let Some(config) = &self.accepting.tls {
             return match crate::io::tls::TlsSession::new(config) {
                 Ok(session) => Some(Transport::Tls(Box::new(session))),
                 Err(err) => {
@@ -159,7 +161,7 @@ impl<H: Handler> Reactor<H> {
     fn refuse(&mut self, stream: MioStream, peer: PeerAddr) {
         rules::refuse(&stream, self.handler.busy_reply());
         self.stats.refused += 1;
-        self.live.count_refused();
+        self.setup.live.count_refused();
         debug!("refused {peer}: {} connections open", self.conns.len());
     }
 }

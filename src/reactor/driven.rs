@@ -123,8 +123,8 @@ impl<H: Handler> EventLoop<H> {
             self.stopped = self.reactor.turn(&mut self.events, timeout)?;
             // The peak is kept server-wide (workers' peaks need not coincide), not in a
             // worker's counters; this loop is the whole server, so its peak is that one.
-            self.reactor.stats.peak_connections = self.reactor.live.peak_connections();
-            if let Some(err) = self.reactor.failure.take() {
+            self.reactor.stats.peak_connections = self.reactor.setup.live.peak_connections();
+            if let Some(err) = self.reactor.stopping.failure.take() {
                 return Err(err);
             }
         }
@@ -134,7 +134,7 @@ impl<H: Handler> EventLoop<H> {
     /// Begin a graceful stop: later turns close every connection (bounded by
     /// `Config::linger`) until [`turn`](EventLoop::turn) returns true.
     pub fn stop(&self) {
-        self.reactor.stop.store(true, Ordering::SeqCst);
+        self.reactor.stopping.asked.store(true, Ordering::SeqCst);
     }
 
     /// The descriptor of the loop's poll (an epoll instance on Linux): readable when a
@@ -149,13 +149,13 @@ impl<H: Handler> EventLoop<H> {
     /// A handle through which other threads post messages to the handler.
     pub fn poster(&self) -> Poster {
         Poster {
-            posts: Arc::clone(&self.reactor.posts),
+            posts: Arc::clone(&self.reactor.setup.posts),
         }
     }
 
     /// The address the loop's listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self.reactor.listeners.first() {
+        match self.reactor.accepting.listeners.first() {
             Some(MioListener::Tcp(listener)) => listener.local_addr(),
             // `Server::event_loop` binds one TCP address, so this is a stopped loop.
             _ => Err(io::Error::other("the loop has stopped listening")),
@@ -176,20 +176,20 @@ impl<H: Handler> EventLoop<H> {
 impl<H: Handler> Reactor<H> {
     /// Hand every posted message to the handler, with a context of no connection.
     pub(super) fn deliver_posts(&mut self) {
-        let messages = self.posts.take();
+        let messages = self.setup.posts.take();
         for message in messages {
             let mut actions = Actions::default();
             let mut ctx = Context::new(
                 ConnId(0),
                 SocketAddr::from(([0, 0, 0, 0], 0)).into(),
                 self.now,
-                &mut self.scratch_out,
+                &mut self.buffers.scratch_out,
                 &mut actions,
-                &mut self.outbox,
+                &mut self.queues.outbox,
             );
             self.handler.posted(&mut ctx, message);
             // Output to "this connection" has nowhere to go.
-            self.scratch_out.clear();
+            self.buffers.scratch_out.clear();
             self.outbox_route(None);
         }
     }

@@ -9,8 +9,8 @@ use log::{debug, trace, warn};
 
 use super::Reactor;
 use super::connection::{FlushOutcome, Phase};
-use super::outbound::Notice;
-use super::timer::TimerKind;
+use super::types::TimerKind;
+use super::types::{Call, Notice};
 use crate::handler::Actions;
 use crate::rules::{self, Ending, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, Context, Handler};
@@ -22,25 +22,6 @@ const KEEP_SCRATCH: usize = 1024 * 1024;
 /// at high water must still mean "the kernel refused it", whatever the policy.
 const DEFER_LIMIT: usize = 64 * 1024;
 
-/// Which handler callback [`Reactor::invoke`] makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Call {
-    /// `Handler::open`, right after accept.
-    Open,
-    /// `Handler::data`, with this many fresh bytes in the read buffer (0: only buffered input).
-    Data(usize),
-    /// `Handler::timer`.
-    Timer,
-    /// `Handler::connected`, once a dialed connection is established.
-    Connected,
-    /// `Handler::read_closed`, after the peer's EOF.
-    ReadClosed,
-    /// `Handler::congested`.
-    Congested,
-    /// `Handler::drained`.
-    Drained,
-}
-
 impl<H: Handler> Reactor<H> {
     /// Read from connection `key` and feed the handler, within the read budget.
     ///
@@ -49,7 +30,7 @@ impl<H: Handler> Reactor<H> {
     /// per message). With `drain` true (the peer has closed, or a revisit) read until
     /// `WouldBlock`, EOF or the budget.
     pub(super) fn read(&mut self, key: usize, drain: bool) {
-        let mut budget = self.config.read_budget.max(1);
+        let mut budget = self.setup.config.read_budget.max(1);
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -67,9 +48,9 @@ impl<H: Handler> Reactor<H> {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            let want = budget.min(self.read_buf.len());
+            let want = budget.min(self.buffers.read.len());
             self.stats.reads += 1;
-            match conn.read_into(&mut self.read_buf[..want]) {
+            match conn.read_into(&mut self.buffers.read[..want]) {
                 ReadOutcome::Data(n) => {
                     self.stats.bytes_in += n as u64;
                     budget -= n;
@@ -118,13 +99,13 @@ impl<H: Handler> Reactor<H> {
         // Written at once with nothing pending, output goes to the shared buffer and
         // straight to the socket. Otherwise it queues behind what is pending, or stays in
         // the connection's own buffer until the end of the turn: no copy either way.
-        let use_scratch = !self.defer && conn.pending() == 0;
+        let use_scratch = !self.queues.defer && conn.pending() == 0;
         if !use_scratch && conn.output.capacity() == 0 {
-            conn.output = self.spare.take();
+            conn.output = self.buffers.spare.take();
         }
         let mark = conn.output.len();
         let (out, already_sent) = if use_scratch {
-            (&mut self.scratch_out, 0)
+            (&mut self.buffers.scratch_out, 0)
         } else {
             (&mut conn.output, conn.sent)
         };
@@ -136,15 +117,15 @@ impl<H: Handler> Reactor<H> {
             self.now,
             out,
             &mut actions,
-            &mut self.outbox,
+            &mut self.queues.outbox,
         )
         .already_sent(already_sent);
         let mut held = false;
         match (call, conn.session.as_mut()) {
             (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
             (Call::Data(fresh), Some(session)) => {
-                let fresh = &self.read_buf[..fresh];
-                let high_water = self.config.high_water;
+                let fresh = &self.buffers.read[..fresh];
+                let high_water = self.setup.config.high_water;
                 let fed = rules::feed(
                     handler,
                     session,
@@ -161,7 +142,7 @@ impl<H: Handler> Reactor<H> {
             (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
             (Call::Connected, Some(session)) => handler.connected(session, &mut ctx),
             (Call::ReadClosed, Some(session)) => {
-                self.half_open_asked = handler.read_closed(session, &mut ctx);
+                self.queues.half_open_asked = handler.read_closed(session, &mut ctx);
             }
             (Call::Congested, Some(session)) => handler.congested(session, &mut ctx),
             (Call::Drained, Some(session)) => handler.drained(session, &mut ctx),
@@ -209,8 +190,8 @@ impl<H: Handler> Reactor<H> {
         let alive = match applied.close {
             Some(Ending::Abrupt(reason)) => {
                 // `abort` discards this callback's output: nothing of it may reach the peer.
-                self.scratch_out.clear();
-                if self.defer {
+                self.buffers.scratch_out.clear();
+                if self.queues.defer {
                     // Earlier callbacks' output would already be on the wire under the
                     // eager policy: give it its one write, as that policy would have.
                     conn.output.truncate(mark);
@@ -242,30 +223,30 @@ impl<H: Handler> Reactor<H> {
         let conn = &mut self.conns[key];
         if conn.phase == Phase::Connecting {
             // Not established yet: output waits in the queue for `connected`.
-            conn.output.append(&mut self.scratch_out);
+            conn.output.append(&mut self.buffers.scratch_out);
             return true;
         }
         let pending = conn.pending();
         // The one decision point of the write policy: leave the output for the end of the
         // turn, unless there is too much of it to gain from waiting. `flush_dirty` writes
         // it, and counts it as progress then.
-        if self.defer && pending <= self.config.high_water.min(DEFER_LIMIT) {
+        if self.queues.defer && pending <= self.setup.config.high_water.min(DEFER_LIMIT) {
             self.mark_dirty(key);
             return true;
         }
         let before = self.stats.bytes_out;
         let mut outcome = FlushOutcome::Done;
-        if used_scratch && !self.scratch_out.is_empty() {
-            outcome = conn.send(&self.scratch_out, &mut self.stats);
+        if used_scratch && !self.buffers.scratch_out.is_empty() {
+            outcome = conn.send(&self.buffers.scratch_out, &mut self.stats);
             trace!(
                 "wrote {} of {} bytes to connection {}",
                 self.stats.bytes_out - before,
-                self.scratch_out.len(),
+                self.buffers.scratch_out.len(),
                 conn.id
             );
-            self.scratch_out.clear();
-            if self.scratch_out.capacity() > KEEP_SCRATCH {
-                self.scratch_out.shrink_to(KEEP_SCRATCH);
+            self.buffers.scratch_out.clear();
+            if self.buffers.scratch_out.capacity() > KEEP_SCRATCH {
+                self.buffers.scratch_out.shrink_to(KEEP_SCRATCH);
             }
         } else if pending > 0 {
             outcome = conn.flush(&mut self.stats, self.now);
@@ -292,14 +273,14 @@ impl<H: Handler> Reactor<H> {
         if conn.phase.is_dead() {
             return;
         }
-        match rules::check_limits(conn.pending(), conn.input.len(), &self.config) {
+        match rules::check_limits(conn.pending(), conn.input.len(), &self.setup.config) {
             Limit::OutputCap => {
                 warn!(
                     "connection {} ({}): {} bytes of unsent output exceed the cap of {}; closing",
                     conn.id,
                     conn.peer,
                     conn.pending(),
-                    self.config.max_output
+                    self.setup.config.max_output
                 );
                 self.kill(key, CloseReason::OutputLimit);
             }
@@ -310,7 +291,7 @@ impl<H: Handler> Reactor<H> {
                     conn.id,
                     conn.peer,
                     conn.input.len(),
-                    self.config.max_input
+                    self.setup.config.max_input
                 );
                 self.begin_close(key, CloseReason::InputLimit);
             }

@@ -12,9 +12,9 @@ use log::trace;
 
 use super::Reactor;
 use super::connection::Phase;
-use super::io_path::Call;
-use super::outbound::Notice;
-use super::timer::TimerKind;
+use super::types::Call;
+use super::types::Notice;
+use super::types::TimerKind;
 use crate::handler::Actions;
 use crate::rules::Ending;
 use crate::{CloseReason, Context, Handler};
@@ -29,11 +29,11 @@ impl<H: Handler> Reactor<H> {
         let pending = conn.pending();
         // Nothing left to write: an idle connection keeps no output buffer.
         if pending == 0 && conn.output.capacity() > 0 {
-            self.spare.give(mem::take(&mut conn.output));
+            self.buffers.spare.give(mem::take(&mut conn.output));
         }
         // What it holds now, once an emptied buffer went back to the pool.
         self.account(key);
-        if self.conns[key].flow.congested && pending <= self.config.low_water {
+        if self.conns[key].flow.congested && pending <= self.setup.config.low_water {
             self.notice(key, Notice::Drained);
         }
         let conn = &mut self.conns[key];
@@ -47,7 +47,7 @@ impl<H: Handler> Reactor<H> {
             conn.shutdown_write();
         }
         match conn.phase {
-            Phase::Paused if pending <= self.config.low_water => {
+            Phase::Paused if pending <= self.setup.config.low_water => {
                 trace!("connection {}: output drained; resuming reads", conn.id);
                 conn.phase = Phase::Open;
                 // Input that arrived while paused raised its edge already: revisit.
@@ -110,9 +110,9 @@ impl<H: Handler> Reactor<H> {
         if !asks {
             return false;
         }
-        self.half_open_asked = false;
+        self.queues.half_open_asked = false;
         self.invoke(key, Call::ReadClosed);
-        let keep = mem::take(&mut self.half_open_asked);
+        let keep = mem::take(&mut self.queues.half_open_asked);
         match self.conns.get_mut(key) {
             Some(conn) if keep && matches!(conn.phase, Phase::Open | Phase::Paused) => {
                 conn.phase = Phase::HalfClosed;
@@ -184,7 +184,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.linger_deadline.is_none()
         {
-            let at = self.now + self.config.linger;
+            let at = self.now + self.setup.config.linger;
             conn.linger_deadline = Some(at);
             self.timers.arm(at, conn.token, TimerKind::Linger);
         }
@@ -196,7 +196,7 @@ impl<H: Handler> Reactor<H> {
             && !conn.phase.is_dead()
         {
             conn.phase = Phase::Dead(reason);
-            self.reap.push(key);
+            self.queues.reap.push(key);
         }
     }
 
@@ -206,16 +206,16 @@ impl<H: Handler> Reactor<H> {
             && !conn.queued
         {
             conn.queued = true;
-            self.ready.push(conn.token);
+            self.queues.ready.push(conn.token);
         }
     }
 
     /// Serve again what a budget or a pause stopped early, without a new edge.
     pub(super) fn revisit_ready(&mut self) {
-        if self.listener_ready {
+        if self.accepting.ready {
             self.accept();
         }
-        let mut ready = mem::take(&mut self.ready);
+        let mut ready = mem::take(&mut self.queues.ready);
         for token in ready.drain(..) {
             let Some(key) = self.live_key(token) else {
                 continue;
@@ -234,8 +234,8 @@ impl<H: Handler> Reactor<H> {
             self.read(key, true);
         }
         // Keep the allocation unless new entries arrived meanwhile.
-        if self.ready.is_empty() {
-            self.ready = ready;
+        if self.queues.ready.is_empty() {
+            self.queues.ready = ready;
         }
     }
 
@@ -263,21 +263,21 @@ impl<H: Handler> Reactor<H> {
             && conn.pending() > 0
         {
             conn.dirty = true;
-            self.dirty.push(conn.token);
+            self.queues.dirty.push(conn.token);
         }
     }
 
     /// Flush the output queued during the turn, each connection once.
     pub(super) fn flush_dirty(&mut self) {
-        let mut dirty = mem::take(&mut self.dirty);
+        let mut dirty = mem::take(&mut self.queues.dirty);
         for token in dirty.drain(..) {
             if let Some(key) = self.live_key(token) {
                 self.conns[key].dirty = false;
                 self.flush(key);
             }
         }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
+        if self.queues.dirty.is_empty() {
+            self.queues.dirty = dirty;
         }
     }
 
@@ -285,29 +285,28 @@ impl<H: Handler> Reactor<H> {
     /// may close others, which are freed in the same step).
     pub(super) fn reap_finished(&mut self) {
         let mut next = 0;
-        while next < self.reap.len() {
-            let key = self.reap[next];
+        while next < self.queues.reap.len() {
+            let key = self.queues.reap[next];
             next += 1;
             if !self.conns.contains(key) {
                 continue;
             }
             self.call_ending(key);
             let mut conn = self.conns.remove(key);
-            self.live.budget.update(&mut conn.accounted, 0);
+            self.setup.live.budget.update(&mut conn.accounted, 0);
             let reason = match conn.phase {
                 Phase::Dead(reason) => reason,
                 _ => CloseReason::Shutdown,
             };
-            self.ids.remove(&conn.id);
             self.stats.count_close(reason);
-            self.live.closed();
+            self.setup.live.closed();
             trace!("close connection {} ({}): {reason}", conn.id, conn.peer);
             if let Some(session) = conn.session {
                 self.handler.close(session, conn.id, reason);
             }
             // Dropping the stream closes the descriptor, which also removes it from epoll.
         }
-        self.reap.clear();
+        self.queues.reap.clear();
     }
 
     /// `Handler::ending` for dead connection `key`: its last chance to act on others.
@@ -322,13 +321,13 @@ impl<H: Handler> Reactor<H> {
             conn.id,
             conn.peer,
             self.now,
-            &mut self.scratch_out,
+            &mut self.buffers.scratch_out,
             &mut actions,
-            &mut self.outbox,
+            &mut self.queues.outbox,
         );
         handler.ending(session, &mut ctx, reason);
         // Its own output has nowhere to go.
-        self.scratch_out.clear();
+        self.buffers.scratch_out.clear();
         self.outbox_route(Some(key));
     }
 }

@@ -105,36 +105,36 @@ impl<H: Handler> Reactor<H> {
     /// connection whose callback it was, whom the bytes count against in the budget (none
     /// for a posted message).
     pub(super) fn outbox_route(&mut self, from: Option<usize>) {
-        while !self.outbox.is_empty() {
-            let mut requests = mem::take(&mut self.outbox.requests);
+        while !self.queues.outbox.is_empty() {
+            let mut requests = mem::take(&mut self.queues.outbox.requests);
             self.dial_all(&requests);
             self.route_mail(from);
             self.carry_out(&requests);
             requests.clear();
-            if self.outbox.requests.is_empty() {
-                self.outbox.requests = requests;
+            if self.queues.outbox.requests.is_empty() {
+                self.queues.outbox.requests = requests;
             }
         }
     }
 
     /// Deliver the bytes of the last callback's outbox, sent by connection `from`.
     fn route_mail(&mut self, from: Option<usize>) {
-        if self.outbox.has_no_mail() {
+        if self.queues.outbox.has_no_mail() {
             return;
         }
         // One reference count per callback batch, not per message.
-        let worker = self.index;
+        let worker = self.setup.index;
         let charge = from
             .and_then(|key| self.conns.get_mut(key))
             .map(|conn| Arc::clone(conn.sender.charge(worker)));
-        let mut mail = self.outbox.take_mail();
+        let mut mail = self.queues.outbox.take_mail();
         let mut wake = Vec::new();
         let mut delivered = 0;
         mail.drain(|to, bytes| {
             let owner = self.owner(to);
-            if owner == self.index {
+            if owner == self.setup.index {
                 delivered += self.deliver(to, bytes, charge.as_ref());
-            } else if self.mailboxes.post(owner, to, bytes, charge.as_ref()) {
+            } else if self.setup.mailboxes.post(owner, to, bytes, charge.as_ref()) {
                 wake.push(owner);
             }
         });
@@ -142,22 +142,22 @@ impl<H: Handler> Reactor<H> {
         if let Some(charge) = &charge {
             charge.add(delivered);
         }
-        self.outbox.restore_mail(mail);
+        self.queues.outbox.restore_mail(mail);
         for worker in wake {
-            self.mailboxes.wake(worker);
+            self.setup.mailboxes.wake(worker);
         }
     }
 
     /// The worker that owns connection `id` (ids are striped over workers).
     fn owner(&self, id: ConnId) -> usize {
-        (id.0.saturating_sub(1) % self.workers.max(1) as u64) as usize
+        (id.0.saturating_sub(1) % self.setup.workers.max(1) as u64) as usize
     }
 
     /// Queue `bytes` on local connection `to`, to be flushed at the end of the turn, and
     /// count them against `charge`'s sender in the budget; returns the bytes queued.
     /// Bytes for a connection that is gone or has sent its FIN are dropped.
     fn deliver(&mut self, to: ConnId, bytes: &[u8], charge: Option<&Arc<Charge>>) -> u64 {
-        let Some(&key) = self.ids.get(&to) else {
+        let Some(key) = self.conns.key_of(to) else {
             return 0;
         };
         let Some(conn) = self.conns.get_mut(key) else {
@@ -176,11 +176,11 @@ impl<H: Handler> Reactor<H> {
 
     /// Deliver messages other workers sent to our connections.
     pub(super) fn deliver_mail(&mut self) {
-        if self.workers < 2 {
+        if self.setup.workers < 2 {
             return;
         }
-        let mut inbox = mem::take(&mut self.inbox);
-        self.mailboxes.take(self.index, &mut inbox);
+        let mut inbox = mem::take(&mut self.queues.inbox);
+        self.setup.mailboxes.take(self.setup.index, &mut inbox);
         for (to, bytes, charge) in inbox.drain(..) {
             let delivered = self.deliver(to, &bytes, charge.as_ref());
             if let Some(charge) = charge {
@@ -190,6 +190,6 @@ impl<H: Handler> Reactor<H> {
         // A burst of mail is over: do not keep its peak (the mailbox gets this vector
         // back at the next swap).
         inbox.shrink_to(KEEP_MAIL);
-        self.inbox = inbox;
+        self.queues.inbox = inbox;
     }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::timer::TimerKind;
-use super::{LISTENER, Reactor};
+use super::Reactor;
+use super::types::ACCEPT_BACKOFF;
+use super::types::TimerKind;
 use crate::budget::{self, Pressure};
 use crate::{CloseReason, Handler};
 
@@ -51,7 +52,7 @@ impl<H: Handler> Reactor<H> {
     pub(super) fn account(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             let holding = conn.holding();
-            self.live.budget.update(&mut conn.accounted, holding);
+            self.setup.live.budget.update(&mut conn.accounted, holding);
         }
     }
 
@@ -60,7 +61,7 @@ impl<H: Handler> Reactor<H> {
     /// receivers' buffers stops being read as a client filling its own would.
     #[inline]
     pub(super) fn budget_allows_read(&mut self, key: usize) -> bool {
-        let pressure = self.live.budget.pressure();
+        let pressure = self.setup.live.budget.pressure();
         if pressure == Pressure::Calm {
             return true;
         }
@@ -87,16 +88,16 @@ impl<H: Handler> Reactor<H> {
     /// on receivers taking it (on any worker), and output here whose sender lives on
     /// another worker (that worker closes the sender).
     pub(super) fn check_budget(&mut self) {
-        let limit = self.live.budget.limit();
-        let held = self.live.budget.held();
+        let limit = self.setup.live.budget.limit();
+        let held = self.setup.live.budget.held();
         let pressure = budget::pressure(held, limit);
         if pressure == Pressure::Calm {
             self.memory.pressed_since = None;
-            self.live.budget.set_leaving(self.index, 0);
+            self.setup.live.budget.set_leaving(self.setup.index, 0);
             if mem::take(&mut self.memory.episode) {
                 info!(
                     "worker {}: buffered bytes back under the budget ({held} of {limit})",
-                    self.index
+                    self.setup.index
                 );
             }
             for token in mem::take(&mut self.memory.waiting) {
@@ -112,15 +113,17 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let (mut holders, blame) = self.blame();
-        self.live.budget.set_leaving(self.index, blame.leaving);
+        self.setup
+            .live
+            .budget
+            .set_leaving(self.setup.index, blame.leaving);
         // Bytes leaving anyway, here or on other workers, need no one closed for them:
         // what stays decides whether anyone is closed, and how much must go.
-        let staying = held.saturating_sub(self.live.budget.leaving());
+        let staying = held.saturating_sub(self.setup.live.budget.leaving());
         let want = match budget::pressure(staying, limit) {
             Pressure::Calm => 0,
-            _ => {
-                budget::share_to_free(staying, limit, self.workers).saturating_sub(blame.elsewhere)
-            }
+            _ => budget::share_to_free(staying, limit, self.setup.workers)
+                .saturating_sub(blame.elsewhere),
         };
         let victims = budget::victims(&mut holders, want);
         self.close_for_budget(&victims, &holders, held);
@@ -128,15 +131,16 @@ impl<H: Handler> Reactor<H> {
         self.reap_finished();
         self.memory.pressed_since = Some(self.now);
         let staying = self
+            .setup
             .live
             .budget
             .held()
-            .saturating_sub(self.live.budget.leaving());
-        if budget::pressure(staying, limit) == Pressure::Evict && !self.accept_paused {
-            self.accept_paused = true;
+            .saturating_sub(self.setup.live.budget.leaving());
+        if budget::pressure(staying, limit) == Pressure::Evict && !self.accepting.paused {
+            self.accepting.paused = true;
             self.timers.arm(
                 self.now + ACCEPT_SLOWDOWN,
-                LISTENER,
+                ACCEPT_BACKOFF,
                 TimerKind::AcceptBackoff,
             );
         }
@@ -150,8 +154,8 @@ impl<H: Handler> Reactor<H> {
                 "worker {}: {held} buffered bytes against a budget of {}; closing the \
                  connections holding the most, counting what each queued on others ({} now, \
                  {} to {} bytes each)",
-                self.index,
-                self.live.budget.limit(),
+                self.setup.index,
+                self.setup.live.budget.limit(),
                 victims.len(),
                 holders.first().map_or(0, |h| h.1),
                 holders.get(victims.len() - 1).map_or(0, |h| h.1),
@@ -196,7 +200,7 @@ impl<H: Handler> Reactor<H> {
                         conn.output.capacity(),
                         conn.output.len() - conn.sent,
                         taking,
-                        self.index,
+                        self.setup.index,
                     )
                 };
                 (key, own as usize)
@@ -212,6 +216,6 @@ impl<H: Handler> Reactor<H> {
 
     /// Publish this worker's counters for live statistics (once per turn).
     pub(super) fn publish_stats(&self) {
-        self.live.publish(self.index, &self.stats);
+        self.setup.live.publish(self.setup.index, &self.stats);
     }
 }

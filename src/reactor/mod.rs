@@ -25,52 +25,49 @@
 //!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
 //! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace};
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 
 use crate::handler::{IdMint, Outbox};
-use crate::worker::{Live, Prepared, WorkerSetup};
-use crate::{CloseReason, Config, ConnId, Handler, Stats};
+use crate::worker::{Prepared, WorkerSetup};
+use crate::{CloseReason, ConnId, Handler, Stats};
 
 mod accept;
+mod accepting;
+mod buffers;
 mod connection;
+mod connections;
 mod driven;
 mod io_path;
 mod lifecycle;
 mod mail;
 mod memory;
 mod outbound;
+mod queues;
 mod socket;
-mod spare;
+mod stopping;
 mod timer;
+mod types;
 
-use connection::{Connection, Phase};
+use accepting::Accepting;
+use buffers::Buffers;
+use connection::Phase;
+use connections::Connections;
 use driven::PostBox;
 pub use driven::{EventLoop, Poster};
 use mail::Mailboxes;
 use memory::Memory;
-use outbound::Notice;
+use queues::Queues;
 use socket::MioListener;
-use spare::SpareBuffers;
+use stopping::Stopping;
 use timer::Timers;
+use types::{Setup, WAKER};
 
-/// The accept back-off timer's token; connection tokens never reach it (their key fits in
-/// 32 bits and the slab never holds billions).
-const LISTENER: Token = Token(usize::MAX);
-/// The waker's token: another thread wants our attention (stop, or mail).
-const WAKER: Token = Token(usize::MAX - 1);
-/// Listener `i` is registered as `FIRST_LISTENER - i`.
-const FIRST_LISTENER: usize = usize::MAX - 2;
-/// Connection tokens keep the slab key in these low bits and a generation above them.
-const KEY_MASK: usize = 0xFFFF_FFFF;
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -115,7 +112,7 @@ fn prepare_one<H: Handler>(
     mailboxes: Arc<Mailboxes>,
 ) -> io::Result<Prepared> {
     let reactor = Reactor::build(setup, mailboxes)?;
-    let waker = Arc::clone(&reactor.posts.waker);
+    let waker = Arc::clone(&reactor.setup.posts.waker);
     Ok(Prepared {
         run: Box::new(move || reactor.run()),
         wake: Box::new(move || {
@@ -133,7 +130,7 @@ impl<H: Handler> Reactor<H> {
         let mut listeners = Vec::with_capacity(setup.listeners.len());
         for (index, listening) in setup.listeners.into_iter().enumerate() {
             let mut listener = MioListener::from_std(listening)?;
-            let token = Token(FIRST_LISTENER - index);
+            let token = Accepting::token_for(index);
             poll.registry()
                 .register(&mut listener, token, Interest::READABLE)?;
             listeners.push(listener);
@@ -141,41 +138,31 @@ impl<H: Handler> Reactor<H> {
         mailboxes.set_waker(setup.index, Arc::clone(&waker));
         let reactor = Reactor {
             poll,
-            listeners,
-            handover: setup.handover,
-            conns: Slab::new(),
-            ids: HashMap::new(),
             handler: setup.handler,
-            #[cfg(feature = "tls")]
-            tls: setup.tls,
-            read_buf: vec![0; setup.config.read_chunk.max(1)],
-            config: setup.config,
-            stats: Stats::default(),
-            live: setup.live,
-            mailboxes,
-            stop: setup.stop,
-            index: setup.index,
-            workers: setup.workers,
-            generation: 0,
+            conns: Connections::default(),
+            accepting: Accepting {
+                listeners,
+                #[cfg(feature = "tls")]
+                tls: setup.tls,
+                ready: false,
+                paused: false,
+                fd_episode: false,
+            },
+            queues: Queues::new(Outbox::minting(IdMint::new(setup.index, setup.workers))),
+            stopping: Stopping::new(setup.stop, setup.handover),
             timers: Timers::default(),
-            ready: Vec::new(),
-            listener_ready: false,
-            dirty: Vec::new(),
-            defer: false,
-            spare: SpareBuffers::default(),
-            reap: Vec::new(),
-            scratch_out: Vec::new(),
-            outbox: Outbox::minting(IdMint::new(setup.index, setup.workers)),
-            inbox: Vec::new(),
-            notices: Vec::new(),
-            posts: PostBox::new(waker),
-            half_open_asked: false,
-            now: Instant::now(),
-            accept_paused: false,
-            fd_episode: false,
-            stop_deadline: None,
-            failure: None,
             memory: Memory::default(),
+            buffers: Buffers::new(setup.config.read_chunk),
+            stats: Stats::default(),
+            now: Instant::now(),
+            setup: Setup {
+                index: setup.index,
+                workers: setup.workers,
+                config: setup.config,
+                live: setup.live,
+                mailboxes,
+                posts: PostBox::new(waker),
+            },
         };
         Ok(reactor)
     }
@@ -185,89 +172,37 @@ impl<H: Handler> Reactor<H> {
 struct Reactor<H: Handler> {
     /// The readiness queue (epoll on Linux).
     poll: Poll,
-    /// Accept new clients; empty once stopping or handed over.
-    listeners: Vec<MioListener>,
-    /// Raised when a successor serves the listeners: stop accepting, keep serving.
-    handover: Arc<AtomicBool>,
-    /// Live connections, keyed by the low bits of their token.
-    conns: Slab<Connection<H::Session>>,
-    /// Connection id to slab key, for `send_to`.
-    ids: HashMap<ConnId, usize>,
     /// Shared by every connection; each connection's state is its session.
     handler: Arc<H>,
-    /// Serve TLS with this configuration; `None` serves plaintext.
-    #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ServerConfig>>,
-    /// Shared read buffer: every read lands here first, so idle connections own none.
-    read_buf: Vec<u8>,
-    /// Limits and timeouts.
-    config: Config,
-    /// Counters returned at the end.
-    stats: Stats,
-    /// Server-wide gauges; the connection limit is enforced on them.
-    live: Arc<Live>,
-    /// Mailboxes of all workers, for `send_to` across workers.
-    mailboxes: Arc<Mailboxes>,
-    /// Raised by a `StopHandle`.
-    stop: Arc<AtomicBool>,
-    /// This worker's index.
-    index: usize,
-    /// How many workers share the server.
-    workers: usize,
-    /// Bumped per accept and put in the token's high bits.
-    generation: u32,
-    /// Idle, linger, handler and back-off deadlines.
+    /// This worker's place, limits and shared handles.
+    setup: Setup,
+    /// The live connections: the one place tokens are made and read.
+    conns: Connections<H::Session>,
+    /// Listeners, the accept budget's leftover and the descriptor back-off.
+    accepting: Accepting,
+    /// The turn's lists: serve again, flush, notify, free; mail; the callback's outbox.
+    queues: Queues,
+    /// The stop and handover flags, the stop's deadline, a listener failure.
+    stopping: Stopping,
+    /// Idle, linger, handler, handshake, connect and back-off deadlines.
     timers: Timers,
-    /// Connections a budget stopped early, to read again next turn.
-    ready: Vec<Token>,
-    /// The accept budget ran out with clients possibly still waiting.
-    listener_ready: bool,
-    /// Connections with output to write at the end of this turn (sent by other
-    /// connections, or deferred by the write policy); each is listed once.
-    dirty: Vec<Token>,
-    /// This turn's output waits for the end-of-turn flush
-    /// ([`WritePolicy::defers`](crate::WritePolicy::defers)); false once the flush step has
-    /// run, so timer callbacks write at once.
-    defer: bool,
-    /// Output buffers of connections with nothing left to write, for the next to need one.
-    spare: SpareBuffers,
-    /// Finished connections, freed at the end of the turn.
-    reap: Vec<usize>,
-    /// Output of a connection with nothing pending is written here first and sent at once;
-    /// only what the kernel refuses is copied into the connection's own buffer.
-    scratch_out: Vec<u8>,
-    /// What the current callback sent to other connections (an arena reused across
-    /// callbacks, emptied after each).
-    outbox: Outbox,
-    /// Mail taken from other workers (buffer reused).
-    inbox: Vec<mail::Mail>,
-    /// Connections whose handler must be told their output passed high water or drained.
-    notices: Vec<(Token, Notice)>,
-    /// Messages posted from other threads, and the waker that announces them.
-    posts: Arc<PostBox>,
-    /// Set by the last `read_closed` callback: the handler keeps the connection half open.
-    half_open_asked: bool,
-    /// When the current turn started.
-    now: Instant,
-    /// Accepting is suspended after running out of file descriptors.
-    accept_paused: bool,
-    /// An fd-exhaustion episode is in progress (logged once).
-    fd_episode: bool,
-    /// Set when stopping: when the last connections are dropped regardless.
-    stop_deadline: Option<Instant>,
-    /// The listener broke: the worker stops and reports this.
-    failure: Option<io::Error>,
     /// This worker's side of the server-wide budget for buffered bytes.
     memory: Memory,
+    /// The read, scratch and spare output buffers no one connection owns.
+    buffers: Buffers,
+    /// Counters returned at the end.
+    stats: Stats,
+    /// When the current turn started.
+    now: Instant,
 }
 
 impl<H: Handler> Reactor<H> {
     /// Run until stopped; return the stats.
     fn run(mut self) -> io::Result<Stats> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        debug!("worker {} serving", self.index);
+        debug!("worker {} serving", self.setup.index);
         while !self.turn(&mut events, None)? {}
-        debug!("worker {} stopped", self.index);
+        debug!("worker {} stopped", self.setup.index);
         self.finish()
     }
 
@@ -287,7 +222,7 @@ impl<H: Handler> Reactor<H> {
         self.deliver_posts();
         self.flush_dirty();
         // The batch is over: output of later callbacks (flow notices, timers) goes out at once.
-        self.defer = false;
+        self.queues.defer = false;
         self.notify_flow();
         self.check_budget();
         self.expire_timers();
@@ -304,7 +239,7 @@ impl<H: Handler> Reactor<H> {
 
     /// The worker's result once stopped: its stats, or why the listener failed.
     fn finish(&mut self) -> io::Result<Stats> {
-        match self.failure.take() {
+        match self.stopping.failure.take() {
             Some(err) => Err(err),
             None => Ok(mem::take(&mut self.stats)),
         }
@@ -320,7 +255,7 @@ impl<H: Handler> Reactor<H> {
             (true, None) => Some(memory::BUDGET_RECHECK),
             (false, limit) => limit,
         };
-        let timeout = if !self.ready.is_empty() || self.listener_ready {
+        let timeout = if !self.queues.ready.is_empty() || self.accepting.ready {
             Some(Duration::ZERO)
         } else {
             match (self.timers.timeout(now), limit) {
@@ -342,7 +277,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Act on each readiness event.
     fn handle_events(&mut self, events: &Events) {
-        self.defer = self.config.write_policy.defers(events.iter().count());
+        self.queues.defer = self.setup.config.write_policy.defers(events.iter().count());
         for event in events {
             self.stats.events += 1;
             let token = event.token();
@@ -378,7 +313,7 @@ impl<H: Handler> Reactor<H> {
                         self.peer_finished(key);
                     }
                     if event.is_writable() {
-                        if self.defer {
+                        if self.queues.defer {
                             // Output deferred this turn is written with the rest.
                             self.mark_dirty(key);
                         } else {
@@ -394,7 +329,9 @@ impl<H: Handler> Reactor<H> {
     fn token_name(&self, token: Token) -> TokenName {
         match token {
             WAKER => TokenName::Waker,
-            token if self.is_listener(token) => TokenName::Listener(FIRST_LISTENER - token.0),
+            token if self.is_listener(token) => {
+                TokenName::Listener(self.accepting.listener_index(token).unwrap_or_default())
+            }
             token => match self.live_key(token) {
                 Some(key) => TokenName::Connection(self.conns[key].id),
                 None => TokenName::Stale(token.0),
@@ -404,41 +341,36 @@ impl<H: Handler> Reactor<H> {
 
     /// True if `token` is one of the listeners'.
     fn is_listener(&self, token: Token) -> bool {
-        token.0 <= FIRST_LISTENER && FIRST_LISTENER - token.0 < self.listeners.len()
+        self.accepting.listener_index(token).is_some()
     }
 
     /// The slab key for `token` if it still names a live connection.
     fn live_key(&self, token: Token) -> Option<usize> {
-        let key = token.0 & KEY_MASK;
-        match self.conns.get(key) {
-            Some(conn) if conn.token == token && !conn.phase.is_dead() => Some(key),
-            _ => None,
-        }
+        self.conns.live_key(token)
     }
 
     /// Begin a graceful stop when asked (or when the listener broke); report true
     /// when it is complete.
     fn check_stop(&mut self) -> bool {
-        if self.handover.load(Ordering::SeqCst) && !self.listeners.is_empty() {
+        if self.stopping.is_handed_over() && !self.accepting.listeners.is_empty() {
             self.close_listeners();
             info!(
                 "worker {}: listeners handed over; serving {} connections until they close",
-                self.index,
+                self.setup.index,
                 self.conns.len()
             );
         }
-        let asked = self.stop.load(Ordering::SeqCst) || self.failure.is_some();
-        if self.stop_deadline.is_none() && asked {
+        if !self.stopping.has_begun() && self.stopping.is_asked() {
             self.begin_stop();
         }
-        let Some(deadline) = self.stop_deadline else {
+        let Some(deadline) = self.stopping.deadline else {
             return false;
         };
         if self.conns.is_empty() {
             return true;
         }
         if self.now >= deadline {
-            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            let keys = self.conns.keys();
             for key in keys {
                 self.kill(key, CloseReason::Shutdown);
             }
@@ -455,15 +387,15 @@ impl<H: Handler> Reactor<H> {
     fn begin_stop(&mut self) {
         info!(
             "worker {} stopping: {} connections to close",
-            self.index,
+            self.setup.index,
             self.conns.len()
         );
-        if let Some(err) = &self.failure {
-            error!("worker {}: the listener failed: {err}", self.index);
+        if let Some(err) = &self.stopping.failure {
+            error!("worker {}: the listener failed: {err}", self.setup.index);
         }
         self.close_listeners();
-        self.stop_deadline = Some(self.now + self.config.linger);
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        self.stopping.deadline = Some(self.now + self.setup.config.linger);
+        let keys = self.conns.keys();
         for key in keys {
             self.answer_arrived(key);
             self.begin_close(key, CloseReason::Shutdown);
@@ -476,12 +408,8 @@ impl<H: Handler> Reactor<H> {
     /// sockets themselves live on while another worker or process holds them, so their
     /// queues are not reset by this.
     fn close_listeners(&mut self) {
-        if !self.listeners.is_empty() {
-            self.live.stopped_accepting();
+        if self.accepting.close(self.poll.registry()) {
+            self.setup.live.stopped_accepting();
         }
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.listener_ready = false;
     }
 }

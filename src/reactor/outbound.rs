@@ -13,26 +13,17 @@ use std::mem;
 use std::net::SocketAddr;
 
 use log::{debug, trace};
+use mio::Interest;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use super::Reactor;
 use super::connection::{Connection, Phase};
-use super::io_path::Call;
 use super::socket::MioStream;
-use super::timer::TimerKind;
+use super::types::TimerKind;
+use super::types::{Call, Notice};
 use crate::handler::{Actions, Request};
 use crate::rules::Connect;
 use crate::{CloseReason, ConnId, Context, Handler};
-
-/// What a handler is told about a connection's output, at the end of a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Notice {
-    /// Unsent output passed high water: `Handler::congested`.
-    Congested,
-    /// Unsent output fell to low water after passing high water: `Handler::drained`.
-    Drained,
-}
 
 impl<H: Handler> Reactor<H> {
     /// Carry out what the last callbacks asked of connections by id, in order.
@@ -92,15 +83,19 @@ impl<H: Handler> Reactor<H> {
     /// Start a nonblocking connect to `addr` as connection `id`, and call `open` for it.
     /// A connect that fails at once still gets its `open`, then its `close`.
     fn dial(&mut self, id: ConnId, addr: SocketAddr, by: ConnId) {
-        let stream = if self.stop_deadline.is_some() {
+        let stream = if self.stopping.has_begun() {
             Err(io::Error::other("the server is stopping"))
-        } else if !self.live.try_open(self.index, self.config.max_connections) {
+        } else if !self
+            .setup
+            .live
+            .try_open(self.setup.index, self.setup.config.max_connections)
+        {
             Err(io::Error::other("the connection limit is reached"))
         } else {
             // `connect` on a mio stream is nonblocking: `EINPROGRESS` is success here.
             let stream = TcpStream::connect(addr).map(MioStream::Tcp);
             if stream.is_err() {
-                self.live.closed();
+                self.setup.live.closed();
             }
             stream
         };
@@ -112,37 +107,33 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
         };
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        self.generation = self.generation.wrapping_add(1);
-        let token = Token(key | ((self.generation as usize) << 32));
+        let token = self.conns.next_token();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
-            self.live.closed();
+            self.setup.live.closed();
             self.fail_unborn(id, addr, by, &err);
             return;
         }
-        entry.insert(Connection::connecting(
+        let key = self.conns.insert(Connection::connecting(
             stream,
             token,
             id,
             addr.into(),
             self.now,
         ));
-        self.ids.insert(id, key);
         self.stats.connected += 1;
         trace!(
             "dial {addr} as connection {id} (slot {key}, token {}) for {by}",
             token.0
         );
         self.timers.arm(
-            self.now + self.config.connect_timeout,
+            self.now + self.setup.config.connect_timeout,
             token,
             TimerKind::Connect,
         );
-        self.outbox.opener = Some(by);
+        self.queues.outbox.opener = Some(by);
         self.invoke(key, Call::Open);
-        self.outbox.opener = None;
+        self.queues.outbox.opener = None;
     }
 
     /// A dial that failed before it had a socket: the handler still sees `open` (so it
@@ -150,30 +141,30 @@ impl<H: Handler> Reactor<H> {
     fn fail_unborn(&mut self, id: ConnId, addr: SocketAddr, by: ConnId, err: &io::Error) {
         let reason = CloseReason::ConnectFailed(err.kind());
         let handler = std::sync::Arc::clone(&self.handler);
-        let mut out = mem::take(&mut self.scratch_out);
+        let mut out = mem::take(&mut self.buffers.scratch_out);
         let mut actions = Actions::default();
-        self.outbox.opener = Some(by);
+        self.queues.outbox.opener = Some(by);
         let mut ctx = Context::new(
             id,
             addr.into(),
             self.now,
             &mut out,
             &mut actions,
-            &mut self.outbox,
+            &mut self.queues.outbox,
         );
         let mut session = handler.open(&mut ctx);
-        self.outbox.opener = None;
+        self.queues.outbox.opener = None;
         let mut ctx = Context::new(
             id,
             addr.into(),
             self.now,
             &mut out,
             &mut actions,
-            &mut self.outbox,
+            &mut self.queues.outbox,
         );
         handler.ending(&mut session, &mut ctx, reason);
         out.clear();
-        self.scratch_out = out;
+        self.buffers.scratch_out = out;
         self.stats.count_close(reason);
         handler.close(session, id, reason);
         self.outbox_route(None);
@@ -198,7 +189,7 @@ impl<H: Handler> Reactor<H> {
         if let Err(err) = conn.stream.set_nodelay() {
             debug!("{}: TCP_NODELAY: {err}", conn.peer);
         }
-        if let Some(idle) = self.config.idle_timeout {
+        if let Some(idle) = self.setup.config.idle_timeout {
             self.timers
                 .arm(self.now + idle, conn.token, TimerKind::Idle);
         }
@@ -223,13 +214,13 @@ impl<H: Handler> Reactor<H> {
     pub(super) fn notice(&mut self, key: usize, notice: Notice) {
         let conn = &mut self.conns[key];
         conn.flow.congested = notice == Notice::Congested;
-        self.notices.push((conn.token, notice));
+        self.queues.notices.push((conn.token, notice));
     }
 
     /// Tell handlers whose connections' output passed high water or drained.
     pub(super) fn notify_flow(&mut self) {
-        while !self.notices.is_empty() {
-            let notices = mem::take(&mut self.notices);
+        while !self.queues.notices.is_empty() {
+            let notices = mem::take(&mut self.queues.notices);
             for &(token, notice) in &notices {
                 if let Some(key) = self.live_key(token) {
                     let call = match notice {
@@ -245,11 +236,7 @@ impl<H: Handler> Reactor<H> {
 
     /// The slab key of live connection `id`.
     fn key_of(&self, id: ConnId) -> Option<usize> {
-        let &key = self.ids.get(&id)?;
-        self.conns
-            .get(key)
-            .is_some_and(|conn| !conn.phase.is_dead())
-            .then_some(key)
+        self.conns.live_key_of(id)
     }
 
     /// Change live connection `id`, if there is one.

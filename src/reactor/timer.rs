@@ -16,25 +16,8 @@ use mio::Token;
 
 use super::Reactor;
 use super::connection::Phase;
-use super::io_path::Call;
+use super::types::{Call, TimerKind};
 use crate::{CloseReason, Handler};
-
-/// What a deadline is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TimerKind {
-    /// The connection may have been silent for the idle timeout.
-    Idle,
-    /// A closing connection's linger bound.
-    Linger,
-    /// A timer the handler set.
-    Handler,
-    /// Accepting may resume after running out of file descriptors.
-    AcceptBackoff,
-    /// A dialed connection must be established by now.
-    Connect,
-    /// The TLS handshake must have completed by now.
-    Handshake,
-}
 
 /// A min-heap of deadlines with lazy cancellation.
 #[derive(Debug, Default)]
@@ -77,8 +60,8 @@ impl<H: Handler> Reactor<H> {
     pub(super) fn expire_timers(&mut self) {
         while let Some((_, token, kind)) = self.timers.pop_due(self.now) {
             if kind == TimerKind::AcceptBackoff {
-                self.accept_paused = false;
-                self.listener_ready = true;
+                self.accepting.paused = false;
+                self.accepting.ready = true;
                 continue;
             }
             let Some(key) = self.live_key(token) else {
@@ -101,7 +84,7 @@ impl<H: Handler> Reactor<H> {
         if conn.transport.is_handshaking() && !conn.phase.is_dead() {
             debug!(
                 "connection {} ({}): no TLS handshake within {:?}; closing",
-                conn.id, conn.peer, self.config.handshake_timeout
+                conn.id, conn.peer, self.setup.config.handshake_timeout
             );
             self.kill(key, CloseReason::HandshakeTimeout);
         }
@@ -122,7 +105,7 @@ impl<H: Handler> Reactor<H> {
     /// Close connection `key` if it made no progress for the idle timeout; otherwise re-arm
     /// for its current deadline.
     fn expire_idle(&mut self, key: usize) {
-        let Some(idle) = self.config.idle_timeout else {
+        let Some(idle) = self.setup.config.idle_timeout else {
             return;
         };
         let conn = &self.conns[key];
@@ -149,7 +132,7 @@ impl<H: Handler> Reactor<H> {
         let Some(deadline) = conn.linger_deadline else {
             return;
         };
-        let deadline = deadline.max(conn.last_progress + self.config.linger);
+        let deadline = deadline.max(conn.last_progress + self.setup.config.linger);
         if deadline > self.now {
             conn.linger_deadline = Some(deadline);
             self.timers.arm(deadline, conn.token, TimerKind::Linger);

@@ -1,10 +1,35 @@
-//! Spare output buffers, shared by the connections of one reactor worker.
+//! The reactor's byte buffers that belong to no one connection: the read buffer every
+//! read lands in first, the scratch buffer output is written from, and spare output
+//! buffers shared by the connections of one worker.
 //!
 //! Output that waits for the end of the turn lives in the connection's own buffer. Once it
 //! is written, the buffer comes back here instead of staying with the connection, so an
 //! idle connection owns no output memory, and a busy one takes a warm buffer without
 //! calling the allocator. The pool keeps at most [`SPARE_BYTES`] of capacity; anything
 //! beyond is freed.
+
+/// The buffers a worker's connections share.
+#[derive(Debug)]
+pub(super) struct Buffers {
+    /// Every read lands here first, so idle connections own no input buffer.
+    pub(super) read: Vec<u8>,
+    /// Output of a connection with nothing pending is written here first and sent at once;
+    /// only what the kernel refuses is copied into the connection's own buffer.
+    pub(super) scratch_out: Vec<u8>,
+    /// Output buffers of connections with nothing left to write, for the next to need one.
+    pub(super) spare: SpareBuffers,
+}
+
+impl Buffers {
+    /// Buffers for a worker that reads at most `read_chunk` bytes at a time.
+    pub(super) fn new(read_chunk: usize) -> Self {
+        Buffers {
+            read: vec![0; read_chunk.max(1)],
+            scratch_out: Vec::new(),
+            spare: SpareBuffers::default(),
+        }
+    }
+}
 
 /// Most bytes of capacity kept in the pool.
 pub(crate) const SPARE_BYTES: usize = 1024 * 1024;
