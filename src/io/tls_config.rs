@@ -2,7 +2,7 @@
 //! chain and key, and a client's trusted roots.
 //!
 //! Owns the file formats and their error messages, one clear line each; serving TLS is
-//! the reactor's transport's job.
+//! `io::transport`'s and `io::tls`'s job, under either model.
 
 use std::io;
 use std::path::Path;

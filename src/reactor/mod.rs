@@ -9,21 +9,37 @@
 //!
 //! # Files
 //!
+//! `Reactor` is a few named parts, each a type with its own file; the steps of a turn are
+//! `impl Reactor` blocks, one file per job.
+//!
+//! The parts:
+//! - `connections` — the slab, the id map and the generation: the one place tokens are
+//!   made and read;
+//! - `accepting` — the listeners, the accept budget's leftover, the descriptor back-off;
+//! - `queues` — the turn's lists (serve again, flush, notify, free), mail, the outbox;
+//! - `stopping` — the stop and handover flags, the stop's deadline, a listener failure;
+//! - `buffers` — the read, scratch and spare output buffers no connection owns;
+//! - `timer` (`Timers`), `memory` (`Memory`) — the deadline heap and the budget's state;
+//! - `types` — the small shared types (`Call`, `Notice`, `TimerKind`, fixed tokens) and the
+//!   worker's `Setup`.
+//!
+//! The steps:
 //! - `accept` — taking clients from the listener, admitting or refusing them;
 //! - `io_path` — reading, the handler callbacks, writing their output (`send_output` is
 //!   the one place that acts on the turn's [`WritePolicy`](crate::WritePolicy)), the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
 //! - `mail` — output for other connections, here or on other workers;
 //! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
-//! - `timer` — the deadline heap and what happens when a deadline passes;
+//! - `timer` — what happens when a deadline passes;
 //! - `outbound` — connections a handler dials, and its requests about connections by id
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
-//!   the [`Poster`] that sends messages into a running loop;
-//! - `spare` — spare output buffers, so idle connections own none;
-//! - `connection` — one connection's socket, buffers and [`Phase`]
-//!   (its bytes go through the crate's `transport`: the socket, or TLS over it);
-//! - `socket` — the TCP-or-Unix listener and stream types the reactor registers.
+//!   the [`Poster`] that sends messages into a running loop.
+//!
+//! And the connection itself: `connection` — one connection's socket, buffers and
+//! [`Phase`] (its bytes go through `io::transport`: the socket, or TLS over it); `socket`
+//! — the TCP-or-Unix listener and stream types the reactor registers (`MioListener`,
+//! `MioStream`).
 
 use std::io;
 use std::mem;
@@ -168,7 +184,8 @@ impl<H: Handler> Reactor<H> {
     }
 }
 
-/// A single-threaded event loop serving one listener.
+/// A single-threaded event loop serving this worker's listeners and connections, in the
+/// named parts below.
 struct Reactor<H: Handler> {
     /// The readiness queue (epoll on Linux).
     poll: Poll,

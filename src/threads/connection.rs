@@ -21,6 +21,7 @@ use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
 mod dial;
+mod requests;
 
 pub(super) use dial::dial;
 
@@ -509,7 +510,7 @@ impl<H: Handler> Client<H> {
         // Dialed first, so bytes sent to a new connection reach it; the other requests after
         // the bytes, so a shutdown follows what was sent before it.
         let requests = std::mem::take(&mut self.fx.outbox.requests);
-        super::requests::dial_all(&self.shared, &requests);
+        requests::dial_all(&self.shared, &requests);
         let mut mail: HashMap<ConnId, Vec<u8>> = HashMap::new();
         self.fx.outbox.drain(|to, bytes| {
             mail.entry(to).or_default().extend_from_slice(bytes);
@@ -522,7 +523,7 @@ impl<H: Handler> Client<H> {
                 None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
             }
         }
-        super::requests::carry_out(&self.shared.registry, &requests);
+        requests::carry_out(&self.shared.registry, &requests);
     }
 
     /// Close the connection as `ending` says; returns the reason.

@@ -15,11 +15,11 @@
 //! # Files
 //!
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
-//! - `client` — one client thread: read, feed, write, deadlines, the close;
+//! - `connection` — one connection's thread: read, feed, write, deadlines, the close; with
+//!   `connection/dial` (connections a handler dials, each on a thread of its own) and
+//!   `connection/requests` (what a callback asks of connections by id);
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it, and every blocking write;
-//! - `reach` — what a callback asks of connections by id (a connect gets a thread of its
-//!   own, in `connection::dial`);
 //! - `registry` — every live client by id;
 //! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
 
@@ -39,7 +39,6 @@ mod connection;
 mod memory;
 mod peer;
 mod registry;
-mod requests;
 mod wire;
 
 use accept::AcceptLoop;

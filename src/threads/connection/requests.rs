@@ -11,23 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::WorkerShared;
-use super::connection;
-use super::registry::Registry;
 use crate::Handler;
 use crate::handler::Request;
+use crate::threads::WorkerShared;
+use crate::threads::registry::Registry;
 
 /// Dial every connection `requests` ask for.
-pub(super) fn dial_all<H: Handler>(shared: &Arc<WorkerShared<H>>, requests: &[Request]) {
+pub(in crate::threads) fn dial_all<H: Handler>(
+    shared: &Arc<WorkerShared<H>>,
+    requests: &[Request],
+) {
     for &request in requests {
         if let Request::Connect { id, addr, by } = request {
-            connection::dial(shared, id, addr, by);
+            super::dial(shared, id, addr, by);
         }
     }
 }
 
 /// Carry out the requests other than connects.
-pub(super) fn carry_out(registry: &Registry, requests: &[Request]) {
+pub(in crate::threads) fn carry_out(registry: &Registry, requests: &[Request]) {
     for &request in requests {
         let (id, how) = match request {
             Request::Connect { .. } | Request::PauseReading(_) | Request::ResumeReading(_) => {
