@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::worker::Live;
 use crate::{CloseReason, Stats};
 
+mod config;
 mod conn;
 mod endpoint;
 mod reactor;
@@ -24,9 +25,8 @@ mod reactor;
 pub mod request;
 mod routes;
 
-pub use endpoint::{
-    EndpointConfig, MetricsServer, bind, serve, serve_listener, serve_listener_with, serve_with,
-};
+pub use config::EndpointConfig;
+pub use endpoint::{MetricsServer, bind, serve, serve_listener, serve_listener_with, serve_with};
 
 /// The server at one moment: counters summed over workers, and gauges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::config::EndpointConfig;
 use super::conn::{Conn, Next};
-use super::endpoint::EndpointConfig;
 use super::routes::{Response, Source};
 use crate::rules::{self, AcceptError, HalfClose};
 
