@@ -36,28 +36,21 @@
 //!
 //! # Layout
 //!
-//! Bottom up; each layer imports only the layers above it in this list (doc links aside).
+//! Bottom up; each layer imports only the layers listed before it (doc links aside).
 //!
-//! - **Types every layer speaks**: `handler` — the [`Handler`] trait, its [`Context`], the
-//!   calls that reach other connections by id, connection ids and close reasons; `config`,
-//!   `stats` — limits in, counters out; `budget` — the server-wide budget for buffered
-//!   bytes; `io::peer_addr` — who the peer is.
-//! - **Shared mechanics**: `rules` — what both models do alike, written once; `io` — a
-//!   connection's bytes through the socket or a rustls session, the blocking socket types,
-//!   and `sys`, every libc call behind a safe function. The two share types (`io` returns
-//!   `rules`' read outcome; `rules` takes a peer address), not behaviour.
-//! - **Per worker**: `worker` — what every worker is given; `listen` — where a server
-//!   listens ([`Listener`]): TCP, Unix paths, inherited descriptors ([`activation`]) and
-//!   the binary [`upgrade`].
-//! - **Models**: `reactor` — the event loop (`mod.rs` is one named step per line) and the
-//!   [`EventLoop`] and [`Poster`] that drive it from outside; `threads` — thread per
-//!   client; [`metrics`] — live snapshots, Prometheus text and the `/metrics` endpoint (a
-//!   small reactor of its own).
-//! - **On top**: `server` — [`Server`], [`Running`], [`StopHandle`]; nothing imports it.
-//! - **Beside**: [`protocols`] — echo, seed, chat, HTTP/1.1, RESP, a TCP proxy, which see
-//!   only the first layer; `tools` — the tutorial's `client` and the `load` generator
-//!   (feature `cli`); the `tcp-reactor` binary in `src/bin/tcp-reactor/` parses arguments
-//!   and calls the library.
+//! - **Types every layer speaks**: `handler` ([`Handler`], [`Context`], reaching other
+//!   connections by id, ids and close reasons), `config`, `stats`, `budget` (the
+//!   server-wide budget for buffered bytes), `io::peer_addr`.
+//! - **Shared mechanics**: `rules`, what both models do alike, written once; `io`, bytes
+//!   through the socket or rustls, and `sys`, every libc call behind a safe function.
+//! - **Per worker**: `worker`; `listen` ([`Listener`]: TCP, Unix paths, inherited
+//!   descriptors ([`activation`]), the binary [`upgrade`]).
+//! - **Models**: `reactor` (`turn` is one named step per line; [`EventLoop`], [`Poster`]),
+//!   `threads`, and [`metrics`] (snapshots, Prometheus text, an endpoint that is a small
+//!   reactor of its own).
+//! - **On top**: `server` ([`Server`], [`Running`], [`StopHandle`]); nothing imports it.
+//! - **Beside**: [`protocols`], which see only the first layer; `tools` (`client`, `load`);
+//!   the binary in `src/bin/tcp-reactor/`, which parses arguments and calls the library.
 //!
 //! The server core is re-exported at the crate root; the rest are public modules. The
 //! guide — operations, deployment, TLS, embedding in depth, architecture, benchmarks — is in
