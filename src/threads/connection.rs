@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::peer::{Open, Patience, Peer, WriteError};
+use super::peer::Peer;
+use super::write::{Open, Patience, WriteError};
 use super::{WorkerShared, memory};
 use crate::handler::{Actions, Outbox};
 use crate::io::stream::BlockingStream;

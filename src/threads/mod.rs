@@ -19,9 +19,10 @@
 //!   `connection/dial` (connections a handler dials, each on a thread of its own) and
 //!   `connection/requests` (what a callback asks of connections by id);
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
-//! - `peer` — a client's socket as other threads see it, and every blocking write;
+//! - `peer` — a client's socket as other threads see it;
 //! - `registry` — every live client by id;
-//! - `wire` — what a client's bytes travel through: the socket, or TLS over it.
+//! - `wire` — what a client's bytes travel through: the socket, or TLS over it;
+//! - `write` — the gate writers take turns at, and every blocking write.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -40,6 +41,7 @@ mod memory;
 mod peer;
 mod registry;
 mod wire;
+mod write;
 
 use accept::AcceptLoop;
 use connection::Finished;

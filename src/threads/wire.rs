@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
 
-use super::peer::{Gate, Patience, WriteError, write_all};
+use super::write::{Gate, Patience, WriteError, write_all};
 use crate::io::stream::BlockingStream;
 #[cfg(feature = "tls")]
 use crate::rules::is_timeout;
