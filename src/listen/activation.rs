@@ -1,4 +1,4 @@
-//! BlockingListener descriptors inherited the systemd way (`sd_listen_fds`): `LISTEN_PID` names
+//! Listening descriptors inherited the systemd way (`sd_listen_fds`): `LISTEN_PID` names
 //! this process and `LISTEN_FDS` counts descriptors starting at 3. A binary upgrade hands
 //! its sockets to the new process the same way, so either parent works.
 //!

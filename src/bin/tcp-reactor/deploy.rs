@@ -34,7 +34,7 @@ const DRAIN_CHECK: Duration = Duration::from_millis(20);
 /// What the process inherited from whoever started it, taken before any thread starts.
 #[derive(Debug)]
 pub(crate) struct Inherited {
-    /// BlockingListener descriptors named by `LISTEN_FDS`, or why there are none.
+    /// Listening descriptors named by `LISTEN_FDS`, or why there are none.
     activation: Activation,
     /// Where to say "accepting" when an old server started this one for an upgrade.
     ready: Option<OwnedFd>,
