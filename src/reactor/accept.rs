@@ -133,7 +133,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(idle) = self.setup.config.idle_timeout {
             self.timers.arm(self.now + idle, token, TimerKind::Idle);
         }
-        if self.conns[key].transport.is_handshaking() {
+        if self.conns[key].is_handshaking() {
             let at = self.now + self.setup.config.handshake_timeout;
             self.timers.arm(at, token, TimerKind::Handshake);
         }

@@ -4,20 +4,26 @@
 //! This module owns the socket calls for connections and turns their results into a few
 //! outcomes the reactor can act on (reads are classified by `rules::read_once`, shared with
 //! the threads model). It must not call the handler or know about other connections; the
-//! rest of the reactor decides what a connection does next.
+//! rest of the reactor decides what a connection does next, through the methods here: the
+//! fields are private, so the output's `sent` mark, the phase, the flags that pair with the
+//! reactor's lists and the budget's figure change only in the ways written below.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use log::{debug, trace};
 use mio::Token;
 
+use super::buffers::SpareBuffers;
 use super::socket::MioStream;
+use super::types::Notice;
 use crate::PeerAddr;
-use crate::budget::{Charge, Foreign, Sender};
+use crate::budget::{Blame, Budget, Charge, Foreign, Sender};
 
+use crate::handler::Actions;
 use crate::io::transport::Transport;
-use crate::rules::{self, HalfClose, ReadOutcome};
+use crate::rules::{self, Applied, HalfClose, ReadOutcome};
 use crate::{CloseReason, ConnId, Stats};
 
 /// Unsent output buffers above this capacity are released once empty, so a connection
@@ -39,73 +45,100 @@ pub(crate) enum FlushOutcome {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     /// The nonblocking socket, registered once for read and write interest.
-    pub(crate) stream: MioStream,
+    stream: MioStream,
     /// What bytes travel through between the buffers and the socket: the socket itself,
     /// or TLS. Everything else in the connection counts plaintext.
-    pub(crate) transport: Transport,
+    transport: Transport,
     /// Slab key in the low 32 bits, a generation in the high bits, so an event for a
     /// reused slot is recognised as stale.
-    pub(crate) token: Token,
+    token: Token,
     /// The id handlers use; unique for the server's life.
-    pub(crate) id: ConnId,
+    id: ConnId,
     /// The peer's address, for logs and handlers.
-    pub(crate) peer: PeerAddr,
+    peer: PeerAddr,
     /// The handler's state for this connection; taken when it closes.
-    pub(crate) session: Option<S>,
+    session: Option<S>,
     /// Input the handler has not consumed yet. Empty (and unallocated) most of the time:
     /// input is handed to the handler straight from the reactor's shared read buffer.
-    pub(crate) input: Vec<u8>,
+    input: Vec<u8>,
     /// Output not yet sent; bytes before `sent` already left.
-    pub(crate) output: Vec<u8>,
-    /// How much of `output` has been written.
-    pub(crate) sent: usize,
+    output: Vec<u8>,
+    /// How much of `output` has been written; advanced only by the writes below.
+    sent: usize,
     /// Bytes of output written over the connection's life: with the unsent bytes, the
     /// position in its output stream that [`Foreign`] runs are recorded at.
     written: u64,
     /// The runs of unsent output that other connections' callbacks queued, and whom they
     /// count against in the budget.
-    pub(crate) foreign: Foreign,
+    foreign: Foreign,
     /// What this connection's callbacks queued on others, counted against it in the
     /// budget; made on its first message to another connection.
-    pub(crate) sender: Sender,
+    sender: Sender,
     /// Where the connection is in its life; decides what it reads and when it closes.
-    pub(crate) phase: Phase,
+    phase: Phase,
     /// Already on the ready list for a revisit next turn (independent of the phase: any
     /// phase that reads can be stopped early by a budget).
-    pub(crate) queued: bool,
+    queued: bool,
     /// On the list of connections whose output another connection queued this turn, to be
     /// flushed at its end.
-    pub(crate) dirty: bool,
+    dirty: bool,
     /// When the connection last made progress (the handler consumed input, or output was
     /// written), for the idle timeout and the linger bound.
-    pub(crate) last_progress: Instant,
+    last_progress: Instant,
     /// When a closing connection must be gone.
-    pub(crate) linger_deadline: Option<Instant>,
+    linger_deadline: Option<Instant>,
     /// When the handler's timer fires.
-    pub(crate) handler_timer: Option<Instant>,
+    handler_timer: Option<Instant>,
     /// Bytes this connection is counted for in the server-wide budget.
-    pub(crate) accounted: usize,
+    accounted: usize,
     /// Parked until the budget eases (see `memory`).
-    pub(crate) budget_wait: bool,
+    budget_wait: bool,
     /// What the handler asked about this connection from elsewhere (a paused read, a
     /// shutdown after flush), and whether it was told the output passed high water.
-    pub(crate) flow: Flow,
+    flow: Flow,
 }
 
 /// Flow control a handler applies to a connection by id (see `handler::reach`), apart from
 /// the [`Phase`]: a connection paused by its handler is still open, and one whose sending
 /// side is shut may still read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Flow {
+struct Flow {
     /// The handler paused reading; input waits in the kernel until it resumes.
-    pub(crate) reading_paused: bool,
+    reading_paused: bool,
     /// Output passed high water and the handler was told (`congested`); it is told again
     /// (`drained`) when the output falls to low water.
-    pub(crate) congested: bool,
+    congested: bool,
     /// Shut down the sending side once the output is flushed.
-    pub(crate) shutdown_pending: bool,
+    shutdown_pending: bool,
     /// The sending side is shut down: no more output is accepted.
-    pub(crate) write_shut: bool,
+    write_shut: bool,
+}
+
+/// What one handler callback may touch of a connection, apart from its id and address:
+/// the handler's state, the buffered input, and the buffer its output goes to.
+pub(crate) struct Callee<'a, S> {
+    /// The handler's state (`None` before `open`).
+    pub(crate) session: &'a mut Option<S>,
+    /// Input not consumed yet, which the callback may consume (see `rules::feed`).
+    pub(crate) input: &'a mut Vec<u8>,
+    /// Where the callback's output goes: the shared buffer, or the connection's own.
+    pub(crate) out: &'a mut Vec<u8>,
+    /// The bytes at the front of `out` already written.
+    pub(crate) already_sent: usize,
+    /// The length of the connection's own output before the callback (see
+    /// [`Connection::abort_output`]).
+    pub(crate) mark: usize,
+}
+
+/// Whether a closing connection's linger deadline has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linger {
+    /// No deadline was armed.
+    Unarmed,
+    /// Moved to this later time, as the connection made progress since it was armed.
+    Later(Instant),
+    /// The deadline has passed.
+    Passed,
 }
 
 impl<S> Connection<S> {
@@ -142,15 +175,433 @@ impl<S> Connection<S> {
         }
     }
 
+    /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
+    pub(crate) fn connecting(
+        stream: MioStream,
+        token: Token,
+        id: ConnId,
+        peer: PeerAddr,
+        now: Instant,
+    ) -> Self {
+        Connection {
+            phase: Phase::Connecting,
+            ..Connection::new(stream, token, id, peer, now)
+        }
+    }
+
+    /// The same connection, carrying its bytes through `transport`.
+    pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    // Identity.
+
+    /// The poll token: slab key and generation.
+    #[inline]
+    pub(crate) fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The id handlers know it by.
+    #[inline]
+    pub(crate) fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    #[inline]
+    pub(crate) fn peer(&self) -> PeerAddr {
+        self.peer
+    }
+
+    // The phase and its transitions.
+
+    /// Where the connection is in its life.
+    #[inline]
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the socket is to be read now: the phase reads, and an open connection's
+    /// handler has not paused it.
+    #[inline]
+    pub(crate) fn wants_read(&self) -> bool {
+        self.phase.wants_read() && !(self.flow.reading_paused && self.phase.wants_input())
+    }
+
+    /// Mark the connection finished for `reason`; false if it already was.
+    #[inline]
+    pub(crate) fn die(&mut self, reason: CloseReason) -> bool {
+        if self.phase.is_dead() {
+            return false;
+        }
+        self.phase = Phase::Dead(reason);
+        true
+    }
+
+    /// Stop reading an open connection whose output passed high water; false if it was
+    /// not open.
+    #[inline]
+    pub(crate) fn pause(&mut self) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        self.phase = Phase::Paused;
+        true
+    }
+
+    /// Read a paused connection again, its output drained; false if it was not paused.
+    #[inline]
+    pub(crate) fn resume(&mut self) -> bool {
+        if self.phase != Phase::Paused {
+            return false;
+        }
+        trace!("connection {}: output drained; resuming reads", self.id);
+        self.phase = Phase::Open;
+        true
+    }
+
+    /// The peer sent EOF (see [`Phase::after_eof`]).
+    pub(crate) fn peer_closed(&mut self) {
+        self.phase = self.phase.after_eof();
+    }
+
+    /// The handler keeps the connection open for output after the peer's EOF; false if it
+    /// is no longer open or paused (the callback closed it).
+    pub(crate) fn half_close(&mut self) -> bool {
+        if !matches!(self.phase, Phase::Open | Phase::Paused) {
+            return false;
+        }
+        self.phase = Phase::HalfClosed;
+        true
+    }
+
+    /// Close for `reason` once the output is flushed (see
+    /// [`Phase::after_close_request`]); false if a close was already under way.
+    pub(crate) fn request_close(&mut self, reason: CloseReason) -> bool {
+        let before = self.phase;
+        self.phase = before.after_close_request(reason);
+        self.phase != before
+    }
+
+    /// Close for `reason` once the output is flushed, without waiting for the peer's EOF:
+    /// as if it had come.
+    pub(crate) fn close_after_flush(&mut self, reason: CloseReason) {
+        self.phase = self.phase.after_close_request(reason).after_eof();
+    }
+
+    /// Output flushed on a closing connection: send our FIN and read until the peer's EOF.
+    pub(crate) fn linger(&mut self, reason: CloseReason) {
+        trace!(
+            "connection {}: output flushed; shutting down writes",
+            self.id
+        );
+        self.shutdown_write();
+        self.phase = Phase::Lingering(reason);
+    }
+
+    /// The connect finished: the connection is open, and its replies go without delay.
+    pub(crate) fn establish(&mut self, now: Instant) {
+        trace!("connection {} established to {}", self.id, self.peer);
+        self.phase = Phase::Open;
+        self.last_progress = now;
+        if let Err(err) = self.stream.set_nodelay() {
+            debug!("{}: TCP_NODELAY: {err}", self.peer);
+        }
+    }
+
+    /// The freed connection's last word: why it closed, and the handler's state. Its bytes
+    /// leave `budget`.
+    pub(crate) fn finish(mut self, budget: &Budget) -> (CloseReason, Option<S>) {
+        budget.update(&mut self.accounted, 0);
+        let reason = match self.phase {
+            Phase::Dead(reason) => reason,
+            _ => CloseReason::Shutdown,
+        };
+        trace!("close connection {} ({}): {reason}", self.id, self.peer);
+        (reason, self.session)
+    }
+
+    /// A finished connection's reason and handler state, for `Handler::ending`.
+    pub(crate) fn ending(&mut self) -> Option<(CloseReason, &mut S)> {
+        match (self.phase, self.session.as_mut()) {
+            (Phase::Dead(reason), Some(session)) => Some((reason, session)),
+            _ => None,
+        }
+    }
+
+    // Flow control the handler asked for.
+
+    /// The handler paused reading.
+    pub(crate) fn pause_reading(&mut self) {
+        self.flow.reading_paused = true;
+    }
+
+    /// The handler resumed reading; true if it was paused.
+    pub(crate) fn resume_reading(&mut self) -> bool {
+        std::mem::take(&mut self.flow.reading_paused)
+    }
+
+    /// The handler asked to shut down the sending side once the output is flushed.
+    pub(crate) fn ask_shutdown_write(&mut self) {
+        self.flow.shutdown_pending = true;
+    }
+
+    /// Shut down the sending side if the handler asked and the output is flushed.
+    #[inline]
+    pub(crate) fn shutdown_if_asked(&mut self) {
+        if self.flow.shutdown_pending && self.phase != Phase::Connecting && self.pending() == 0 {
+            trace!(
+                "connection {}: output flushed; shutting down writes as asked",
+                self.id
+            );
+            self.flow.shutdown_pending = false;
+            self.flow.write_shut = true;
+            self.shutdown_write();
+        }
+    }
+
+    /// Its sending side is shut down.
+    #[inline]
+    pub(crate) fn write_shut(&self) -> bool {
+        self.flow.write_shut
+    }
+
+    /// Whether output from other connections is still taken: not once our FIN is sent.
+    pub(crate) fn accepts_output(&self) -> bool {
+        !matches!(self.phase, Phase::Dead(_) | Phase::Lingering(_)) && !self.flow.write_shut
+    }
+
+    /// The handler was told it is congested (until it is told the output drained).
+    #[inline]
+    pub(crate) fn is_congested(&self) -> bool {
+        self.flow.congested
+    }
+
+    /// Record what the handler is about to be told.
+    pub(crate) fn noticed(&mut self, notice: Notice) {
+        self.flow.congested = notice == Notice::Congested;
+    }
+
+    // Flags that pair with the reactor's lists: set when the token is pushed, taken when
+    // it is popped, so each connection is on each list at most once.
+
+    /// Mark it for the ready list; false if it is there already.
+    #[inline]
+    pub(crate) fn mark_queued(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
+    /// Taken off the ready list.
+    #[inline]
+    pub(crate) fn take_queued(&mut self) -> bool {
+        std::mem::take(&mut self.queued)
+    }
+
+    /// Mark it for the end-of-turn flush list if it has output; false if it is there
+    /// already or has nothing to write.
+    #[inline]
+    pub(crate) fn mark_dirty(&mut self) -> bool {
+        if self.dirty || self.pending() == 0 {
+            return false;
+        }
+        self.dirty = true;
+        true
+    }
+
+    /// Taken off the flush list.
+    #[inline]
+    pub(crate) fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Mark it parked for the budget; false if it is parked already.
+    pub(crate) fn mark_budget_wait(&mut self) -> bool {
+        !std::mem::replace(&mut self.budget_wait, true)
+    }
+
+    /// Taken off the budget's waiting list.
+    pub(crate) fn take_budget_wait(&mut self) -> bool {
+        std::mem::take(&mut self.budget_wait)
+    }
+
+    // Time.
+
+    /// The connection made progress now (input consumed or output written).
+    #[inline]
+    pub(crate) fn progressed(&mut self, now: Instant) {
+        self.last_progress = now;
+    }
+
+    /// When the connection last made progress.
+    pub(crate) fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
+    /// Carry out a callback's requests on this connection (its timer; see
+    /// `rules::apply`).
+    #[inline]
+    pub(crate) fn apply(&mut self, actions: Actions) -> Applied {
+        rules::apply(actions, &mut self.handler_timer)
+    }
+
+    /// Whether the handler's timer is due at `now`; if so it is disarmed.
+    pub(crate) fn take_due_timer(&mut self, now: Instant) -> bool {
+        if self.handler_timer.is_some_and(|at| at <= now) {
+            self.handler_timer = None;
+            return true;
+        }
+        false
+    }
+
+    /// Bound a closing connection's life at `at`; false if it was bounded already.
+    pub(crate) fn arm_linger(&mut self, at: Instant) -> bool {
+        if self.linger_deadline.is_some() {
+            return false;
+        }
+        self.linger_deadline = Some(at);
+        true
+    }
+
+    /// Whether the linger deadline has passed at `now`; it moves later while the
+    /// connection still makes progress (no longer than `linger` after the last).
+    pub(crate) fn linger_due(&mut self, now: Instant, linger: Duration) -> Linger {
+        let Some(deadline) = self.linger_deadline else {
+            return Linger::Unarmed;
+        };
+        let deadline = deadline.max(self.last_progress + linger);
+        if deadline > now {
+            self.linger_deadline = Some(deadline);
+            return Linger::Later(deadline);
+        }
+        Linger::Passed
+    }
+
+    // Input and output.
+
+    /// Bytes of input the handler has not consumed.
+    #[inline]
+    pub(crate) fn buffered_input(&self) -> usize {
+        self.input.len()
+    }
+
+    /// What a callback may touch. Its output goes to `scratch` when given (nothing is
+    /// pending), else to the connection's own buffer, taken from `spare` if it has none.
+    #[inline]
+    pub(crate) fn callee<'a>(
+        &'a mut self,
+        scratch: Option<&'a mut Vec<u8>>,
+        spare: &mut SpareBuffers,
+    ) -> Callee<'a, S> {
+        if scratch.is_none() && self.output.capacity() == 0 {
+            self.output = spare.take();
+        }
+        let mark = self.output.len();
+        let (out, already_sent) = match scratch {
+            Some(scratch) => (scratch, 0),
+            None => (&mut self.output, self.sent),
+        };
+        Callee {
+            session: &mut self.session,
+            input: &mut self.input,
+            out,
+            already_sent,
+            mark,
+        }
+    }
+
+    /// Queue what a callback wrote to the shared buffer `scratch` (left empty).
+    #[inline]
+    pub(crate) fn queue_scratch(&mut self, scratch: &mut Vec<u8>) {
+        self.output.append(scratch);
+    }
+
+    /// Drop the output queued since `mark` (an aborting callback's) and give the rest its
+    /// one write, as the eager policy would have.
+    pub(crate) fn abort_output(&mut self, mark: usize, stats: &mut Stats, now: Instant) {
+        self.output.truncate(mark);
+        let _ = self.flush(stats, now);
+    }
+
+    /// Bytes queued and not yet written; an emptied output buffer goes back to `spare`,
+    /// so an idle connection keeps none.
+    #[inline]
+    pub(crate) fn release_output(&mut self, spare: &mut SpareBuffers) -> usize {
+        let pending = self.pending();
+        if pending == 0 && self.output.capacity() > 0 {
+            spare.give(std::mem::take(&mut self.output));
+        }
+        pending
+    }
+
+    // The budget.
+
     /// Bytes this connection's buffers hold from the allocator, for the budget.
     #[inline]
     pub(crate) fn holding(&self) -> usize {
         self.input.capacity() + self.output.capacity() + self.foreign.memory()
     }
 
+    /// Record what it holds now in `budget` (an atomic operation only when it changed).
+    #[inline]
+    pub(crate) fn account(&mut self, budget: &Budget) {
+        let holding = self.holding();
+        budget.update(&mut self.accounted, holding);
+    }
+
+    /// What its callbacks queued on other connections, not yet written.
+    #[inline]
+    pub(crate) fn queued_on_others(&self) -> u64 {
+        self.sender.get().map_or(0, |charge| charge.queued())
+    }
+
+    /// The charge its messages to others count against, made on the first (`worker`:
+    /// this reactor's index).
+    pub(crate) fn charge(&mut self, worker: usize) -> &Arc<Charge> {
+        self.sender.charge(worker)
+    }
+
+    /// The charge its messages to others count against, if it sent any.
+    pub(crate) fn sender_charge(&self) -> Option<&Arc<Charge>> {
+        self.sender.get()
+    }
+
+    /// The bytes it is to blame for itself in the budget: what it is counted for, less
+    /// what other connections queued on it (filed in `blame` under their senders).
+    pub(crate) fn blame_own(&mut self, blame: &mut Blame, now: Instant, worker: usize) -> u64 {
+        if self.foreign.is_empty() {
+            return self.accounted as u64;
+        }
+        // Only bytes whose sender is gone depend on it: spare the syscall.
+        let taking = self.foreign.has_orphans() && self.takes_output(now);
+        blame.receiver(
+            self.accounted,
+            &self.foreign,
+            self.output.capacity(),
+            self.output.len() - self.sent,
+            taking,
+            worker,
+        )
+    }
+
+    /// Log, at debug level, what it holds as it is closed for the budget.
+    pub(crate) fn log_budget_close(&self) {
+        debug!(
+            "connection {} closed for the budget: input {} of {} bytes, output {} of {}, \
+             queued on others {}",
+            self.id,
+            self.input.len(),
+            self.input.capacity(),
+            self.pending(),
+            self.output.capacity(),
+            self.queued_on_others(),
+        );
+    }
+
     /// Whether the peer takes the output other connections queued here (see
     /// [`Foreign::taken_lately`]); may ask the kernel (one `ioctl`).
-    pub(crate) fn takes_output(&mut self, now: Instant) -> bool {
+    fn takes_output(&mut self, now: Instant) -> bool {
         let (stream, written) = (&self.stream, self.written);
         self.foreign.taken_lately(now, || {
             let queued = stream.unacknowledged().ok()?;
@@ -174,19 +625,7 @@ impl<S> Connection<S> {
         self.output.extend_from_slice(bytes);
     }
 
-    /// A connection a handler dialed, whose nonblocking connect to `peer` is under way.
-    pub(crate) fn connecting(
-        stream: MioStream,
-        token: Token,
-        id: ConnId,
-        peer: PeerAddr,
-        now: Instant,
-    ) -> Self {
-        Connection {
-            phase: Phase::Connecting,
-            ..Connection::new(stream, token, id, peer, now)
-        }
-    }
+    // The socket.
 
     /// Whether a connect under way has finished, once the poll reported the socket.
     pub(crate) fn connect_result(&self) -> rules::Connect {
@@ -207,10 +646,15 @@ impl<S> Connection<S> {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
     }
 
-    /// The same connection, carrying its bytes through `transport`.
-    pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
-        self
+    /// The TLS handshake is not finished.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.transport.is_handshaking()
+    }
+
+    /// Whether output queued during the TLS handshake may go now (asked once).
+    #[inline]
+    pub(crate) fn take_flush_due(&mut self) -> bool {
+        self.transport.take_flush_due()
     }
 
     /// Bytes queued and not yet written (plaintext the transport holds included).

@@ -51,8 +51,8 @@ impl<S> Connections<S> {
     /// Store `conn`, made with the token [`next_token`](Self::next_token) gave; returns
     /// its slab key.
     pub(super) fn insert(&mut self, conn: Connection<S>) -> usize {
-        let id = conn.id;
-        debug_assert_eq!(conn.token.0 & KEY_MASK, self.slab.vacant_key());
+        let id = conn.id();
+        debug_assert_eq!(conn.token().0 & KEY_MASK, self.slab.vacant_key());
         let key = self.slab.insert(conn);
         self.ids.insert(id, key);
         key
@@ -61,7 +61,7 @@ impl<S> Connections<S> {
     /// Take connection `key` out, freeing its slot and its id.
     pub(super) fn remove(&mut self, key: usize) -> Connection<S> {
         let conn = self.slab.remove(key);
-        self.ids.remove(&conn.id);
+        self.ids.remove(&conn.id());
         conn
     }
 
@@ -70,7 +70,7 @@ impl<S> Connections<S> {
     pub(super) fn live_key(&self, token: Token) -> Option<usize> {
         let key = token.0 & KEY_MASK;
         match self.slab.get(key) {
-            Some(conn) if conn.token == token && !conn.phase.is_dead() => Some(key),
+            Some(conn) if conn.token() == token && !conn.phase().is_dead() => Some(key),
             _ => None,
         }
     }
@@ -85,7 +85,7 @@ impl<S> Connections<S> {
         let key = self.key_of(id)?;
         self.slab
             .get(key)
-            .is_some_and(|conn| !conn.phase.is_dead())
+            .is_some_and(|conn| !conn.phase().is_dead())
             .then_some(key)
     }
 

@@ -35,7 +35,7 @@ impl<H: Handler> Reactor<H> {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if !conn.phase.wants_read() || (conn.flow.reading_paused && conn.phase.wants_input()) {
+            if !conn.wants_read() {
                 return;
             }
             if budget == 0 {
@@ -54,9 +54,9 @@ impl<H: Handler> Reactor<H> {
                 ReadOutcome::Data(n) => {
                     self.stats.bytes_in += n as u64;
                     budget -= n;
-                    trace!("read {n} bytes from connection {}", conn.id);
+                    trace!("read {n} bytes from connection {}", conn.id());
                     // A closing connection reads only to reach the peer's EOF.
-                    if conn.phase.wants_input() && self.invoke(key, Call::Data(n)) {
+                    if conn.phase().wants_input() && self.invoke(key, Call::Data(n)) {
                         // Output passed high water with input left: the rest waits for a
                         // revisit, and reading more now would only pile it up.
                         return;
@@ -66,19 +66,19 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
                 ReadOutcome::Eof => {
-                    trace!("read 0 bytes: connection {} sent EOF", conn.id);
+                    trace!("read 0 bytes: connection {} sent EOF", conn.id());
                     self.on_eof(key);
                     return;
                 }
                 ReadOutcome::WouldBlock => {
                     // The TLS handshake completed: output queued during it can go now.
-                    if conn.transport.take_flush_due() {
+                    if conn.take_flush_due() {
                         self.flush(key);
                     }
                     return;
                 }
                 ReadOutcome::Failed(err) => {
-                    debug!("read from connection {}: {err}", conn.id);
+                    debug!("read from connection {}: {err}", conn.id());
                     self.kill(key, CloseReason::from_io(&err));
                     return;
                 }
@@ -100,43 +100,30 @@ impl<H: Handler> Reactor<H> {
         // straight to the socket. Otherwise it queues behind what is pending, or stays in
         // the connection's own buffer until the end of the turn: no copy either way.
         let use_scratch = !self.queues.defer && conn.pending() == 0;
-        if !use_scratch && conn.output.capacity() == 0 {
-            conn.output = self.buffers.spare.take();
-        }
-        let mark = conn.output.len();
-        let (out, already_sent) = if use_scratch {
-            (&mut self.buffers.scratch_out, 0)
-        } else {
-            (&mut conn.output, conn.sent)
-        };
+        let (id, peer) = (conn.id(), conn.peer());
+        let scratch = use_scratch.then_some(&mut self.buffers.scratch_out);
+        let callee = conn.callee(scratch, &mut self.buffers.spare);
+        let mark = callee.mark;
         // The requests live exactly as long as this callback.
         let mut actions = Actions::default();
         let mut ctx = Context::new(
-            conn.id,
-            conn.peer,
+            id,
+            peer,
             self.now,
-            out,
+            callee.out,
             &mut actions,
             &mut self.queues.outbox,
         )
-        .already_sent(already_sent);
+        .already_sent(callee.already_sent);
         let mut held = false;
-        match (call, conn.session.as_mut()) {
-            (Call::Open, _) => conn.session = Some(handler.open(&mut ctx)),
+        let mut consumed = false;
+        match (call, callee.session.as_mut()) {
+            (Call::Open, _) => *callee.session = Some(handler.open(&mut ctx)),
             (Call::Data(fresh), Some(session)) => {
                 let fresh = &self.buffers.read[..fresh];
                 let high_water = self.setup.config.high_water;
-                let fed = rules::feed(
-                    handler,
-                    session,
-                    &mut conn.input,
-                    fresh,
-                    &mut ctx,
-                    high_water,
-                );
-                if fed.consumed > 0 {
-                    conn.last_progress = self.now;
-                }
+                let fed = rules::feed(handler, session, callee.input, fresh, &mut ctx, high_water);
+                consumed = fed.consumed > 0;
                 held = fed.stop == Stop::HighWater;
             }
             (Call::Timer, Some(session)) => handler.timer(session, &mut ctx),
@@ -147,6 +134,9 @@ impl<H: Handler> Reactor<H> {
             (Call::Congested, Some(session)) => handler.congested(session, &mut ctx),
             (Call::Drained, Some(session)) => handler.drained(session, &mut ctx),
             (_, None) => {}
+        }
+        if consumed {
+            conn.progressed(self.now);
         }
         // Only a callback that may have consumed input is held to the input cap: the flow
         // and connect callbacks leave the input as it was (it may be waiting at high water).
@@ -159,7 +149,7 @@ impl<H: Handler> Reactor<H> {
             && self
                 .conns
                 .get(key)
-                .is_some_and(|conn| conn.phase.wants_input())
+                .is_some_and(|conn| conn.phase().wants_input())
         {
             self.queue_ready(key);
         }
@@ -183,9 +173,9 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let applied = rules::apply(actions, &mut conn.handler_timer);
+        let applied = conn.apply(actions);
         if let Some(at) = applied.arm {
-            self.timers.arm(at, conn.token, TimerKind::Handler);
+            self.timers.arm(at, conn.token(), TimerKind::Handler);
         }
         let alive = match applied.close {
             Some(Ending::Abrupt(reason)) => {
@@ -194,8 +184,7 @@ impl<H: Handler> Reactor<H> {
                 if self.queues.defer {
                     // Earlier callbacks' output would already be on the wire under the
                     // eager policy: give it its one write, as that policy would have.
-                    conn.output.truncate(mark);
-                    let _ = conn.flush(&mut self.stats, self.now);
+                    conn.abort_output(mark, &mut self.stats, self.now);
                 }
                 self.kill(key, reason);
                 false
@@ -221,9 +210,9 @@ impl<H: Handler> Reactor<H> {
     #[inline(always)]
     fn send_output(&mut self, key: usize, used_scratch: bool) -> bool {
         let conn = &mut self.conns[key];
-        if conn.phase == Phase::Connecting {
+        if conn.phase() == Phase::Connecting {
             // Not established yet: output waits in the queue for `connected`.
-            conn.output.append(&mut self.buffers.scratch_out);
+            conn.queue_scratch(&mut self.buffers.scratch_out);
             return true;
         }
         let pending = conn.pending();
@@ -242,7 +231,7 @@ impl<H: Handler> Reactor<H> {
                 "wrote {} of {} bytes to connection {}",
                 self.stats.bytes_out - before,
                 self.buffers.scratch_out.len(),
-                conn.id
+                conn.id()
             );
             self.buffers.scratch_out.clear();
             if self.buffers.scratch_out.capacity() > KEEP_SCRATCH {
@@ -253,10 +242,10 @@ impl<H: Handler> Reactor<H> {
         }
         if self.stats.bytes_out > before {
             // Output written is progress, for the idle timeout.
-            conn.last_progress = self.now;
+            conn.progressed(self.now);
         }
         if let FlushOutcome::Failed(err) = outcome {
-            debug!("write to connection {}: {err}", conn.id);
+            debug!("write to connection {}: {err}", conn.id());
             self.kill(key, CloseReason::from_io(&err));
             return false;
         }
@@ -270,45 +259,44 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.phase.is_dead() {
+        if conn.phase().is_dead() {
             return;
         }
-        match rules::check_limits(conn.pending(), conn.input.len(), &self.setup.config) {
+        match rules::check_limits(conn.pending(), conn.buffered_input(), &self.setup.config) {
             Limit::OutputCap => {
                 warn!(
                     "connection {} ({}): {} bytes of unsent output exceed the cap of {}; closing",
-                    conn.id,
-                    conn.peer,
+                    conn.id(),
+                    conn.peer(),
                     conn.pending(),
                     self.setup.config.max_output
                 );
                 self.kill(key, CloseReason::OutputLimit);
             }
             // A closing connection reads no more: its input is not held against it.
-            Limit::InputCap if check_input && conn.phase.close_requested().is_none() => {
+            Limit::InputCap if check_input && conn.phase().close_requested().is_none() => {
                 warn!(
                     "connection {} ({}): {} bytes of unconsumed input reach the cap of {}; closing",
-                    conn.id,
-                    conn.peer,
-                    conn.input.len(),
+                    conn.id(),
+                    conn.peer(),
+                    conn.buffered_input(),
                     self.setup.config.max_input
                 );
                 self.begin_close(key, CloseReason::InputLimit);
             }
-            Limit::AboveHighWater if !conn.flow.congested => {
-                if conn.phase == Phase::Open {
+            Limit::AboveHighWater if !conn.is_congested() => {
+                if conn.pause() {
                     trace!(
                         "connection {}: output above high water; pausing reads",
-                        conn.id
+                        conn.id()
                     );
-                    conn.phase = Phase::Paused;
                 }
                 self.notice(key, Notice::Congested);
             }
-            Limit::AboveHighWater if conn.phase == Phase::Open => {
-                conn.phase = Phase::Paused;
+            Limit::AboveHighWater => {
+                conn.pause();
             }
-            Limit::InputCap | Limit::AboveHighWater | Limit::Within => {}
+            Limit::InputCap | Limit::Within => {}
         }
     }
 
@@ -317,21 +305,21 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.phase.is_dead() || conn.phase == Phase::Connecting || conn.pending() == 0 {
+        if conn.phase().is_dead() || conn.phase() == Phase::Connecting || conn.pending() == 0 {
             return;
         }
         let before = self.stats.bytes_out;
         if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats, self.now) {
-            debug!("write to connection {}: {err}", conn.id);
+            debug!("write to connection {}: {err}", conn.id());
             self.kill(key, CloseReason::from_io(&err));
             return;
         }
         if self.stats.bytes_out > before {
-            conn.last_progress = self.now;
+            conn.progressed(self.now);
             trace!(
                 "wrote {} bytes to connection {}",
                 self.stats.bytes_out - before,
-                conn.id
+                conn.id()
             );
         }
         self.settle(key);

@@ -26,30 +26,18 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let pending = conn.pending();
         // Nothing left to write: an idle connection keeps no output buffer.
-        if pending == 0 && conn.output.capacity() > 0 {
-            self.buffers.spare.give(mem::take(&mut conn.output));
-        }
+        let pending = conn.release_output(&mut self.buffers.spare);
         // What it holds now, once an emptied buffer went back to the pool.
-        self.account(key);
-        if self.conns[key].flow.congested && pending <= self.setup.config.low_water {
+        conn.account(&self.setup.live.budget);
+        if conn.is_congested() && pending <= self.setup.config.low_water {
             self.notice(key, Notice::Drained);
         }
         let conn = &mut self.conns[key];
-        if pending == 0 && conn.flow.shutdown_pending && conn.phase != Phase::Connecting {
-            trace!(
-                "connection {}: output flushed; shutting down writes as asked",
-                conn.id
-            );
-            conn.flow.shutdown_pending = false;
-            conn.flow.write_shut = true;
-            conn.shutdown_write();
-        }
-        match conn.phase {
+        conn.shutdown_if_asked();
+        match conn.phase() {
             Phase::Paused if pending <= self.setup.config.low_water => {
-                trace!("connection {}: output drained; resuming reads", conn.id);
-                conn.phase = Phase::Open;
+                conn.resume();
                 // Input that arrived while paused raised its edge already: revisit.
                 self.queue_ready(key);
             }
@@ -61,21 +49,14 @@ impl<H: Handler> Reactor<H> {
                 self.kill(key, reason);
             }
             // Both directions are finished: the peer's by its EOF, ours by the shutdown.
-            Phase::HalfClosed if conn.flow.write_shut => {
+            Phase::HalfClosed if conn.write_shut() => {
                 conn.close_notify();
                 self.kill(key, CloseReason::Eof);
             }
             // Lingering close (stopping too): send our FIN, then read until the peer's EOF
             // (or the linger deadline) so unread input does not turn the close into a reset.
             // A client that closes on EOF sends nothing more, so it waits no longer.
-            Phase::Closing(reason) => {
-                trace!(
-                    "connection {}: output flushed; shutting down writes",
-                    conn.id
-                );
-                conn.shutdown_write();
-                conn.phase = Phase::Lingering(reason);
-            }
+            Phase::Closing(reason) => conn.linger(reason),
             Phase::Open
             | Phase::Paused
             | Phase::Connecting
@@ -94,7 +75,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = conn.phase.after_eof();
+            conn.peer_closed();
             self.arm_linger(key);
             self.settle(key);
         }
@@ -106,20 +87,17 @@ impl<H: Handler> Reactor<H> {
         let asks = self
             .conns
             .get(key)
-            .is_some_and(|conn| matches!(conn.phase, Phase::Open | Phase::Paused));
+            .is_some_and(|conn| matches!(conn.phase(), Phase::Open | Phase::Paused));
         if !asks {
             return false;
         }
         self.queues.half_open_asked = false;
         self.invoke(key, Call::ReadClosed);
         let keep = mem::take(&mut self.queues.half_open_asked);
-        match self.conns.get_mut(key) {
-            Some(conn) if keep && matches!(conn.phase, Phase::Open | Phase::Paused) => {
-                conn.phase = Phase::HalfClosed;
-                true
-            }
-            _ => false,
-        }
+        keep && self
+            .conns
+            .get_mut(key)
+            .is_some_and(|conn| conn.half_close())
     }
 
     /// The poll reports that the peer has finished sending. A paused connection does not
@@ -129,7 +107,7 @@ impl<H: Handler> Reactor<H> {
         if self
             .conns
             .get(key)
-            .is_some_and(|conn| conn.phase == Phase::Paused)
+            .is_some_and(|conn| conn.phase() == Phase::Paused)
         {
             self.arm_linger(key);
         }
@@ -144,14 +122,14 @@ impl<H: Handler> Reactor<H> {
                 if self
                     .conns
                     .get(key)
-                    .is_some_and(|conn| conn.phase == Phase::Connecting) =>
+                    .is_some_and(|conn| conn.phase() == Phase::Connecting) =>
             {
                 self.kill(key, reason)
             }
             // Flush, then close without waiting for the peer: as after its EOF.
             Ending::Graceful(reason) => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.phase = conn.phase.after_close_request(reason).after_eof();
+                    conn.close_after_flush(reason);
                     self.arm_linger(key);
                 }
             }
@@ -164,16 +142,14 @@ impl<H: Handler> Reactor<H> {
         if self
             .conns
             .get(key)
-            .is_some_and(|conn| conn.phase == Phase::Connecting)
+            .is_some_and(|conn| conn.phase() == Phase::Connecting)
         {
             self.kill(key, reason);
             return;
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            let before = conn.phase;
-            conn.phase = before.after_close_request(reason);
-            if conn.phase != before {
-                trace!("connection {}: closing ({reason}) after flush", conn.id);
+            if conn.request_close(reason) {
+                trace!("connection {}: closing ({reason}) after flush", conn.id());
             }
             self.arm_linger(key);
         }
@@ -181,21 +157,19 @@ impl<H: Handler> Reactor<H> {
 
     /// Bound how long a closing connection may live.
     pub(super) fn arm_linger(&mut self, key: usize) {
+        let at = self.now + self.setup.config.linger;
         if let Some(conn) = self.conns.get_mut(key)
-            && conn.linger_deadline.is_none()
+            && conn.arm_linger(at)
         {
-            let at = self.now + self.setup.config.linger;
-            conn.linger_deadline = Some(at);
-            self.timers.arm(at, conn.token, TimerKind::Linger);
+            self.timers.arm(at, conn.token(), TimerKind::Linger);
         }
     }
 
     /// Mark connection `key` finished; it is freed in the reap step.
     pub(super) fn kill(&mut self, key: usize, reason: CloseReason) {
         if let Some(conn) = self.conns.get_mut(key)
-            && !conn.phase.is_dead()
+            && conn.die(reason)
         {
-            conn.phase = Phase::Dead(reason);
             self.queues.reap.push(key);
         }
     }
@@ -203,10 +177,9 @@ impl<H: Handler> Reactor<H> {
     /// Put connection `key` on the list to read again next turn.
     pub(super) fn queue_ready(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
-            && !conn.queued
+            && conn.mark_queued()
         {
-            conn.queued = true;
-            self.queues.ready.push(conn.token);
+            self.queues.ready.push(conn.token());
         }
     }
 
@@ -221,12 +194,12 @@ impl<H: Handler> Reactor<H> {
                 continue;
             };
             let conn = &mut self.conns[key];
-            conn.queued = false;
+            conn.take_queued();
             // Input buffered while paused (or held at high water) is offered first; only
             // once it is all taken is the socket read again. Under the memory budget it
             // waits as a read would: feeding it grows output here or at its receivers.
-            if !conn.input.is_empty()
-                && conn.phase.wants_input()
+            if conn.buffered_input() > 0
+                && conn.phase().wants_input()
                 && (!self.budget_allows_read(key) || self.invoke(key, Call::Data(0)))
             {
                 continue;
@@ -246,11 +219,11 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if !conn.phase.wants_input() {
+        if !conn.phase().wants_input() {
             // Paused above high water, closing, or finished: it reads no more requests.
             return;
         }
-        if !conn.input.is_empty() {
+        if conn.buffered_input() > 0 {
             self.invoke(key, Call::Data(0));
         }
         self.read(key, true);
@@ -259,11 +232,9 @@ impl<H: Handler> Reactor<H> {
     /// Put connection `key` on the end-of-turn flush list if it has output to write.
     pub(super) fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
-            && !conn.dirty
-            && conn.pending() > 0
+            && conn.mark_dirty()
         {
-            conn.dirty = true;
-            self.queues.dirty.push(conn.token);
+            self.queues.dirty.push(conn.token());
         }
     }
 
@@ -272,7 +243,7 @@ impl<H: Handler> Reactor<H> {
         let mut dirty = mem::take(&mut self.queues.dirty);
         for token in dirty.drain(..) {
             if let Some(key) = self.live_key(token) {
-                self.conns[key].dirty = false;
+                self.conns[key].take_dirty();
                 self.flush(key);
             }
         }
@@ -292,17 +263,13 @@ impl<H: Handler> Reactor<H> {
                 continue;
             }
             self.call_ending(key);
-            let mut conn = self.conns.remove(key);
-            self.setup.live.budget.update(&mut conn.accounted, 0);
-            let reason = match conn.phase {
-                Phase::Dead(reason) => reason,
-                _ => CloseReason::Shutdown,
-            };
+            let conn = self.conns.remove(key);
+            let id = conn.id();
+            let (reason, session) = conn.finish(&self.setup.live.budget);
             self.stats.count_close(reason);
             self.setup.live.closed();
-            trace!("close connection {} ({}): {reason}", conn.id, conn.peer);
-            if let Some(session) = conn.session {
-                self.handler.close(session, conn.id, reason);
+            if let Some(session) = session {
+                self.handler.close(session, id, reason);
             }
             // Dropping the stream closes the descriptor, which also removes it from epoll.
         }
@@ -313,13 +280,14 @@ impl<H: Handler> Reactor<H> {
     fn call_ending(&mut self, key: usize) {
         let handler = &*self.handler;
         let conn = &mut self.conns[key];
-        let (Phase::Dead(reason), Some(session)) = (conn.phase, conn.session.as_mut()) else {
+        let (id, peer) = (conn.id(), conn.peer());
+        let Some((reason, session)) = conn.ending() else {
             return;
         };
         let mut actions = Actions::default();
         let mut ctx = Context::new(
-            conn.id,
-            conn.peer,
+            id,
+            peer,
             self.now,
             &mut self.buffers.scratch_out,
             &mut actions,

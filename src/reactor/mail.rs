@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use mio::Waker;
 
 use super::Reactor;
-use super::connection::Phase;
 use crate::budget::Charge;
 use crate::{ConnId, Handler};
 
@@ -126,7 +125,7 @@ impl<H: Handler> Reactor<H> {
         let worker = self.setup.index;
         let charge = from
             .and_then(|key| self.conns.get_mut(key))
-            .map(|conn| Arc::clone(conn.sender.charge(worker)));
+            .map(|conn| Arc::clone(conn.charge(worker)));
         let mut mail = self.queues.outbox.take_mail();
         let mut wake = Vec::new();
         let mut delivered = 0;
@@ -163,7 +162,7 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return 0;
         };
-        if matches!(conn.phase, Phase::Dead(_) | Phase::Lingering(_)) || conn.flow.write_shut {
+        if !conn.accepts_output() {
             return 0;
         }
         conn.queue_foreign(bytes, charge, self.now);

@@ -51,8 +51,7 @@ impl<H: Handler> Reactor<H> {
     #[inline]
     pub(super) fn account(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let holding = conn.holding();
-            self.setup.live.budget.update(&mut conn.accounted, holding);
+            conn.account(&self.setup.live.budget);
         }
     }
 
@@ -68,14 +67,14 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        let queued = conn.sender.get().map_or(0, |charge| charge.queued());
-        let holding = conn.holding().saturating_add(queued as usize);
-        if !conn.phase.wants_input() || budget::may_read(pressure, holding) {
+        let holding = conn
+            .holding()
+            .saturating_add(conn.queued_on_others() as usize);
+        if !conn.phase().wants_input() || budget::may_read(pressure, holding) {
             return true;
         }
-        if !conn.budget_wait {
-            conn.budget_wait = true;
-            self.memory.waiting.push(conn.token);
+        if conn.mark_budget_wait() {
+            self.memory.waiting.push(conn.token());
         }
         false
     }
@@ -102,7 +101,7 @@ impl<H: Handler> Reactor<H> {
             }
             for token in mem::take(&mut self.memory.waiting) {
                 if let Some(key) = self.live_key(token) {
-                    self.conns[key].budget_wait = false;
+                    self.conns[key].take_budget_wait();
                     self.queue_ready(key);
                 }
             }
@@ -163,16 +162,7 @@ impl<H: Handler> Reactor<H> {
         }
         for &key in victims {
             if let Some(conn) = self.conns.get(key) {
-                log::debug!(
-                    "connection {} closed for the budget: input {} of {} bytes, output {} of \
-                     {}, queued on others {}",
-                    conn.id,
-                    conn.input.len(),
-                    conn.input.capacity(),
-                    conn.pending(),
-                    conn.output.capacity(),
-                    conn.sender.get().map_or(0, |charge| charge.queued()),
-                );
+                conn.log_budget_close();
             }
             self.kill(key, CloseReason::MemoryBudget);
         }
@@ -187,27 +177,14 @@ impl<H: Handler> Reactor<H> {
         let mut holders: Vec<(usize, usize)> = self
             .conns
             .iter_mut()
-            .filter(|(_, conn)| !conn.phase.is_dead())
+            .filter(|(_, conn)| !conn.phase().is_dead())
             .map(|(key, conn)| {
-                let own = if conn.foreign.is_empty() {
-                    conn.accounted as u64
-                } else {
-                    // Only bytes whose sender is gone depend on it: spare the syscall.
-                    let taking = conn.foreign.has_orphans() && conn.takes_output(now);
-                    blame.receiver(
-                        conn.accounted,
-                        &conn.foreign,
-                        conn.output.capacity(),
-                        conn.output.len() - conn.sent,
-                        taking,
-                        self.setup.index,
-                    )
-                };
+                let own = conn.blame_own(&mut blame, now, self.setup.index);
                 (key, own as usize)
             })
             .collect();
         for (key, held) in &mut holders {
-            if let Some(charge) = self.conns[*key].sender.get() {
+            if let Some(charge) = self.conns[*key].sender_charge() {
                 *held = held.saturating_add(blame.sender(charge) as usize);
             }
         }

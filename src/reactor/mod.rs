@@ -316,7 +316,7 @@ impl<H: Handler> Reactor<H> {
                         // holds another): the event is stale.
                         continue;
                     };
-                    if self.conns[key].phase == Phase::Connecting {
+                    if self.conns[key].phase() == Phase::Connecting {
                         self.finish_connect(key);
                         continue;
                     }
@@ -350,7 +350,7 @@ impl<H: Handler> Reactor<H> {
                 TokenName::Listener(self.accepting.listener_index(token).unwrap_or_default())
             }
             token => match self.live_key(token) {
-                Some(key) => TokenName::Connection(self.conns[key].id),
+                Some(key) => TokenName::Connection(self.conns[key].id()),
                 None => TokenName::Stale(token.0),
             },
         }

@@ -32,21 +32,18 @@ impl<H: Handler> Reactor<H> {
             match request {
                 // Dialed before the mail is delivered, so bytes sent to it are queued.
                 Request::Connect { .. } => {}
-                Request::PauseReading(id) => self.with_conn(id, |conn| {
-                    conn.flow.reading_paused = true;
-                }),
+                Request::PauseReading(id) => self.with_conn(id, Connection::pause_reading),
                 Request::ResumeReading(id) => {
-                    if let Some(key) = self.key_of(id) {
-                        let conn = &mut self.conns[key];
-                        if mem::take(&mut conn.flow.reading_paused) {
-                            // Input that arrived meanwhile raised its edge already.
-                            self.queue_ready(key);
-                        }
+                    if let Some(key) = self.key_of(id)
+                        && self.conns[key].resume_reading()
+                    {
+                        // Input that arrived meanwhile raised its edge already.
+                        self.queue_ready(key);
                     }
                 }
                 Request::ShutdownWrite(id) => {
                     if let Some(key) = self.key_of(id) {
-                        self.conns[key].flow.shutdown_pending = true;
+                        self.conns[key].ask_shutdown_write();
                         self.settle(key);
                     }
                 }
@@ -176,22 +173,21 @@ impl<H: Handler> Reactor<H> {
         let reset = match conn.connect_result() {
             Connect::Pending => return,
             Connect::Failed(err) => {
-                debug!("connect to {} for connection {}: {err}", conn.peer, conn.id);
+                debug!(
+                    "connect to {} for connection {}: {err}",
+                    conn.peer(),
+                    conn.id()
+                );
                 self.kill(key, CloseReason::ConnectFailed(err.kind()));
                 return;
             }
             Connect::Established => false,
             Connect::EstablishedThenReset => true,
         };
-        trace!("connection {} established to {}", conn.id, conn.peer);
-        conn.phase = Phase::Open;
-        conn.last_progress = self.now;
-        if let Err(err) = conn.stream.set_nodelay() {
-            debug!("{}: TCP_NODELAY: {err}", conn.peer);
-        }
+        conn.establish(self.now);
         if let Some(idle) = self.setup.config.idle_timeout {
             self.timers
-                .arm(self.now + idle, conn.token, TimerKind::Idle);
+                .arm(self.now + idle, conn.token(), TimerKind::Idle);
         }
         self.invoke(key, Call::Connected);
         if reset {
@@ -205,7 +201,7 @@ impl<H: Handler> Reactor<H> {
 
     /// A connect ran out of time.
     pub(super) fn expire_connect(&mut self, key: usize) {
-        if self.conns[key].phase == Phase::Connecting {
+        if self.conns[key].phase() == Phase::Connecting {
             self.kill(key, CloseReason::ConnectFailed(io::ErrorKind::TimedOut));
         }
     }
@@ -213,8 +209,8 @@ impl<H: Handler> Reactor<H> {
     /// Note a flow notice for connection `key`, delivered at the end of the turn.
     pub(super) fn notice(&mut self, key: usize, notice: Notice) {
         let conn = &mut self.conns[key];
-        conn.flow.congested = notice == Notice::Congested;
-        self.queues.notices.push((conn.token, notice));
+        conn.noticed(notice);
+        self.queues.notices.push((conn.token(), notice));
     }
 
     /// Tell handlers whose connections' output passed high water or drained.

@@ -15,7 +15,7 @@ use log::debug;
 use mio::Token;
 
 use super::Reactor;
-use super::connection::Phase;
+use super::connection::{Linger, Phase};
 use super::types::{Call, TimerKind};
 use crate::{CloseReason, Handler};
 
@@ -81,10 +81,12 @@ impl<H: Handler> Reactor<H> {
     /// Close connection `key` if its handshake has not completed by its deadline.
     fn expire_handshake(&mut self, key: usize) {
         let conn = &self.conns[key];
-        if conn.transport.is_handshaking() && !conn.phase.is_dead() {
+        if conn.is_handshaking() && !conn.phase().is_dead() {
             debug!(
                 "connection {} ({}): no TLS handshake within {:?}; closing",
-                conn.id, conn.peer, self.setup.config.handshake_timeout
+                conn.id(),
+                conn.peer(),
+                self.setup.config.handshake_timeout
             );
             self.kill(key, CloseReason::HandshakeTimeout);
         }
@@ -94,11 +96,8 @@ impl<H: Handler> Reactor<H> {
     /// connection is closing.
     fn expire_handler_timer(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.handler_timer.is_some_and(|at| at <= self.now) {
-            conn.handler_timer = None;
-            if conn.phase.close_requested().is_none() {
-                self.invoke(key, Call::Timer);
-            }
+        if conn.take_due_timer(self.now) && conn.phase().close_requested().is_none() {
+            self.invoke(key, Call::Timer);
         }
     }
 
@@ -109,19 +108,23 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let conn = &self.conns[key];
-        if !matches!(conn.phase, Phase::Open | Phase::Paused | Phase::HalfClosed) {
+        if !matches!(
+            conn.phase(),
+            Phase::Open | Phase::Paused | Phase::HalfClosed
+        ) {
             // The linger deadline bounds it now.
             return;
         }
-        let due = conn.last_progress + idle;
+        let due = conn.last_progress() + idle;
         if due <= self.now {
             debug!(
                 "connection {} ({}): idle for {idle:?}; closing",
-                conn.id, conn.peer
+                conn.id(),
+                conn.peer()
             );
             self.kill(key, CloseReason::IdleTimeout);
         } else {
-            self.timers.arm(due, conn.token, TimerKind::Idle);
+            self.timers.arm(due, conn.token(), TimerKind::Idle);
         }
     }
 
@@ -129,21 +132,23 @@ impl<H: Handler> Reactor<H> {
     /// progress, so a large reply that a slow reader keeps draining is not cut off.
     fn expire_linger(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let Some(deadline) = conn.linger_deadline else {
-            return;
-        };
-        let deadline = deadline.max(conn.last_progress + self.setup.config.linger);
-        if deadline > self.now {
-            conn.linger_deadline = Some(deadline);
-            self.timers.arm(deadline, conn.token, TimerKind::Linger);
-            return;
+        match conn.linger_due(self.now, self.setup.config.linger) {
+            Linger::Unarmed => return,
+            Linger::Later(deadline) => {
+                self.timers.arm(deadline, conn.token(), TimerKind::Linger);
+                return;
+            }
+            Linger::Passed => {}
         }
         // Flushed but the peer never sent EOF: the close itself went as planned.
-        let reason = match conn.phase.close_requested() {
+        let reason = match conn.phase().close_requested() {
             Some(reason) if conn.pending() == 0 => reason,
             _ => CloseReason::LingerTimeout,
         };
-        debug!("connection {}: linger deadline passed ({reason})", conn.id);
+        debug!(
+            "connection {}: linger deadline passed ({reason})",
+            conn.id()
+        );
         self.kill(key, reason);
     }
 }
