@@ -19,7 +19,7 @@ use super::buffers::SpareBuffers;
 use super::socket::MioStream;
 use super::types::Notice;
 use crate::PeerAddr;
-use crate::budget::{Blame, Budget, Charge, Foreign, Sender};
+use crate::budget::{self, Blame, Budget, Charge, Foreign, Pressure, Sender};
 
 use crate::handler::Actions;
 use crate::io::transport::Transport;
@@ -539,7 +539,7 @@ impl<S> Connection<S> {
 
     /// Bytes this connection's buffers hold from the allocator, for the budget.
     #[inline]
-    pub(crate) fn holding(&self) -> usize {
+    fn holding(&self) -> usize {
         self.input.capacity() + self.output.capacity() + self.foreign.memory()
     }
 
@@ -550,9 +550,21 @@ impl<S> Connection<S> {
         budget.update(&mut self.accounted, holding);
     }
 
+    /// Whether it may be read under the budget's `pressure`. What it queued on others
+    /// counts as its own holding: a sender that fills its receivers' buffers stops being
+    /// read as a client filling its own would. Only reading for the handler is held back:
+    /// a closing connection reads to reach the peer's EOF.
+    #[inline]
+    pub(crate) fn may_read(&self, pressure: Pressure) -> bool {
+        let holding = self
+            .holding()
+            .saturating_add(self.queued_on_others() as usize);
+        !self.phase.wants_input() || budget::may_read(pressure, holding)
+    }
+
     /// What its callbacks queued on other connections, not yet written.
     #[inline]
-    pub(crate) fn queued_on_others(&self) -> u64 {
+    fn queued_on_others(&self) -> u64 {
         self.sender.get().map_or(0, |charge| charge.queued())
     }
 
@@ -771,7 +783,8 @@ impl<S> Connection<S> {
 }
 
 /// Where a connection is in its life. Each phase says what the connection reads and what
-/// ends it; the transitions are the methods below and `Reactor::settle`.
+/// ends it; the transitions are [`Connection`]'s methods, which `Reactor::settle` and the
+/// rest of `lifecycle` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Dialed by a handler: the nonblocking connect is under way. Output is queued, not
@@ -851,6 +864,124 @@ impl Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connection on the accepting end of a real loopback TCP pair, and its peer.
+    fn accepted(now: Instant) -> (Connection<()>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let peer = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (ours, addr) = listener.accept().expect("accept");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let stream = MioStream::Tcp(mio::net::TcpStream::from_std(ours));
+        let conn = Connection::new(stream, Token(7), ConnId(3), addr.into(), now);
+        (conn, peer)
+    }
+
+    #[test]
+    fn output_goes_back_to_the_spare_pool_only_once_sent() {
+        let (mut conn, mut peer) = accepted(Instant::now());
+        let mut spare = SpareBuffers::default();
+        let callee = conn.callee(None, &mut spare);
+        assert_eq!((callee.mark, callee.already_sent), (0, 0));
+        callee.out.extend_from_slice(b"hello");
+        assert_eq!(conn.release_output(&mut spare), 5, "unsent output is kept");
+        assert!(
+            spare.take().capacity() == 0,
+            "nothing went back to the pool"
+        );
+        let mut stats = Stats::default();
+        assert!(matches!(
+            conn.flush(&mut stats, Instant::now()),
+            FlushOutcome::Done
+        ));
+        assert_eq!(stats.bytes_out, 5);
+        let mut got = [0; 5];
+        peer.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"hello");
+        assert_eq!(conn.release_output(&mut spare), 0);
+        assert!(
+            spare.take().capacity() > 0,
+            "the emptied buffer is in the pool"
+        );
+    }
+
+    #[test]
+    fn the_list_flags_are_set_once_until_taken() {
+        let (mut conn, _peer) = accepted(Instant::now());
+        assert!(conn.mark_queued());
+        assert!(!conn.mark_queued(), "already on the ready list");
+        assert!(conn.take_queued());
+        assert!(conn.mark_queued(), "back on the list once taken off");
+        assert!(!conn.mark_dirty(), "nothing to flush");
+        let mut scratch = b"queued".to_vec();
+        conn.queue_scratch(&mut scratch);
+        assert!(scratch.is_empty());
+        assert_eq!(conn.pending(), 6);
+        assert!(conn.mark_dirty());
+        assert!(!conn.mark_dirty(), "already on the flush list");
+        assert!(conn.take_dirty());
+        assert!(conn.mark_budget_wait());
+        assert!(!conn.mark_budget_wait());
+        assert!(conn.take_budget_wait());
+        assert!(!conn.take_budget_wait());
+    }
+
+    #[test]
+    fn the_linger_deadline_moves_with_progress_and_then_passes() {
+        let start = Instant::now();
+        let linger = Duration::from_secs(5);
+        let (mut conn, _peer) = accepted(start);
+        assert_eq!(conn.linger_due(start, linger), Linger::Unarmed);
+        assert!(conn.arm_linger(start + linger));
+        assert!(
+            !conn.arm_linger(start + 2 * linger),
+            "the first bound stays"
+        );
+        let progress = start + Duration::from_secs(3);
+        conn.progressed(progress);
+        let at_first = start + linger;
+        assert_eq!(
+            conn.linger_due(at_first, linger),
+            Linger::Later(progress + linger)
+        );
+        assert_eq!(conn.linger_due(progress + linger, linger), Linger::Passed);
+    }
+
+    #[test]
+    fn a_connection_dies_once_and_leaves_the_budget_when_freed() {
+        let (mut conn, _peer) = accepted(Instant::now());
+        let budget = Budget::new(1 << 20, 1);
+        let mut scratch = vec![0; 100];
+        conn.queue_scratch(&mut scratch);
+        conn.account(&budget);
+        assert!(budget.held() >= 100);
+        assert!(conn.request_close(CloseReason::Handler));
+        assert!(
+            !conn.request_close(CloseReason::Shutdown),
+            "the first request wins"
+        );
+        assert!(conn.die(CloseReason::Reset));
+        assert!(!conn.die(CloseReason::Handler), "already dead");
+        let (reason, session) = conn.finish(&budget);
+        assert_eq!((reason, session), (CloseReason::Reset, None));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_handler_pause_stops_reading_only_while_open() {
+        let (mut conn, _peer) = accepted(Instant::now());
+        assert!(conn.wants_read());
+        conn.pause_reading();
+        assert!(!conn.wants_read());
+        assert!(conn.request_close(CloseReason::Handler));
+        assert!(
+            conn.wants_read(),
+            "a closing connection reads to reach the EOF"
+        );
+        assert!(conn.resume_reading());
+        assert!(!conn.resume_reading());
+    }
 
     #[test]
     fn a_close_request_survives_the_peers_eof() {

@@ -55,9 +55,8 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Whether connection `key` may be read now; if not, it is parked until the budget
-    /// eases. What it queued on others counts as its own holding: a sender that fills its
-    /// receivers' buffers stops being read as a client filling its own would.
+    /// Whether connection `key` may be read now (see `Connection::may_read`); if not, it is
+    /// parked until the budget eases.
     #[inline]
     pub(super) fn budget_allows_read(&mut self, key: usize) -> bool {
         let pressure = self.setup.live.budget.pressure();
@@ -67,10 +66,7 @@ impl<H: Handler> Reactor<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        let holding = conn
-            .holding()
-            .saturating_add(conn.queued_on_others() as usize);
-        if !conn.phase().wants_input() || budget::may_read(pressure, holding) {
+        if conn.may_read(pressure) {
             return true;
         }
         if conn.mark_budget_wait() {
