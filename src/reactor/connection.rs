@@ -769,7 +769,7 @@ impl<S> Connection<S> {
 
     /// Shut down our sending side: the peer sees EOF after the bytes already sent (and,
     /// over TLS, after `close_notify`).
-    pub(crate) fn shutdown_write(&mut self) {
+    fn shutdown_write(&mut self) {
         self.close_notify();
         // Failure means the peer is already gone; reading will report it.
         let _ = self.stream.shutdown_write();
