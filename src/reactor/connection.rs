@@ -243,7 +243,7 @@ impl<S> Connection<S> {
     /// Stop reading an open connection whose output passed high water; false if it was
     /// not open.
     #[inline]
-    pub(crate) fn pause(&mut self) -> bool {
+    pub(crate) fn pause_above_high_water(&mut self) -> bool {
         if self.phase != Phase::Open {
             return false;
         }
@@ -253,7 +253,7 @@ impl<S> Connection<S> {
 
     /// Read a paused connection again, its output drained; false if it was not paused.
     #[inline]
-    pub(crate) fn resume(&mut self) -> bool {
+    pub(crate) fn resume_below_low_water(&mut self) -> bool {
         if self.phase != Phase::Paused {
             return false;
         }

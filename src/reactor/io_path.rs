@@ -285,7 +285,7 @@ impl<H: Handler> Reactor<H> {
                 self.begin_close(key, CloseReason::InputLimit);
             }
             Limit::AboveHighWater if !conn.is_congested() => {
-                if conn.pause() {
+                if conn.pause_above_high_water() {
                     trace!(
                         "connection {}: output above high water; pausing reads",
                         conn.id()
@@ -294,7 +294,7 @@ impl<H: Handler> Reactor<H> {
                 self.notice(key, Notice::Congested);
             }
             Limit::AboveHighWater => {
-                conn.pause();
+                conn.pause_above_high_water();
             }
             Limit::InputCap | Limit::Within => {}
         }

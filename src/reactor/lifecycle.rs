@@ -37,7 +37,7 @@ impl<H: Handler> Reactor<H> {
         conn.shutdown_if_asked();
         match conn.phase() {
             Phase::Paused if pending <= self.setup.config.low_water => {
-                conn.resume();
+                conn.resume_below_low_water();
                 // Input that arrived while paused raised its edge already: revisit.
                 self.queue_ready(key);
             }
