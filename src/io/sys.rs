@@ -383,3 +383,58 @@ impl ExecPlan {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::{AsFd, IntoRawFd};
+
+    #[test]
+    fn poll_one_reports_a_pipe_readable_only_once_a_byte_is_in_it() {
+        let (rx, mut tx) = io::pipe().expect("pipe");
+        let fd = rx.as_raw_fd();
+        assert_eq!(poll_one(fd, libc::POLLIN, 0).expect("poll"), 0);
+        tx.write_all(b"x").expect("write");
+        let found = poll_one(fd, libc::POLLIN, 1000).expect("poll");
+        assert_ne!(found & libc::POLLIN, 0, "revents {found:#x}");
+        // A slot left empty is ignored; the other is still reported.
+        let mut fds = [PollFd::new(-1, libc::POLLIN), PollFd::new(fd, libc::POLLIN)];
+        assert_eq!(poll(&mut fds, 0).expect("poll"), 1);
+        assert_eq!(fds[0].revents(), 0);
+    }
+
+    #[test]
+    fn only_a_descriptor_without_close_on_exec_is_taken_and_only_once() {
+        // Opened here, close-on-exec as std opens everything: refused, and left open.
+        let (rx, mut tx) = io::pipe().expect("pipe");
+        let err = take_inherited(tx.as_raw_fd()).expect_err("opened here");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        tx.write_all(b"still open").expect("write");
+        // As a parent hands it over: ownership given up, close-on-exec cleared.
+        let rx = OwnedFd::from(rx);
+        let cleared = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty());
+        nix::fcntl::fcntl(&rx, cleared).expect("clear close-on-exec");
+        let raw = rx.into_raw_fd();
+        let owned = take_inherited(raw).expect("inherited");
+        assert_ne!(
+            fd_flags(owned.as_fd().as_raw_fd()).expect("flags") & libc::FD_CLOEXEC,
+            0
+        );
+        // Taken: a second call finds close-on-exec set and refuses.
+        let again = take_inherited(raw).expect_err("taken twice");
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+        let closed = 1_000_000;
+        let err = take_inherited(closed).expect_err("not open");
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    }
+
+    #[test]
+    fn set_nonblocking_makes_an_empty_pipe_read_would_block() {
+        use std::io::Read;
+        let (mut rx, _tx) = io::pipe().expect("pipe");
+        set_nonblocking(rx.as_fd()).expect("nonblocking");
+        let err = rx.read(&mut [0u8; 1]).expect_err("nothing to read");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+}
