@@ -9,7 +9,7 @@
 use std::env;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -126,7 +126,7 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // lock above and the close-on-exec flag set next make this the only owner: a later
     // call for the same number finds the flag and refuses.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_cloexec(std::os::fd::AsFd::as_fd(&owned))?;
+    set_cloexec(owned.as_fd())?;
     Ok(owned)
 }
 
@@ -388,7 +388,7 @@ impl ExecPlan {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::{AsFd, IntoRawFd};
+    use std::os::fd::IntoRawFd;
 
     #[test]
     fn poll_one_reports_a_pipe_readable_only_once_a_byte_is_in_it() {
