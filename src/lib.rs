@@ -57,6 +57,8 @@
 //! [`docs/`](https://github.com/tcp-reactor/tcp-reactor/tree/main/docs).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+// `unsafe` lives in `io::sys` alone, behind safe functions.
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(

@@ -7,6 +7,8 @@
 
 pub(crate) mod peer_addr;
 pub(crate) mod stream;
+// The one module allowed `unsafe` (the crate denies it everywhere else).
+#[allow(unsafe_code)]
 pub(crate) mod sys;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 /// The peer of a connection.
 ///
@@ -70,27 +70,11 @@ pub struct UnixPeer {
 
 impl UnixPeer {
     /// Read the credentials of the peer of a connected Unix stream socket.
-    pub(crate) fn of(socket: &impl AsRawFd) -> UnixPeer {
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: 0,
-            gid: 0,
+    pub(crate) fn of(socket: &impl AsFd) -> UnixPeer {
+        let cred = match super::sys::peer_cred(socket.as_fd()) {
+            Ok(cred) if cred.pid > 0 => cred,
+            _ => return UnixPeer::default(),
         };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `cred` and `len` are valid for writes of the size passed, and the
-        // descriptor is borrowed for the duration of the call.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 || cred.pid <= 0 {
-            return UnixPeer::default();
-        }
         UnixPeer {
             pid: Some(cred.pid as u32),
             uid: Some(cred.uid),

@@ -174,22 +174,8 @@ impl crate::rules::HalfClose for BlockingStream {
 /// `send` with `MSG_NOSIGNAL`: a peer that has gone yields `EPIPE` instead of raising
 /// `SIGPIPE` in a process that embeds the server. `std` and `mio` do this for TCP streams
 /// but not for Unix streams.
-pub(crate) fn send_nosignal(socket: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call,
-    // and the descriptor is borrowed from a live socket.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+pub(crate) fn send_nosignal(socket: &impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    super::sys::send_nosignal(socket.as_fd(), buf)
 }
 
 impl AsFd for BlockingStream {

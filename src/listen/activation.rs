@@ -6,7 +6,10 @@
 //! serving them is the rest of `listener`'s job.
 
 use std::env;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::io::sys;
 
 /// The first inherited descriptor, as systemd defines it.
 pub const FIRST_FD: RawFd = 3;
@@ -30,20 +33,20 @@ pub enum Activation {
 /// Read `LISTEN_PID`/`LISTEN_FDS`, take the descriptors they name, and unset the
 /// variables (also `LISTEN_FDNAMES`) so that child processes do not inherit them.
 ///
-/// # Safety
-///
-/// Call at most once, before any other thread exists (it changes the environment), and
-/// only when nothing else in the process owns descriptors 3 and up that the variables
-/// name: they become owned by the returned values.
-pub unsafe fn take() -> Result<Activation, String> {
+/// Call it first thing in `main`: the variables are unset only while the process has a
+/// single thread (another thread may read the environment at any time); with more they
+/// stay, naming this process, which no child takes for its own pid. Only the first call
+/// takes anything (later ones return [`Activation::None`]), and only descriptors that
+/// are open and not close-on-exec, as inherited ones are: a number this process opened
+/// itself is an error, never a second owner.
+pub fn take() -> Result<Activation, String> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(Activation::None);
+    }
     let pid = env::var("LISTEN_PID").ok();
     let fds = env::var("LISTEN_FDS").ok();
-    // SAFETY: the caller guarantees no other thread reads or writes the environment.
-    unsafe {
-        env::remove_var("LISTEN_PID");
-        env::remove_var("LISTEN_FDS");
-        env::remove_var("LISTEN_FDNAMES");
-    }
+    sys::unset_env_while_alone(&["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
     let count = match parse(pid.as_deref(), fds.as_deref(), std::process::id())? {
         Parsed::None => return Ok(Activation::None),
         Parsed::OtherProcess(listen_pid) => return Ok(Activation::OtherProcess { listen_pid }),
@@ -51,17 +54,17 @@ pub unsafe fn take() -> Result<Activation, String> {
     };
     let mut taken = Vec::with_capacity(count);
     for fd in FIRST_FD..FIRST_FD + count as RawFd {
-        // SAFETY: `fcntl(F_GETFD)` only queries the descriptor.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(format!(
-                "LISTEN_FDS={count}, but descriptor {fd} is not open"
-            ));
+        // Our own children get these only when handed over explicitly: taking sets
+        // close-on-exec.
+        match sys::take_inherited(fd) {
+            Ok(owned) => taken.push(owned),
+            Err(err) if err.raw_os_error() == Some(libc::EBADF) => {
+                return Err(format!(
+                    "LISTEN_FDS={count}, but descriptor {fd} is not open"
+                ));
+            }
+            Err(err) => return Err(format!("LISTEN_FDS={count}, but {err}")),
         }
-        // Our own children get these only when handed over explicitly.
-        // SAFETY: as above; setting FD_CLOEXEC on an open descriptor.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        // SAFETY: the caller guarantees nothing else owns the descriptors named.
-        taken.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     Ok(Activation::Fds(taken))
 }

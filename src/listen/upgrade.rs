@@ -12,16 +12,17 @@ use std::env;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::activation::FIRST_FD;
+use crate::io::sys::{self, PollFd};
 
 /// The variable naming the descriptor on which a new process announces it is accepting.
 pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
@@ -97,19 +98,14 @@ pub fn start_successor(
     metrics: Option<BorrowedFd<'_>>,
 ) -> io::Result<Starting> {
     let (ready, ready_tx) = io::pipe()?;
-    // `plan` holds the raw descriptor number of the write end; the end itself stays open
-    // until the child has its copy, then closes here so that the child's exit reads as EOF.
+    // The write end stays open here until the child has its copy, then closes, so that
+    // the child's exit reads as EOF.
     let ready_tx = OwnedFd::from(ready_tx);
-    let mut plan = ExecPlan::new(exe, args, listeners, metrics, ready_tx.as_raw_fd())?;
-    let child = {
-        let mut command = Command::new(exe);
-        command.args(args);
-        // SAFETY: the closure runs in the child between fork and exec and only makes
-        // async-signal-safe calls (fcntl, dup2, getpid, execve) on memory prepared before
-        // the fork; it allocates nothing.
-        unsafe { command.pre_exec(move || plan.exec()) };
-        command.spawn()?
-    };
+    let mut fds = listeners.to_vec();
+    fds.extend(metrics);
+    fds.push(ready_tx.as_fd());
+    let env = successor_env(listeners.len(), metrics.is_some())?;
+    let child = sys::spawn_with_fds(exe, args, env, "LISTEN_PID", &fds, FIRST_FD)?;
     drop(ready_tx);
     Ok(Starting { child, ready })
 }
@@ -152,34 +148,22 @@ fn wait_ready(
 ) -> io::Result<()> {
     let deadline = Instant::now() + patience;
     let mut fds = [
-        libc::pollfd {
-            fd: rx.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        PollFd::new(rx.as_raw_fd(), libc::POLLIN),
         // poll ignores a negative descriptor.
-        libc::pollfd {
-            fd: abandon.map_or(-1, |fd| fd.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        PollFd::new(abandon.map_or(-1, |fd| fd.as_raw_fd()), libc::POLLIN),
     ];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         // Round up, so that the last wait does not become a busy loop of zero timeouts.
         let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: two valid pollfds, for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
+        let n = match sys::poll(&mut fds, millis) {
+            Ok(n) => n,
             // A signal for this process may be handled on this thread: wait on.
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
         // Readiness first: a new process that is already accepting is a server now.
-        if fds[0].revents != 0 {
+        if fds[0].revents() != 0 {
             let mut byte = [0u8; 1];
             return match rx.read(&mut byte) {
                 Ok(1) if byte[0] == READY => Ok(()),
@@ -190,7 +174,7 @@ fn wait_ready(
                 Err(err) => Err(err),
             };
         }
-        if fds[1].revents != 0 {
+        if fds[1].revents() != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "the upgrade was abandoned before the new process was accepting",
@@ -212,8 +196,8 @@ fn stop(child: &mut Child, grace: Duration) -> String {
         return format!("it exited ({status})");
     }
     let pid = child.id();
-    // SAFETY: kill only sends a signal; the child is not reaped yet, so the pid is its.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    // The child is not reaped yet, so the pid is still its.
+    let _ = sys::kill(pid, libc::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         match child.try_wait() {
@@ -233,187 +217,76 @@ fn stop(child: &mut Child, grace: Duration) -> String {
     }
 }
 
-/// Everything the child does between fork and exec, prepared before the fork.
-struct ExecPlan {
-    /// The program, NUL-terminated.
-    exe: CString,
-    /// Owns the argument strings `argv` points into.
-    _args: Vec<CString>,
-    /// `argv` for execve, NULL-terminated.
-    argv: Vec<*const libc::c_char>,
-    /// Owns the environment strings `envp` points into.
-    _env: Vec<CString>,
-    /// `LISTEN_PID=` followed by room for the child's pid, which only the child knows.
-    listen_pid: Vec<u8>,
-    /// `envp` for execve, NULL-terminated; its last entry points into `listen_pid`.
-    envp: Vec<*const libc::c_char>,
-    /// Descriptors to place at 3, 4, …: the listeners, the metrics listener if any, then
-    /// the ready pipe.
-    sources: Vec<RawFd>,
-    /// Scratch for the descriptors' temporary copies.
-    scratch: Vec<RawFd>,
-}
-
-// SAFETY: the raw pointers point into heap buffers owned by the same value, which moves
-// into the child's `pre_exec` closure and is used only there.
-unsafe impl Send for ExecPlan {}
-// SAFETY: as above; nothing is shared between threads through `&ExecPlan`.
-unsafe impl Sync for ExecPlan {}
-
-impl ExecPlan {
-    /// Prepare argv, envp and the descriptor moves.
-    fn new(
-        exe: &Path,
-        args: &[OsString],
-        listeners: &[BorrowedFd<'_>],
-        metrics: Option<BorrowedFd<'_>>,
-        ready: RawFd,
-    ) -> io::Result<ExecPlan> {
-        let c = |bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL"))
-        };
-        let exe = c(exe.as_os_str().as_bytes())?;
-        let mut args_c = vec![exe.clone()];
-        for arg in args {
-            args_c.push(c(arg.as_bytes())?);
+/// The new process's environment: this one's, without the variables of an earlier
+/// handover, plus `LISTEN_FDS` and the variables naming the ready pipe and the metrics
+/// listener (which follow the `listeners` from fd 3). `LISTEN_PID` is added by
+/// [`sys::spawn_with_fds`], which alone knows the pid.
+fn successor_env(listeners: usize, metrics: bool) -> io::Result<Vec<CString>> {
+    let c = |text: String| {
+        CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL"))
+    };
+    let metrics_fd = metrics.then_some(FIRST_FD + listeners as RawFd);
+    let ready_fd = FIRST_FD + listeners as RawFd + RawFd::from(metrics);
+    let mut env_c = Vec::new();
+    for (key, value) in env::vars_os() {
+        let skip = [
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+            READY_FD_VAR,
+            METRICS_FD_VAR,
+        ];
+        if skip.iter().any(|name| key == OsStr::new(name)) {
+            continue;
         }
-        let mut sources: Vec<RawFd> = listeners.iter().map(|fd| fd.as_raw_fd()).collect();
-        let metrics_fd = metrics.map(|fd| {
-            sources.push(fd.as_raw_fd());
-            FIRST_FD + sources.len() as RawFd - 1
-        });
-        sources.push(ready);
-        let ready_fd = FIRST_FD + sources.len() as RawFd - 1;
-        let mut env_c = Vec::new();
-        for (key, value) in env::vars_os() {
-            let skip = [
-                "LISTEN_PID",
-                "LISTEN_FDS",
-                "LISTEN_FDNAMES",
-                READY_FD_VAR,
-                METRICS_FD_VAR,
-            ];
-            if skip.iter().any(|name| key == OsStr::new(name)) {
-                continue;
-            }
-            let mut entry = key.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            if let Ok(entry) = CString::new(entry) {
-                env_c.push(entry);
-            }
+        let mut entry = key.as_bytes().to_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        if let Ok(entry) = CString::new(entry) {
+            env_c.push(entry);
         }
-        env_c.push(c(format!("LISTEN_FDS={}", listeners.len()).as_bytes())?);
-        env_c.push(c(format!("{READY_FD_VAR}={ready_fd}").as_bytes())?);
-        if let Some(fd) = metrics_fd {
-            env_c.push(c(format!("{METRICS_FD_VAR}={fd}").as_bytes())?);
-        }
-        let mut listen_pid = b"LISTEN_PID=".to_vec();
-        listen_pid.resize(listen_pid.len() + 24, 0);
-        let argv = args_c
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain([std::ptr::null()])
-            .collect();
-        let envp = env_c
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain([listen_pid.as_ptr().cast(), std::ptr::null()])
-            .collect();
-        Ok(ExecPlan {
-            exe,
-            _args: args_c,
-            argv,
-            _env: env_c,
-            listen_pid,
-            envp,
-            scratch: vec![-1; sources.len()],
-            sources,
-        })
     }
-
-    /// In the child: move the descriptors to 3, 4, …, fill in `LISTEN_PID`, and exec.
-    /// Returns only on failure.
-    fn exec(&mut self) -> io::Result<()> {
-        let count = self.sources.len() as RawFd;
-        // First copy every source above the target range, so that no move overwrites a
-        // source not yet moved; then place each copy (dup2 clears close-on-exec).
-        for (source, copy) in self.sources.iter().zip(self.scratch.iter_mut()) {
-            // SAFETY: duplicating a descriptor this process holds.
-            *copy = unsafe { libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, FIRST_FD + count) };
-            if *copy < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        for (index, copy) in self.scratch.iter().enumerate() {
-            // SAFETY: as above.
-            if unsafe { libc::dup2(*copy, FIRST_FD + index as RawFd) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: getpid cannot fail.
-        let mut pid = unsafe { libc::getpid() } as u64;
-        let start = b"LISTEN_PID=".len();
-        let mut digits = [0u8; 20];
-        let mut len = 0;
-        loop {
-            digits[len] = b'0' + (pid % 10) as u8;
-            len += 1;
-            pid /= 10;
-            if pid == 0 {
-                break;
-            }
-        }
-        for i in 0..len {
-            self.listen_pid[start + i] = digits[len - 1 - i];
-        }
-        self.listen_pid[start + len] = 0;
-        // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated
-        // strings that live as long as `self`.
-        unsafe { libc::execve(self.exe.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
-        Err(io::Error::last_os_error())
+    env_c.push(c(format!("LISTEN_FDS={listeners}"))?);
+    env_c.push(c(format!("{READY_FD_VAR}={ready_fd}"))?);
+    if let Some(fd) = metrics_fd {
+        env_c.push(c(format!("{METRICS_FD_VAR}={fd}"))?);
     }
+    Ok(env_c)
 }
 
 /// Take the descriptor a parent gave this process to announce readiness on, if any, and
-/// unset the variable.
+/// unset the variable (when the process has a single thread: see
+/// [`activation::take`](super::activation::take)).
 ///
-/// # Safety
-///
-/// Call at most once, before any other thread exists, and only when nothing else owns
-/// the descriptor the variable names.
-pub unsafe fn take_ready_fd() -> Option<OwnedFd> {
-    // SAFETY: the caller's guarantees are this function's.
-    unsafe { take_fd(READY_FD_VAR) }
+/// Only the first call can return a descriptor; the descriptor must be open and not
+/// close-on-exec, as one inherited across `exec` is.
+pub fn take_ready_fd() -> Option<OwnedFd> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    take_fd(READY_FD_VAR, &TAKEN)
 }
 
 /// Take the metrics endpoint's listening socket a previous server handed over, if any,
 /// and unset the variable. The caller checks that it is a listening TCP socket.
 ///
-/// # Safety
-///
-/// As for [`take_ready_fd`].
-pub unsafe fn take_metrics_fd() -> Option<OwnedFd> {
-    // SAFETY: the caller's guarantees are this function's.
-    unsafe { take_fd(METRICS_FD_VAR) }
+/// As for [`take_ready_fd`], only the first call can return a descriptor.
+pub fn take_metrics_fd() -> Option<OwnedFd> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    take_fd(METRICS_FD_VAR, &TAKEN)
 }
 
-/// Take the descriptor the variable `name` names (3 or above), and unset the variable.
-///
-/// # Safety
-///
-/// As for [`take_ready_fd`].
-unsafe fn take_fd(name: &str) -> Option<OwnedFd> {
-    let value = env::var(name).ok()?;
-    // SAFETY: the caller guarantees no other thread touches the environment.
-    unsafe { env::remove_var(name) };
-    let fd: RawFd = value.trim().parse().ok()?;
-    // SAFETY: only queries and sets flags on the descriptor.
-    if fd < FIRST_FD || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+/// Take the descriptor the variable `name` names (3 or above), and unset the variable;
+/// nothing once `taken` is set.
+fn take_fd(name: &str, taken: &AtomicBool) -> Option<OwnedFd> {
+    if taken.swap(true, Ordering::SeqCst) {
         return None;
     }
-    // SAFETY: the caller guarantees nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let value = env::var(name).ok()?;
+    sys::unset_env_while_alone(&[name]);
+    let fd: RawFd = value.trim().parse().ok()?;
+    if fd < FIRST_FD {
+        return None;
+    }
+    sys::take_inherited(fd).ok()
 }
 
 /// Tell the parent that started this process that it is accepting.

@@ -130,16 +130,7 @@ impl MioStream {
     /// Bytes written to the socket that its peer has not taken yet (`SIOCOUTQ`: for TCP,
     /// what is unsent or unacknowledged; for a Unix stream, what the peer has not read).
     pub(crate) fn unacknowledged(&self) -> io::Result<u64> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: `SIOCOUTQ` (on Linux the same request as `TIOCOUTQ`) writes one `int`
-        // through the pointer, which is valid for the call; the descriptor is borrowed
-        // from a live socket.
-        let done = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        if done < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(queued.max(0) as u64)
-        }
+        crate::io::sys::outq(self.as_fd())
     }
 }
 

@@ -18,6 +18,7 @@ use super::peer::Peer;
 use super::wire::Wire;
 use super::{CLIENT_STACK, WorkerShared};
 use crate::io::stream::{BlockingListener, BlockingStream};
+use crate::io::sys::{self, PollFd};
 use crate::rules::{self, AcceptError};
 use crate::{CloseReason, ConnId, Handler, PeerAddr, Stats};
 
@@ -93,27 +94,18 @@ impl<H: Handler> AcceptLoop<H> {
 
     /// Block until a listener is readable or the worker is woken; empty the wake pipe.
     fn wait_for_clients(&mut self) -> io::Result<()> {
-        let mut fds: Vec<libc::pollfd> = self
+        let mut fds: Vec<PollFd> = self
             .listeners
             .iter()
             .map(|listener| listener.as_raw_fd())
             .chain([self.wake.as_raw_fd()])
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|fd| PollFd::new(fd, libc::POLLIN))
             .collect();
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
+        match sys::poll(&mut fds, -1) {
+            Ok(_) => {}
             // A signal: go round again.
-            return if err.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(err)
-            };
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(err) => return Err(err),
         }
         let mut sink = [0u8; 64];
         // The pipe is nonblocking: this ends at WouldBlock.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -637,16 +637,6 @@ struct Arrived<'a>(&'a BlockingStream);
 
 impl Read for Arrived<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        // A negative count means failure, with the reason in errno.
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        crate::io::sys::recv_dontwait(self.0.as_fd(), buf)
     }
 }

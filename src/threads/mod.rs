@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -134,13 +134,6 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
 }
 
 /// Put a pipe end in nonblocking mode.
-fn set_nonblocking(pipe: &impl AsRawFd) -> io::Result<()> {
-    let fd = pipe.as_raw_fd();
-    // SAFETY: reading and setting the status flags of a descriptor this process owns.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+fn set_nonblocking(pipe: &impl AsFd) -> io::Result<()> {
+    crate::io::sys::set_nonblocking(pipe.as_fd())
 }

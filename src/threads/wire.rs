@@ -365,21 +365,15 @@ fn readable_before(stream: &BlockingStream, deadline: Option<Instant>) -> bool {
         if left.is_zero() {
             return false;
         }
-        let mut fd = libc::pollfd {
-            fd: stream.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
         // Rounded up, so the wait does not end just short of the deadline and spin.
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, for the duration of the call; poll only writes `revents`.
-        match unsafe { libc::poll(&mut fd, 1, ms) } {
-            0 => {}
-            n if n > 0 => return true,
+        match crate::io::sys::poll_one(stream.as_raw_fd(), libc::POLLIN, ms) {
+            Ok(0) => {}
+            Ok(_) => return true,
             // Interrupted: wait again for what is left.
-            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // Any other failure of poll: let the read report the socket's state.
-            _ => return true,
+            Err(_) => return true,
         }
     }
 }

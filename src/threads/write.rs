@@ -211,12 +211,6 @@ pub(super) fn write_all(
 /// not hide it, as a read would.
 fn peer_finished_sending(stream: &BlockingStream) -> bool {
     use std::os::fd::AsRawFd;
-    let mut fd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    let found = crate::io::sys::poll_one(stream.as_raw_fd(), libc::POLLRDHUP, 0);
+    matches!(found, Ok(revents) if revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0)
 }

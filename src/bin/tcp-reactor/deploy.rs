@@ -47,19 +47,13 @@ pub(crate) struct Inherited {
 impl Inherited {
     /// Take `LISTEN_FDS`/`LISTEN_PID` and the upgrade's readiness and metrics descriptors,
     /// unset their variables so that no child inherits them, and resolve the path this
-    /// process was started as.
-    ///
-    /// # Safety
-    ///
-    /// Call once, first thing in `main`, before any thread exists.
-    pub(crate) unsafe fn take() -> io::Result<Inherited> {
-        // SAFETY: the caller guarantees a single thread and a single call.
-        let activation = unsafe { activation::take() }
-            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
-        // SAFETY: as above.
-        let ready = unsafe { upgrade::take_ready_fd() };
-        // SAFETY: as above.
-        let metrics = unsafe { upgrade::take_metrics_fd() };
+    /// process was started as. Call it first thing in `main`, before any thread exists:
+    /// the variables are unset only then.
+    pub(crate) fn take() -> io::Result<Inherited> {
+        let activation =
+            activation::take().map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        let ready = upgrade::take_ready_fd();
+        let metrics = upgrade::take_metrics_fd();
         Ok(Inherited {
             activation,
             ready,

@@ -1,5 +1,7 @@
 //! The `tcp-reactor` command line: parses arguments and calls the library.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -207,8 +209,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             let given = |id: &str| given(matches.subcommand_matches("serve"), id);
-            // SAFETY: first thing `serve` does, while the process has a single thread.
-            match unsafe { Inherited::take() } {
+            // First thing `serve` does, while the process has a single thread.
+            match Inherited::take() {
                 Ok(inherited) => check_scope(&args, given).and_then(|()| serve(&args, inherited)),
                 Err(err) => Err(err),
             }

@@ -317,9 +317,7 @@ fn give_back() -> bool {
         .spawn(|| {
             loop {
                 while PENDING.swap(false, Ordering::SeqCst) {
-                    // SAFETY: `malloc_trim` only releases memory the allocator holds
-                    // free; it may be called from any thread at any time.
-                    unsafe { libc::malloc_trim(0) };
+                    crate::io::sys::malloc_trim();
                 }
                 UNDER_WAY.store(false, Ordering::SeqCst);
                 // A request that came after the last look found this thread under way.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::{Client, Finished, write_slice};
 use crate::handler::{Actions, IdMint, Outbox};
 use crate::io::stream::BlockingStream;
+use crate::io::sys;
 use crate::rules::{Connect, Ending};
 use crate::threads::peer::Peer;
 use crate::threads::{CLIENT_STACK, WorkerShared};
@@ -235,17 +236,10 @@ impl<H: Handler> Client<H> {
             if left.is_zero() {
                 return Connect::Failed(io::ErrorKind::TimedOut.into());
             }
-            let mut fd = libc::pollfd {
-                fd: stream.as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            };
             let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd, for the duration of the call.
-            match unsafe { libc::poll(&mut fd, 1, ms) } {
-                0 => continue,
-                n if n < 0 => {
-                    let err = io::Error::last_os_error();
+            match sys::poll_one(stream.as_raw_fd(), libc::POLLOUT, ms) {
+                Ok(0) => continue,
+                Err(err) => {
                     if err.kind() != io::ErrorKind::Interrupted {
                         return Connect::Failed(err);
                     }
@@ -297,18 +291,13 @@ impl<H: Handler> Client<H> {
             {
                 return Ending::Graceful(CloseReason::IdleTimeout);
             }
-            let mut poll = libc::pollfd {
-                fd,
-                events: 0,
-                revents: 0,
-            };
             let tick = HALF_CLOSED_TICK.as_millis() as i32;
-            // SAFETY: one valid pollfd, for the duration of the call.
-            let ready = unsafe { libc::poll(&mut poll, 1, tick) };
-            if ready > 0 && poll.revents & libc::POLLERR != 0 {
+            // A failed poll (a signal) reports nothing: the loop looks again.
+            let revents = sys::poll_one(fd, 0, tick).unwrap_or(0);
+            if revents & libc::POLLERR != 0 {
                 return Ending::Abrupt(CloseReason::Reset);
             }
-            if ready > 0 && poll.revents & libc::POLLHUP != 0 {
+            if revents & libc::POLLHUP != 0 {
                 return Ending::Graceful(CloseReason::Eof);
             }
         }
