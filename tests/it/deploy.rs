@@ -1011,7 +1011,14 @@ fn a_stop_during_an_upgrade_stops_the_new_process_that_is_not_accepting() {
 fn a_second_server_on_a_served_address_fails_with_address_in_use() {
     // With SO_REUSEPORT a second server would join the port and take a share of the
     // clients; like redis and nginx, it must fail instead, whatever the worker counts.
-    for (first_workers, second_workers) in [("1", "2"), ("2", "2"), ("2", "1")] {
+    for (first_workers, second_workers) in [
+        ("1", "1"),
+        ("1", "2"),
+        ("2", "2"),
+        ("2", "1"),
+        ("4", "4"),
+        ("1", "4"),
+    ] {
         let dir = TempDir::new(&format!("second-{first_workers}-{second_workers}"));
         let pid_file = dir.path("server.pid");
         let addr = format!("127.0.0.1:{}", free_port());
@@ -1053,13 +1060,13 @@ fn a_second_server_on_a_served_address_fails_with_address_in_use() {
         first.wait().expect("the first server stops");
         let what = format!("first --workers {first_workers}, second --workers {second_workers}");
         assert!(
-            same_addr.is_some_and(|s| !s.success())
+            same_addr.is_some_and(|s| s.code() == Some(1))
                 && same_addr_log
                     .contains(&format!("cannot listen on {addr}: Address already in use")),
             "{what}: a second server on {addr}: {same_addr:?}\n{same_addr_log}"
         );
         assert!(
-            same_metrics.is_some_and(|s| !s.success())
+            same_metrics.is_some_and(|s| s.code() == Some(1))
                 && same_metrics_log.contains(&format!(
                     "cannot serve metrics on {metrics}: Address already in use"
                 )),

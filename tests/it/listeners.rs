@@ -219,9 +219,11 @@ fn a_unix_socket_whose_live_server_has_a_full_queue_is_in_use_at_once() {
 
 #[test]
 fn a_second_server_on_a_served_tcp_address_fails_whatever_the_worker_counts() {
-    // No `SO_REUSEPORT`: a second server does not silently take a share of the clients.
+    // The probe bound without `SO_REUSEPORT` before the per-worker sockets: a second server
+    // does not silently join the first's `SO_REUSEPORT` group and take a share of the
+    // clients.
     for model in MODELS {
-        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4)] {
+        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4), (1, 4), (4, 1)] {
             let running = Server::new(Echo)
                 .model(model)
                 .workers(first)
@@ -457,6 +459,37 @@ fn inherited_per_worker_sockets_are_all_served_whatever_the_new_worker_count() {
             echo_round(&mut tcp_client(addr), b"served by the successor");
             old.stop().expect("stop the old server");
             new.stop().expect("stop the new server");
+        }
+    }
+}
+
+#[test]
+fn an_address_held_by_another_program_is_refused_with_or_without_so_reuseport() {
+    use socket2::{Domain, Socket, Type};
+    // Another program's listener: a plain one (redis), and one in a `SO_REUSEPORT` group of
+    // its own (nginx `reuseport`), which our per-worker sockets could otherwise join.
+    for reuse_port in [false, true] {
+        let other = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        other.set_reuse_address(true).expect("SO_REUSEADDR");
+        other.set_reuse_port(reuse_port).expect("SO_REUSEPORT");
+        other
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .expect("bind");
+        other.listen(16).expect("listen");
+        let addr = other.local_addr().unwrap().as_socket().unwrap();
+        for model in MODELS {
+            for workers in [1, 2, 4] {
+                let err = Server::new(Echo)
+                    .model(model)
+                    .workers(workers)
+                    .bind(addr)
+                    .expect_err("an address another program listens on");
+                assert_eq!(
+                    err.kind(),
+                    std::io::ErrorKind::AddrInUse,
+                    "SO_REUSEPORT {reuse_port}, {model:?}, {workers} workers: {err}"
+                );
+            }
         }
     }
 }
