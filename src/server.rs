@@ -168,9 +168,10 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0), all
-    /// accepting from each listener's one socket; whichever worker wakes first takes a
-    /// client.
+    /// Run `n` independent workers (at least one: [`bind`](Server::bind) refuses 0). On a
+    /// TCP address each accepts from a `SO_REUSEPORT` socket of its own, which the kernel
+    /// fills by a hash of the client's address and port; on any other listener all share
+    /// one socket, and whichever worker wakes first takes a client.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -197,16 +198,16 @@ impl<H: Handler> Server<H> {
     /// Bind every listener (TCP addresses, Unix socket paths, sockets handed in, inherited
     /// descriptors) and start serving them all on background threads.
     ///
-    /// Every listener is one socket whose queue every worker polls, bound without
-    /// `SO_REUSEPORT`: an address another server holds fails with
-    /// [`AddrInUse`](io::ErrorKind::AddrInUse). Fails like
+    /// A TCP address gets one `SO_REUSEPORT` socket per worker, so the kernel spreads
+    /// clients over the workers, after a probe bound without `SO_REUSEPORT`: an address
+    /// another server listens on fails with [`AddrInUse`](io::ErrorKind::AddrInUse).
+    /// Inherited `SO_REUSEPORT` sockets of one address are one listener again (more
+    /// sockets than workers: each is served; fewer: more are bound). Any other listener is
+    /// one socket whose queue every worker polls. Fails like
     /// [`bind`](Server::bind), and with `InvalidInput` when `listeners` is empty.
     pub fn listen(self, listeners: impl IntoIterator<Item = Listener>) -> io::Result<Running> {
         crate::config::validate_server(&self.config, self.workers)?;
-        let mut bound = Vec::new();
-        for listener in listeners {
-            bound.push(listen::bind(listener, self.config.backlog)?);
-        }
+        let bound = listen::bind_all(listeners, self.config.backlog, self.workers)?;
         if bound.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -219,10 +220,10 @@ impl<H: Handler> Server<H> {
         let workers = self.workers;
         let mut setups = Vec::with_capacity(workers);
         for index in 0..workers {
-            let listeners = bound
-                .iter()
-                .map(|listener| listener.for_worker())
-                .collect::<io::Result<_>>()?;
+            let mut listeners = Vec::new();
+            for listener in &bound {
+                listeners.extend(listener.for_worker(index, workers)?);
+            }
             setups.push(WorkerSetup {
                 index,
                 workers,
@@ -236,10 +237,10 @@ impl<H: Handler> Server<H> {
                 tls: self.tls.clone(),
             });
         }
-        let sockets = bound
-            .iter()
-            .map(|listener| listener.descriptor())
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut sockets = Vec::new();
+        for listener in &bound {
+            sockets.extend(listener.descriptors()?);
+        }
         let prepared = match self.model {
             Model::Reactor => reactor::prepare(setups)?,
             Model::Threads => threads::prepare(setups)?,
@@ -278,7 +279,7 @@ impl<H: Handler> Server<H> {
     /// [`turn`](EventLoop::turn) at a time, with a [`Poster`](crate::Poster) for other
     /// threads. Always the reactor model, with one worker.
     pub fn event_loop(self, addr: SocketAddr) -> io::Result<EventLoop<H>> {
-        let bound = listen::bind(Listener::tcp(addr), self.config.backlog)?;
+        let bound = listen::bind_all([Listener::tcp(addr)], self.config.backlog, 1)?;
         let live = Arc::new(Live::new(1, self.config.max_buffered));
         EventLoop::new(WorkerSetup {
             #[cfg(feature = "tls")]
@@ -287,7 +288,13 @@ impl<H: Handler> Server<H> {
             workers: 1,
             handler: self.handler,
             config: self.config,
-            listeners: vec![bound.for_worker()?],
+            listeners: bound
+                .iter()
+                .map(|listener| listener.for_worker(0, 1))
+                .collect::<io::Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
             handover: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             live,
@@ -348,8 +355,10 @@ impl Running {
         &self.addrs
     }
 
-    /// A new descriptor of every listening socket, in the order the listeners were given,
-    /// to hand to a successor process. Empty once the server has stopped accepting.
+    /// A new descriptor of every listening socket, in the order the listeners were given
+    /// (a TCP address's per-worker sockets one after another), to hand to a successor
+    /// process, which serves them all whatever its worker count. Empty once the server
+    /// has stopped accepting.
     pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
         self.stop
             .sockets

@@ -3,9 +3,12 @@
 //! how each worker gets its share.
 //!
 //! The server binds every listener here before any worker starts; the models then only
-//! accept. Sharing: every listener is one socket with one queue, bound once and without
-//! `SO_REUSEPORT` (so a second server on the same address fails with `AddrInUse`), and
-//! each worker gets a duplicate descriptor of it (see `Bound::for_worker`).
+//! accept. Sharing: a TCP address gets one `SO_REUSEPORT` socket per worker, so the
+//! kernel spreads a burst of clients over the workers' queues; before binding them, a
+//! probe socket bound without `SO_REUSEPORT` makes a second server on a served address
+//! fail with `AddrInUse` (see `listen_tcp`). Every other listener (a Unix path, a socket
+//! handed in or inherited without `SO_REUSEPORT`) is one socket with one queue, and each
+//! worker polls a duplicate descriptor of it (see `Bound::for_worker`).
 //! This module must not accept or serve connections.
 //!
 //! # Files
@@ -170,8 +173,10 @@ impl fmt::Display for ListenAddr {
 /// One listener, bound and ready for the workers.
 #[derive(Debug)]
 pub(crate) struct Bound {
-    /// The one socket every worker shares.
-    socket: BlockingListener,
+    /// Its sockets: one `SO_REUSEPORT` socket per worker (or more, inherited from a
+    /// predecessor that ran more workers) for a TCP address; otherwise the one socket
+    /// every worker shares.
+    sockets: Vec<BlockingListener>,
     /// Where it accepts.
     pub(crate) addr: ListenAddr,
     /// The socket file to remove on a graceful stop, if this server owns one.
@@ -179,34 +184,104 @@ pub(crate) struct Bound {
 }
 
 impl Bound {
-    /// A worker's listener: a duplicate descriptor of the one socket (one listen queue,
-    /// every worker polling it).
-    pub(crate) fn for_worker(&self) -> io::Result<BlockingListener> {
-        self.socket.try_clone()
+    /// Worker `index`'s listeners, of `workers`: with one socket, a duplicate descriptor
+    /// of it (one listen queue, every worker polling it); with a socket per worker, its
+    /// own, and every further one whose position is its index modulo `workers`, so that
+    /// every socket is served and no client queued in one is left waiting.
+    pub(crate) fn for_worker(
+        &self,
+        index: usize,
+        workers: usize,
+    ) -> io::Result<Vec<BlockingListener>> {
+        if self.sockets.len() == 1 {
+            return Ok(vec![self.sockets[0].try_clone()?]);
+        }
+        self.sockets
+            .iter()
+            .skip(index)
+            .step_by(workers.max(1))
+            .map(BlockingListener::try_clone)
+            .collect()
     }
 
-    /// A descriptor of the socket, to hand to a successor, which then accepts from the
-    /// same queue: no waiting client is reset when this server stops.
-    pub(crate) fn descriptor(&self) -> io::Result<OwnedFd> {
-        self.socket.as_fd().try_clone_to_owned()
+    /// A descriptor of each of its sockets, to hand to a successor, which then accepts
+    /// from the same queues: no waiting client is reset when this server stops.
+    pub(crate) fn descriptors(&self) -> io::Result<Vec<OwnedFd>> {
+        self.sockets
+            .iter()
+            .map(|socket| socket.as_fd().try_clone_to_owned())
+            .collect()
+    }
+
+    /// One socket of a `SO_REUSEPORT` group, if this listener is one: the template for
+    /// further members.
+    fn reuse_port_tcp(&self) -> Option<&std::net::TcpListener> {
+        match self.sockets.first() {
+            Some(BlockingListener::Tcp(socket))
+                if SockRef::from(socket).reuse_port().unwrap_or(false) =>
+            {
+                Some(socket)
+            }
+            _ => None,
+        }
     }
 }
 
-/// Bind `listener` with a listen queue of `backlog`.
-pub(crate) fn bind(listener: Listener, backlog: i32) -> io::Result<Bound> {
+/// Bind every listener for `workers` workers, with listen queues of `backlog`: one
+/// `SO_REUSEPORT` socket per worker for a TCP address (see `listen_tcp`). Inherited
+/// `SO_REUSEPORT` sockets of one address (a predecessor's per-worker sockets) become one
+/// listener again; when there are fewer of them than workers, further sockets are bound
+/// to the address so that each worker has a queue of its own. None is ever closed: a
+/// `SO_REUSEPORT` socket closed resets the clients queued in it.
+pub(crate) fn bind_all(
+    listeners: impl IntoIterator<Item = Listener>,
+    backlog: i32,
+    workers: usize,
+) -> io::Result<Vec<Bound>> {
+    let mut bound: Vec<Bound> = Vec::new();
+    for listener in listeners {
+        let next = bind(listener, backlog, workers)?;
+        let group = next.reuse_port_tcp().map(|_| next.addr.clone());
+        match bound.iter_mut().find(|b| {
+            group.as_ref().is_some_and(|addr| *addr == b.addr) && b.reuse_port_tcp().is_some()
+        }) {
+            Some(same) => same.sockets.extend(next.sockets),
+            None => bound.push(next),
+        }
+    }
+    for listener in &mut bound {
+        let Some(template) = listener.reuse_port_tcp() else {
+            continue;
+        };
+        let addr = template.local_addr()?;
+        let only_v6 = addr.is_ipv6() && SockRef::from(template).only_v6()?;
+        let missing = workers.saturating_sub(listener.sockets.len());
+        for _ in 0..missing {
+            let socket = reuse_port_socket(addr, only_v6)?;
+            socket.bind(&addr.into())?;
+            socket.listen(backlog)?;
+            listener.sockets.push(BlockingListener::Tcp(socket.into()));
+        }
+    }
+    Ok(bound)
+}
+
+/// Bind `listener` with a listen queue of `backlog` (a TCP address: one socket for each
+/// of `workers`).
+fn bind(listener: Listener, backlog: i32, workers: usize) -> io::Result<Bound> {
     match listener.kind {
         Kind::TcpAddr(addr) => {
-            let socket = listen_tcp(addr, backlog)?;
+            let sockets = listen_tcp(addr, backlog, workers)?;
             Ok(Bound {
-                addr: ListenAddr::Tcp(socket.local_addr()?),
-                socket: BlockingListener::Tcp(socket),
+                addr: ListenAddr::Tcp(sockets[0].local_addr()?),
+                sockets: sockets.into_iter().map(BlockingListener::Tcp).collect(),
                 file: None,
             })
         }
         Kind::UnixPath { path, mode } => {
             let (socket, file) = unix::bind(&path, mode, backlog)?;
             Ok(Bound {
-                socket: BlockingListener::Unix(socket),
+                sockets: vec![BlockingListener::Unix(socket)],
                 addr: ListenAddr::Unix(Some(path)),
                 file: Some(file),
             })
@@ -235,7 +310,11 @@ fn shared(socket: BlockingListener, owns_file: bool) -> io::Result<Bound> {
         (ListenAddr::Unix(Some(path)), true) => Some(SocketFile::existing(path)),
         _ => None,
     };
-    Ok(Bound { socket, addr, file })
+    Ok(Bound {
+        sockets: vec![socket],
+        addr,
+        file,
+    })
 }
 
 /// Find out what an inherited descriptor is: a TCP or a Unix stream socket.
@@ -252,20 +331,57 @@ fn classify(fd: OwnedFd) -> io::Result<BlockingListener> {
     }
 }
 
-/// Create a listening socket on `addr` with `SO_REUSEADDR` (a restart need not wait for
-/// the old connections' `TIME_WAIT`) and without `SO_REUSEPORT`: the workers and a
-/// successor share this one socket, and any other server binding the address fails
-/// with `AddrInUse` instead of silently taking a share of the clients.
-fn listen_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// Listen on `addr` with `workers` sockets (at least one) in one `SO_REUSEPORT` group,
+/// each with `SO_REUSEADDR` (a restart need not wait for the old connections'
+/// `TIME_WAIT`).
+///
+/// First a probe socket is bound to `addr` without `SO_REUSEPORT`: where any server
+/// listens on the address (ours, redis, nginx, with or without `SO_REUSEPORT`), that
+/// fails with `AddrInUse`, as a plain bind would, and nothing is bound. Otherwise the probe
+/// stays bound (not listening: it takes no client) while the group binds to the probe's
+/// port, so port 0 gives every member the same port, and it is closed once the group
+/// listens. From then on a second server's probe, or a second plain bind, fails against
+/// the group's listening sockets. What remains: two servers started within the same
+/// instant can both pass their probes before either listens and then share the address;
+/// `SO_REUSEPORT` only lets sockets of the same user share it.
+fn listen_tcp(
+    addr: SocketAddr,
+    backlog: i32,
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    let local = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a TCP socket without an address"))?;
+    let mut group = Vec::with_capacity(workers.max(1));
+    for _ in 0..workers.max(1) {
+        let socket = reuse_port_socket(addr, addr.is_ipv6())?;
+        socket.bind(&local.into())?;
+        group.push(socket);
+    }
+    for socket in &group {
+        socket.listen(backlog)?;
+    }
+    drop(probe);
+    Ok(group.into_iter().map(Into::into).collect())
+}
+
+/// A TCP socket for `addr`'s family with `SO_REUSEADDR` and `SO_REUSEPORT`, IPv6-only
+/// when `only_v6` (an IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4).
+fn reuse_port_socket(addr: SocketAddr, only_v6: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
-        // An IPv6 listener serves IPv6 only; bind 0.0.0.0 separately for IPv4.
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(only_v6)?;
     }
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
+    socket.set_reuse_port(true)?;
+    Ok(socket)
 }
 
 #[cfg(test)]

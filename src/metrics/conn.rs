@@ -64,6 +64,8 @@ pub(super) struct Conn {
     deadline: Instant,
     /// The client has finished sending (a read returned 0).
     peer_done: bool,
+    /// The endpoint is stopping: answer the request under way, if any, then close.
+    stopping: bool,
 }
 
 impl Conn {
@@ -83,7 +85,15 @@ impl Conn {
             phase: Phase::Open,
             deadline: now + timeout,
             peer_done: false,
+            stopping: false,
         }
+    }
+
+    /// The endpoint is stopping: the request under way (received whole, or still
+    /// arriving within its deadline) is answered with `Connection: close`; an idle
+    /// connection closes when next driven.
+    pub(super) fn stop(&mut self) {
+        self.stopping = true;
     }
 
     /// When the loop must close it if it has not finished by then.
@@ -119,6 +129,9 @@ impl Conn {
             }
             if self.answer(source) {
                 continue;
+            }
+            if self.stopping && self.input.is_empty() {
+                return Next::Close("the endpoint is stopping");
             }
             if self.peer_done {
                 // A partial request that can never be completed: nothing to answer.
@@ -160,11 +173,14 @@ impl Conn {
             Parsed::NeedMore => routes::refuse(Invalid::HeadTooLarge),
             Parsed::Invalid(invalid) => routes::refuse(invalid),
             Parsed::Request(request) => {
-                let close = !request.keep_alive;
+                let len = request.len;
+                // Stopping: every whole request already received is answered, and the
+                // connection closes after the last of them.
+                let more = self.stopping && matches!(parse(&self.input[len..]), Parsed::Request(_));
+                let close = !request.keep_alive || (self.stopping && !more);
                 let response = routes::respond(&request, source);
                 let bytes =
                     response.to_bytes(request.method == "HEAD", close, request.minor_version);
-                let len = request.len;
                 self.queue(bytes, len, close);
                 return true;
             }

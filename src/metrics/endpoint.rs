@@ -40,8 +40,9 @@ impl MetricsServer {
         self.local_addr
     }
 
-    /// Stop serving: close the listener and every connection (a reply being sent is cut
-    /// short), and wait for the thread.
+    /// Stop serving, gracefully: accept the clients already queued, close the listener,
+    /// answer every request already received or under way (with `Connection: close`, each
+    /// within its request deadline), close idle connections, and wait for the thread.
     pub fn stop(mut self) {
         self.shut();
     }

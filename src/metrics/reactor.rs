@@ -4,6 +4,10 @@
 //! Each turn: poll (until the next deadline at most), drive every connection an event names,
 //! accept, expire deadlines. It shares nothing with the server's workers but the
 //! [`Source`] it reads snapshots from.
+//!
+//! Stopping is graceful: the clients already queued are accepted, the listener is closed,
+//! idle connections close at once, and a request already under way is answered (with
+//! `Connection: close`) before its connection closes, each within its own deadline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +43,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(super) struct Reactor {
     /// Readiness of the listener, the connections and the waker.
     poll: Poll,
-    /// Where scrapers connect.
-    listener: TcpListener,
+    /// Where scrapers connect; `None` once stopping.
+    listener: Option<TcpListener>,
     /// The connections being served, at most `config.max_connections`.
     conns: Slab<Conn>,
     /// The request deadline and the connection cap.
@@ -68,7 +72,7 @@ impl Reactor {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Reactor {
             poll,
-            listener,
+            listener: Some(listener),
             conns: Slab::new(),
             config,
             source,
@@ -79,11 +83,16 @@ impl Reactor {
         })
     }
 
-    /// Serve until stopped, or until polling or the listener fails (logged). Dropping the
-    /// reactor afterwards closes the listener and every connection.
+    /// Serve until stopped and every request received is answered, or until polling or
+    /// the listener fails (logged). Dropping the reactor afterwards closes the listener
+    /// and every connection.
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
+            if self.listener.is_none() && self.conns.is_empty() {
+                log::debug!("metrics endpoint: stopped");
+                return;
+            }
             let timeout = self.next_wake(Instant::now());
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 // A signal interrupted the wait: poll again.
@@ -93,11 +102,10 @@ impl Reactor {
                 log::error!("metrics endpoint: poll failed, it stops serving: {err}");
                 return;
             }
-            if self.stop.load(Ordering::SeqCst) {
-                log::debug!("metrics endpoint: stopping");
-                return;
-            }
             let now = Instant::now();
+            if self.listener.is_some() && self.stop.load(Ordering::SeqCst) {
+                self.begin_stop(now);
+            }
             self.dispatch(&events, now);
             if !self.accept(now) {
                 return;
@@ -106,11 +114,36 @@ impl Reactor {
         }
     }
 
+    /// Stop accepting, gracefully: take the clients already queued (their requests may be
+    /// in), close the listener (a successor holding the same socket goes on accepting
+    /// from it), and tell every connection to finish its current request and close.
+    fn begin_stop(&mut self, now: Instant) {
+        log::debug!("metrics endpoint: stopping");
+        self.accept_ready = true;
+        self.accept_paused_until = None;
+        // Bounded: the accept budget per call, and a cap of whole passes.
+        for _ in 0..4 {
+            if !self.accept(now) || !self.accept_ready {
+                break;
+            }
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.stop();
+            }
+            self.drive(key, now);
+        }
+    }
+
     /// How long `poll` may wait: until the earliest deadline or the end of an accept
     /// backoff, not at all if clients wait to be accepted, forever if nothing is due.
     fn next_wake(&self, now: Instant) -> Option<Duration> {
         let backoff = self.accept_paused_until;
-        if self.accept_ready && backoff.is_none() {
+        if self.accept_ready && backoff.is_none() && self.listener.is_some() {
             return Some(Duration::ZERO);
         }
         // A scan, not a timer wheel: the cap keeps the slab small.
@@ -158,7 +191,10 @@ impl Reactor {
             return true;
         }
         for _ in 0..ACCEPT_BUDGET {
-            let (stream, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return true;
+            };
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) => match rules::classify_accept(&err) {
                     AcceptError::Retry | AcceptError::ClientGone => continue,

@@ -74,7 +74,11 @@ pub enum Invalid {
 pub fn parse(input: &[u8]) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let head_len = match request.parse(input) {
+    // Only the first MAX_HEAD bytes can hold an acceptable head, and looking no further
+    // keeps the verdict independent of how the bytes arrived: a byte past the limit must
+    // not turn a head that is too large (found on a shorter read) into a malformed one.
+    let window = &input[..input.len().min(MAX_HEAD)];
+    let head_len = match request.parse(window) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Complete(_)) => return Parsed::Invalid(Invalid::HeadTooLarge),
         // Everything here belongs to this unfinished head.
@@ -295,5 +299,21 @@ mod tests {
         let scrape = request(b"GET http://host:9100/metrics?a HTTP/1.1\r\n\r\n");
         assert_eq!((scrape.path, scrape.query), ("/metrics", "a"));
         assert_eq!(request(b"GET HTTP://host HTTP/1.1\r\n\r\n").path, "/");
+    }
+
+    #[test]
+    fn a_head_too_large_is_so_however_it_was_cut() {
+        // Found by the fuzz target: a head over the limit with a bad byte after it was
+        // 431 when a read ended at the limit and 400 when it arrived whole.
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_HEAD + 100, b'a');
+        head.extend_from_slice(b"\x01\r\n\r\n");
+        for len in [MAX_HEAD + 1, MAX_HEAD + 101, head.len()] {
+            assert_eq!(
+                parse(&head[..len]),
+                Parsed::Invalid(Invalid::HeadTooLarge),
+                "{len} bytes"
+            );
+        }
     }
 }

@@ -1011,7 +1011,14 @@ fn a_stop_during_an_upgrade_stops_the_new_process_that_is_not_accepting() {
 fn a_second_server_on_a_served_address_fails_with_address_in_use() {
     // With SO_REUSEPORT a second server would join the port and take a share of the
     // clients; like redis and nginx, it must fail instead, whatever the worker counts.
-    for (first_workers, second_workers) in [("1", "2"), ("2", "2"), ("2", "1")] {
+    for (first_workers, second_workers) in [
+        ("1", "1"),
+        ("1", "2"),
+        ("2", "2"),
+        ("2", "1"),
+        ("4", "4"),
+        ("1", "4"),
+    ] {
         let dir = TempDir::new(&format!("second-{first_workers}-{second_workers}"));
         let pid_file = dir.path("server.pid");
         let addr = format!("127.0.0.1:{}", free_port());
@@ -1053,17 +1060,160 @@ fn a_second_server_on_a_served_address_fails_with_address_in_use() {
         first.wait().expect("the first server stops");
         let what = format!("first --workers {first_workers}, second --workers {second_workers}");
         assert!(
-            same_addr.is_some_and(|s| !s.success())
+            same_addr.is_some_and(|s| s.code() == Some(1))
                 && same_addr_log
                     .contains(&format!("cannot listen on {addr}: Address already in use")),
             "{what}: a second server on {addr}: {same_addr:?}\n{same_addr_log}"
         );
         assert!(
-            same_metrics.is_some_and(|s| !s.success())
+            same_metrics.is_some_and(|s| s.code() == Some(1))
                 && same_metrics_log.contains(&format!(
                     "cannot serve metrics on {metrics}: Address already in use"
                 )),
             "{what}: a second metrics endpoint on {metrics}: {same_metrics:?}\n{same_metrics_log}"
         );
     }
+}
+
+/// The metrics text of the server at `metrics` (`GET /metrics`).
+fn metrics_text(metrics: SocketAddr) -> String {
+    let mut stream = connect_tcp(metrics).expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read the metrics");
+    reply
+}
+
+/// `tcp_reactor_accepted_total` per worker, from a metrics text.
+fn accepted_by_worker(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("tcp_reactor_accepted_total{worker=\""))
+        .filter_map(|rest| rest.split_once(' ')?.1.trim().parse().ok())
+        .collect()
+}
+
+/// Upgrade a server from `--workers 2` to 3, then to 1, under a steady loop of short
+/// connections, and count what the clients lost.
+fn upgrade_changing_the_worker_count(model: &str) {
+    become_subreaper();
+    let dir = TempDir::new(&format!("workers-{model}"));
+    let pid_file = dir.path("server.pid");
+    let workers_file = dir.path("workers");
+    std::fs::write(&workers_file, "2").expect("write the worker count");
+    // The start path: a script that runs the binary with `--workers` taken from a file, so
+    // that an upgrade (which starts the same path with the same arguments) can change it.
+    let exe = dir.path("tcp-reactor");
+    // bash's `exec -a` keeps the script as the process's argv[0], the path an upgrade starts.
+    std::fs::write(
+        &exe,
+        format!(
+            "#!/bin/bash\nw=$(cat '{}')\nfor a do\n  shift\n  if [ \"$prev\" = --workers ]; then set -- \"$@\" \"$w\"; else set -- \"$@\" \"$a\"; fi\n  prev=$a\ndone\nexec -a \"$0\" '{SERVER_BIN}' \"$@\"\n",
+            workers_file.display()
+        ),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = Log::default();
+    let mut first = spawn_logged(
+        Command::new(&exe).args([
+            "serve",
+            "--model",
+            model,
+            "--workers",
+            "1",
+            "--addr",
+            &addr.to_string(),
+            "--metrics",
+            &metrics.to_string(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "--drain-timeout",
+            "5",
+        ]),
+        &log,
+    );
+    let mut pid = wait_for_pid_file(&pid_file, None);
+    assert_eq!(
+        accepted_by_worker(&metrics_text(metrics)).len(),
+        2,
+        "started with the file's count"
+    );
+
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|seed| {
+            short_clients(
+                addr,
+                Arc::clone(&tally),
+                Arc::clone(&stop),
+                seed * 1_000_000,
+            )
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut spreads = Vec::new();
+    for workers in [3, 1] {
+        std::fs::write(&workers_file, workers.to_string()).expect("write the worker count");
+        let old = pid;
+        signal(old, libc::SIGUSR2);
+        pid = wait_for_pid_file(&pid_file, Some(old));
+        assert!(
+            wait_exit(old, Duration::from_secs(15)).is_some(),
+            "old server {old} did not exit\n{}",
+            log.text()
+        );
+        // The steady loop goes on against the new process alone; every one of its
+        // workers takes a share (their sockets are the kernel's choice, not a wake-up race).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let spread = loop {
+            let spread = accepted_by_worker(&metrics_text(metrics));
+            if (spread.len() == workers && spread.iter().all(|&n| n > 0))
+                || Instant::now() > deadline
+            {
+                break spread;
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(spread.len(), workers, "{}", log.text());
+        assert!(
+            spread.iter().all(|&n| n > 0),
+            "every worker of the new process accepts: {spread:?}"
+        );
+        spreads.push(spread);
+        thread::sleep(Duration::from_millis(300));
+    }
+    let _ = first.wait();
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().expect("a load thread");
+    }
+    signal(pid, libc::SIGTERM);
+    assert!(wait_exit(pid, Duration::from_secs(15)).is_some());
+    let failures = tally.failures.lock().unwrap().clone();
+    eprintln!(
+        "upgrade 2 -> 3 -> 1 workers ({model}): {} connections served, failures {failures:?}; accepted by worker after each upgrade {spreads:?}",
+        tally.served.load(Ordering::Relaxed)
+    );
+    assert!(
+        failures.is_empty(),
+        "client failures: {failures:?}\n{}",
+        log.text()
+    );
+    assert!(tally.served.load(Ordering::Relaxed) > 100, "the load ran");
+    assert_eq!(log.count("upgrade failed"), 0, "{}", log.text());
+}
+
+#[test]
+fn the_reactor_upgrades_to_more_and_to_fewer_workers_without_losing_a_connection() {
+    upgrade_changing_the_worker_count("reactor");
+}
+
+#[test]
+fn the_threads_model_upgrades_to_more_and_to_fewer_workers_without_losing_a_connection() {
+    upgrade_changing_the_worker_count("threads");
 }

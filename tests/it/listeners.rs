@@ -219,9 +219,11 @@ fn a_unix_socket_whose_live_server_has_a_full_queue_is_in_use_at_once() {
 
 #[test]
 fn a_second_server_on_a_served_tcp_address_fails_whatever_the_worker_counts() {
-    // No `SO_REUSEPORT`: a second server does not silently take a share of the clients.
+    // The probe bound without `SO_REUSEPORT` before the per-worker sockets: a second server
+    // does not silently join the first's `SO_REUSEPORT` group and take a share of the
+    // clients.
     for model in MODELS {
-        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4)] {
+        for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 4), (1, 4), (4, 1)] {
             let running = Server::new(Echo)
                 .model(model)
                 .workers(first)
@@ -371,5 +373,123 @@ fn workers_share_one_unix_queue_under_concurrent_clients() {
         eprintln!("{model:?}, 4 workers, 1600 Unix clients: accepted by worker {by_worker:?}");
         assert_eq!(by_worker.iter().sum::<u64>(), 1600);
         running.stop().expect("stop");
+    }
+}
+
+/// Open `n` connections to `addr` as fast as one thread can (each connect completes in the
+/// kernel, before any worker accepts), wait until `running` has accepted them all, and
+/// return the per-worker counts.
+fn burst(running: &Running, addr: SocketAddr, n: u64) -> Vec<u64> {
+    let before = running.accepted();
+    let clients: Vec<TcpStream> = (0..n).map(|_| tcp_client(addr)).collect();
+    assert!(
+        fixtures::wait_until(Duration::from_secs(20), || running.accepted() >= before + n),
+        "only {} of {n} accepted",
+        running.accepted() - before
+    );
+    drop(clients);
+    running.accepted_by_worker()
+}
+
+#[test]
+fn a_burst_of_connects_reaches_every_worker() {
+    // Each worker accepts from a `SO_REUSEPORT` socket of its own, and the kernel chooses a
+    // client's socket by a hash of its address and port, not by which worker wakes first:
+    // the spread does not depend on scheduling or load. With 200 clients over 4 sockets a
+    // worker's share is Binomial(200, 1/4), mean 50; fewer than 10 has a probability
+    // below 1e-13. (One shared socket gave [196, 4, 0, 0]: the first worker awake drains it.)
+    for model in MODELS {
+        let running = Server::new(Echo)
+            .model(model)
+            .workers(4)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind");
+        let by_worker = burst(&running, running.local_addr(), 200);
+        eprintln!(
+            "{model:?}, 4 workers, a burst of 200 connects: accepted by worker {by_worker:?}"
+        );
+        assert_eq!(by_worker.iter().sum::<u64>(), 200, "{by_worker:?}");
+        assert!(
+            by_worker.iter().all(|&n| n >= 10),
+            "{model:?}: every worker takes a share of a burst: {by_worker:?}"
+        );
+        // The metrics endpoint reports the same per-worker counts.
+        let text = tcp_reactor::metrics::render(&running.live_stats().snapshot());
+        for (worker, n) in by_worker.iter().enumerate() {
+            let sample = format!("tcp_reactor_accepted_total{{worker=\"{worker}\"}} {n}");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
+        running.stop().expect("stop");
+    }
+}
+
+#[test]
+fn inherited_per_worker_sockets_are_all_served_whatever_the_new_worker_count() {
+    // A successor given a predecessor's per-worker sockets serves every one of them (a
+    // `SO_REUSEPORT` socket left unserved would strand the clients the kernel queues in
+    // it), and binds more when it runs more workers.
+    for model in MODELS {
+        for (before, after) in [(2, 3), (3, 1), (4, 4)] {
+            let old = Server::new(Echo)
+                .model(model)
+                .workers(before)
+                .bind("127.0.0.1:0".parse().unwrap())
+                .expect("bind");
+            let addr = old.local_addr();
+            let fds = old.listener_fds().expect("descriptors");
+            assert_eq!(fds.len(), before, "one socket per worker");
+            let new = Server::new(Echo)
+                .model(model)
+                .workers(after)
+                .listen(fds.into_iter().map(Listener::inherited))
+                .expect("serve the inherited sockets");
+            assert_eq!(new.listen_addrs(), [ListenAddr::Tcp(addr)], "one address");
+            assert_eq!(new.listener_fds().expect("fds").len(), before.max(after));
+            old.stop_handle().stop_accepting();
+            assert!(fixtures::wait_until(Duration::from_secs(10), || !old.is_accepting()));
+            // Every connect now reaches the new server, whichever socket the kernel picks.
+            let by_worker = burst(&new, addr, 200);
+            eprintln!("{model:?}, {before} -> {after} workers: accepted by worker {by_worker:?}");
+            assert_eq!(
+                by_worker.iter().sum::<u64>(),
+                200,
+                "{model:?}: {by_worker:?}"
+            );
+            assert!(by_worker.iter().all(|&n| n > 0), "{model:?}: {by_worker:?}");
+            echo_round(&mut tcp_client(addr), b"served by the successor");
+            old.stop().expect("stop the old server");
+            new.stop().expect("stop the new server");
+        }
+    }
+}
+
+#[test]
+fn an_address_held_by_another_program_is_refused_with_or_without_so_reuseport() {
+    use socket2::{Domain, Socket, Type};
+    // Another program's listener: a plain one (redis), and one in a `SO_REUSEPORT` group of
+    // its own (nginx `reuseport`), which our per-worker sockets could otherwise join.
+    for reuse_port in [false, true] {
+        let other = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        other.set_reuse_address(true).expect("SO_REUSEADDR");
+        other.set_reuse_port(reuse_port).expect("SO_REUSEPORT");
+        other
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .expect("bind");
+        other.listen(16).expect("listen");
+        let addr = other.local_addr().unwrap().as_socket().unwrap();
+        for model in MODELS {
+            for workers in [1, 2, 4] {
+                let err = Server::new(Echo)
+                    .model(model)
+                    .workers(workers)
+                    .bind(addr)
+                    .expect_err("an address another program listens on");
+                assert_eq!(
+                    err.kind(),
+                    std::io::ErrorKind::AddrInUse,
+                    "SO_REUSEPORT {reuse_port}, {model:?}, {workers} workers: {err}"
+                );
+            }
+        }
     }
 }

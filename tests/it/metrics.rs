@@ -244,6 +244,13 @@ fn connect_within(addr: SocketAddr, patience: Duration) -> TcpStream {
 #[track_caller]
 fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
     stream.write_all(request).expect("send the request");
+    read_reply(stream, request.starts_with(b"HEAD "))
+}
+
+/// Read one reply framed by its `Content-Length` (no body for a `HEAD` request): the head
+/// and the body.
+#[track_caller]
+fn read_reply(stream: &mut TcpStream, head_request: bool) -> (String, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -259,11 +266,7 @@ fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
         .find_map(|line| line.strip_prefix("Content-Length: "))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
-    let length = if request.starts_with(b"HEAD ") {
-        0
-    } else {
-        length
-    };
+    let length = if head_request { 0 } else { length };
     let body = recv_exact(stream, length);
     (head, String::from_utf8(body).expect("a UTF-8 body"))
 }
@@ -551,5 +554,49 @@ fn zero_limits_are_refused() {
             .expect_err("a zero limit");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
+    running.stop().expect("stop");
+}
+
+/// Stopping the endpoint is graceful: a request under way when it stops (half its head
+/// in, the rest after the stop began) and requests already received on a keep-alive
+/// connection are answered, the last with `Connection: close`; new clients are refused.
+#[test]
+fn stopping_the_endpoint_answers_the_requests_already_received() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_secs(20));
+    let (running, endpoint) = endpoint(&config);
+    let addr = endpoint.local_addr();
+    let mut partial = connect_within(addr, SCRAPE_PATIENCE);
+    partial
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: te")
+        .expect("send half a head");
+    let mut pipelined = connect_within(addr, SCRAPE_PATIENCE);
+    // Answered before or during the stop; either way both replies arrive whole.
+    pipelined
+        .write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: b\r\n\r\n",
+        )
+        .expect("send two requests");
+    // Whether or not the endpoint has accepted them yet, the stop takes them: it accepts
+    // what is queued before it closes its listener.
+    let stopper = thread::spawn(move || endpoint.stop());
+    // The stop waits for the half-sent request: it has not finished.
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !stopper.is_finished(),
+        "the stop waits for the request under way"
+    );
+    partial.write_all(b"st\r\n\r\n").expect("send the rest");
+    let (head, body) = read_reply(&mut partial, false);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(body.contains("tcp_reactor_connections_open "), "{body}");
+    expect_eof(&mut partial);
+    for head_request in [false, true] {
+        let (head, _) = read_reply(&mut pipelined, head_request);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    }
+    expect_eof(&mut pipelined);
+    stopper.join().expect("the stop returns");
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
     running.stop().expect("stop");
 }

@@ -87,7 +87,8 @@ struct ServeArgs {
     /// closes the rest gracefully.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
-    /// Independent workers, one thread each, all accepting from each listening socket.
+    /// Independent workers, one thread each; on a TCP address each accepts from a
+    /// `SO_REUSEPORT` socket of its own.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Most clients served at once; more are refused.
