@@ -43,8 +43,9 @@
 //!   server-wide budget for buffered bytes), `io::peer_addr`.
 //! - **Shared mechanics**: `rules`, what both models do alike, written once; `io`, bytes
 //!   through the socket or rustls, and `sys`, every libc call behind a safe function.
-//! - **Per worker**: `worker`; `listen` ([`Listener`]: TCP, Unix paths, inherited
-//!   descriptors ([`activation`]), the binary [`upgrade`]).
+//! - **Per worker**: `worker`; `watch` (what the live page sees of each loop, and step
+//!   mode); `listen` ([`Listener`]: TCP, Unix paths, inherited descriptors
+//!   ([`activation`]), the binary [`upgrade`]).
 //! - **Models**: `reactor` (`turn` is one named step per line; [`EventLoop`], [`Poster`]),
 //!   `threads`, and [`metrics`] (snapshots, Prometheus text, an endpoint that is a small
 //!   reactor of its own).
@@ -78,6 +79,7 @@ mod stats;
 mod threads;
 #[cfg(feature = "cli")]
 mod tools;
+mod watch;
 mod worker;
 
 pub use config::{Config, ConfigError, WritePolicy};

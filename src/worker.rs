@@ -36,6 +36,8 @@ pub(crate) struct Live {
     /// Workers that still hold listeners: once 0, every connection the server will ever
     /// accept is counted in `connections`.
     accepting: AtomicUsize,
+    /// What the live page sees of each worker's loop, and the step mode's controls.
+    pub(crate) watch: crate::watch::Watch,
 }
 
 impl Live {
@@ -46,6 +48,7 @@ impl Live {
             budget: Budget::new(max_buffered, workers),
             published: (0..workers).map(|_| Mutex::default()).collect(),
             accepting: AtomicUsize::new(workers),
+            watch: crate::watch::Watch::new(workers),
             ..Live::default()
         }
     }

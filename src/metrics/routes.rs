@@ -5,6 +5,7 @@
 //! Adding a route is one row in [`ROUTES`] and one function. Nothing here touches a
 //! socket: the endpoint's loop parses a request, asks [`respond`], and sends the bytes.
 
+use super::live;
 use super::request::{Invalid, Request};
 use super::{CONTENT_TYPE, LiveStats, render};
 
@@ -27,11 +28,38 @@ struct Route {
 }
 
 /// Every route the endpoint serves.
-const ROUTES: &[Route] = &[Route {
-    path: "/metrics",
-    methods: &["GET"],
-    answer: metrics,
-}];
+const ROUTES: &[Route] = &[
+    Route {
+        path: "/metrics",
+        methods: &["GET"],
+        answer: metrics,
+    },
+    Route {
+        path: "/",
+        methods: &["GET"],
+        answer: live::page,
+    },
+    Route {
+        path: "/live.json",
+        methods: &["GET"],
+        answer: live::json,
+    },
+    Route {
+        path: "/step",
+        methods: &["POST"],
+        answer: live::step,
+    },
+    Route {
+        path: "/run",
+        methods: &["POST"],
+        answer: live::run,
+    },
+    Route {
+        path: "/pause",
+        methods: &["POST"],
+        answer: live::pause,
+    },
+];
 
 /// `GET /metrics`: the Prometheus text exposition of a fresh snapshot.
 fn metrics(_request: &Request<'_>, source: &Source) -> Response {
@@ -86,7 +114,7 @@ pub(crate) struct Response {
 
 impl Response {
     /// A reply with `body` of `content_type`.
-    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+    pub(super) fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
         Response {
             status,
             content_type,
@@ -133,6 +161,7 @@ impl Response {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        403 => "Forbidden",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",

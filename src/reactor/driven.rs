@@ -177,6 +177,7 @@ impl<H: Handler> Reactor<H> {
     /// Hand every posted message to the handler, with a context of no connection.
     pub(super) fn deliver_posts(&mut self) {
         let messages = self.setup.posts.take();
+        self.watching.mail(messages.len());
         for message in messages {
             let mut actions = Actions::default();
             let mut ctx = Context::new(

@@ -55,6 +55,8 @@ impl<H: Handler> Reactor<H> {
                     self.stats.bytes_in += n as u64;
                     budget -= n;
                     trace!("read {n} bytes from connection {}", conn.id());
+                    self.watching
+                        .io(conn.id(), "read", n, &self.buffers.read[..n]);
                     // A closing connection reads only to reach the peer's EOF.
                     if conn.phase().wants_input() && self.invoke(key, Call::Data(n)) {
                         // Output passed high water with input left: the rest waits for a
@@ -227,6 +229,9 @@ impl<H: Handler> Reactor<H> {
         let mut outcome = FlushOutcome::Done;
         if used_scratch && !self.buffers.scratch_out.is_empty() {
             outcome = conn.send(&self.buffers.scratch_out, &mut self.stats);
+            let written = (self.stats.bytes_out - before) as usize;
+            self.watching
+                .io(conn.id(), "write", written, &self.buffers.scratch_out);
             trace!(
                 "wrote {} of {} bytes to connection {}",
                 self.stats.bytes_out - before,
@@ -238,7 +243,10 @@ impl<H: Handler> Reactor<H> {
                 self.buffers.scratch_out.shrink_to(KEEP_SCRATCH);
             }
         } else if pending > 0 {
+            let first = self.watching.pending(conn);
             outcome = conn.flush(&mut self.stats, self.now);
+            let written = (self.stats.bytes_out - before) as usize;
+            self.watching.io(conn.id(), "write", written, &first);
         }
         if self.stats.bytes_out > before {
             // Output written is progress, for the idle timeout.
@@ -309,7 +317,11 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let before = self.stats.bytes_out;
-        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats, self.now) {
+        let first = self.watching.pending(conn);
+        let outcome = conn.flush(&mut self.stats, self.now);
+        let written = (self.stats.bytes_out - before) as usize;
+        self.watching.io(conn.id(), "write", written, &first);
+        if let FlushOutcome::Failed(err) = outcome {
             debug!("write to connection {}: {err}", conn.id());
             self.kill(key, CloseReason::from_io(&err));
             return;

@@ -31,6 +31,8 @@
 //! - `mail` — output for other connections, here or on other workers;
 //! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
 //! - `timer` — what happens when a deadline passes;
+//! - `watch` — recording turns for the live page while someone watches, and step mode's
+//!   gate (`Watching`, a part, lives there too);
 //! - `outbound` — connections a handler dials, and its requests about connections by id
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
@@ -69,6 +71,7 @@ mod socket;
 mod stopping;
 mod timer;
 mod types;
+mod watch;
 
 use accepting::Accepting;
 use buffers::Buffers;
@@ -83,6 +86,7 @@ use socket::MioListener;
 use stopping::Stopping;
 use timer::Timers;
 use types::{Setup, WAKER};
+use watch::Watching;
 
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -152,6 +156,14 @@ impl<H: Handler> Reactor<H> {
             listeners.push(listener);
         }
         mailboxes.set_waker(setup.index, Arc::clone(&waker));
+        let wake = Arc::clone(&waker);
+        setup.live.watch.set_waker(
+            setup.index,
+            Box::new(move || {
+                // Failure means the poll is already gone: the worker has stopped.
+                let _ = wake.wake();
+            }),
+        );
         let reactor = Reactor {
             poll,
             handler: setup.handler,
@@ -170,6 +182,7 @@ impl<H: Handler> Reactor<H> {
             memory: Memory::default(),
             buffers: Buffers::new(setup.config.read_chunk),
             stats: Stats::default(),
+            watching: Watching::default(),
             now: Instant::now(),
             setup: Setup {
                 index: setup.index,
@@ -209,6 +222,8 @@ struct Reactor<H: Handler> {
     buffers: Buffers,
     /// Counters returned at the end.
     stats: Stats,
+    /// What the live page is shown of this turn, and step mode's count.
+    watching: Watching,
     /// When the current turn started.
     now: Instant,
 }
@@ -226,6 +241,7 @@ impl<H: Handler> Reactor<H> {
     /// One turn of the loop, sleeping in `poll` no longer than `limit` (when given) or the
     /// next deadline. Returns true once the worker has stopped.
     fn turn(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<bool> {
+        let limit = self.watch_begin(limit);
         self.poll_events(events, limit)?;
         // The log macros format nothing unless the level is enabled: no cost otherwise.
         trace!(
@@ -245,6 +261,7 @@ impl<H: Handler> Reactor<H> {
         self.expire_timers();
         self.reap_finished();
         self.publish_stats();
+        self.watch_end(events);
         let stopped = self.check_stop();
         trace!(
             "turn {} ended: {} connection(s) open",
@@ -306,6 +323,9 @@ impl<H: Handler> Reactor<H> {
                 event.is_read_closed(),
                 event.is_error()
             );
+            if self.watching.detail {
+                self.watching.event(self.token_name(token), event);
+            }
             match token {
                 token if self.is_listener(token) => self.accept(),
                 // Mail and the stop flag are checked every turn.
