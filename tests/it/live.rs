@@ -322,6 +322,9 @@ fn browser_shows_rows_steps_and_escapes() {
     if let Ok(path) = std::env::var("LIVE_SCREENSHOT") {
         command.args(["--screenshot", &path]);
     }
+    if let Ok(path) = std::env::var("LIVE_STEP_SCREENSHOT") {
+        command.args(["--step-screenshot", &path]);
+    }
     let out = command.output().expect("run the browser test");
     println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
