@@ -192,10 +192,24 @@ impl Watch {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// Someone asked for the live data: record for [`WATCH_FOR`] from now.
+    /// Someone asked for the live data: record for [`WATCH_FOR`] from now. If nobody was
+    /// watching, wake the workers, so that one sleeping in `poll` (idle clients only)
+    /// starts recording now rather than at its next event.
     pub(crate) fn touch(&self) {
-        let until = self.millis(Instant::now() + WATCH_FOR);
-        self.watched_until.fetch_max(until, Ordering::Relaxed);
+        let now = Instant::now();
+        let until = self.millis(now + WATCH_FOR);
+        let before = self.watched_until.fetch_max(until, Ordering::Relaxed);
+        if before <= self.millis(now) {
+            self.wake_all();
+        }
+    }
+
+    /// Wake every worker from `poll`.
+    fn wake_all(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for wake in wakers.iter().flatten() {
+            wake();
+        }
     }
 
     /// Should a turn starting at `now` be recorded? One atomic load.
@@ -248,10 +262,7 @@ impl Watch {
     pub(crate) fn set_paused(&self, paused: bool) {
         self.control(|control| control.paused = paused);
         if paused {
-            let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-            for wake in wakers.iter().flatten() {
-                wake();
-            }
+            self.wake_all();
         }
     }
 

@@ -110,6 +110,10 @@ impl<H: Handler> Reactor<H> {
         }
         self.watching.on = step_mode || watch.is_watched(self.now);
         self.watching.detail = step_mode;
+        if self.watching.on && limit != Some(Duration::ZERO) {
+            // Watched, an idle worker still wakes to publish its table and deadlines.
+            limit = Some(limit.map_or(TABLE_EVERY, |limit| limit.min(TABLE_EVERY)));
+        }
         if self.watching.on {
             self.watching.before = self.stats.clone();
             self.watching.record = TurnRecord::default();

@@ -121,8 +121,6 @@ def five_rows(driver, args):
     driver.get(f"http://{args.metrics}/")
 
     def shown():
-        # Each round trip is a turn: the table is published as turns run.
-        echo(clients[0], b".")
         return sorted(peer.rsplit(":", 1)[1] for peer in rows(driver)) == ports
 
     until("the page shows five rows with the clients' ports", shown)
