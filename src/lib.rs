@@ -118,6 +118,8 @@ mod guide {
     struct Embedding;
     #[doc = include_str!("../docs/learning.md")]
     struct Learning;
+    #[doc = include_str!("../docs/live.md")]
+    struct Live;
     #[doc = include_str!("../docs/operations.md")]
     struct Operations;
     #[doc = include_str!("../docs/protocols.md")]

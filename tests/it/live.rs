@@ -88,7 +88,10 @@ fn five_clients_are_five_rows_with_their_ports() {
     assert_eq!(worker["model"], "reactor");
     assert_eq!(worker["open"], 5);
     assert_eq!(json["step_mode"], false);
-    assert_eq!(worker["events_histogram"].as_array().map(Vec::len), Some(11));
+    assert_eq!(
+        worker["events_histogram"].as_array().map(Vec::len),
+        Some(11)
+    );
     for row in worker["rows"].as_array().expect("rows") {
         assert_eq!(row["phase"], "open");
         assert_eq!(row["paused"], false);
@@ -191,7 +194,10 @@ fn step_mode_echoes_only_when_stepped() {
                 .as_array()
                 .is_some_and(|ready| ready.iter().any(|r| r["token"] == "listener 0"))
     });
-    assert!(accepted, "a turn shows the listener ready and the accept: {turns:?}");
+    assert!(
+        accepted,
+        "a turn shows the listener ready and the accept: {turns:?}"
+    );
     // Paused again: more input waits.
     send(&mut client, b"more");
     assert_silent(&mut client, Duration::from_millis(200));
@@ -210,7 +216,11 @@ fn run_and_pause_under_step_mode() {
     send(&mut client, b"free");
     expect_reply(&mut client, b"free");
     let (status, body) = request(endpoint.local_addr(), "POST", "/pause");
-    assert_eq!((status, body.contains("\"paused\":true")), (200, true), "{body}");
+    assert_eq!(
+        (status, body.contains("\"paused\":true")),
+        (200, true),
+        "{body}"
+    );
     // The pause takes effect before the next turn: give the woken worker a moment.
     std::thread::sleep(Duration::from_millis(100));
     send(&mut client, b"held");
