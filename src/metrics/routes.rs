@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
-        assert!(reply(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(reply(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
         let post = reply(b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(
             post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
