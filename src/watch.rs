@@ -45,6 +45,8 @@ pub(crate) struct Watch {
     views: Vec<Mutex<WorkerView>>,
     /// Each worker's wake-up (a worker sleeping in `poll` must see a pause).
     wakers: Mutex<Vec<Option<crate::worker::WakeFn>>>,
+    /// Under the threads model, its connections and their threads.
+    thread_rows: Mutex<Option<ThreadRows>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -171,7 +173,12 @@ pub(crate) struct ConnRow {
     pub(crate) idle_ms: u64,
     /// Its reads are paused (by backpressure, the handler or the budget).
     pub(crate) paused: bool,
+    /// Under the threads model, the thread serving it (empty under the reactor).
+    pub(crate) thread: String,
 }
+
+/// The threads model's connections, as (worker, row), read from its registry on request.
+pub(crate) type ThreadRows = Box<dyn Fn() -> Vec<(usize, ConnRow)> + Send + Sync>;
 
 impl Watch {
     /// A view for `workers` workers, nobody watching, not in step mode.
@@ -184,6 +191,7 @@ impl Watch {
             changed: Condvar::new(),
             views: (0..workers).map(|_| Mutex::default()).collect(),
             wakers: Mutex::new((0..workers).map(|_| None).collect()),
+            thread_rows: Mutex::new(None),
         }
     }
 
@@ -297,6 +305,17 @@ impl Watch {
         self.views
             .get(index)
             .map(|view| view.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Under the threads model, read its connections from here.
+    pub(crate) fn set_thread_rows(&self, rows: ThreadRows) {
+        *self.thread_rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(rows);
+    }
+
+    /// Under the threads model, its connections now, as (worker, row); `None` otherwise.
+    pub(crate) fn thread_rows(&self) -> Option<Vec<(usize, ConnRow)>> {
+        let rows = self.thread_rows.lock().unwrap_or_else(|p| p.into_inner());
+        rows.as_ref().map(|rows| rows())
     }
 
     /// Every worker's view as last published.

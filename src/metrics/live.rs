@@ -79,7 +79,11 @@ fn render(source: &Source) -> String {
         snapshot.connections,
         snapshot.buffered_bytes,
     );
-    for (index, view) in live.watch.views().iter().enumerate() {
+    let mut views = live.watch.views();
+    if let Some(rows) = live.watch.thread_rows() {
+        threads_views(&mut views, rows);
+    }
+    for (index, view) in views.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
@@ -97,6 +101,25 @@ fn render(source: &Source) -> String {
     }
     out.push_str("]}\n");
     out
+}
+
+/// Under the threads model, each worker's view is its connections and their threads: it
+/// has no turns, and its buffers are its threads' own.
+fn threads_views(views: &mut [WorkerView], rows: Vec<(usize, crate::watch::ConnRow)>) {
+    for view in views.iter_mut() {
+        view.model = "threads";
+    }
+    for (worker, row) in rows {
+        if let Some(view) = views.get_mut(worker) {
+            view.open += 1;
+            view.rows.push(row);
+        }
+    }
+    for view in views.iter_mut() {
+        view.rows
+            .sort_by_key(|row| row.id.parse::<u64>().unwrap_or(u64::MAX));
+        view.rows.truncate(crate::watch::TOP_ROWS);
+    }
 }
 
 /// One worker's view, as the members of its object.
@@ -157,6 +180,8 @@ fn worker(out: &mut String, view: &WorkerView) {
         string(out, &row.id);
         out.push_str(",\"peer\":");
         string(out, &row.peer);
+        out.push_str(",\"thread\":");
+        string(out, &row.thread);
         let _ = write!(
             out,
             ",\"phase\":\"{}\",\"buffered_in\":{},\"buffered_out\":{},\"idle_ms\":{},\

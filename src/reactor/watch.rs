@@ -214,6 +214,7 @@ impl<H: Handler> Reactor<H> {
                 .saturating_duration_since(conn.last_progress())
                 .as_millis() as u64,
             paused: conn.phase() == Phase::Paused || conn.reads_held(),
+            thread: String::new(),
         }
     }
 

@@ -103,6 +103,35 @@ fn five_clients_are_five_rows_with_their_ports() {
     running.stop().expect("stop");
 }
 
+/// Under the threads model the table lists each connection with its thread.
+#[test]
+fn threads_model_lists_connections_and_their_threads() {
+    let running = Server::new(Echo)
+        .model(Model::Threads)
+        .bind(loopback())
+        .expect("bind");
+    let endpoint = metrics::serve(loopback(), running.live_stats()).expect("serve metrics");
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(running.local_addr())).collect();
+    for client in &mut clients {
+        send(client, b"ping");
+        expect_reply(client, b"ping");
+    }
+    let ports: BTreeSet<u16> = clients
+        .iter()
+        .map(|client| client.local_addr().expect("local addr").port())
+        .collect();
+    let json = live(endpoint.local_addr());
+    let worker = &json["workers"][0];
+    assert_eq!(worker["model"], "threads");
+    assert_eq!(row_ports(&json), ports);
+    for row in worker["rows"].as_array().expect("rows") {
+        let id = row["id"].as_str().expect("id");
+        assert_eq!(row["thread"], format!("tcp-client-{id}").as_str(), "{row}");
+    }
+    drop(clients);
+    running.stop().expect("stop");
+}
+
 /// Without step mode, no request can step, run or pause the loop: each is refused with 403,
 /// and the server goes on echoing.
 #[test]
