@@ -43,8 +43,9 @@
 //!   server-wide budget for buffered bytes), `io::peer_addr`.
 //! - **Shared mechanics**: `rules`, what both models do alike, written once; `io`, bytes
 //!   through the socket or rustls, and `sys`, every libc call behind a safe function.
-//! - **Per worker**: `worker`; `listen` ([`Listener`]: TCP, Unix paths, inherited
-//!   descriptors ([`activation`]), the binary [`upgrade`]).
+//! - **Per worker**: `worker`; `watch` (what the live page sees of each loop, and step
+//!   mode); `listen` ([`Listener`]: TCP, Unix paths, inherited descriptors
+//!   ([`activation`]), the binary [`upgrade`]).
 //! - **Models**: `reactor` (`turn` is one named step per line; [`EventLoop`], [`Poster`]),
 //!   `threads`, and [`metrics`] (snapshots, Prometheus text, an endpoint that is a small
 //!   reactor of its own).
@@ -118,6 +119,8 @@ mod guide {
     struct Embedding;
     #[doc = include_str!("../docs/learning.md")]
     struct Learning;
+    #[doc = include_str!("../docs/live.md")]
+    struct Live;
     #[doc = include_str!("../docs/operations.md")]
     struct Operations;
     #[doc = include_str!("../docs/protocols.md")]

@@ -133,6 +133,8 @@ pub struct Server<H> {
     model: Model,
     /// Independent event loops (or accept loops) sharing the port.
     workers: usize,
+    /// Start paused, one turn per `POST /step` on the metrics endpoint (reactor only).
+    step: bool,
     /// Serve TLS with this configuration; `None` serves plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -151,6 +153,7 @@ impl<H: Handler> Server<H> {
             config: Config::default(),
             model: Model::Reactor,
             workers: 1,
+            step: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -165,6 +168,15 @@ impl<H: Handler> Server<H> {
     /// Serve with this model.
     pub fn model(mut self, model: Model) -> Self {
         self.model = model;
+        self
+    }
+
+    /// Step mode (reactor model): every worker starts paused and runs one turn per
+    /// `POST /step` to the metrics endpoint (or runs freely after `POST /run`), recording
+    /// each turn in detail for the live page (docs/live.md). A stop still works while
+    /// paused. [`listen`](Server::listen) refuses it with the threads model.
+    pub fn step(mut self) -> Self {
+        self.step = true;
         self
     }
 
@@ -216,7 +228,16 @@ impl<H: Handler> Server<H> {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let handover = Arc::new(AtomicBool::new(false));
+        if self.step && self.model == Model::Threads {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "step mode needs the reactor model: the threads model has no turns",
+            ));
+        }
         let live = Arc::new(Live::new(self.workers, self.config.max_buffered));
+        if self.step {
+            live.watch.enable_step_mode();
+        }
         let workers = self.workers;
         let mut setups = Vec::with_capacity(workers);
         for index in 0..workers {

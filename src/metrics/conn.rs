@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::request::{Invalid, MAX_BODY, MAX_HEAD, Parsed, parse};
-use super::routes::{self, Response, Source};
+use super::response::{Response, Source};
+use super::routes;
 
 /// Most bytes of input held: one whole request at its largest.
 const MAX_INPUT: usize = MAX_HEAD + MAX_BODY;

@@ -19,7 +19,7 @@ use mio::{Poll, Waker};
 use super::LiveStats;
 use super::config::EndpointConfig;
 use super::reactor::{Reactor, WAKER};
-use super::routes::Source;
+use super::response::Source;
 
 /// The running metrics endpoint; dropping it (or [`stop`](MetricsServer::stop)) stops it.
 #[derive(Debug)]
@@ -87,8 +87,9 @@ pub fn serve(addr: SocketAddr, stats: LiveStats) -> io::Result<MetricsServer> {
 ///
 /// HTTP/1.0 and 1.1, keep-alive (unless the client says `Connection: close`), lines ending
 /// in CRLF or a bare LF, request heads up to 8 KiB. `GET` or `HEAD /metrics` get the
-/// exposition; another path gets `404`, another method `405`, a malformed request `400`
-/// (and a close).
+/// exposition; `/` and `/live.json` the live page and its data, and `POST /step`, `/run`,
+/// `/pause` step mode's controls (`403` without step mode; see docs/live.md); another
+/// path gets `404`, another method `405`, a malformed request `400` (and a close).
 pub fn serve_with(
     addr: SocketAddr,
     stats: LiveStats,

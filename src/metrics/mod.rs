@@ -8,7 +8,8 @@
 //!
 //! The endpoint is a small server of its own: `endpoint` (its public face and the
 //! listener), `reactor` (its loop), `conn` (one connection), `request` (framing a request,
-//! a pure function) and `routes` (what each path answers).
+//! a pure function), `routes` (what each path answers) and `live` (the live page, its
+//! JSON and step mode's controls).
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -20,9 +21,11 @@ use crate::{CloseReason, Stats};
 mod config;
 mod conn;
 mod endpoint;
+mod live;
 mod reactor;
 #[doc(hidden)]
 pub mod request;
+mod response;
 mod routes;
 
 pub use config::EndpointConfig;

@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::config::EndpointConfig;
 use super::conn::{Conn, Next};
-use super::routes::{Response, Source};
+use super::response::{Response, Source};
 use crate::rules::{self, AcceptError, HalfClose};
 
 /// The listening socket's token.

@@ -5,15 +5,10 @@
 //! Adding a route is one row in [`ROUTES`] and one function. Nothing here touches a
 //! socket: the endpoint's loop parses a request, asks [`respond`], and sends the bytes.
 
+use super::live;
 use super::request::{Invalid, Request};
-use super::{CONTENT_TYPE, LiveStats, render};
-
-/// What routes answer from: the running server's live statistics.
-#[derive(Debug, Clone)]
-pub(crate) struct Source {
-    /// Snapshots of the server's counters and gauges.
-    pub(crate) stats: LiveStats,
-}
+use super::response::{Response, Source};
+use super::{CONTENT_TYPE, render};
 
 /// One route: a path, the methods it answers, and how.
 struct Route {
@@ -27,11 +22,38 @@ struct Route {
 }
 
 /// Every route the endpoint serves.
-const ROUTES: &[Route] = &[Route {
-    path: "/metrics",
-    methods: &["GET"],
-    answer: metrics,
-}];
+const ROUTES: &[Route] = &[
+    Route {
+        path: "/metrics",
+        methods: &["GET"],
+        answer: metrics,
+    },
+    Route {
+        path: "/",
+        methods: &["GET"],
+        answer: live::page,
+    },
+    Route {
+        path: "/live.json",
+        methods: &["GET"],
+        answer: live::json,
+    },
+    Route {
+        path: "/step",
+        methods: &["POST"],
+        answer: live::step,
+    },
+    Route {
+        path: "/run",
+        methods: &["POST"],
+        answer: live::run,
+    },
+    Route {
+        path: "/pause",
+        methods: &["POST"],
+        answer: live::pause,
+    },
+];
 
 /// `GET /metrics`: the Prometheus text exposition of a fresh snapshot.
 fn metrics(_request: &Request<'_>, source: &Source) -> Response {
@@ -71,84 +93,12 @@ pub(crate) fn refuse(invalid: Invalid) -> Response {
     })
 }
 
-/// A reply before it is written: the endpoint adds `Content-Length` and `Connection`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Response {
-    /// The status code.
-    pub(crate) status: u16,
-    /// The `Content-Type` of the body.
-    pub(crate) content_type: &'static str,
-    /// The `Allow` header of a `405`.
-    pub(crate) allow: Option<String>,
-    /// The body (left out of the bytes sent for `HEAD`, not out of `Content-Length`).
-    pub(crate) body: Vec<u8>,
-}
-
-impl Response {
-    /// A reply with `body` of `content_type`.
-    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
-        Response {
-            status,
-            content_type,
-            allow: None,
-            body,
-        }
-    }
-
-    /// A reply whose body is its reason phrase, as plain text.
-    pub(crate) fn text(status: u16) -> Self {
-        let body = format!("{}\n", reason(status)).into_bytes();
-        Response::new(status, "text/plain; charset=utf-8", body)
-    }
-
-    /// The bytes to send: status line, headers and (unless `head_only`) the body. `close`
-    /// says the connection closes after it; `minor_version` is the request's, so that an
-    /// HTTP/1.0 client that asked to stay open hears `Connection: keep-alive`.
-    pub(crate) fn to_bytes(&self, head_only: bool, close: bool, minor_version: u8) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        );
-        if let Some(allow) = &self.allow {
-            head.push_str(&format!("Allow: {allow}\r\n"));
-        }
-        if close {
-            head.push_str("Connection: close\r\n");
-        } else if minor_version == 0 {
-            head.push_str("Connection: keep-alive\r\n");
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        if !head_only {
-            bytes.extend_from_slice(&self.body);
-        }
-        bytes
-    }
-}
-
-/// The reason phrase of each status the endpoint sends.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::LiveStats;
     use crate::metrics::request::{Parsed, parse};
+    use crate::metrics::response::reason;
     use crate::worker::Live;
 
     /// A source over a server that has never run.
@@ -183,7 +133,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
-        assert!(reply(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(reply(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
         let post = reply(b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(
             post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),

@@ -75,7 +75,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Suspend accepting for the back-off period, logging once per episode.
     fn back_off_accept(&mut self, err: &std::io::Error) {
-        self.stats.fd_exhausted += 1;
+        self.observed.stats.fd_exhausted += 1;
         if !self.accepting.fd_episode {
             self.accepting.fd_episode = true;
             warn!(
@@ -124,7 +124,7 @@ impl<H: Handler> Reactor<H> {
         let key = self
             .conns
             .insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
-        self.stats.accepted += 1;
+        self.observed.stats.accepted += 1;
         // The token in decimal, as mio's own trace lines print it: slot | generation << 32.
         trace!(
             "accept {peer} as connection {id} (slot {key}, token {})",
@@ -160,7 +160,7 @@ impl<H: Handler> Reactor<H> {
     /// Turn a client away (the stream is nonblocking, as `rules::refuse` needs).
     fn refuse(&mut self, stream: MioStream, peer: PeerAddr) {
         rules::refuse(&stream, self.handler.busy_reply());
-        self.stats.refused += 1;
+        self.observed.stats.refused += 1;
         self.setup.live.count_refused();
         debug!("refused {peer}: {} connections open", self.conns.len());
     }

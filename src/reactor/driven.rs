@@ -123,7 +123,8 @@ impl<H: Handler> EventLoop<H> {
             self.stopped = self.reactor.turn(&mut self.events, timeout)?;
             // The peak is kept server-wide (workers' peaks need not coincide), not in a
             // worker's counters; this loop is the whole server, so its peak is that one.
-            self.reactor.stats.peak_connections = self.reactor.setup.live.peak_connections();
+            self.reactor.observed.stats.peak_connections =
+                self.reactor.setup.live.peak_connections();
             if let Some(err) = self.reactor.stopping.failure.take() {
                 return Err(err);
             }
@@ -169,7 +170,7 @@ impl<H: Handler> EventLoop<H> {
 
     /// Counters so far.
     pub fn stats(&self) -> &Stats {
-        &self.reactor.stats
+        &self.reactor.observed.stats
     }
 }
 
@@ -177,6 +178,7 @@ impl<H: Handler> Reactor<H> {
     /// Hand every posted message to the handler, with a context of no connection.
     pub(super) fn deliver_posts(&mut self) {
         let messages = self.setup.posts.take();
+        self.observed.watching.mail(messages.len());
         for message in messages {
             let mut actions = Actions::default();
             let mut ctx = Context::new(

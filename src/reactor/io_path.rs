@@ -49,12 +49,15 @@ impl<H: Handler> Reactor<H> {
                 return;
             };
             let want = budget.min(self.buffers.read.len());
-            self.stats.reads += 1;
+            self.observed.stats.reads += 1;
             match conn.read_into(&mut self.buffers.read[..want]) {
                 ReadOutcome::Data(n) => {
-                    self.stats.bytes_in += n as u64;
+                    self.observed.stats.bytes_in += n as u64;
                     budget -= n;
                     trace!("read {n} bytes from connection {}", conn.id());
+                    self.observed
+                        .watching
+                        .io(conn.id(), "read", n, &self.buffers.read[..n]);
                     // A closing connection reads only to reach the peer's EOF.
                     if conn.phase().wants_input() && self.invoke(key, Call::Data(n)) {
                         // Output passed high water with input left: the rest waits for a
@@ -184,7 +187,7 @@ impl<H: Handler> Reactor<H> {
                 if self.queues.defer {
                     // Earlier callbacks' output would already be on the wire under the
                     // eager policy: give it its one write, as that policy would have.
-                    conn.abort_output(mark, &mut self.stats, self.now);
+                    conn.abort_output(mark, &mut self.observed.stats, self.now);
                 }
                 self.kill(key, reason);
                 false
@@ -223,13 +226,17 @@ impl<H: Handler> Reactor<H> {
             self.mark_dirty(key);
             return true;
         }
-        let before = self.stats.bytes_out;
+        let before = self.observed.stats.bytes_out;
         let mut outcome = FlushOutcome::Done;
         if used_scratch && !self.buffers.scratch_out.is_empty() {
-            outcome = conn.send(&self.buffers.scratch_out, &mut self.stats);
+            outcome = conn.send(&self.buffers.scratch_out, &mut self.observed.stats);
+            let written = (self.observed.stats.bytes_out - before) as usize;
+            self.observed
+                .watching
+                .io(conn.id(), "write", written, &self.buffers.scratch_out);
             trace!(
                 "wrote {} of {} bytes to connection {}",
-                self.stats.bytes_out - before,
+                self.observed.stats.bytes_out - before,
                 self.buffers.scratch_out.len(),
                 conn.id()
             );
@@ -238,9 +245,14 @@ impl<H: Handler> Reactor<H> {
                 self.buffers.scratch_out.shrink_to(KEEP_SCRATCH);
             }
         } else if pending > 0 {
-            outcome = conn.flush(&mut self.stats, self.now);
+            let first = self.observed.watching.pending(conn);
+            outcome = conn.flush(&mut self.observed.stats, self.now);
+            let written = (self.observed.stats.bytes_out - before) as usize;
+            self.observed
+                .watching
+                .io(conn.id(), "write", written, &first);
         }
-        if self.stats.bytes_out > before {
+        if self.observed.stats.bytes_out > before {
             // Output written is progress, for the idle timeout.
             conn.progressed(self.now);
         }
@@ -308,17 +320,23 @@ impl<H: Handler> Reactor<H> {
         if conn.phase().is_dead() || conn.phase() == Phase::Connecting || conn.pending() == 0 {
             return;
         }
-        let before = self.stats.bytes_out;
-        if let FlushOutcome::Failed(err) = conn.flush(&mut self.stats, self.now) {
+        let before = self.observed.stats.bytes_out;
+        let first = self.observed.watching.pending(conn);
+        let outcome = conn.flush(&mut self.observed.stats, self.now);
+        let written = (self.observed.stats.bytes_out - before) as usize;
+        self.observed
+            .watching
+            .io(conn.id(), "write", written, &first);
+        if let FlushOutcome::Failed(err) = outcome {
             debug!("write to connection {}: {err}", conn.id());
             self.kill(key, CloseReason::from_io(&err));
             return;
         }
-        if self.stats.bytes_out > before {
+        if self.observed.stats.bytes_out > before {
             conn.progressed(self.now);
             trace!(
                 "wrote {} bytes to connection {}",
-                self.stats.bytes_out - before,
+                self.observed.stats.bytes_out - before,
                 conn.id()
             );
         }

@@ -266,7 +266,7 @@ impl<H: Handler> Reactor<H> {
             let conn = self.conns.remove(key);
             let id = conn.id();
             let (reason, session) = conn.finish(&self.setup.live.budget);
-            self.stats.count_close(reason);
+            self.observed.stats.count_close(reason);
             self.setup.live.closed();
             if let Some(session) = session {
                 self.handler.close(session, id, reason);

@@ -180,6 +180,7 @@ impl<H: Handler> Reactor<H> {
         }
         let mut inbox = mem::take(&mut self.queues.inbox);
         self.setup.mailboxes.take(self.setup.index, &mut inbox);
+        self.observed.watching.mail(inbox.len());
         for (to, bytes, charge) in inbox.drain(..) {
             let delivered = self.deliver(to, &bytes, charge.as_ref());
             if let Some(charge) = charge {

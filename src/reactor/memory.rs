@@ -189,6 +189,8 @@ impl<H: Handler> Reactor<H> {
 
     /// Publish this worker's counters for live statistics (once per turn).
     pub(super) fn publish_stats(&self) {
-        self.setup.live.publish(self.setup.index, &self.stats);
+        self.setup
+            .live
+            .publish(self.setup.index, &self.observed.stats);
     }
 }

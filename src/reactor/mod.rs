@@ -31,6 +31,8 @@
 //! - `mail` — output for other connections, here or on other workers;
 //! - `memory` — the server-wide budget: accounting, paused reads, closes, publishing stats;
 //! - `timer` — what happens when a deadline passes;
+//! - `watch` — recording turns for the live page while someone watches, and step mode's
+//!   gate (`Watching`, a part, lives there too);
 //! - `outbound` — connections a handler dials, and its requests about connections by id
 //!   (pause, resume, shut down, close, reset), with the flow notices it is sent;
 //! - `driven` — the public [`EventLoop`]: one turn at a time on the caller's thread, and
@@ -69,6 +71,7 @@ mod socket;
 mod stopping;
 mod timer;
 mod types;
+mod watch;
 
 use accepting::Accepting;
 use buffers::Buffers;
@@ -83,6 +86,7 @@ use socket::MioListener;
 use stopping::Stopping;
 use timer::Timers;
 use types::{Setup, WAKER};
+use watch::Observed;
 
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -152,6 +156,14 @@ impl<H: Handler> Reactor<H> {
             listeners.push(listener);
         }
         mailboxes.set_waker(setup.index, Arc::clone(&waker));
+        let wake = Arc::clone(&waker);
+        setup.live.watch.set_waker(
+            setup.index,
+            Box::new(move || {
+                // Failure means the poll is already gone: the worker has stopped.
+                let _ = wake.wake();
+            }),
+        );
         let reactor = Reactor {
             poll,
             handler: setup.handler,
@@ -169,7 +181,7 @@ impl<H: Handler> Reactor<H> {
             timers: Timers::default(),
             memory: Memory::default(),
             buffers: Buffers::new(setup.config.read_chunk),
-            stats: Stats::default(),
+            observed: Observed::default(),
             now: Instant::now(),
             setup: Setup {
                 index: setup.index,
@@ -207,8 +219,8 @@ struct Reactor<H: Handler> {
     memory: Memory,
     /// The read, scratch and spare output buffers no one connection owns.
     buffers: Buffers,
-    /// Counters returned at the end.
-    stats: Stats,
+    /// What this worker reports: its counters, and the turns the live page reads.
+    observed: Observed,
     /// When the current turn started.
     now: Instant,
 }
@@ -226,11 +238,12 @@ impl<H: Handler> Reactor<H> {
     /// One turn of the loop, sleeping in `poll` no longer than `limit` (when given) or the
     /// next deadline. Returns true once the worker has stopped.
     fn turn(&mut self, events: &mut Events, limit: Option<Duration>) -> io::Result<bool> {
+        let limit = self.watch_begin(limit);
         self.poll_events(events, limit)?;
         // The log macros format nothing unless the level is enabled: no cost otherwise.
         trace!(
             "turn {}: poll returned {} event(s)",
-            self.stats.polls,
+            self.observed.stats.polls,
             events.iter().count()
         );
         self.handle_events(events);
@@ -245,10 +258,11 @@ impl<H: Handler> Reactor<H> {
         self.expire_timers();
         self.reap_finished();
         self.publish_stats();
+        self.watch_end(events);
         let stopped = self.check_stop();
         trace!(
             "turn {} ended: {} connection(s) open",
-            self.stats.polls,
+            self.observed.stats.polls,
             self.conns.len()
         );
         Ok(stopped)
@@ -258,7 +272,7 @@ impl<H: Handler> Reactor<H> {
     fn finish(&mut self) -> io::Result<Stats> {
         match self.stopping.failure.take() {
             Some(err) => Err(err),
-            None => Ok(mem::take(&mut self.stats)),
+            None => Ok(mem::take(&mut self.observed.stats)),
         }
     }
 
@@ -287,7 +301,7 @@ impl<H: Handler> Reactor<H> {
             // The poll itself failed: the reactor cannot go on.
             Err(err) => return Err(err),
         }
-        self.stats.polls += 1;
+        self.observed.stats.polls += 1;
         self.now = Instant::now();
         Ok(())
     }
@@ -296,7 +310,7 @@ impl<H: Handler> Reactor<H> {
     fn handle_events(&mut self, events: &Events) {
         self.queues.defer = self.setup.config.write_policy.defers(events.iter().count());
         for event in events {
-            self.stats.events += 1;
+            self.observed.stats.events += 1;
             let token = event.token();
             trace!(
                 "event on {}: readable={} writable={} read_closed={} error={}",
@@ -306,6 +320,9 @@ impl<H: Handler> Reactor<H> {
                 event.is_read_closed(),
                 event.is_error()
             );
+            if self.observed.watching.detail {
+                self.observed.watching.event(self.token_name(token), event);
+            }
             match token {
                 token if self.is_listener(token) => self.accept(),
                 // Mail and the stop flag are checked every turn.

@@ -118,7 +118,7 @@ impl<H: Handler> Reactor<H> {
             addr.into(),
             self.now,
         ));
-        self.stats.connected += 1;
+        self.observed.stats.connected += 1;
         trace!(
             "dial {addr} as connection {id} (slot {key}, token {}) for {by}",
             token.0
@@ -162,7 +162,7 @@ impl<H: Handler> Reactor<H> {
         handler.ending(&mut session, &mut ctx, reason);
         out.clear();
         self.buffers.scratch_out = out;
-        self.stats.count_close(reason);
+        self.observed.stats.count_close(reason);
         handler.close(session, id, reason);
         self.outbox_route(None);
     }

@@ -48,6 +48,21 @@ impl Timers {
         }
     }
 
+    /// The `n` earliest deadlines whose token `owner` names (it returns `None` for stale
+    /// ones), earliest first, with the name it gives.
+    pub(crate) fn next(
+        &self,
+        n: usize,
+        owner: impl Fn(Token) -> Option<String>,
+    ) -> Vec<(Instant, String, TimerKind)> {
+        let mut all: Vec<_> = self.heap.iter().map(|Reverse(entry)| *entry).collect();
+        all.sort_unstable();
+        all.into_iter()
+            .filter_map(|(at, token, kind)| owner(token).map(|name| (at, name, kind)))
+            .take(n)
+            .collect()
+    }
+
     /// Entries in the heap, stale ones included.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -60,6 +75,7 @@ impl<H: Handler> Reactor<H> {
     pub(super) fn expire_timers(&mut self) {
         while let Some((_, token, kind)) = self.timers.pop_due(self.now) {
             if kind == TimerKind::AcceptBackoff {
+                self.observed.watching.timer_fired();
                 self.accepting.paused = false;
                 self.accepting.ready = true;
                 continue;
@@ -67,6 +83,7 @@ impl<H: Handler> Reactor<H> {
             let Some(key) = self.live_key(token) else {
                 continue;
             };
+            self.observed.watching.timer_fired();
             match kind {
                 TimerKind::Idle => self.expire_idle(key),
                 TimerKind::Linger => self.expire_linger(key),

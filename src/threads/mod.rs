@@ -76,6 +76,11 @@ struct WorkerShared<H> {
 /// Build the threads-model workers of one server, sharing one registry.
 pub(crate) fn prepare<H: Handler>(setups: Vec<WorkerSetup<H>>) -> io::Result<Vec<Prepared>> {
     let registry = Arc::new(Registry::default());
+    if let Some(setup) = setups.first() {
+        let registry = Arc::clone(&registry);
+        let rows = Box::new(move || registry.rows());
+        setup.live.watch.set_thread_rows(rows);
+    }
     setups
         .into_iter()
         .map(|setup| prepare_one(setup, Arc::clone(&registry)))

@@ -56,6 +56,37 @@ impl Registry {
         peers.get(&id).cloned()
     }
 
+    /// For the live page: each live client's worker, id, peer address and thread name
+    /// (accepted clients run on `tcp-client-ID`, dialed ones on `tcp-dialed-ID`).
+    pub(super) fn rows(&self) -> Vec<(usize, crate::worker::watch::ConnRow)> {
+        use crate::io::stream::BlockingStream;
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers
+            .iter()
+            .map(|(id, peer)| {
+                let addr = match &peer.stream {
+                    BlockingStream::Tcp(stream) => stream.peer_addr().map(|a| a.to_string()),
+                    BlockingStream::Unix(stream) => {
+                        stream.peer_addr().map(|a| format!("unix {a:?}"))
+                    }
+                };
+                let kind = if peer.connect_deadline.is_some() {
+                    "dialed"
+                } else {
+                    "client"
+                };
+                let row = crate::worker::watch::ConnRow {
+                    id: id.to_string(),
+                    peer: addr.unwrap_or_else(|err| format!("({err})")),
+                    phase: "open".into(),
+                    thread: format!("tcp-{kind}-{id}"),
+                    ..Default::default()
+                };
+                (peer.worker, row)
+            })
+            .collect()
+    }
+
     /// Shut down the read side of every client of `worker`, so each blocked `read`
     /// returns 0 and its thread notices the stop flag.
     pub(super) fn shut_reads(&self, worker: usize) {

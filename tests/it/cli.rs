@@ -84,6 +84,10 @@ fn flags_the_chosen_protocol_or_model_does_not_use_are_refused_by_name() {
             &["--unix-mode", "600"],
             "--unix-mode is only used with an --addr unix:PATH",
         ),
+        (
+            &["--step", "--model", "threads", "--metrics", "127.0.0.1:0"],
+            "--step is only used with --model reactor",
+        ),
     ] {
         let refused = refusal(args);
         assert!(refused.contains("exit status: 1"), "{args:?}: {refused}");

@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod listener_failure;
 mod listeners;
+mod live;
 mod load;
 mod memory_budget;
 mod metrics;

@@ -127,7 +127,7 @@ fn metrics_report_known_traffic(model: Model) {
     let (head, _) = {
         let mut stream = connect(endpoint.local_addr());
         stream
-            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
             .expect("send");
         let mut reply = String::new();
         stream.read_to_string(&mut reply).expect("read");

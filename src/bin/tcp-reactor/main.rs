@@ -117,9 +117,14 @@ struct ServeArgs {
     /// Log a one-line summary every this many seconds (0: never).
     #[arg(long, default_value_t = 0.0)]
     stats_interval: f64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (its own listener and thread).
+    /// Serve Prometheus metrics at http://ADDR/metrics and the live page of the loop at
+    /// http://ADDR/ (its own listener and thread).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Start the loop paused: each POST to /step on the --metrics listener (the live
+    /// page's "Next turn") runs one turn; /run and /pause. Reactor model only.
+    #[arg(long, requires = "metrics")]
+    step: bool,
     /// Seconds a closing client may take to receive its last output.
     #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
     linger: f64,
@@ -247,7 +252,7 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
     let tls = false;
     let unix = args.addr.iter().any(|addr| addr.starts_with("unix:"));
     let protocol = value_name(args.protocol);
-    let rules: [(&str, &str, bool, String); 10] = [
+    let rules: [(&str, &str, bool, String); 11] = [
         (
             "upstream",
             "--upstream",
@@ -301,6 +306,12 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
             "--handshake-timeout",
             tls,
             "--tls-cert and --tls-key".into(),
+        ),
+        (
+            "step",
+            "--step",
+            reactor,
+            "--model reactor (the threads model has no turns to step)".into(),
         ),
         (
             "unix_mode",
@@ -424,6 +435,7 @@ fn serve_with<H: Handler>(
         .config(config)
         .model(model)
         .workers(args.workers);
+    let server = if args.step { server.step() } else { server };
     #[cfg(feature = "tls")]
     let server = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

@@ -34,6 +34,17 @@ impl<S> Connection<S> {
         self.transport.take_flush_due()
     }
 
+    /// The unsent output, oldest byte first (for the live page's step mode).
+    pub(crate) fn unsent(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    /// True while reads wait: the handler paused them, or the budget parked them (the
+    /// phase says when backpressure did). For the live page.
+    pub(crate) fn reads_held(&self) -> bool {
+        self.flow.reading_paused || self.budget_wait
+    }
+
     /// Bytes queued and not yet written (plaintext the transport holds included).
     #[inline]
     pub(crate) fn pending(&self) -> usize {

@@ -9,6 +9,8 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub(crate) mod watch;
+
 use crate::budget::Budget;
 use crate::io::stream::BlockingListener;
 use crate::{Config, Stats};
@@ -36,6 +38,8 @@ pub(crate) struct Live {
     /// Workers that still hold listeners: once 0, every connection the server will ever
     /// accept is counted in `connections`.
     accepting: AtomicUsize,
+    /// What the live page sees of each worker's loop, and the step mode's controls.
+    pub(crate) watch: crate::worker::watch::Watch,
 }
 
 impl Live {
@@ -46,6 +50,7 @@ impl Live {
             budget: Budget::new(max_buffered, workers),
             published: (0..workers).map(|_| Mutex::default()).collect(),
             accepting: AtomicUsize::new(workers),
+            watch: crate::worker::watch::Watch::new(workers),
             ..Live::default()
         }
     }
