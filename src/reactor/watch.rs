@@ -67,10 +67,17 @@ impl Watching {
 
     /// A read or write (`op`) of `len` bytes on connection `conn`, beginning with `bytes`,
     /// recorded under step mode.
+    #[inline]
     pub(super) fn io(&mut self, conn: ConnId, op: &'static str, len: usize, bytes: &[u8]) {
-        if !self.detail || len == 0 {
-            return;
+        // The check inline, the recording out of line: unwatched, a hook costs a branch.
+        if self.detail && len > 0 {
+            self.record_io(conn, op, len, bytes);
         }
+    }
+
+    /// Record a read or write (see [`io`](Self::io)).
+    #[inline(never)]
+    fn record_io(&mut self, conn: ConnId, op: &'static str, len: usize, bytes: &[u8]) {
         self.record.io.push(IoRecord {
             conn: conn.to_string(),
             op,
@@ -81,10 +88,17 @@ impl Watching {
 
     /// The first bytes of `conn`'s unsent output under step mode (to record what a write
     /// takes of them); nothing otherwise.
+    #[inline]
     pub(super) fn pending<S>(&self, conn: &Connection<S>) -> Vec<u8> {
         if !self.detail {
             return Vec::new();
         }
+        Self::first_unsent(conn)
+    }
+
+    /// The first bytes of `conn`'s unsent output.
+    #[inline(never)]
+    fn first_unsent<S>(conn: &Connection<S>) -> Vec<u8> {
         let pending = conn.unsent();
         pending[..pending.len().min(FIRST_BYTES)].to_vec()
     }
@@ -104,7 +118,21 @@ impl<H: Handler> Reactor<H> {
     /// The first step of a turn: under step mode wait for a grant (or a run, or a stop),
     /// then decide whether this turn is recorded. Returns the poll's limit: a stepped
     /// turn does not wait for events, it takes those that are ready.
+    #[inline]
     pub(super) fn watch_begin(&mut self, limit: Option<Duration>) -> Option<Duration> {
+        let watch = &self.setup.live.watch;
+        // Nobody watching and no step mode, the common case: two atomic loads, no record.
+        if !watch.step_mode() && !watch.is_watched(self.now) {
+            self.observed.watching.on = false;
+            self.observed.watching.detail = false;
+            return limit;
+        }
+        self.watch_begin_recording(limit)
+    }
+
+    /// The first step of a watched or stepped turn (see [`watch_begin`](Self::watch_begin)).
+    #[inline(never)]
+    fn watch_begin_recording(&mut self, limit: Option<Duration>) -> Option<Duration> {
         let watch = &self.setup.live.watch;
         let mut limit = limit;
         let step_mode = watch.step_mode();
@@ -133,10 +161,16 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// The last step of a turn: publish what it did, and now and then the table.
+    #[inline]
     pub(super) fn watch_end(&mut self, events: &Events) {
-        if !self.observed.watching.on {
-            return;
+        if self.observed.watching.on {
+            self.watch_end_recording(events);
         }
+    }
+
+    /// The last step of a watched turn (see [`watch_end`](Self::watch_end)).
+    #[inline(never)]
+    fn watch_end_recording(&mut self, events: &Events) {
         let now = self.observed.stats.clone();
         let before = &self.observed.watching.before;
         let mut record = std::mem::take(&mut self.observed.watching.record);
