@@ -86,7 +86,7 @@ pub use handler::{Context, Handler};
 pub use io::peer_addr::{PeerAddr, UnixPeer};
 #[cfg(feature = "tls")]
 pub use io::tls_config;
-pub use listen::{ListenAddr, Listener, activation, upgrade};
+pub use listen::{ListenAddr, Listener, activation, proxy_header, upgrade};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use protocols::fuzzing;

@@ -437,6 +437,7 @@ impl Running {
         }
         // Workers' peaks need not coincide; the shared count saw the real one.
         total.peak_connections = self.live.peak_connections();
+        self.live.admission.fill(&mut total);
         self.remove_files();
         match first_error {
             Some(err) => Err(err),

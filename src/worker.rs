@@ -36,6 +36,8 @@ pub(crate) struct Live {
     /// Workers that still hold listeners: once 0, every connection the server will ever
     /// accept is counted in `connections`.
     accepting: AtomicUsize,
+    /// The per-address limit's table and the admission counters (PROXY, per address).
+    pub(crate) admission: crate::rules::per_address::Admission,
 }
 
 impl Live {

@@ -300,6 +300,9 @@ impl<H: Handler> Reactor<H> {
             };
             self.stats.count_close(reason);
             self.setup.live.closed();
+            if let Some(group) = self.accepting.counted.remove(&conn.id) {
+                self.setup.live.admission.release(group);
+            }
             trace!("close connection {} ({}): {reason}", conn.id, conn.peer);
             if let Some(session) = conn.session {
                 self.handler.close(session, conn.id, reason);

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run a server until SIGINT or SIGTERM, then print its stats. SIGUSR2 upgrades it in
     /// place: a new copy of the executable takes over the listening sockets.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The tutorial's client: send one message and print the reply.
     Client(ClientArgs),
     /// Load any echo server with many connections; verify every byte, measure latency.
@@ -147,9 +147,22 @@ struct ServeArgs {
     /// How long a connect to an upstream may take, in seconds.
     #[arg(long, default_value_t = Config::default().connect_timeout.as_secs_f64())]
     connect_timeout: f64,
-    /// Seconds a TLS client may take to complete its handshake.
+    /// Seconds a TLS client may take to complete its handshake, and a trusted balancer
+    /// to send its PROXY header.
     #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs_f64())]
     handshake_timeout: f64,
+    /// Trust this address block (a.b.c.d/n, x::y/n, or one address) to begin each
+    /// connection with a PROXY protocol header (v1 or v2), whose client address then
+    /// replaces the peer's; repeatable. Other sources are not parsed.
+    #[arg(long, value_name = "CIDR")]
+    proxy_protocol_from: Vec<tcp_reactor::proxy_header::Cidr>,
+    /// Most connections at once from one client address (after PROXY); more are refused
+    /// as by a full server.
+    #[arg(long, value_name = "N")]
+    max_per_address: Option<usize>,
+    /// IPv6 clients count for --max-per-address by this many leading bits.
+    #[arg(long, default_value_t = Config::default().per_address_v6_prefix, value_parser = clap::value_parser!(u8).range(0..=128))]
+    per_address_v6_prefix: u8,
     /// Serve TLS with this PEM certificate chain (leaf first); needs --tls-key.
     #[cfg(feature = "tls")]
     #[arg(long, requires = "tls_key", value_name = "CERT.pem")]
@@ -399,7 +412,10 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
                 min_events: args.defer_min_events,
             },
         })
-        .with_max_buffered(args.max_buffered))
+        .with_max_buffered(args.max_buffered)
+        .with_proxy_protocol_from(args.proxy_protocol_from.iter().copied())
+        .with_max_per_address(args.max_per_address)
+        .with_per_address_v6_prefix(args.per_address_v6_prefix))
 }
 
 /// Install the signal handlers, bind, serve until stopped, print the stats.

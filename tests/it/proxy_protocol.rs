@@ -1,0 +1,326 @@
+//! Behind a load balancer: the PROXY protocol header (v1 and v2) from trusted sources
+//! names the client everywhere the handler looks, bad headers cost only their own
+//! connection, untrusted sources are not parsed, and `max_per_address` counts the
+//! address the header named. Under both models, over real sockets.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fixtures::client::{connect, recv_exact, recv_line, recv_to_end, send};
+use fixtures::process::{ServeCommand, model_arg};
+use fixtures::server::serve;
+use fixtures::{PATIENCE, for_each_model};
+use tcp_reactor::proxy_header::{Cidr, SendProxy, encode};
+use tcp_reactor::{Config, Context, Handler, Model, Running};
+
+for_each_model!(
+    a_v1_header_names_the_client,
+    a_v2_header_names_the_client_and_its_tlvs_are_skipped,
+    a_v2_local_header_keeps_the_real_peer,
+    a_header_in_one_byte_writes_works,
+    a_header_from_an_untrusted_source_is_data,
+    a_v1_header_with_junk_costs_only_its_connection,
+    a_v1_header_longer_than_107_bytes_costs_only_its_connection,
+    a_v2_header_with_a_bad_signature_costs_only_its_connection,
+    a_v2_header_over_the_tlv_budget_costs_only_its_connection,
+    a_trusted_client_that_never_sends_its_header_is_closed_at_the_timeout,
+    the_per_address_limit_counts_the_address_the_header_named,
+    the_command_line_logs_the_proxied_client_and_counts_per_address_refusals,
+);
+
+/// Greets each client with the peer address it sees (`Context::peer_addr`), then echoes.
+struct Greeter;
+
+impl Handler for Greeter {
+    type Session = ();
+
+    fn open(&self, ctx: &mut Context<'_>) {
+        ctx.write(format!("{}\n", ctx.peer_addr()).as_bytes());
+    }
+
+    fn data(&self, _: &mut (), ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        ctx.write(input);
+        input.len()
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"busy\n"
+    }
+}
+
+/// Trust loopback (where the tests' "balancer" connects from).
+fn trusting(block: &str) -> Config {
+    Config::default()
+        .with_linger(Duration::from_millis(500))
+        .with_handshake_timeout(Duration::from_millis(500))
+        .with_proxy_protocol_from([block.parse::<Cidr>().expect("a block")])
+}
+
+fn client() -> SocketAddr {
+    "192.0.2.7:4711".parse().unwrap()
+}
+
+/// A v2 header from `client` with `tlvs` bytes of TLV after the addresses.
+fn v2_with_tlvs(client: SocketAddr, tlv_len: usize) -> Vec<u8> {
+    let mut header = encode(SendProxy::V2, client, "127.0.0.1:80".parse().unwrap());
+    // One TLV of type 0xE0 (a custom type) holding `tlv_len - 3` bytes.
+    let body = u16::from_be_bytes([header[14], header[15]]) as usize + tlv_len;
+    header[14..16].copy_from_slice(&(body as u16).to_be_bytes());
+    header.push(0xE0);
+    header.extend_from_slice(&((tlv_len - 3) as u16).to_be_bytes());
+    header.extend(std::iter::repeat_n(b'x', tlv_len - 3));
+    header
+}
+
+/// A good proxied client, to show a bad one cost nothing else.
+#[track_caller]
+fn good_client_is_served(running: &Running) {
+    let mut good = connect(running.local_addr());
+    send(
+        &mut good,
+        &encode(SendProxy::V1, client(), running.local_addr()),
+    );
+    assert_eq!(recv_line(&mut good), client().to_string());
+    send(&mut good, b"still here");
+    assert_eq!(recv_exact(&mut good, 10), b"still here");
+}
+
+/// The server closes `stream` without sending a byte (EOF, or a reset when input it
+/// never read was left behind).
+#[track_caller]
+fn closed_without_a_byte(stream: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "expected a close, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(err) => panic!("expected a close, got {err}"),
+    }
+}
+
+fn a_v1_header_names_the_client(model: Model) {
+    let running = serve(Greeter, trusting("127.0.0.1/32"), model);
+    let mut stream = connect(running.local_addr());
+    let mut bytes = encode(SendProxy::V1, client(), running.local_addr());
+    bytes.extend_from_slice(b"hello");
+    send(&mut stream, &bytes);
+    assert_eq!(recv_line(&mut stream), "192.0.2.7:4711");
+    assert_eq!(recv_exact(&mut stream, 5), b"hello");
+    let v6: SocketAddr = "[2001:db8::5]:999".parse().unwrap();
+    let mut six = connect(running.local_addr());
+    send(
+        &mut six,
+        &encode(SendProxy::V1, v6, "[2001:db8::1]:80".parse().unwrap()),
+    );
+    assert_eq!(recv_line(&mut six), "[2001:db8::5]:999");
+    drop((stream, six));
+    let stats = running.stop().expect("stopped");
+    assert_eq!(stats.proxied, 2, "{stats}");
+}
+
+fn a_v2_header_names_the_client_and_its_tlvs_are_skipped(model: Model) {
+    let running = serve(Greeter, trusting("127.0.0.0/8"), model);
+    let mut stream = connect(running.local_addr());
+    let mut bytes = v2_with_tlvs(client(), 40);
+    bytes.extend_from_slice(b"after");
+    send(&mut stream, &bytes);
+    assert_eq!(recv_line(&mut stream), "192.0.2.7:4711");
+    assert_eq!(recv_exact(&mut stream, 5), b"after");
+    running.stop().expect("stopped");
+}
+
+fn a_v2_local_header_keeps_the_real_peer(model: Model) {
+    let running = serve(Greeter, trusting("127.0.0.1"), model);
+    let mut stream = connect(running.local_addr());
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    local.extend_from_slice(b"ping");
+    send(&mut stream, &local);
+    let me = stream.local_addr().expect("local address");
+    assert_eq!(recv_line(&mut stream), me.to_string());
+    assert_eq!(recv_exact(&mut stream, 4), b"ping");
+    running.stop().expect("stopped");
+}
+
+fn a_header_in_one_byte_writes_works(model: Model) {
+    let running = serve(Greeter, trusting("127.0.0.1/32"), model);
+    for version in [SendProxy::V1, SendProxy::V2] {
+        let mut stream = connect(running.local_addr());
+        stream.set_nodelay(true).expect("nodelay");
+        let mut bytes = encode(version, client(), running.local_addr());
+        bytes.extend_from_slice(b"x");
+        for byte in bytes {
+            send(&mut stream, &[byte]);
+            thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(recv_line(&mut stream), "192.0.2.7:4711", "{version:?}");
+        assert_eq!(recv_exact(&mut stream, 1), b"x");
+    }
+    running.stop().expect("stopped");
+}
+
+fn a_header_from_an_untrusted_source_is_data(model: Model) {
+    let running = serve(Greeter, trusting("10.0.0.0/8"), model);
+    let mut stream = connect(running.local_addr());
+    let me = stream.local_addr().expect("local address");
+    assert_eq!(recv_line(&mut stream), me.to_string());
+    let header = encode(SendProxy::V1, client(), running.local_addr());
+    send(&mut stream, &header);
+    assert_eq!(recv_exact(&mut stream, header.len()), header);
+    let stats = running.stop().expect("stopped");
+    assert_eq!(
+        (stats.proxied, stats.proxy_header_failed),
+        (0, 0),
+        "{stats}"
+    );
+}
+
+/// Send `bad` as a trusted client's first bytes: it is closed unserved, a good client
+/// beside it is served, and the failure is counted.
+fn costs_only_its_connection(model: Model, bad: &[u8]) {
+    let running = serve(Greeter, trusting("127.0.0.1/32"), model);
+    let mut stream = connect(running.local_addr());
+    send(&mut stream, bad);
+    closed_without_a_byte(&mut stream);
+    good_client_is_served(&running);
+    let stats = running.stop().expect("stopped");
+    assert_eq!(stats.proxy_header_failed, 1, "{stats}");
+}
+
+fn a_v1_header_with_junk_costs_only_its_connection(model: Model) {
+    costs_only_its_connection(model, b"PROXY TCP4 junk here 1 2\r\nGET / HTTP/1.1\r\n\r\n");
+}
+
+fn a_v1_header_longer_than_107_bytes_costs_only_its_connection(model: Model) {
+    let mut long = b"PROXY TCP4 192.0.2.7 127.0.0.1 4711 80".to_vec();
+    long.extend(std::iter::repeat_n(b' ', 100));
+    long.extend_from_slice(b"\r\n");
+    assert!(long.len() > 107);
+    costs_only_its_connection(model, &long);
+}
+
+fn a_v2_header_with_a_bad_signature_costs_only_its_connection(model: Model) {
+    let mut bad = encode(SendProxy::V2, client(), "127.0.0.1:80".parse().unwrap());
+    bad[6] = b'X';
+    costs_only_its_connection(model, &bad);
+}
+
+fn a_v2_header_over_the_tlv_budget_costs_only_its_connection(model: Model) {
+    // Announces 4,000 bytes of TLVs, more than the 516-byte budget: refused unread.
+    costs_only_its_connection(model, &v2_with_tlvs(client(), 4_000)[..64]);
+}
+
+fn a_trusted_client_that_never_sends_its_header_is_closed_at_the_timeout(model: Model) {
+    let running = serve(Greeter, trusting("127.0.0.1/32"), model);
+    let mut silent = connect(running.local_addr());
+    let started = Instant::now();
+    // A partial header does not hold the connection past the deadline either.
+    let mut partial = connect(running.local_addr());
+    send(&mut partial, b"PROXY TCP4 192.0");
+    closed_without_a_byte(&mut silent);
+    closed_without_a_byte(&mut partial);
+    assert!(started.elapsed() < PATIENCE);
+    good_client_is_served(&running);
+    let stats = running.stop().expect("stopped");
+    assert_eq!(stats.proxy_header_failed, 2, "{stats}");
+}
+
+fn the_per_address_limit_counts_the_address_the_header_named(model: Model) {
+    let config = trusting("127.0.0.1/32").with_max_per_address(Some(2));
+    let running = serve(Greeter, config, model);
+    let from = |addr: &str| {
+        let mut stream = connect(running.local_addr());
+        let addr: SocketAddr = addr.parse().unwrap();
+        send(
+            &mut stream,
+            &encode(SendProxy::V2, addr, running.local_addr()),
+        );
+        stream
+    };
+    let mut first = from("192.0.2.7:1");
+    assert_eq!(recv_line(&mut first), "192.0.2.7:1");
+    let mut second = from("192.0.2.7:2");
+    assert_eq!(recv_line(&mut second), "192.0.2.7:2");
+    // The third from the same client is refused as a full server refuses.
+    let mut third = from("192.0.2.7:3");
+    assert_eq!(recv_to_end(&mut third), b"busy\n");
+    // Another client, behind the same balancer, is unaffected.
+    let mut other = from("192.0.2.8:1");
+    assert_eq!(recv_line(&mut other), "192.0.2.8:1");
+    // A place freed is a place taken again.
+    drop(first);
+    // The server sees the close within a turn or two; a bounded number of tries.
+    let mut tries = 0;
+    let mut again = loop {
+        tries += 1;
+        assert!(tries < 500, "the freed place was never given back");
+        let mut stream = from("192.0.2.7:4");
+        let line = {
+            let mut byte = [0u8; 64];
+            let n = stream.read(&mut byte).expect("a reply");
+            String::from_utf8_lossy(&byte[..n]).into_owned()
+        };
+        if line.starts_with("192.0.2.7:4") {
+            break stream;
+        }
+        assert_eq!(line, "busy\n");
+        thread::sleep(Duration::from_millis(20));
+    };
+    send(&mut again, b"ok");
+    assert_eq!(recv_exact(&mut again, 2), b"ok");
+    drop((second, other, again));
+    let stats = running.stop().expect("stopped");
+    assert!(stats.refused_per_address >= 1, "{stats}");
+    assert_eq!(stats.refused, stats.refused_per_address, "{stats}");
+}
+
+fn the_command_line_logs_the_proxied_client_and_counts_per_address_refusals(model: Model) {
+    let server = ServeCommand::default()
+        .args(["--protocol", "seed", "--model", model_arg(model)])
+        .args(["--proxy-protocol-from", "10.9.0.0/16"])
+        .args(["--proxy-protocol-from", "127.0.0.1"])
+        .args(["--max-per-address", "1"])
+        .spawn()
+        .expect("the server starts");
+    let mut stream = connect(server.addr);
+    let mut bytes = encode(SendProxy::V1, client(), server.addr);
+    bytes.extend_from_slice(b"hi");
+    send(&mut stream, &bytes);
+    assert_eq!(recv_to_end(&mut stream), b"hahaha");
+    fixtures::eventually("the seed's log line", || {
+        server.log_lines_with("[192.0.2.7:4711] ") == 1
+    });
+    // Two at once from another client: one is refused (the seed's busy reply is empty),
+    // whichever the server counted second. The first client's connection still lingers,
+    // waiting for its EOF, and does not count for this one.
+    let other: SocketAddr = "192.0.2.9:1".parse().unwrap();
+    let mut pair = [connect(server.addr), connect(server.addr)];
+    for stream in &mut pair {
+        send(stream, &encode(SendProxy::V2, other, server.addr));
+    }
+    thread::sleep(Duration::from_millis(100));
+    let mut replies: Vec<Vec<u8>> = pair
+        .iter_mut()
+        .map(|stream| {
+            // The refused one may be gone already: a failed send is its answer.
+            let _ = std::io::Write::write_all(stream, b"x");
+            let mut reply = Vec::new();
+            match stream.read_to_end(&mut reply) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(err) => panic!("no reply: {err}"),
+            }
+            reply
+        })
+        .collect();
+    replies.sort();
+    assert_eq!(replies, [b"".to_vec(), b"hahaha".to_vec()]);
+    let stats = server.stop();
+    assert_eq!(stats.get("proxied"), Some(&3), "{stats:?}");
+    assert_eq!(stats.get("refused per address"), Some(&1), "{stats:?}");
+}
