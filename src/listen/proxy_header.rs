@@ -334,6 +334,7 @@ fn recv(socket: &impl AsFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<us
 
 /// Which header `--send-proxy` writes before a proxied connection's first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum SendProxy {
     /// The text header.
     V1,
@@ -400,6 +401,19 @@ pub fn encode(version: SendProxy, client: SocketAddr, local: SocketAddr) -> Vec<
     }
 }
 
+/// The header for a client without an IP address (a Unix-socket client): v1 `UNKNOWN`,
+/// v2 `LOCAL`; the receiver keeps the connection's own peer.
+pub fn encode_unknown(version: SendProxy) -> Vec<u8> {
+    match version {
+        SendProxy::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        SendProxy::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+            out
+        }
+    }
+}
+
 /// `addr` with an IPv4-mapped IPv6 address written as IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
@@ -447,6 +461,16 @@ mod tests {
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(complete(&local).source, None);
         assert_eq!(complete(b"PROXY UNKNOWN\r\n").source, None);
+        for version in [SendProxy::V1, SendProxy::V2] {
+            let bytes = encode_unknown(version);
+            assert_eq!(
+                complete(&bytes),
+                Header {
+                    len: bytes.len(),
+                    source: None
+                }
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ for_each_model!(
     a_trusted_client_that_never_sends_its_header_is_closed_at_the_timeout,
     the_per_address_limit_counts_the_address_the_header_named,
     the_command_line_logs_the_proxied_client_and_counts_per_address_refusals,
+    the_proxy_protocol_sends_the_client_upstream_in_a_header,
 );
 
 /// Greets each client with the peer address it sees (`Context::peer_addr`), then echoes.
@@ -323,4 +324,41 @@ fn the_command_line_logs_the_proxied_client_and_counts_per_address_refusals(mode
     let stats = server.stop();
     assert_eq!(stats.get("proxied"), Some(&3), "{stats:?}");
     assert_eq!(stats.get("refused per address"), Some(&1), "{stats:?}");
+}
+
+fn the_proxy_protocol_sends_the_client_upstream_in_a_header(model: Model) {
+    // The upstream trusts loopback and greets with the client it was told of.
+    let upstream = serve(Greeter, trusting("127.0.0.1/32"), Model::Reactor);
+    for version in ["v1", "v2"] {
+        // A proxy that itself trusts loopback for a header, and sends one on.
+        let proxy = ServeCommand::default()
+            .args(["--protocol", "proxy", "--model", model_arg(model)])
+            .args(["--upstream", &upstream.local_addr().to_string()])
+            .args(["--send-proxy", version])
+            .args(["--proxy-protocol-from", "127.0.0.1"])
+            .spawn()
+            .expect("the proxy starts");
+        let mut stream = connect(proxy.addr);
+        let mut bytes = encode(SendProxy::V1, client(), proxy.addr);
+        bytes.extend_from_slice(b"through");
+        send(&mut stream, &bytes);
+        assert_eq!(recv_line(&mut stream), "192.0.2.7:4711", "{version}");
+        assert_eq!(recv_exact(&mut stream, 7), b"through");
+        drop(stream);
+        proxy.stop();
+    }
+    // Without a header of its own, the proxy names the client's real address.
+    let proxy = ServeCommand::default()
+        .args(["--protocol", "proxy", "--model", model_arg(model)])
+        .args(["--upstream", &upstream.local_addr().to_string()])
+        .args(["--send-proxy", "v2"])
+        .spawn()
+        .expect("the proxy starts");
+    let mut stream = connect(proxy.addr);
+    let me = stream.local_addr().expect("local address");
+    assert_eq!(recv_line(&mut stream), me.to_string());
+    drop(stream);
+    proxy.stop();
+    let stats = upstream.stop().expect("stopped");
+    assert_eq!(stats.proxied, 3, "{stats}");
 }

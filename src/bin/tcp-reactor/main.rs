@@ -156,6 +156,10 @@ struct ServeArgs {
     /// replaces the peer's; repeatable. Other sources are not parsed.
     #[arg(long, value_name = "CIDR")]
     proxy_protocol_from: Vec<tcp_reactor::proxy_header::Cidr>,
+    /// proxy: begin each upstream connection with a PROXY protocol header naming the
+    /// client, as HAProxy's `send-proxy` (v1) and `send-proxy-v2` (v2) do.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<tcp_reactor::proxy_header::SendProxy>,
     /// Most connections at once from one client address (after PROXY); more are refused
     /// as by a full server.
     #[arg(long, value_name = "N")]
@@ -257,7 +261,13 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
     let tls = false;
     let unix = args.addr.iter().any(|addr| addr.starts_with("unix:"));
     let protocol = value_name(args.protocol);
-    let rules: [(&str, &str, bool, String); 10] = [
+    let rules: [(&str, &str, bool, String); 11] = [
+        (
+            "send_proxy",
+            "--send-proxy",
+            proxy,
+            format!("--protocol proxy (not {protocol})"),
+        ),
         (
             "upstream",
             "--upstream",
@@ -357,7 +367,16 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
             }
             let retry = Duration::try_from_secs_f64(args.upstream_retry)
                 .map_err(|_| invalid("--upstream-retry must be a number of seconds".into()))?;
-            let proxy = protocols::Proxy::new(args.upstream.clone(), retry);
+            let mut proxy = protocols::Proxy::new(args.upstream.clone(), retry);
+            if let Some(version) = args.send_proxy {
+                // The destination the header names: the address clients connect to.
+                let local = args
+                    .addr
+                    .iter()
+                    .find_map(|addr| addr.parse::<std::net::SocketAddr>().ok())
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                proxy = proxy.with_send_proxy(version, local);
+            }
             serve_with(proxy, config, args, i)
         }
     }
