@@ -66,6 +66,7 @@ compile_error!(
 
 mod budget;
 mod config;
+mod drain;
 mod handler;
 mod io;
 mod listen;
@@ -81,6 +82,7 @@ mod tools;
 mod worker;
 
 pub use config::{Config, ConfigError, WritePolicy};
+pub use drain::Draining;
 pub use handler::reason::{CloseReason, ConnId};
 pub use handler::{Context, Handler};
 pub use io::peer_addr::{PeerAddr, UnixPeer};

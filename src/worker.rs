@@ -38,6 +38,8 @@ pub(crate) struct Live {
     accepting: AtomicUsize,
     /// The per-address limit's table and the admission counters (PROXY, per address).
     pub(crate) admission: crate::rules::per_address::Admission,
+    /// Set once a stop or an upgrade begins: `/healthz` answers 503.
+    pub(crate) draining: crate::Draining,
 }
 
 impl Live {

@@ -70,6 +70,11 @@ impl LiveStats {
         LiveStats { live }
     }
 
+    /// True once a stop or an upgrade has begun: `/healthz` answers 503.
+    pub fn is_draining(&self) -> bool {
+        self.live.draining.is_draining()
+    }
+
     /// The server as it is now. Each worker's part is consistent as of its last turn.
     pub fn snapshot(&self) -> Snapshot {
         let workers = self.live.published();

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use fixtures::client::{connect, recv_exact, recv_line, recv_to_end, send};
 use fixtures::process::{ServeCommand, model_arg};
-use fixtures::server::serve;
+use fixtures::server::{serve, start_server};
 use fixtures::{PATIENCE, for_each_model};
+use tcp_reactor::protocols::Http;
 use tcp_reactor::proxy_header::{Cidr, SendProxy, encode};
-use tcp_reactor::{Config, Context, Handler, Model, Running};
+use tcp_reactor::{Config, Context, Draining, Handler, Model, Running, Server, metrics};
 
 for_each_model!(
     a_v1_header_names_the_client,
@@ -29,6 +30,8 @@ for_each_model!(
     the_per_address_limit_counts_the_address_the_header_named,
     the_command_line_logs_the_proxied_client_and_counts_per_address_refusals,
     the_proxy_protocol_sends_the_client_upstream_in_a_header,
+    healthz_turns_503_as_a_drain_begins_and_keep_alive_clients_are_closed_after_a_reply,
+    sigterm_with_stop_drain_reports_503_and_closes_keep_alives_after_their_next_reply,
 );
 
 /// Greets each client with the peer address it sees (`Context::peer_addr`), then echoes.
@@ -361,4 +364,100 @@ fn the_proxy_protocol_sends_the_client_upstream_in_a_header(model: Model) {
     proxy.stop();
     let stats = upstream.stop().expect("stopped");
     assert_eq!(stats.proxied, 3, "{stats}");
+}
+
+/// `GET path` on a fresh connection: the status code.
+fn status_of(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = connect(addr);
+    send(
+        &mut stream,
+        format!("GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let reply = String::from_utf8(recv_to_end(&mut stream)).expect("UTF-8");
+    reply
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {reply:?}"))
+}
+
+/// One keep-alive request on `stream`: the response head.
+fn keep_alive_request(stream: &mut TcpStream) -> String {
+    send(stream, b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(recv_exact(stream, 1));
+    }
+    let head = String::from_utf8(head).expect("UTF-8");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Content-Length");
+    recv_exact(stream, length);
+    head
+}
+
+fn healthz_turns_503_as_a_drain_begins_and_keep_alive_clients_are_closed_after_a_reply(
+    model: Model,
+) {
+    let draining = Draining::new();
+    let server = Server::new(Http::default().with_draining(draining.clone())).draining(draining);
+    let running: Running = start_server(server, model, Config::default());
+    let endpoint = metrics::serve("127.0.0.1:0".parse().unwrap(), running.live_stats())
+        .expect("the metrics endpoint starts");
+    assert_eq!(status_of(endpoint.local_addr(), "/healthz"), 200);
+    let mut client = connect(running.local_addr());
+    let head = keep_alive_request(&mut client);
+    assert!(!head.contains("Connection: close"), "{head}");
+    // An upgrade begins: the balancer hears it at once, and the client at its next reply.
+    running.set_draining(true);
+    assert_eq!(status_of(endpoint.local_addr(), "/healthz"), 503);
+    let head = keep_alive_request(&mut client);
+    assert!(head.contains("Connection: close"), "{head}");
+    closed_without_a_byte(&mut client);
+    drop(client);
+    // The upgrade failed: serving again.
+    running.set_draining(false);
+    assert_eq!(status_of(endpoint.local_addr(), "/healthz"), 200);
+    // A stop: 503 until the process ends, and the metrics listener keeps answering.
+    running.stop().expect("stopped");
+    assert_eq!(status_of(endpoint.local_addr(), "/healthz"), 503);
+    assert_eq!(status_of(endpoint.local_addr(), "/metrics"), 200);
+}
+
+fn sigterm_with_stop_drain_reports_503_and_closes_keep_alives_after_their_next_reply(model: Model) {
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("its address")
+    };
+    let server = ServeCommand::default()
+        .args(["--protocol", "http", "--model", model_arg(model)])
+        .args(["--metrics", &metrics_addr.to_string(), "--stop-drain", "10"])
+        .spawn()
+        .expect("the server starts");
+    fixtures::eventually("the metrics endpoint", || {
+        TcpStream::connect(metrics_addr).is_ok()
+    });
+    assert_eq!(status_of(metrics_addr, "/healthz"), 200);
+    let mut client = connect(server.addr);
+    assert!(!keep_alive_request(&mut client).contains("Connection: close"));
+    let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    fixtures::eventually("/healthz reports the drain", || {
+        status_of(metrics_addr, "/healthz") == 503
+    });
+    // Still serving: the keep-alive client gets its reply, told to close.
+    let head = keep_alive_request(&mut client);
+    assert!(head.contains("Connection: close"), "{head}");
+    closed_without_a_byte(&mut client);
+    drop(client);
+    // No connection is left: the server stops without waiting out the drain.
+    let started = Instant::now();
+    let stats = server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the drain was waited out"
+    );
+    assert_eq!(stats.get("accepted"), Some(&1), "{stats:?}");
 }

@@ -90,6 +90,8 @@ pub(crate) struct Deploy {
     pub(crate) pid_file: Option<PathBuf>,
     /// `--drain-timeout`.
     pub(crate) drain_timeout: Duration,
+    /// `--stop-drain`.
+    pub(crate) stop_drain: Duration,
 }
 
 /// Parse `--unix-mode` (octal, as chmod takes it: `660`, `0660`).
@@ -181,6 +183,9 @@ enum State {
     },
     /// Handed over: serving what is held until it closes or this deadline.
     Draining(Instant),
+    /// Asked to stop with `--stop-drain`: still serving, reported draining, until no
+    /// connection is open or this deadline.
+    StopDraining(Instant),
 }
 
 /// Write the pid file, tell an upgrading parent that this process accepts, then serve
@@ -224,9 +229,14 @@ pub(crate) fn run(
                             "SIGUSR2: starting {} to take over the listeners",
                             exe.display()
                         );
+                        // A balancer's health check sees the upgrade from now on.
+                        running.set_draining(true);
                         match start_upgrade(&running, exe, metrics, tx.clone()) {
                             Ok(abandon) => state = State::Upgrading { abandon, pid: None },
-                            Err(err) => warn!("upgrade failed, this process keeps serving: {err}"),
+                            Err(err) => {
+                                running.set_draining(false);
+                                warn!("upgrade failed, this process keeps serving: {err}");
+                            }
                         }
                     }
                     Err(err) => {
@@ -236,8 +246,20 @@ pub(crate) fn run(
                 State::Upgrading { .. } | State::Draining(_) => {
                     info!("SIGUSR2 ignored: an upgrade is already under way");
                 }
+                State::StopDraining(_) => info!("SIGUSR2 ignored: the server is stopping"),
             },
+            Ok(Event::Signal(signal))
+                if matches!(state, State::Serving) && !deploy.stop_drain.is_zero() =>
+            {
+                info!(
+                    "signal {signal}: draining for up to {:?}, then stopping (a second signal stops at once)",
+                    deploy.stop_drain
+                );
+                running.set_draining(true);
+                state = State::StopDraining(Instant::now() + deploy.stop_drain);
+            }
             Ok(Event::Signal(signal)) => {
+                running.set_draining(true);
                 info!("signal {signal}: stopping");
                 if let State::Upgrading { abandon, pid } = state {
                     abandon_upgrade(&mut running, abandon, pid, &rx, deploy);
@@ -262,11 +284,23 @@ pub(crate) fn run(
                 state = State::Draining(Instant::now() + deploy.drain_timeout);
             }
             Ok(Event::Upgraded(Err(err))) => {
+                running.set_draining(false);
                 warn!("upgrade failed, this process keeps serving: {err}");
                 state = State::Serving;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let State::StopDraining(deadline) = state {
+            let open = running.connections();
+            if open == 0 {
+                info!("drained: no connection open; stopping");
+                break;
+            }
+            if Instant::now() >= deadline {
+                info!("stop drain over: stopping with {open} connection(s) open");
+                break;
+            }
         }
         if let State::Draining(deadline) = state {
             let open = running.connections();

@@ -85,6 +85,12 @@ struct ServeArgs {
     /// closes the rest gracefully.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// On SIGINT or SIGTERM, first drain for up to this many seconds: /healthz answers
+    /// 503 and the server keeps serving (http closes each keep-alive connection after
+    /// its next reply) until no connection is open; then it stops. A second signal stops
+    /// at once. 0 (the default) stops at once.
+    #[arg(long, default_value_t = 0.0)]
+    stop_drain: f64,
     /// Independent workers, one thread each, all accepting from each listening socket.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -340,24 +346,27 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
 /// `serve`: pick the protocol, then run it.
 fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
     let config = config_from(args)?;
+    // Set as a stop or an upgrade begins: /healthz answers 503, http closes keep-alives.
+    let draining = tcp_reactor::Draining::new();
     let i = inherited;
     match args.protocol {
-        ProtocolName::Echo => serve_with(protocols::Echo, config, args, i),
-        ProtocolName::Seed => serve_with(protocols::Seed, config, args, i),
-        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i),
+        ProtocolName::Echo => serve_with(protocols::Echo, config, args, i, &draining),
+        ProtocolName::Seed => serve_with(protocols::Seed, config, args, i, &draining),
+        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i, &draining),
         ProtocolName::Http => {
             let header = Duration::try_from_secs_f64(args.header_timeout)
                 .map_err(|_| invalid("--header-timeout must be a non-negative number".into()))?;
             let http = protocols::Http::default()
-                .with_header_timeout((!header.is_zero()).then_some(header));
-            serve_with(http, config, args, i)
+                .with_header_timeout((!header.is_zero()).then_some(header))
+                .with_draining(draining.clone());
+            serve_with(http, config, args, i, &draining)
         }
         ProtocolName::Resp => {
             let resp = match args.max_store {
                 None | Some(0) => protocols::Resp::default(),
                 Some(bytes) => protocols::Resp::default().with_max_store(bytes),
             };
-            serve_with(resp, config, args, i)
+            serve_with(resp, config, args, i, &draining)
         }
         ProtocolName::Proxy => {
             if args.upstream.is_empty() {
@@ -377,7 +386,7 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
                     .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                 proxy = proxy.with_send_proxy(version, local);
             }
-            serve_with(proxy, config, args, i)
+            serve_with(proxy, config, args, i, &draining)
         }
     }
 }
@@ -386,11 +395,14 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
 fn deploy_from(args: &ServeArgs) -> io::Result<Deploy> {
     let drain_timeout = Duration::try_from_secs_f64(args.drain_timeout)
         .map_err(|_| invalid("--drain-timeout must be a non-negative number of seconds".into()))?;
+    let stop_drain = Duration::try_from_secs_f64(args.stop_drain)
+        .map_err(|_| invalid("--stop-drain must be a non-negative number of seconds".into()))?;
     Ok(Deploy {
         addrs: args.addr.clone(),
         unix_mode: args.unix_mode,
         pid_file: args.pid_file.clone(),
         drain_timeout,
+        stop_drain,
     })
 }
 
@@ -443,6 +455,7 @@ fn serve_with<H: Handler>(
     config: Config,
     args: &ServeArgs,
     mut inherited: Inherited,
+    draining: &tcp_reactor::Draining,
 ) -> io::Result<()> {
     let model = match args.model {
         ModelName::Reactor => Model::Reactor,
@@ -455,7 +468,8 @@ fn serve_with<H: Handler>(
     let server = Server::new(handler)
         .config(config)
         .model(model)
-        .workers(args.workers);
+        .workers(args.workers)
+        .draining(draining.clone());
     #[cfg(feature = "tls")]
     let server = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
