@@ -110,6 +110,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         self.setup.live.admission.count_proxied();
+        debug!("{}: PROXY header names {peer}", pending.peer);
         self.admit_as(pending.stream, peer);
     }
 

@@ -461,3 +461,166 @@ fn sigterm_with_stop_drain_reports_503_and_closes_keep_alives_after_their_next_r
     );
     assert_eq!(stats.get("accepted"), Some(&1), "{stats:?}");
 }
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The pid a `--pid-file` holds, once it holds one.
+fn pid_in(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Wait (bounded) for the pid file to name a process other than `old`; how long it took.
+#[track_caller]
+fn wait_for_successor(path: &std::path::Path, old: i32) -> (i32, Duration) {
+    let started = Instant::now();
+    let mut new = old;
+    fixtures::eventually("the upgraded process writes its pid", || {
+        new = pid_in(path).unwrap_or(old);
+        new != old
+    });
+    (new, started.elapsed())
+}
+
+/// Signal process `pid`.
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the server");
+}
+
+/// Whether process `pid` is gone (or a zombie waiting to be reaped).
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z "))
+}
+
+/// Two servers (reactor and threads) behind a real HAProxy sending PROXY v2 headers and
+/// checking `/healthz`; `wrk` runs through it for 12 s while both are upgraded with
+/// SIGUSR2, one after the other, then one is stopped with SIGTERM: no socket error, no
+/// non-2xx response, and the servers saw wrk's address, not HAProxy's.
+///
+/// HAProxy connects to the servers from 127.0.0.3 (`source`), which alone is trusted, so
+/// the client address a header names (wrk's, 127.0.0.1) differs from the kernel's peer.
+/// Skipped, saying so, without `haproxy` or `wrk` (Debian packages, installed by .ci/run).
+/// wrk is pinned to CPU 1 with `taskset` when it is there.
+#[test]
+fn a_fleet_behind_haproxy_is_upgraded_and_stopped_under_wrk_with_no_error() {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if !have("haproxy") || !have("wrk") {
+        println!("SKIPPED: haproxy or wrk is not installed (.ci/run installs both)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (front, a, b) = (free_port(), free_port(), free_port());
+    let (metrics_a, metrics_b) = (free_port(), free_port());
+    let start = |model: &str, port: u16, metrics: u16, name: &str| {
+        ServeCommand::default()
+            .addr(&format!("127.0.0.1:{port}"))
+            .log("info,tcp_reactor::reactor::proxied=debug,tcp_reactor::threads::connection::admission=debug")
+            .args(["--protocol", "http", "--model", model])
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .args(["--proxy-protocol-from", "127.0.0.3"])
+            .args(["--stop-drain", "5", "--drain-timeout", "5"])
+            .args(["--pid-file", dir.path().join(name).to_str().unwrap()])
+            .spawn()
+            .expect("a server starts")
+    };
+    let server_a = start("reactor", a, metrics_a, "a.pid");
+    let server_b = start("threads", b, metrics_b, "b.pid");
+    let config = format!(
+        "global\n    maxconn 1000\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch\n\
+         frontend front\n    bind 127.0.0.1:{front}\n    default_backend fleet\n\
+         backend fleet\n    balance roundrobin\n    option httpchk GET /healthz\n    source 127.0.0.3\n\
+         \x20   server a 127.0.0.1:{a} send-proxy-v2 check port {metrics_a} inter 100ms fall 1 rise 2\n\
+         \x20   server b 127.0.0.1:{b} send-proxy-v2 check port {metrics_b} inter 100ms fall 1 rise 2\n"
+    );
+    let config_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&config_path, config).expect("write the HAProxy configuration");
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-db", "-f", config_path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    fixtures::eventually("both servers healthy and HAProxy up", || {
+        status_of(SocketAddr::from(([127, 0, 0, 1], metrics_a)), "/healthz") == 200
+            && status_of(SocketAddr::from(([127, 0, 0, 1], metrics_b)), "/healthz") == 200
+            && TcpStream::connect(("127.0.0.1", front)).is_ok()
+    });
+    // Let HAProxy's checks see both up (rise 2 at 100 ms).
+    thread::sleep(Duration::from_millis(500));
+    let mut wrk = if have("taskset") {
+        let mut pinned = std::process::Command::new("taskset");
+        pinned.args(["-c", "1", "wrk"]);
+        pinned
+    } else {
+        std::process::Command::new("wrk")
+    };
+    let wrk = wrk
+        .args([
+            "-t1",
+            "-c16",
+            "-d12s",
+            &format!("http://127.0.0.1:{front}/"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wrk");
+    let (a_pid, b_pid) = (server_a.pid() as i32, server_b.pid() as i32);
+    thread::sleep(Duration::from_secs(2));
+    signal(a_pid, nix::sys::signal::Signal::SIGUSR2);
+    let (a_new, a_upgrade) = wait_for_successor(&dir.path().join("a.pid"), a_pid);
+    thread::sleep(Duration::from_secs(2));
+    signal(b_pid, nix::sys::signal::Signal::SIGUSR2);
+    let (b_new, b_upgrade) = wait_for_successor(&dir.path().join("b.pid"), b_pid);
+    thread::sleep(Duration::from_secs(2));
+    signal(b_new, nix::sys::signal::Signal::SIGTERM);
+    let out = wrk.wait_with_output().expect("wrk ends");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{report}");
+    println!("upgrade a (reactor): {a_upgrade:?}; upgrade b (threads): {b_upgrade:?}");
+    // The old processes exit once drained; the stopped one too.
+    fixtures::eventually("the drained and stopped processes exit", || {
+        gone(a_pid) && gone(b_pid) && gone(b_new)
+    });
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let logs: Vec<String> = server_a
+        .log_lines("PROXY header names")
+        .into_iter()
+        .chain(server_b.log_lines("PROXY header names"))
+        .collect();
+    signal(a_new, nix::sys::signal::Signal::SIGTERM);
+    fixtures::eventually("the last server exits", || gone(a_new));
+    drop((server_a, server_b));
+    assert!(out.status.success(), "wrk failed: {report}");
+    let requests: u64 = report
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .expect("wrk reports its requests");
+    assert!(requests > 0, "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    assert!(!logs.is_empty(), "no PROXY header was logged");
+    for line in &logs {
+        assert!(
+            line.contains("127.0.0.3:") && line.contains("names 127.0.0.1:"),
+            "{line}"
+        );
+    }
+    println!(
+        "fleet: {requests} requests, 0 errors, {} proxied connections logged",
+        logs.len()
+    );
+}

@@ -21,6 +21,10 @@ use tcp_reactor::activation::{self, Activation};
 use tcp_reactor::upgrade;
 use tcp_reactor::{Listener, Running, Stats};
 
+/// How long `--stop-drain` serves on at least, even with no connection open, so that a
+/// balancer checking `/healthz` every second or faster has seen the 503.
+const BALANCER_NOTICE: Duration = Duration::from_secs(1);
+
 /// How long a new process may take to start accepting before the upgrade is abandoned.
 const UPGRADE_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -183,9 +187,10 @@ enum State {
     },
     /// Handed over: serving what is held until it closes or this deadline.
     Draining(Instant),
-    /// Asked to stop with `--stop-drain`: still serving, reported draining, until no
-    /// connection is open or this deadline.
-    StopDraining(Instant),
+    /// Asked to stop with `--stop-drain`: still serving, reported draining, since the
+    /// first instant until no connection is open (and a balancer has had time to see the
+    /// 503) or the second.
+    StopDraining(Instant, Instant),
 }
 
 /// Write the pid file, tell an upgrading parent that this process accepts, then serve
@@ -246,7 +251,7 @@ pub(crate) fn run(
                 State::Upgrading { .. } | State::Draining(_) => {
                     info!("SIGUSR2 ignored: an upgrade is already under way");
                 }
-                State::StopDraining(_) => info!("SIGUSR2 ignored: the server is stopping"),
+                State::StopDraining(..) => info!("SIGUSR2 ignored: the server is stopping"),
             },
             Ok(Event::Signal(signal))
                 if matches!(state, State::Serving) && !deploy.stop_drain.is_zero() =>
@@ -256,7 +261,8 @@ pub(crate) fn run(
                     deploy.stop_drain
                 );
                 running.set_draining(true);
-                state = State::StopDraining(Instant::now() + deploy.stop_drain);
+                let now = Instant::now();
+                state = State::StopDraining(now, now + deploy.stop_drain);
             }
             Ok(Event::Signal(signal)) => {
                 running.set_draining(true);
@@ -291,9 +297,12 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if let State::StopDraining(deadline) = state {
+        if let State::StopDraining(since, deadline) = state {
             let open = running.connections();
-            if open == 0 {
+            // A balancer checks health every so often: until it has seen the 503 it may
+            // still send a client, which a stop would cut off.
+            let noticed = since.elapsed() >= BALANCER_NOTICE.min(deploy.stop_drain);
+            if open == 0 && noticed {
                 info!("drained: no connection open; stopping");
                 break;
             }

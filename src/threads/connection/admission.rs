@@ -50,9 +50,11 @@ impl<H: Handler> Client<H> {
         match result {
             Ok(header) => {
                 admission.count_proxied();
+                let balancer = self.addr;
                 if let Some(source) = header.source {
                     self.addr = PeerAddr::Tcp(source);
                 }
+                log::debug!("{balancer}: PROXY header names {}", self.addr);
                 Ok(())
             }
             Err(err) => {
