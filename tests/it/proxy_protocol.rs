@@ -278,6 +278,18 @@ fn the_per_address_limit_counts_the_address_the_header_named(model: Model) {
     send(&mut again, b"ok");
     assert_eq!(recv_exact(&mut again, 2), b"ok");
     drop((second, other, again));
+    // The metrics count the refusals by reason.
+    let exposition = metrics::render(&running.live_stats().snapshot());
+    let per_address: u64 = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("tcp_reactor_refusals_total{reason=\"per_address\"} "))
+        .and_then(|n| n.parse().ok())
+        .expect("a per_address sample");
+    assert!(per_address >= 1, "{exposition}");
+    assert!(
+        exposition.contains("tcp_reactor_refusals_total{reason=\"server_full\"} 0"),
+        "{exposition}"
+    );
     let stats = running.stop().expect("stopped");
     assert!(stats.refused_per_address >= 1, "{stats}");
     assert_eq!(stats.refused, stats.refused_per_address, "{stats}");
