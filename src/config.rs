@@ -84,6 +84,16 @@ pub struct Config {
     /// When the reactor writes the output a callback queued (the threads model always
     /// writes at once).
     pub write_policy: WritePolicy,
+    /// Sources trusted to start each connection with a PROXY protocol header (v1 or v2);
+    /// its client address then replaces the peer's everywhere. Empty: none is parsed.
+    /// A trusted source's header must be complete within `handshake_timeout`.
+    pub proxy_protocol_from: Vec<crate::listen::proxy_header::Cidr>,
+    /// Most connections at once from one client address (after PROXY), server-wide;
+    /// `None` sets no such limit. Beyond it a client is refused as by a full server.
+    pub max_per_address: Option<usize>,
+    /// IPv6 clients are counted by their first this many bits (a /64 is one household or
+    /// one host's privacy addresses); IPv4 clients by their whole address.
+    pub per_address_v6_prefix: u8,
 }
 
 /// When the reactor hands a connection's output to the kernel.
@@ -148,6 +158,9 @@ impl Default for Config {
             max_buffered: crate::budget::DEFAULT_MAX_BUFFERED,
             connect_timeout: Duration::from_secs(5),
             write_policy: WritePolicy::EndOfTurn,
+            proxy_protocol_from: Vec::new(),
+            max_per_address: None,
+            per_address_v6_prefix: 64,
         }
     }
 }
@@ -254,6 +267,36 @@ impl Config {
         self
     }
 
+    /// Trust `blocks` to send a PROXY protocol header first on each connection.
+    pub fn with_proxy_protocol_from(
+        mut self,
+        blocks: impl IntoIterator<Item = crate::listen::proxy_header::Cidr>,
+    ) -> Self {
+        self.proxy_protocol_from = blocks.into_iter().collect();
+        self
+    }
+
+    /// Serve at most `n` connections at once from one client address (`None`: no limit).
+    pub fn with_max_per_address(mut self, n: Option<usize>) -> Self {
+        self.max_per_address = n;
+        self
+    }
+
+    /// Count IPv6 clients for `max_per_address` by their first `bits` bits (at most 128).
+    pub fn with_per_address_v6_prefix(mut self, bits: u8) -> Self {
+        self.per_address_v6_prefix = bits;
+        self
+    }
+
+    /// True if a connection from `peer` must begin with a PROXY header.
+    pub(crate) fn trusts_proxy(&self, peer: crate::PeerAddr) -> bool {
+        peer.as_tcp().is_some_and(|addr| {
+            self.proxy_protocol_from
+                .iter()
+                .any(|b| b.contains(addr.ip()))
+        })
+    }
+
     /// Check that every limit lets the server work: counts and budgets of at least 1,
     /// timeouts longer than zero, and `low_water <= high_water <= max_output`.
     ///
@@ -271,6 +314,11 @@ impl Config {
         ];
         if let Some(&(field, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { field });
+        }
+        if self.max_per_address == Some(0) {
+            return Err(ConfigError::Zero {
+                field: "max_per_address",
+            });
         }
         if self.backlog < 1 {
             return Err(ConfigError::Zero { field: "backlog" });

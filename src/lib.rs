@@ -89,7 +89,7 @@ pub use handler::{Context, Handler};
 pub use io::peer_addr::{PeerAddr, UnixPeer};
 #[cfg(feature = "tls")]
 pub use io::tls_config;
-pub use listen::{ListenAddr, Listener, activation, upgrade};
+pub use listen::{ListenAddr, Listener, activation, proxy_header, upgrade};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use protocols::fuzzing;
@@ -98,6 +98,7 @@ pub use server::{Model, Running, Server, StopHandle};
 pub use stats::Stats;
 #[cfg(feature = "cli")]
 pub use tools::{client, load};
+pub use worker::drain::Draining;
 
 /// The README's code examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -138,6 +138,8 @@ pub struct Server<H> {
     /// Serve TLS with this configuration; `None` serves plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The draining flag the server sets as it stops, shared with whoever was given it.
+    draining: crate::Draining,
 }
 
 impl<H: Handler> Server<H> {
@@ -156,7 +158,16 @@ impl<H: Handler> Server<H> {
             step: false,
             #[cfg(feature = "tls")]
             tls: None,
+            draining: crate::Draining::new(),
         }
+    }
+
+    /// Share `draining` with the server: it is set as the server stops or hands its
+    /// listeners over, and `/healthz` reads it. Give the same flag to a handler that
+    /// behaves differently while draining (`protocols::Http::with_draining`).
+    pub fn draining(mut self, draining: crate::Draining) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// Use these limits and timeouts.
@@ -234,7 +245,9 @@ impl<H: Handler> Server<H> {
                 "step mode needs the reactor model: the threads model has no turns",
             ));
         }
-        let live = Arc::new(Live::new(self.workers, self.config.max_buffered));
+        let mut live = Live::new(self.workers, self.config.max_buffered);
+        live.draining = self.draining.clone();
+        let live = Arc::new(live);
         if self.step {
             live.watch.enable_step_mode();
         }
@@ -394,8 +407,22 @@ impl Running {
     /// [`listener_fds`](Running::listener_fds) accepts from the same queues), keep serving
     /// the connections held, and leave the Unix socket files in place for the successor.
     pub fn hand_over(&mut self) {
+        self.live.draining.set(true);
         self.files.clear();
         self.stop.stop_accepting();
+    }
+
+    /// Report the server as draining (`/healthz` answers 503, a handler sharing the
+    /// flag sends clients elsewhere) or, with `false`, as serving again: for an upgrade
+    /// that has begun, and then failed. [`stop`](Running::stop) and
+    /// [`hand_over`](Running::hand_over) set it themselves.
+    pub fn set_draining(&self, draining: bool) {
+        self.live.draining.set(draining);
+    }
+
+    /// True once a stop or an upgrade has begun (see [`set_draining`](Running::set_draining)).
+    pub fn is_draining(&self) -> bool {
+        self.live.draining.is_draining()
     }
 
     /// A handle that stops the server from any thread.
@@ -445,6 +472,7 @@ impl Running {
 
     /// Stop gracefully and return the final stats, summed over workers.
     pub fn stop(self) -> io::Result<Stats> {
+        self.live.draining.set(true);
         self.stop.stop();
         self.wait()
     }
@@ -467,6 +495,7 @@ impl Running {
         }
         // Workers' peaks need not coincide; the shared count saw the real one.
         total.peak_connections = self.live.peak_connections();
+        self.live.admission.fill(&mut total);
         self.remove_files();
         match first_error {
             Some(err) => Err(err),

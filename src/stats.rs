@@ -39,6 +39,13 @@ pub struct Stats {
     pub peak_connections: u64,
     /// Accept attempts that failed for lack of file descriptors (`EMFILE`, `ENFILE`).
     pub fd_exhausted: u64,
+    /// Connections refused because their client address held `Config::max_per_address`
+    /// (also counted in `refused`).
+    pub refused_per_address: u64,
+    /// Connections from trusted sources closed for a bad, late or missing PROXY header.
+    pub proxy_header_failed: u64,
+    /// Connections admitted with a PROXY header.
+    pub proxied: u64,
 }
 
 impl Stats {
@@ -76,6 +83,9 @@ impl AddAssign<&Stats> for Stats {
         self.writes += other.writes;
         self.peak_connections = self.peak_connections.max(other.peak_connections);
         self.fd_exhausted += other.fd_exhausted;
+        self.refused_per_address += other.refused_per_address;
+        self.proxy_header_failed += other.proxy_header_failed;
+        self.proxied += other.proxied;
     }
 }
 
@@ -106,6 +116,9 @@ impl fmt::Display for Stats {
             ("reads", self.reads),
             ("writes", self.writes),
             ("fd exhausted", self.fd_exhausted),
+            ("refused per address", self.refused_per_address),
+            ("proxy header failed", self.proxy_header_failed),
+            ("proxied", self.proxied),
         ];
         for (name, value) in rows {
             writeln!(f, "{name:<NAME_WIDTH$}{value}")?;

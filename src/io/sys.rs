@@ -147,6 +147,20 @@ pub(crate) fn unset_env_while_alone(names: &[&str]) -> bool {
     alone
 }
 
+/// `recv(2)` with `flags` (`MSG_PEEK`, `MSG_DONTWAIT`, or 0) into `buf`: the bytes taken
+/// (or seen, with `MSG_PEEK`).
+pub(crate) fn recv_flags(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and the
+    // descriptor is borrowed for it.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    // A negative count means failure, with the reason in errno.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// `recv` with `MSG_DONTWAIT`: what has already arrived on `fd`, without blocking
 /// (`WouldBlock` if nothing has), even on a blocking socket.
 pub(crate) fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {

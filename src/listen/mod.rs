@@ -15,6 +15,7 @@
 //!
 //! - `unix` — binding a socket path: stale files, live servers, permissions, removal;
 //! - `activation` — descriptors inherited the systemd way (`LISTEN_FDS`);
+//! - `proxy_header` — the PROXY protocol header a trusted balancer sends first;
 //! - `upgrade` — handing the listeners to a new copy of the executable, and the pid file.
 
 use std::fmt;
@@ -28,6 +29,7 @@ use std::str::FromStr;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 pub mod activation;
+pub mod proxy_header;
 mod unix;
 pub mod upgrade;
 

@@ -73,6 +73,11 @@ impl LiveStats {
         LiveStats { live }
     }
 
+    /// True once a stop or an upgrade has begun: `/healthz` answers 503.
+    pub fn is_draining(&self) -> bool {
+        self.live.draining.is_draining()
+    }
+
     /// The server as it is now. Each worker's part is consistent as of its last turn.
     pub fn snapshot(&self) -> Snapshot {
         let workers = self.live.published();
@@ -83,6 +88,7 @@ impl LiveStats {
         total.accepted = self.live.accepted();
         total.refused = self.live.refused();
         total.peak_connections = self.live.peak_connections();
+        self.live.admission.fill(&mut total);
         Snapshot {
             total,
             workers,
@@ -163,6 +169,26 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Connections turned away because the server was full.",
     )
     .sample("", snapshot.total.refused);
+    let by_reason = [
+        (
+            "server_full",
+            snapshot
+                .total
+                .refused
+                .saturating_sub(snapshot.total.refused_per_address),
+        ),
+        ("per_address", snapshot.total.refused_per_address),
+        ("proxy_header", snapshot.total.proxy_header_failed),
+    ];
+    let mut refusals = family(
+        &mut out,
+        "tcp_reactor_refusals_total",
+        "counter",
+        "Connections turned away, by reason: the server full, the client's address at its limit, a bad or late PROXY header.",
+    );
+    for (reason, count) in by_reason {
+        refusals.sample(&format!("reason=\"{reason}\""), count);
+    }
     let mut closed = family(
         &mut out,
         "tcp_reactor_closed_total",

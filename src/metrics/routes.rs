@@ -53,7 +53,27 @@ const ROUTES: &[Route] = &[
         methods: &["POST"],
         answer: live::pause,
     },
+    Route {
+        path: "/healthz",
+        methods: &["GET"],
+        answer: healthz,
+    },
 ];
+
+/// `GET /healthz`, for a load balancer's health check: `200` while serving, `503` from
+/// the moment a stop or an upgrade begins until the process exits.
+fn healthz(_request: &Request<'_>, source: &Source) -> Response {
+    let (status, body) = if source.stats.is_draining() {
+        (503, "draining\n")
+    } else {
+        (200, "ok\n")
+    };
+    Response::new(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
+}
 
 /// `GET /metrics`: the Prometheus text exposition of a fresh snapshot.
 fn metrics(_request: &Request<'_>, source: &Source) -> Response {

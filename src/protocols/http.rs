@@ -94,6 +94,8 @@ pub struct Http {
     replies: [[Box<[u8]>; 3]; 2],
     /// How long a started request head may take to complete ([`HEADER_TIMEOUT`]).
     header_timeout: Option<Duration>,
+    /// While set, every reply closes its connection (`Connection: close`): a drain.
+    draining: Option<crate::Draining>,
 }
 
 /// Per-connection state: the request being received.
@@ -191,7 +193,16 @@ impl Http {
         Http {
             replies: [row(false), row(true)],
             header_timeout: Some(HEADER_TIMEOUT),
+            draining: None,
         }
+    }
+
+    /// The same server, which closes each keep-alive connection after its next reply
+    /// (`Connection: close`) while `draining` is set, as nginx does as it stops: no client
+    /// is cut off mid-request, and each reconnects elsewhere.
+    pub fn with_draining(mut self, draining: crate::Draining) -> Self {
+        self.draining = Some(draining);
+        self
     }
 
     /// The same server with another header timeout (`None`: wait for a head forever).
@@ -203,8 +214,12 @@ impl Http {
     /// Queue the reply to `head`, whose body has been skipped, and close after it if the
     /// request said so.
     fn answer(&self, ctx: &mut Context<'_>, head: &Head) {
-        ctx.write(&self.replies[usize::from(head.head_only)][head.persist as usize]);
-        if head.persist == Persist::Close {
+        let persist = match &self.draining {
+            Some(draining) if draining.is_draining() => Persist::Close,
+            _ => head.persist,
+        };
+        ctx.write(&self.replies[usize::from(head.head_only)][persist as usize]);
+        if persist == Persist::Close {
             ctx.close();
         }
     }

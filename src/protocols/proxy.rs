@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::proxy_header::{self, SendProxy};
 use crate::{CloseReason, ConnId, Context, Handler};
 
 /// How long an upstream that refused is skipped, by default.
@@ -29,6 +30,9 @@ pub struct Proxy {
     down_until: Mutex<Vec<Option<Instant>>>,
     /// How long a failed upstream is skipped.
     retry: Duration,
+    /// Begin each upstream connection with a PROXY header of this version, naming the
+    /// client and this address as its destination (HAProxy's `send-proxy`).
+    send_proxy: Option<(SendProxy, SocketAddr)>,
 }
 
 /// One side of a proxied pair.
@@ -49,7 +53,16 @@ impl Proxy {
             next: AtomicUsize::new(0),
             down_until,
             retry,
+            send_proxy: None,
         }
+    }
+
+    /// Begin each upstream connection with a PROXY header of `version` that names the
+    /// client (the one a PROXY header named, if this server was sent one) and `local`,
+    /// the address clients connect to, as the destination.
+    pub fn with_send_proxy(mut self, version: SendProxy, local: SocketAddr) -> Self {
+        self.send_proxy = Some((version, local));
+        self
     }
 
     /// The next upstream in turn that is not being skipped at `now`.
@@ -98,8 +111,17 @@ impl Handler for Proxy {
                 upstream: None,
             };
         };
+        let upstream = ctx.connect(addr);
+        if let Some((version, local)) = self.send_proxy {
+            // Queued before any byte of the client's: it goes first once connected.
+            let header = match ctx.peer_addr().as_tcp() {
+                Some(client) => proxy_header::encode(version, client, local),
+                None => proxy_header::encode_unknown(version),
+            };
+            ctx.send_to(upstream, &header);
+        }
         Side {
-            other: Some(ctx.connect(addr)),
+            other: Some(upstream),
             upstream: None,
         }
     }

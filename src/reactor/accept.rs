@@ -92,8 +92,9 @@ impl<H: Handler> Reactor<H> {
         );
     }
 
-    /// Take a freshly accepted client into the slab, or refuse it when full.
-    fn admit(&mut self, mut stream: MioStream, peer: PeerAddr) {
+    /// Take a freshly accepted client into the slab, or refuse it when full. A client
+    /// from a trusted balancer first waits for its PROXY header (`proxied`).
+    fn admit(&mut self, stream: MioStream, peer: PeerAddr) {
         // The limit is server-wide: every worker counts against it.
         if self.stopping.has_begun()
             || !self
@@ -104,12 +105,36 @@ impl<H: Handler> Reactor<H> {
             self.refuse(stream, peer);
             return;
         }
+        if self.setup.config.trusts_proxy(peer) {
+            self.await_header(stream, peer);
+        } else {
+            self.admit_as(stream, peer);
+        }
+    }
+
+    /// Serve a client that holds a slot, as `peer` (the PROXY header's client, if it
+    /// sent one), unless its address is at `max_per_address`.
+    pub(super) fn admit_as(&mut self, mut stream: MioStream, peer: PeerAddr) {
+        let group = rules::per_address::group(&self.setup.config, peer);
+        if let (Some(group), Some(max)) = (group, self.setup.config.max_per_address)
+            && !self.setup.live.admission.try_take(group, max)
+        {
+            self.setup.live.closed();
+            self.refuse(stream, peer);
+            return;
+        }
+        let release = |reactor: &mut Self| {
+            reactor.setup.live.closed();
+            if let Some(group) = group {
+                reactor.setup.live.admission.release(group);
+            }
+        };
         // Replies are written whole; do not let Nagle hold the last segment back.
         if let Err(err) = stream.set_nodelay() {
             debug!("{peer}: TCP_NODELAY: {err}");
         }
         let Some(transport) = self.transport_for(peer) else {
-            self.setup.live.closed();
+            release(self);
             return;
         };
         let token = self.conns.next_token();
@@ -117,7 +142,7 @@ impl<H: Handler> Reactor<H> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
             warn!("{peer}: cannot register: {err}; dropping");
-            self.setup.live.closed();
+            release(self);
             return;
         }
         let id = self.queues.outbox.mint.next_id();
@@ -125,6 +150,9 @@ impl<H: Handler> Reactor<H> {
             .conns
             .insert(Connection::new(stream, token, id, peer, self.now).with_transport(transport));
         self.observed.stats.accepted += 1;
+        if let Some(group) = group {
+            self.accepting.counted.insert(id, group);
+        }
         // The token in decimal, as mio's own trace lines print it: slot | generation << 32.
         trace!(
             "accept {peer} as connection {id} (slot {key}, token {})",

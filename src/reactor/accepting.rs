@@ -23,6 +23,10 @@ pub(super) struct Accepting {
     pub(super) paused: bool,
     /// An fd-exhaustion episode is in progress (logged once).
     pub(super) fd_episode: bool,
+    /// Clients from trusted balancers whose PROXY header is still arriving.
+    pub(super) headers: super::proxied::Headers,
+    /// The address group each connection is counted in for `max_per_address`.
+    pub(super) counted: std::collections::HashMap<crate::ConnId, std::net::IpAddr>,
 }
 
 impl Accepting {

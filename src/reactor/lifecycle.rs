@@ -268,6 +268,9 @@ impl<H: Handler> Reactor<H> {
             let (reason, session) = conn.finish(&self.setup.live.budget);
             self.observed.stats.count_close(reason);
             self.setup.live.closed();
+            if let Some(group) = self.accepting.counted.remove(&id) {
+                self.setup.live.admission.release(group);
+            }
             if let Some(session) = session {
                 self.handler.close(session, id, reason);
             }

@@ -25,6 +25,7 @@
 //!
 //! The steps:
 //! - `accept` — taking clients from the listener, admitting or refusing them;
+//! - `proxied` — clients from trusted balancers until their PROXY header is in;
 //! - `io_path` — reading, the handler callbacks, writing their output (`send_output` is
 //!   the one place that acts on the turn's [`WritePolicy`](crate::WritePolicy)), the limits;
 //! - `lifecycle` — a connection's phases: settle, close, revisit, reap;
@@ -66,6 +67,7 @@ mod lifecycle;
 mod mail;
 mod memory;
 mod outbound;
+mod proxied;
 mod queues;
 mod socket;
 mod stopping;
@@ -175,6 +177,8 @@ impl<H: Handler> Reactor<H> {
                 ready: false,
                 paused: false,
                 fd_episode: false,
+                headers: Default::default(),
+                counted: Default::default(),
             },
             queues: Queues::new(Outbox::minting(IdMint::new(setup.index, setup.workers))),
             stopping: Stopping::new(setup.stop, setup.handover),
@@ -327,6 +331,7 @@ impl<H: Handler> Reactor<H> {
                 token if self.is_listener(token) => self.accept(),
                 // Mail and the stop flag are checked every turn.
                 WAKER => {}
+                token if self.accepting.headers.owns(token) => self.read_header(token),
                 token => {
                     let Some(key) = self.live_key(token) else {
                         // The connection closed earlier in this batch (or its slot now
@@ -428,6 +433,7 @@ impl<H: Handler> Reactor<H> {
             error!("worker {}: the listener failed: {err}", self.setup.index);
         }
         self.close_listeners();
+        self.drop_all_pending();
         self.stopping.deadline = Some(self.now + self.setup.config.linger);
         let keys = self.conns.keys();
         for key in keys {

@@ -80,6 +80,10 @@ impl<H: Handler> Reactor<H> {
                 self.accepting.ready = true;
                 continue;
             }
+            if kind == TimerKind::ProxyHeader {
+                self.expire_header(token);
+                continue;
+            }
             let Some(key) = self.live_key(token) else {
                 continue;
             };
@@ -90,7 +94,7 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::Handler => self.expire_handler_timer(key),
                 TimerKind::Connect => self.expire_connect(key),
                 TimerKind::Handshake => self.expire_handshake(key),
-                TimerKind::AcceptBackoff => {}
+                TimerKind::AcceptBackoff | TimerKind::ProxyHeader => {}
             }
         }
     }

@@ -65,6 +65,8 @@ pub(super) enum TimerKind {
     Connect,
     /// The TLS handshake must have completed by now.
     Handshake,
+    /// A trusted client's PROXY header must have arrived by now.
+    ProxyHeader,
 }
 
 /// What a worker is given when it is built: its place among the server's workers, its

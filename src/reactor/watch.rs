@@ -309,5 +309,6 @@ fn timer_name(kind: TimerKind) -> &'static str {
         TimerKind::AcceptBackoff => "accept back-off",
         TimerKind::Connect => "connect",
         TimerKind::Handshake => "handshake",
+        TimerKind::ProxyHeader => "PROXY header",
     }
 }

@@ -10,6 +10,8 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
+pub(crate) mod per_address;
+
 use crate::handler::{Actions, CloseRequest, TimerRequest};
 use crate::{CloseReason, Config, Context, Handler};
 

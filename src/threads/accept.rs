@@ -267,6 +267,11 @@ impl<H: Handler> AcceptLoop<H> {
     /// Join one client thread and add its counters.
     fn join(&mut self, thread: JoinHandle<Finished>) {
         match thread.join() {
+            // Refused by `max_per_address` after it was accepted: it counts as refused.
+            Ok(finished) if finished.refused => {
+                self.stats.refused += 1;
+                self.stats.accepted = self.stats.accepted.saturating_sub(1);
+            }
             Ok(finished) => {
                 self.stats.count_close(finished.reason);
                 self.stats.bytes_in += finished.bytes_in;

@@ -21,6 +21,7 @@ use crate::io::stream::BlockingStream;
 use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
+mod admission;
 mod dial;
 mod requests;
 
@@ -47,6 +48,8 @@ pub(super) struct Finished {
     pub(super) bytes_in: u64,
     /// Bytes written to the client and, for messages, to other clients.
     pub(super) bytes_out: u64,
+    /// Turned away by `max_per_address` before `open` (counted as refused, not closed).
+    pub(super) refused: bool,
 }
 
 /// One client, served by its own thread.
@@ -78,6 +81,8 @@ pub(super) struct Client<H: Handler> {
     bytes_out: u64,
     /// Bytes this client is counted for in the server-wide budget.
     accounted: usize,
+    /// The address group counted for `max_per_address`, given back as it ends.
+    group: Option<std::net::IpAddr>,
 }
 
 impl<H: Handler> Client<H> {
@@ -107,12 +112,14 @@ impl<H: Handler> Client<H> {
             bytes_in: 0,
             bytes_out: 0,
             accounted: 0,
+            group: None,
         }
     }
 
     /// Serve the client from `open` to `close`.
     pub(super) fn serve(mut self) -> Finished {
-        match self.configure_socket() {
+        match self.configure_socket().and_then(|()| self.take_header()) {
+            Ok(()) if !self.take_address() => self.refuse(),
             Ok(()) => {
                 let (mut session, actions) = self.open();
                 let ending = match self.after_callback(actions, false) {
@@ -120,7 +127,9 @@ impl<H: Handler> Client<H> {
                     None => self.run(&mut session),
                 };
                 let reason = self.end(ending);
-                self.finish(session, reason)
+                let finished = self.finish(session, reason);
+                self.release_address();
+                finished
             }
             Err(err) => {
                 // The socket failed before the handler saw it: no open, so no close.

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub(crate) mod drain;
 pub(crate) mod watch;
 
 use crate::budget::Budget;
@@ -40,6 +41,10 @@ pub(crate) struct Live {
     accepting: AtomicUsize,
     /// What the live page sees of each worker's loop, and the step mode's controls.
     pub(crate) watch: crate::worker::watch::Watch,
+    /// The per-address limit's table and the admission counters (PROXY, per address).
+    pub(crate) admission: crate::rules::per_address::Admission,
+    /// Set once a stop or an upgrade begins: `/healthz` answers 503.
+    pub(crate) draining: crate::Draining,
 }
 
 impl Live {

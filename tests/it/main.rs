@@ -33,6 +33,7 @@ mod process_faults;
 mod protocol_bad_input;
 mod proxy;
 mod proxy_memory;
+mod proxy_protocol;
 mod resp;
 mod resp_costs;
 mod resp_memory;

@@ -39,7 +39,8 @@ for_each_model!(
     output_waiting_for_a_handshake_past_the_output_cap_closes_the_member_with_a_reason,
     curl_gets_https_with_alpn_http11,
     the_load_generator_speaks_tls_and_verifies_every_byte,
-    redis_cli_over_tls_against_resp
+    redis_cli_over_tls_against_resp,
+    tls_begins_after_a_proxy_header_that_names_the_client
 );
 
 /// A certificate for `localhost` and its key, written as PEM files in a fresh private
@@ -772,4 +773,47 @@ fn serve_with_a_missing_unreadable_or_mismatched_key_prints_one_line_and_exits_1
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.starts_with("tcp-reactor: error: "), "{stderr}");
     }
+}
+
+/// Greets each client with the peer `Context::peer_addr` names, then echoes.
+struct PeerGreeter;
+
+impl Handler for PeerGreeter {
+    type Session = ();
+
+    fn open(&self, ctx: &mut tcp_reactor::Context<'_>) {
+        ctx.write(format!("{}\n", ctx.peer_addr()).as_bytes());
+    }
+
+    fn data(&self, _: &mut (), ctx: &mut tcp_reactor::Context<'_>, input: &[u8]) -> usize {
+        ctx.write(input);
+        input.len()
+    }
+}
+
+fn tls_begins_after_a_proxy_header_that_names_the_client(model: Model) {
+    use tcp_reactor::proxy_header::{Cidr, SendProxy, encode};
+    let certificate = Certificate::generate();
+    let config =
+        Config::default().with_proxy_protocol_from(["127.0.0.1".parse::<Cidr>().expect("a block")]);
+    let running = start_tls(PeerGreeter, &certificate, model, config);
+    for version in [SendProxy::V1, SendProxy::V2] {
+        // The balancer's header in the clear, then the client's TLS.
+        let mut tcp = fixtures::client::connect(running.local_addr());
+        let client = "192.0.2.7:4711".parse().unwrap();
+        tcp.write_all(&encode(version, client, running.local_addr()))
+            .expect("send the header");
+        let name = ServerName::try_from("localhost").expect("a server name");
+        let session = ClientConnection::new(certificate.client(), name).expect("a client session");
+        let mut tls = StreamOwned::new(session, tcp);
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).expect("TLS read of the greeting");
+            line.push(byte[0]);
+        }
+        assert_eq!(line, b"192.0.2.7:4711\n", "{version:?}");
+        echo_round(&mut tls, b"over tls");
+    }
+    stop_checked(running);
 }

@@ -21,6 +21,10 @@ use tcp_reactor::activation::{self, Activation};
 use tcp_reactor::upgrade;
 use tcp_reactor::{Listener, Running, Stats};
 
+/// How long `--stop-drain` serves on at least, even with no connection open, so that a
+/// balancer checking `/healthz` every second or faster has seen the 503.
+const BALANCER_NOTICE: Duration = Duration::from_secs(1);
+
 /// How long a new process may take to start accepting before the upgrade is abandoned.
 const UPGRADE_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -84,6 +88,8 @@ pub(crate) struct Deploy {
     pub(crate) pid_file: Option<PathBuf>,
     /// `--drain-timeout`.
     pub(crate) drain_timeout: Duration,
+    /// `--stop-drain`.
+    pub(crate) stop_drain: Duration,
 }
 
 /// Parse `--unix-mode` (octal, as chmod takes it: `660`, `0660`).
@@ -175,6 +181,10 @@ enum State {
     },
     /// Handed over: serving what is held until it closes or this deadline.
     Draining(Instant),
+    /// Asked to stop with `--stop-drain`: still serving, reported draining, since the
+    /// first instant until no connection is open (and a balancer has had time to see the
+    /// 503) or the second.
+    StopDraining(Instant, Instant),
 }
 
 /// Write the pid file, tell an upgrading parent that this process accepts, then serve
@@ -218,9 +228,14 @@ pub(crate) fn run(
                             "SIGUSR2: starting {} to take over the listeners",
                             exe.display()
                         );
+                        // A balancer's health check sees the upgrade from now on.
+                        running.set_draining(true);
                         match start_upgrade(&running, exe, metrics, tx.clone()) {
                             Ok(abandon) => state = State::Upgrading { abandon, pid: None },
-                            Err(err) => warn!("upgrade failed, this process keeps serving: {err}"),
+                            Err(err) => {
+                                running.set_draining(false);
+                                warn!("upgrade failed, this process keeps serving: {err}");
+                            }
                         }
                     }
                     Err(err) => {
@@ -230,8 +245,21 @@ pub(crate) fn run(
                 State::Upgrading { .. } | State::Draining(_) => {
                     info!("SIGUSR2 ignored: an upgrade is already under way");
                 }
+                State::StopDraining(..) => info!("SIGUSR2 ignored: the server is stopping"),
             },
+            Ok(Event::Signal(signal))
+                if matches!(state, State::Serving) && !deploy.stop_drain.is_zero() =>
+            {
+                info!(
+                    "signal {signal}: draining for up to {:?}, then stopping (a second signal stops at once)",
+                    deploy.stop_drain
+                );
+                running.set_draining(true);
+                let now = Instant::now();
+                state = State::StopDraining(now, now + deploy.stop_drain);
+            }
             Ok(Event::Signal(signal)) => {
+                running.set_draining(true);
                 info!("signal {signal}: stopping");
                 if let State::Upgrading { abandon, pid } = state {
                     abandon_upgrade(&mut running, abandon, pid, &rx, deploy);
@@ -256,11 +284,26 @@ pub(crate) fn run(
                 state = State::Draining(Instant::now() + deploy.drain_timeout);
             }
             Ok(Event::Upgraded(Err(err))) => {
+                running.set_draining(false);
                 warn!("upgrade failed, this process keeps serving: {err}");
                 state = State::Serving;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let State::StopDraining(since, deadline) = state {
+            let open = running.connections();
+            // A balancer checks health every so often: until it has seen the 503 it may
+            // still send a client, which a stop would cut off.
+            let noticed = since.elapsed() >= BALANCER_NOTICE.min(deploy.stop_drain);
+            if open == 0 && noticed {
+                info!("drained: no connection open; stopping");
+                break;
+            }
+            if Instant::now() >= deadline {
+                info!("stop drain over: stopping with {open} connection(s) open");
+                break;
+            }
         }
         if let State::Draining(deadline) = state {
             let open = running.connections();

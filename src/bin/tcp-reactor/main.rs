@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run a server until SIGINT or SIGTERM, then print its stats. SIGUSR2 upgrades it in
     /// place: a new copy of the executable takes over the listening sockets.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The tutorial's client: send one message and print the reply.
     Client(ClientArgs),
     /// Load any echo server with many connections; verify every byte, measure latency.
@@ -87,6 +87,12 @@ struct ServeArgs {
     /// closes the rest gracefully.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// On SIGINT or SIGTERM, first drain for up to this many seconds: /healthz answers
+    /// 503 and the server keeps serving (http closes each keep-alive connection after
+    /// its next reply) until no connection is open; then it stops. A second signal stops
+    /// at once. 0 (the default) stops at once.
+    #[arg(long, default_value_t = 0.0)]
+    stop_drain: f64,
     /// Independent workers, one thread each; on a TCP address each accepts from a
     /// `SO_REUSEPORT` socket of its own.
     #[arg(long, default_value_t = 1)]
@@ -155,9 +161,26 @@ struct ServeArgs {
     /// How long a connect to an upstream may take, in seconds.
     #[arg(long, default_value_t = Config::default().connect_timeout.as_secs_f64())]
     connect_timeout: f64,
-    /// Seconds a TLS client may take to complete its handshake.
+    /// Seconds a TLS client may take to complete its handshake, and a trusted balancer
+    /// to send its PROXY header.
     #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs_f64())]
     handshake_timeout: f64,
+    /// Trust this address block (a.b.c.d/n, x::y/n, or one address) to begin each
+    /// connection with a PROXY protocol header (v1 or v2), whose client address then
+    /// replaces the peer's; repeatable. Other sources are not parsed.
+    #[arg(long, value_name = "CIDR")]
+    proxy_protocol_from: Vec<tcp_reactor::proxy_header::Cidr>,
+    /// proxy: begin each upstream connection with a PROXY protocol header naming the
+    /// client, as HAProxy's `send-proxy` (v1) and `send-proxy-v2` (v2) do.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<tcp_reactor::proxy_header::SendProxy>,
+    /// Most connections at once from one client address (after PROXY); more are refused
+    /// as by a full server.
+    #[arg(long, value_name = "N")]
+    max_per_address: Option<usize>,
+    /// IPv6 clients count for --max-per-address by this many leading bits.
+    #[arg(long, default_value_t = Config::default().per_address_v6_prefix, value_parser = clap::value_parser!(u8).range(0..=128))]
+    per_address_v6_prefix: u8,
     /// Serve TLS with this PEM certificate chain (leaf first); needs --tls-key.
     #[cfg(feature = "tls")]
     #[arg(long, requires = "tls_key", value_name = "CERT.pem")]
@@ -252,7 +275,13 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
     let tls = false;
     let unix = args.addr.iter().any(|addr| addr.starts_with("unix:"));
     let protocol = value_name(args.protocol);
-    let rules: [(&str, &str, bool, String); 11] = [
+    let rules: [(&str, &str, bool, String); 12] = [
+        (
+            "send_proxy",
+            "--send-proxy",
+            proxy,
+            format!("--protocol proxy (not {protocol})"),
+        ),
         (
             "upstream",
             "--upstream",
@@ -331,24 +360,27 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
 /// `serve`: pick the protocol, then run it.
 fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
     let config = config_from(args)?;
+    // Set as a stop or an upgrade begins: /healthz answers 503, http closes keep-alives.
+    let draining = tcp_reactor::Draining::new();
     let i = inherited;
     match args.protocol {
-        ProtocolName::Echo => serve_with(protocols::Echo, config, args, i),
-        ProtocolName::Seed => serve_with(protocols::Seed, config, args, i),
-        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i),
+        ProtocolName::Echo => serve_with(protocols::Echo, config, args, i, &draining),
+        ProtocolName::Seed => serve_with(protocols::Seed, config, args, i, &draining),
+        ProtocolName::Chat => serve_with(protocols::Chat::new(), config, args, i, &draining),
         ProtocolName::Http => {
             let header = Duration::try_from_secs_f64(args.header_timeout)
                 .map_err(|_| invalid("--header-timeout must be a non-negative number".into()))?;
             let http = protocols::Http::default()
-                .with_header_timeout((!header.is_zero()).then_some(header));
-            serve_with(http, config, args, i)
+                .with_header_timeout((!header.is_zero()).then_some(header))
+                .with_draining(draining.clone());
+            serve_with(http, config, args, i, &draining)
         }
         ProtocolName::Resp => {
             let resp = match args.max_store {
                 None | Some(0) => protocols::Resp::default(),
                 Some(bytes) => protocols::Resp::default().with_max_store(bytes),
             };
-            serve_with(resp, config, args, i)
+            serve_with(resp, config, args, i, &draining)
         }
         ProtocolName::Proxy => {
             if args.upstream.is_empty() {
@@ -358,8 +390,17 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
             }
             let retry = Duration::try_from_secs_f64(args.upstream_retry)
                 .map_err(|_| invalid("--upstream-retry must be a number of seconds".into()))?;
-            let proxy = protocols::Proxy::new(args.upstream.clone(), retry);
-            serve_with(proxy, config, args, i)
+            let mut proxy = protocols::Proxy::new(args.upstream.clone(), retry);
+            if let Some(version) = args.send_proxy {
+                // The destination the header names: the address clients connect to.
+                let local = args
+                    .addr
+                    .iter()
+                    .find_map(|addr| addr.parse::<std::net::SocketAddr>().ok())
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                proxy = proxy.with_send_proxy(version, local);
+            }
+            serve_with(proxy, config, args, i, &draining)
         }
     }
 }
@@ -368,11 +409,14 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
 fn deploy_from(args: &ServeArgs) -> io::Result<Deploy> {
     let drain_timeout = Duration::try_from_secs_f64(args.drain_timeout)
         .map_err(|_| invalid("--drain-timeout must be a non-negative number of seconds".into()))?;
+    let stop_drain = Duration::try_from_secs_f64(args.stop_drain)
+        .map_err(|_| invalid("--stop-drain must be a non-negative number of seconds".into()))?;
     Ok(Deploy {
         addrs: args.addr.clone(),
         unix_mode: args.unix_mode,
         pid_file: args.pid_file.clone(),
         drain_timeout,
+        stop_drain,
     })
 }
 
@@ -413,7 +457,10 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
                 min_events: args.defer_min_events,
             },
         })
-        .with_max_buffered(args.max_buffered))
+        .with_max_buffered(args.max_buffered)
+        .with_proxy_protocol_from(args.proxy_protocol_from.iter().copied())
+        .with_max_per_address(args.max_per_address)
+        .with_per_address_v6_prefix(args.per_address_v6_prefix))
 }
 
 /// Install the signal handlers, bind, serve until stopped, print the stats.
@@ -422,6 +469,7 @@ fn serve_with<H: Handler>(
     config: Config,
     args: &ServeArgs,
     mut inherited: Inherited,
+    draining: &tcp_reactor::Draining,
 ) -> io::Result<()> {
     let model = match args.model {
         ModelName::Reactor => Model::Reactor,
@@ -434,7 +482,8 @@ fn serve_with<H: Handler>(
     let server = Server::new(handler)
         .config(config)
         .model(model)
-        .workers(args.workers);
+        .workers(args.workers)
+        .draining(draining.clone());
     let server = if args.step { server.step() } else { server };
     #[cfg(feature = "tls")]
     let server = match (&args.tls_cert, &args.tls_key) {

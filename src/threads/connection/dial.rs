@@ -335,6 +335,7 @@ impl<H: Handler> Client<H> {
             reason,
             bytes_in,
             bytes_out,
+            refused: false,
         }
     }
 }
