@@ -29,6 +29,9 @@ use crate::{Context, Handler};
 mod chunked;
 mod date;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use date::freeze as freeze_date;
+
 use chunked::{Stage, Step};
 
 /// The largest request head (request line and headers) accepted; a longer one gets

@@ -19,8 +19,25 @@ thread_local! {
     static CACHE: Cell<Cached> = const { Cell::new((u64::MAX, [0; DATE_LINE_LEN])) };
 }
 
+#[cfg(feature = "fuzzing")]
+thread_local! {
+    /// Set by the fuzz targets: every line is the epoch's, so that two runs of the same
+    /// input give the same bytes whatever second each ran in.
+    static FROZEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Make this thread's `Date` lines the epoch's from now on (fuzz targets only).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn freeze() {
+    FROZEN.with(|frozen| frozen.set(true));
+}
+
 /// The `Date` line for now, CRLF included.
 pub(super) fn date_line() -> [u8; DATE_LINE_LEN] {
+    #[cfg(feature = "fuzzing")]
+    if FROZEN.with(Cell::get) {
+        return format_line(0);
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
