@@ -22,6 +22,21 @@ use crate::rules::{ReadOutcome, is_timeout};
 /// buffer (the caps and the high-water mark count the rest, in plaintext).
 const SEAL_SLICE: usize = 64 * 1024;
 
+/// A fatal `handshake_failure` alert as a plaintext TLS 1.2 record: content type 21
+/// (alert), version 3.3, length 2, level 2 (fatal), description 40.
+pub(crate) const HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// True when a handshake that just failed left no alert of rustls's to send, where one of
+/// ours must go: rustls 0.23 fails a TLS 1.2 handshake with no signature scheme in common
+/// with the key ("incompatible signing key") without an alert, so the client would see
+/// a bare TCP close. Before the TLS 1.2 ChangeCipherSpec an alert is plaintext; TLS 1.3
+/// alerts are encrypted, and rustls sends those itself.
+pub(crate) fn needs_own_alert(conn: &rustls::CommonState) -> bool {
+    conn.is_handshaking()
+        && !conn.wants_write()
+        && conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
+}
+
 /// One TLS session, server or client side.
 #[derive(Debug)]
 pub(crate) struct TlsSession {
@@ -124,8 +139,13 @@ impl TlsSession {
             let was_handshaking = self.conn.is_handshaking();
             if let Err(err) = self.conn.process_new_packets() {
                 debug!("TLS: {err}");
-                // Tell the peer why (the alert rustls queued), best effort: it is going.
+                let own_alert = needs_own_alert(&self.conn);
+                // Tell the peer why (the alert rustls queued, or ours), best effort: it is
+                // going.
                 let _ = self.push_records(stream);
+                if own_alert {
+                    let _ = stream.write(&HANDSHAKE_FAILURE);
+                }
                 return ReadOutcome::Failed(io::Error::new(io::ErrorKind::InvalidData, err));
             }
             if was_handshaking && !self.conn.is_handshaking() {

@@ -14,6 +14,12 @@ pub use crate::protocols::resp::frame::{
     Check, Framer, MAX_ARGS, MAX_BULK, MAX_INLINE, ProtocolError,
 };
 
+/// Make the `http` protocol's `Date` lines on this thread the epoch's, so that a split
+/// feed and a whole one of the same input give the same bytes in any second.
+pub fn freeze_http_date() {
+    crate::protocols::http::freeze_date();
+}
+
 /// One connection of a handler, fed with `rules::feed` as both server models feed it (all
 /// unconsumed input on every call, called again at once while it consumes), its output
 /// taken as soon as it is written, so the high-water mark only splits the feeding.

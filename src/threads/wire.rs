@@ -268,13 +268,14 @@ impl TlsWire {
                         break;
                     }
                 }
+                let own_alert = result.is_err() && crate::io::tls::needs_own_alert(conn);
                 let wants_write = conn.wants_write();
                 if !conn.is_handshaking() && session.queued > 0 {
                     // rustls has sealed what it kept: it is written now, below.
                     session.queued = 0;
                     self.live.budget.update(&mut session.accounted, 0);
                 }
-                result.map(|()| wants_write)
+                result.map(|()| wants_write).map_err(|err| (err, own_alert))
             };
             // TLS may need to write in order to read (handshake replies, alerts).
             let wants_write = match &processed {
@@ -294,7 +295,13 @@ impl TlsWire {
                     });
                 }
             }
-            if let Err(err) = processed {
+            if let Err((err, own_alert)) = processed {
+                if own_alert {
+                    // rustls sent no alert: say why the handshake failed, best effort.
+                    let _turn = gate.enter(None);
+                    let alert = &crate::io::tls::HANDSHAKE_FAILURE;
+                    let _ = write_all(stream, alert, patience, &mut 0);
+                }
                 return ReadOutcome::Failed(err);
             }
         }

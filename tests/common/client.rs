@@ -263,3 +263,40 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Length of the `Date: <IMF-fixdate>\r\n` line an HTTP reply carries after its status line.
+pub const HTTP_DATE_LINE: usize = 37;
+
+/// `bytes` without their `Date` header lines (each checked to be a 29-byte IMF-fixdate).
+#[track_caller]
+pub fn without_http_dates(bytes: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(8).position(|w| w == b"\r\nDate: ") {
+        let line = &rest[at + 2..(at + 2 + HTTP_DATE_LINE).min(rest.len())];
+        assert!(
+            line.len() == HTTP_DATE_LINE && line.ends_with(b" GMT\r\n"),
+            "not a Date line: {:?}",
+            String::from_utf8_lossy(line)
+        );
+        kept.extend_from_slice(&rest[..at + 2]);
+        rest = &rest[at + 2 + HTTP_DATE_LINE..];
+    }
+    kept.extend_from_slice(rest);
+    kept
+}
+
+/// Read the HTTP replies `want` holds, each final one with a `Date` line after its status
+/// line (`want` is written without them), and check they are `want`.
+#[track_caller]
+pub fn expect_http_reply(stream: &mut TcpStream, want: &[u8]) {
+    let text = String::from_utf8_lossy(want);
+    let dated = text.matches("HTTP/1.1 ").count() - text.matches("HTTP/1.1 1").count();
+    let got = recv_exact(stream, want.len() + dated * HTTP_DATE_LINE);
+    assert_eq!(
+        String::from_utf8_lossy(&without_http_dates(&got)),
+        text,
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::client::{connect, expect_reply, recv_to_end, send, trickle_until_closed};
+use fixtures::client::{connect, expect_http_reply, recv_to_end, send, trickle_until_closed};
 use fixtures::for_each_model;
 use tcp_reactor::protocols::Http;
 use tcp_reactor::protocols::{
@@ -71,11 +71,11 @@ fn a_head_completed_in_pieces_within_the_timeout_is_answered(model: Model) {
     send(&mut client, b"GET / HTTP/1.1\r\n");
     std::thread::sleep(SHORT / 3);
     send(&mut client, b"Host: a\r\n\r\n");
-    expect_reply(&mut client, &http_ok());
+    expect_http_reply(&mut client, &http_ok());
     // The timer was cancelled with the head: the connection outlives the timeout.
     std::thread::sleep(SHORT * 2);
     send(&mut client, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    expect_reply(&mut client, &http_ok());
+    expect_http_reply(&mut client, &http_ok());
 }
 
 /// The reply `Http::default()` gives a keep-alive request.

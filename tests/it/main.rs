@@ -18,6 +18,7 @@ mod event_loop;
 mod framing_props;
 mod hostile_clients;
 mod http;
+mod http_conformance;
 mod lifecycle;
 mod limits;
 mod listener_failure;

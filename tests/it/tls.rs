@@ -40,8 +40,93 @@ for_each_model!(
     curl_gets_https_with_alpn_http11,
     the_load_generator_speaks_tls_and_verifies_every_byte,
     redis_cli_over_tls_against_resp,
-    tls_begins_after_a_proxy_header_that_names_the_client
+    tls_begins_after_a_proxy_header_that_names_the_client,
+    a_second_connection_resumes_by_ticket,
+    a_tls12_client_with_no_common_signature_scheme_gets_handshake_failure
 );
+
+/// True when `openssl` runs; otherwise says which check is skipped.
+fn have_openssl(check: &str) -> bool {
+    let found = Command::new("openssl").arg("version").output().is_ok();
+    if !found {
+        eprintln!("SKIP: openssl is not installed: {check}");
+    }
+    found
+}
+
+/// Run `openssl s_client` against the echo server at `port` with `args`: send one line
+/// and wait for its echo (by then a TLS 1.3 session ticket, sent before any data, has
+/// arrived too), then close stdin; its whole output. Bounded by `timeout 10`.
+fn s_client(port: u16, args: &[&str]) -> String {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let _ = stdin.write_all(b"echo-me\n");
+    let mut seen = String::new();
+    let mut lines = io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line == "echo-me" {
+            break;
+        }
+    }
+    drop(stdin);
+    for line in lines.map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let output = child.wait_with_output().expect("openssl s_client ends");
+    seen + &String::from_utf8_lossy(&output.stderr)
+}
+
+fn a_second_connection_resumes_by_ticket(model: Model) {
+    if !have_openssl("session resumption") {
+        return;
+    }
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let port = running.local_addr().port();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let session = certificate.dir.path().join(format!("session{version}"));
+        let session = session.to_str().expect("a UTF-8 path");
+        let first = s_client(port, &[version, "-sess_out", session]);
+        assert!(first.contains("\nNew, TLS"), "{version} first: {first}");
+        let second = s_client(port, &[version, "-sess_in", session]);
+        assert!(
+            second.contains("\nReused, TLS"),
+            "{version} not resumed: {second}"
+        );
+    }
+}
+
+fn a_tls12_client_with_no_common_signature_scheme_gets_handshake_failure(model: Model) {
+    if !have_openssl("the handshake_failure alert") {
+        return;
+    }
+    // The certificate's key is P-256: no ECDSA+SHA384 (P-384) signature can be made.
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let port = running.local_addr().port();
+    let output = s_client(port, &["-tls1_2", "-sigalgs", "ECDSA+SHA384"]);
+    assert!(
+        output.contains("alert handshake failure") && output.contains("alert number 40"),
+        "no handshake_failure alert: {output}"
+    );
+    // A client it can serve still gets served.
+    let output = s_client(port, &["-tls1_2"]);
+    assert!(output.contains("\nNew, TLSv1.2"), "{output}");
+}
 
 /// A certificate for `localhost` and its key, written as PEM files in a fresh private
 /// directory that is removed on drop, even when the test fails.

@@ -3,7 +3,39 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocols::testkit::{drive, one_call, split_at};
+use crate::protocols::testkit::{self, Transcript, split_at};
+
+/// `output` without its `Date` lines, each checked to be one (a 29-byte IMF-fixdate), so
+/// that replies compare whatever second they were made in.
+fn undated(output: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(output.len());
+    let mut rest = output;
+    while let Some(at) = rest.windows(8).position(|w| w == b"\r\nDate: ") {
+        let line = &rest[at + 2..at + 2 + date::DATE_LINE_LEN];
+        assert!(
+            line.ends_with(b" GMT\r\n"),
+            "{:?}",
+            line.escape_ascii().to_string()
+        );
+        kept.extend_from_slice(&rest[..at + 2]);
+        rest = &rest[at + 2 + date::DATE_LINE_LEN..];
+    }
+    kept.extend_from_slice(rest);
+    kept
+}
+
+/// The test driver's transcript, with the `Date` lines taken out of the output.
+fn drive(http: &Http, chunks: &[&[u8]]) -> Transcript {
+    let mut got = testkit::drive(http, chunks);
+    got.output = undated(&got.output);
+    got
+}
+
+/// One `data` call, with the `Date` lines taken out of the output.
+fn one_call(http: &Http, input: &[u8]) -> (usize, Vec<u8>) {
+    let (used, output) = testkit::one_call(http, input);
+    (used, undated(&output))
+}
 
 /// The reply a correct server gives, written independently of the handler's table.
 fn reference_reply(head_only: bool, connection: Option<&str>) -> Vec<u8> {
@@ -24,7 +56,15 @@ fn reference_reply(head_only: bool, connection: Option<&str>) -> Vec<u8> {
 
 #[test]
 fn error_replies_announce_their_true_length() {
-    for reply in [BAD_REQUEST, TOO_LARGE, NOT_IMPLEMENTED, BUSY] {
+    for reply in [
+        BAD_REQUEST,
+        TOO_LARGE,
+        URI_TOO_LONG,
+        VERSION_NOT_SUPPORTED,
+        NOT_IMPLEMENTED,
+        REQUEST_TIMEOUT,
+        BUSY,
+    ] {
         let text = std::str::from_utf8(reply).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -43,14 +83,14 @@ fn get_is_answered_and_connection_stays_open() {
 
 #[test]
 fn one_data_call_answers_one_request_so_the_model_can_stop_between_them() {
-    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let (used, output) = one_call(&Http::default(), &[&get[..], get, get].concat());
     assert_eq!((used, output), (get.len(), reference_reply(false, None)));
 }
 
 #[test]
 fn head_gets_the_head_without_body() {
-    let got = drive(&Http::default(), &[b"HEAD /x HTTP/1.1\r\n\r\n"]);
+    let got = drive(&Http::default(), &[b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n"]);
     assert_eq!(got.output, reference_reply(true, None));
 }
 
@@ -58,7 +98,7 @@ fn head_gets_the_head_without_body() {
 fn connection_close_is_honoured_after_the_reply() {
     let got = drive(
         &Http::default(),
-        &[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"],
+        &[b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"],
     );
     assert_eq!(got.output, reference_reply(false, Some("close")));
     assert!(got.closed);
@@ -82,8 +122,8 @@ fn request_body_is_skipped_before_the_next_request() {
     let got = drive(
         &Http::default(),
         &[
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhe",
-            b"lloGET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe",
+            b"lloGET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
         ],
     );
     let mut want = reference_reply(false, None);
@@ -98,14 +138,14 @@ fn close_waits_for_the_body_to_be_read() {
     let http = Http::default();
     let got = drive(
         &http,
-        &[b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab"],
+        &[b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab"],
     );
     assert!(!got.closed, "closed before the body was read");
     assert!(got.output.is_empty(), "replied before the body was read");
     let got = drive(
         &http,
         &[
-            b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab",
             b"cd",
         ],
     );
@@ -116,7 +156,7 @@ fn close_waits_for_the_body_to_be_read() {
 #[test]
 fn expect_100_continue_gets_an_interim_reply_before_the_body() {
     let http = Http::default();
-    let head = b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    let head = b"PUT /f HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
     let got = drive(&http, &[head]);
     assert_eq!(got.output, CONTINUE);
     let got = drive(&http, &[head, b"abc"]);
@@ -129,11 +169,29 @@ fn expect_100_continue_gets_an_interim_reply_before_the_body() {
 #[test]
 fn malformed_request_gets_400_and_closes() {
     for bad in [
-        &b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"[..],
-        b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/2.0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
+        b"\x00\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTX/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.10\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        // RFC 9112, 3.2: no Host in 1.1, two of them, or an invalid one.
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h/path\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a@b\r\n\r\n",
+        // The asterisk form belongs to OPTIONS.
+        b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Framing: chunked not last or twice, with Content-Length, in HTTP/1.0.
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        // A chunked body that breaks its framing.
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
     ] {
         let got = drive(&Http::default(), &[bad]);
         assert_eq!(
@@ -147,9 +205,10 @@ fn malformed_request_gets_400_and_closes() {
 }
 
 #[test]
-fn connect_and_chunked_bodies_get_501_and_close() {
+fn connect_and_unknown_codings_get_501_and_close() {
     for request in [
-        &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         // A 200 would tell the client its tunnel is open; the TLS hello after it must not
         // be taken for a request either.
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01",
@@ -158,6 +217,100 @@ fn connect_and_chunked_bodies_get_501_and_close() {
         assert_eq!(got.output, NOT_IMPLEMENTED);
         assert!(got.closed);
     }
+}
+
+#[test]
+fn every_reply_carries_a_date_after_its_status_line() {
+    let output = testkit::drive(
+        &Http::default(),
+        &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"],
+    )
+    .output;
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 400 Bad Request\r\nDate: "),
+        "{text}"
+    );
+    assert_eq!(text.matches(" GMT\r\n").count(), 2, "{text}");
+}
+
+#[test]
+fn minor_versions_above_1_1_are_served_as_1_1() {
+    for version in ["1.2", "1.9"] {
+        let request = format!("GET / HTTP/{version}\r\nHost: x\r\n\r\n");
+        let got = drive(&Http::default(), &[request.as_bytes()]);
+        assert_eq!(got.output, reference_reply(false, None), "{version}");
+        assert!(!got.closed);
+    }
+    // Not before its line has ended.
+    let got = drive(&Http::default(), &[b"GET / HTTP/1.2"]);
+    assert!(got.output.is_empty() && !got.closed);
+}
+
+#[test]
+fn other_major_versions_get_505_and_close() {
+    for request in [
+        &b"GET / HTTP/2.0\r\n\r\n"[..],
+        b"GET / HTTP/3.0\r\nHost: x\r\n\r\n",
+    ] {
+        let got = drive(&Http::default(), &[request]);
+        assert_eq!(got.output, VERSION_NOT_SUPPORTED);
+        assert!(got.closed);
+    }
+}
+
+#[test]
+fn a_request_line_over_the_limit_gets_414() {
+    let mut line = b"GET /".to_vec();
+    line.resize(MAX_HEAD + 1, b'a');
+    let got = drive(&Http::default(), &[&line]);
+    assert_eq!(got.output, URI_TOO_LONG);
+    assert!(got.closed);
+}
+
+#[test]
+fn valid_hosts_and_options_star_are_served() {
+    for host in [
+        "example.com",
+        "example.com:8080",
+        "127.0.0.1:80",
+        "[::1]:8080",
+        "[::1]",
+        "a-b_c~d.e",
+        "x:",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let got = drive(&Http::default(), &[request.as_bytes()]);
+        assert_eq!(got.output, reference_reply(false, None), "{host}");
+    }
+    let got = drive(
+        &Http::default(),
+        &[b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"],
+    );
+    assert_eq!(got.output, reference_reply(false, None));
+    // HTTP/1.0 needs no Host.
+    let got = drive(&Http::default(), &[b"GET / HTTP/1.0\r\n\r\n"]);
+    assert_eq!(got.output, reference_reply(false, Some("close")));
+}
+
+#[test]
+fn chunked_bodies_are_decoded_then_answered() {
+    let wire = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n\
+        GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let want = [reference_reply(false, None), reference_reply(false, None)].concat();
+    let whole = drive(&Http::default(), &[wire]);
+    assert_eq!(whole.output, want);
+    assert_eq!(whole.leftover, 0);
+    assert!(!whole.closed);
+    let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+    let split = drive(&Http::default(), &bytes);
+    assert_eq!(split.output, want);
+    // Not answered before the last chunk and the trailer section are in.
+    let cut = wire.windows(5).position(|w| w == b"\r\n\r\nG").unwrap();
+    let early = drive(&Http::default(), &[&wire[..cut + 2]]);
+    assert!(early.output.is_empty() && !early.closed);
 }
 
 #[test]
@@ -202,7 +355,7 @@ fn a_head_over_the_limit_gets_431_whole_or_cut_whatever_follows() {
 
 #[test]
 fn head_just_under_the_limit_is_served() {
-    let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: ".to_vec();
     head.resize(MAX_HEAD - 4, b'a');
     head.extend_from_slice(b"\r\n\r\n");
     let got = drive(&Http::default(), &[&head]);
@@ -243,7 +396,11 @@ impl Request {
     fn encode(&self, into: &mut Vec<u8>) {
         let version = if self.http10 { "1.0" } else { "1.1" };
         into.extend_from_slice(
-            format!("{} {} HTTP/{version}\r\n", self.method, self.path).as_bytes(),
+            format!(
+                "{} {} HTTP/{version}\r\nHost: test\r\n",
+                self.method, self.path
+            )
+            .as_bytes(),
         );
         for (name, value) in &self.extra {
             into.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
