@@ -25,7 +25,7 @@ mod store;
 
 use crate::{Context, Handler};
 
-use frame::{Check, Framer};
+use frame::{Check, Framer, parse_i64};
 pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
 pub use store::ENTRY_OVERHEAD as STORE_ENTRY_OVERHEAD;
 
@@ -71,11 +71,17 @@ impl Resp {
 
 /// Every command served: name, and the least and most arguments it takes (its name
 /// included). `SET` takes more so that options get "syntax error", as in redis.
-const COMMANDS: [(&str, usize, usize); 12] = [
+const COMMANDS: [(&str, usize, usize); 18] = [
     ("get", 2, 2),
     ("set", 3, usize::MAX),
     ("ping", 1, 2),
     ("incr", 2, 2),
+    ("incrby", 3, 3),
+    ("decr", 2, 2),
+    ("decrby", 3, 3),
+    ("flushdb", 1, 2),
+    ("flushall", 1, 2),
+    ("dbsize", 1, 1),
     ("del", 2, usize::MAX),
     ("exists", 2, usize::MAX),
     ("echo", 2, 2),
@@ -177,6 +183,9 @@ pub const BUSY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// redis's reply to a write refused because the store is at its bound.
 pub const OOM: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
 
+/// redis's reply to an argument, or a value, that should be an integer and is not.
+const NOT_INTEGER: &[u8] = b"-ERR value is not an integer or out of range\r\n";
+
 /// Reply with a protocol error and close; everything buffered is dropped.
 fn protocol_error(ctx: &mut Context<'_>, err: frame::ProtocolError, buffered: usize) -> usize {
     err.write_reply(&mut |bytes| ctx.write(bytes));
@@ -196,14 +205,15 @@ impl Resp {
             return After::Continue;
         };
         if !(least..=most).contains(&args.len()) {
+            // redis names the command as it declares it: lower case.
             write_parts(
                 ctx,
                 &[
                     b"-ERR wrong number of arguments for '",
-                    &lowercase_name(name),
+                    command.as_bytes(),
+                    b"' command\r\n",
                 ],
             );
-            ctx.write(b"' command\r\n");
             return After::Continue;
         }
         self.run_known(ctx, args, command)
@@ -223,7 +233,28 @@ impl Resp {
             },
             "ping" if args.len() == 1 => ctx.write(b"+PONG\r\n"),
             "ping" | "echo" => write_bulk(ctx, args.get(1)),
-            "incr" => self.incr(ctx, args.get(1)),
+            "incr" => self.incr(ctx, args.get(1), 1),
+            "decr" => self.incr(ctx, args.get(1), -1),
+            "incrby" | "decrby" => match parse_i64(args.get(2)) {
+                None => ctx.write(NOT_INTEGER),
+                Some(delta) if command == "incrby" => self.incr(ctx, args.get(1), delta),
+                // redis's own words: the negation of i64::MIN does not exist.
+                Some(i64::MIN) => ctx.write(b"-ERR decrement would overflow\r\n"),
+                Some(delta) => self.incr(ctx, args.get(1), -delta),
+            },
+            "flushdb" | "flushall" => {
+                let mode = args.get(1);
+                if args.len() == 2
+                    && !mode.eq_ignore_ascii_case(b"sync")
+                    && !mode.eq_ignore_ascii_case(b"async")
+                {
+                    ctx.write(b"-ERR syntax error\r\n");
+                } else {
+                    self.store.clear();
+                    ctx.write(b"+OK\r\n");
+                }
+            }
+            "dbsize" => write_integer(ctx, b':', self.store.len() as i64),
             "del" => {
                 let removed = args.rest().filter(|key| self.store.remove(key)).count();
                 write_integer(ctx, b':', removed as i64);
@@ -232,8 +263,15 @@ impl Resp {
                 let found = args.rest().filter(|key| self.store.contains(key)).count();
                 write_integer(ctx, b':', found as i64);
             }
-            "select" if args.get(1) == b"0" => ctx.write(b"+OK\r\n"),
-            "select" => ctx.write(b"-ERR DB index is out of range\r\n"),
+            // As redis: the index must be an integer in C `int` range; there is one
+            // database, 0.
+            "select" => match parse_i64(args.get(1)) {
+                Some(0) => ctx.write(b"+OK\r\n"),
+                Some(index) if i32::try_from(index).is_ok() => {
+                    ctx.write(b"-ERR DB index is out of range\r\n");
+                }
+                _ => ctx.write(NOT_INTEGER),
+            },
             // redis-cli asks for command docs at start-up; it copes with having none.
             "command" => ctx.write(b"*0\r\n"),
             "config" => self.config(ctx, args),
@@ -247,13 +285,12 @@ impl Resp {
         After::Continue
     }
 
-    /// `INCR key`: add one to an integer value (a missing key counts as 0).
-    fn incr(&self, ctx: &mut Context<'_>, key: &[u8]) {
-        match self.store.incr(key) {
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add `delta` to an integer value (a missing key
+    /// counts as 0).
+    fn incr(&self, ctx: &mut Context<'_>, key: &[u8], delta: i64) {
+        match self.store.incr_by(key, delta) {
             Ok(next) => write_integer(ctx, b':', next),
-            Err(Incr::NotInteger) => {
-                ctx.write(b"-ERR value is not an integer or out of range\r\n");
-            }
+            Err(Incr::NotInteger) => ctx.write(NOT_INTEGER),
             Err(Incr::Overflow) => ctx.write(b"-ERR increment or decrement would overflow\r\n"),
             Err(Incr::Full) => ctx.write(OOM),
         }
@@ -326,14 +363,51 @@ impl Resp {
     }
 }
 
-/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' ` (redis's wording).
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `, built as redis
+/// 7.0 builds it: the name and each argument end at their first NUL byte (redis formats
+/// them as C strings), the name is cut at 128 bytes, arguments are added while the list
+/// is under 128 bytes (the last one cut to fit), and CR and LF become spaces.
 fn unknown_command(ctx: &mut Context<'_>, args: Args<'_>) {
-    write_parts(ctx, &[b"-ERR unknown command '", &printable(args.get(0))]);
-    ctx.write(b"', with args beginning with: ");
-    for arg in args.rest().take(8) {
-        write_parts(ctx, &[b"'", &printable(arg), b"' "]);
+    let c_string = |text: &'_ [u8]| -> Vec<u8> {
+        let end = text
+            .iter()
+            .position(|&byte| byte == 0)
+            .unwrap_or(text.len());
+        text[..end].to_vec()
+    };
+    let mut name = c_string(args.get(0));
+    name.truncate(128);
+    let mut list = Vec::new();
+    for arg in args.rest() {
+        if list.len() >= 128 {
+            break;
+        }
+        let mut arg = c_string(arg);
+        arg.truncate(128 - list.len());
+        list.push(b'\'');
+        list.extend_from_slice(&arg);
+        list.extend_from_slice(b"' ");
     }
-    ctx.write(b"\r\n");
+    write_parts(
+        ctx,
+        &[
+            b"-ERR unknown command '",
+            &no_newlines(name),
+            b"', with args beginning with: ",
+            &no_newlines(list),
+            b"\r\n",
+        ],
+    );
+}
+
+/// Replace CR and LF by spaces (they would end the reply early), as redis does.
+fn no_newlines(mut text: Vec<u8>) -> Vec<u8> {
+    for byte in &mut text {
+        if *byte == b'\r' || *byte == b'\n' {
+            *byte = b' ';
+        }
+    }
+    text
 }
 
 /// Queue several byte strings in order.
@@ -341,27 +415,6 @@ fn write_parts(ctx: &mut Context<'_>, parts: &[&[u8]]) {
     for part in parts {
         ctx.write(part);
     }
-}
-
-/// A client-supplied string fit for an error line: at most 128 bytes, CR and LF replaced
-/// (they would end the reply early). Only error paths call this, so it may allocate.
-fn printable(text: &[u8]) -> Vec<u8> {
-    let shown = &text[..text.len().min(128)];
-    shown
-        .iter()
-        .map(|&byte| {
-            if byte == b'\r' || byte == b'\n' {
-                b' '
-            } else {
-                byte
-            }
-        })
-        .collect()
-}
-
-/// The command name as redis prints it in arity errors: lower case, printable.
-fn lowercase_name(name: &[u8]) -> Vec<u8> {
-    printable(name).to_ascii_lowercase()
 }
 
 /// Queue `$<len>\r\n<bytes>\r\n`.

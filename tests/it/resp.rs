@@ -223,7 +223,43 @@ for_each_model!(
     broken_framing_gets_protocol_error_then_close,
     store_is_shared_between_connections,
     a_full_server_says_max_clients_reached,
+    counters_flushes_and_select_answer_as_redis_does,
 );
+
+fn counters_flushes_and_select_answer_as_redis_does(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    let not_integer = b"-ERR value is not an integer or out of range\r\n";
+    call(&mut s, &[b"INCRBY", b"n", b"10"], b":10\r\n");
+    call(&mut s, &[b"DECR", b"n"], b":9\r\n");
+    call(&mut s, &[b"DECRBY", b"n", b"4"], b":5\r\n");
+    call(&mut s, &[b"INCRBY", b"n", b"1.5"], not_integer);
+    call(&mut s, &[b"SET", b"k", b"v"], b"+OK\r\n");
+    call(&mut s, &[b"DBSIZE"], b":2\r\n");
+    // A second client sees the flush: one store.
+    let mut other = connect(server.local_addr());
+    call(&mut other, &[b"FLUSHALL"], b"+OK\r\n");
+    call(&mut s, &[b"DBSIZE"], b":0\r\n");
+    call(&mut s, &[b"GET", b"n"], b"$-1\r\n");
+    call(&mut s, &[b"SET", b"k", b"v"], b"+OK\r\n");
+    call(&mut s, &[b"FLUSHDB", b"SYNC"], b"+OK\r\n");
+    call(&mut s, &[b"EXISTS", b"k"], b":0\r\n");
+    for index in [&b"abc"[..], b"00", b" 0", b"4294967296", b"1e3"] {
+        call(&mut s, &[b"SELECT", index], not_integer);
+    }
+    call(
+        &mut s,
+        &[b"SELECT", b"1"],
+        b"-ERR DB index is out of range\r\n",
+    );
+    call(&mut s, &[b"SELECT", b"0"], b"+OK\r\n");
+    call(
+        &mut s,
+        &[b"B\x07AD\r\n\0hidden", b"a\tb"],
+        b"-ERR unknown command 'B\x07AD  ', with args beginning with: 'a\tb' \r\n",
+    );
+    call(&mut s, &[b"PING"], b"+PONG\r\n");
+}
 
 fn a_full_server_says_max_clients_reached(model: Model) {
     let config = Config::default().with_max_connections(1);

@@ -78,7 +78,7 @@ pub struct Full;
 pub enum Incr {
     /// The value is not a decimal integer in `i64` range.
     NotInteger,
-    /// The value is `i64::MAX`.
+    /// The sum is out of `i64` range.
     Overflow,
     /// The new value would take the store past its bound.
     Full,
@@ -169,13 +169,20 @@ impl Store {
     }
 
     /// Add one to `key`'s integer value (a missing key counts as 0); returns the new value.
+    #[cfg(test)]
     pub fn incr(&self, key: &[u8]) -> Result<i64, Incr> {
+        self.incr_by(key, 1)
+    }
+
+    /// Add `delta` to `key`'s integer value (a missing key counts as 0); returns the new
+    /// value.
+    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, Incr> {
         let (mut keys, shard) = self.shard(key);
         let current = match keys.get(key) {
             None => 0,
             Some(value) => parse_i64(value).ok_or(Incr::NotInteger)?,
         };
-        let next = current.checked_add(1).ok_or(Incr::Overflow)?;
+        let next = current.checked_add(delta).ok_or(Incr::Overflow)?;
         let mut digits = [0; 20];
         let text = super::format_i64(next, &mut digits);
         self.put(&mut keys, shard, key, text)
@@ -199,6 +206,17 @@ impl Store {
         drop((key, value));
         self.resized(shard, freed, 0);
         true
+    }
+
+    /// Remove every key (`FLUSHDB`, `FLUSHALL`).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut keys = lock(shard);
+            let emptied = std::mem::take(&mut *keys);
+            let old = shard.size.load(Ordering::Relaxed);
+            drop(emptied);
+            self.resized(shard, old, 0);
+        }
     }
 
     /// True if `key` is there.

@@ -56,6 +56,52 @@ fn each_command_gets_its_redis_reply() {
 }
 
 #[test]
+fn counters_flushes_and_select_answer_as_redis_does() {
+    let mut wire = Vec::new();
+    for args in [
+        &[&b"INCRBY"[..], b"n", b"10"][..],
+        &[b"DECR", b"n"],
+        &[b"DECRBY", b"n", b"-5"],
+        &[b"INCRBY", b"n", b"x"],
+        &[b"DECRBY", b"n", b"-9223372036854775808"],
+        &[b"INCRBY", b"n", b"9223372036854775807"],
+        &[b"DBSIZE"],
+        &[b"FLUSHDB", b"now"],
+        &[b"FLUSHALL", b"ASYNC"],
+        &[b"DBSIZE"],
+        &[b"SELECT", b"abc"],
+        &[b"SELECT", b"00"],
+        &[b"SELECT", b" 0"],
+        &[b"SELECT", b"99999999999"],
+        &[b"SELECT", b"-1"],
+        &[b"SELECT", b"0"],
+    ] {
+        wire.extend(multibulk(args));
+    }
+    let not_integer = "-ERR value is not an integer or out of range\r\n";
+    let want = format!(
+        ":10\r\n:9\r\n:14\r\n{not_integer}-ERR decrement would overflow\r\n\
+         -ERR increment or decrement would overflow\r\n:1\r\n-ERR syntax error\r\n+OK\r\n\
+         :0\r\n{}-ERR DB index is out of range\r\n+OK\r\n",
+        not_integer.repeat(4)
+    );
+    assert_eq!(run(&wire), (want, false));
+}
+
+#[test]
+fn an_unknown_command_is_named_as_redis_names_it() {
+    // C strings: cut at NUL; CR and LF become spaces; the argument list stops near 128.
+    let long = [b'a'; 100];
+    let wire = multibulk(&[b"NO\x01PE\0tail", b"x\ny", &long, &long, b"never"]);
+    let want = format!(
+        "-ERR unknown command 'NO\x01PE', with args beginning with: 'x y' '{}' '{}' \r\n",
+        "a".repeat(100),
+        "a".repeat(128 - 6 - 103)
+    );
+    assert_eq!(run(&wire), (want, false));
+}
+
+#[test]
 fn one_data_call_runs_one_command_so_the_model_can_stop_between_them() {
     let ping = multibulk(&[b"PING"]);
     let (used, output) = one_call(&Resp::default(), &[&ping[..], b"PING\r\n", &ping].concat());
