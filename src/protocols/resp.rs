@@ -160,7 +160,7 @@ impl Handler for Resp {
         // An empty inline line or `*0` has nothing to run, as in redis.
         if !framer.args().is_empty() {
             let args = Args {
-                frame: &input[..len],
+                frame: framer.frame(&input[..len]),
                 spans: framer.args(),
             };
             if self.run(ctx, args) == After::Quit {

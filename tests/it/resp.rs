@@ -224,7 +224,24 @@ for_each_model!(
     store_is_shared_between_connections,
     a_full_server_says_max_clients_reached,
     counters_flushes_and_select_answer_as_redis_does,
+    inline_quotes_split_as_redis_does,
 );
+
+fn inline_quotes_split_as_redis_does(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    send(
+        &mut s,
+        b"SET k \"a b\\x41\\n\"\r\nGET k\r\nset k2 'x y'\nget k2\n",
+    );
+    expect_reply(&mut s, b"+OK\r\n$5\r\na bA\n\r\n+OK\r\n$3\r\nx y\r\n");
+    send(&mut s, b"set \"\"\"test-key\"\"\" test-value\r\nPING\r\n");
+    expect_reply(
+        &mut s,
+        b"-ERR Protocol error: unbalanced quotes in request\r\n",
+    );
+    expect_eof(&mut s);
+}
 
 fn counters_flushes_and_select_answer_as_redis_does(model: Model) {
     let server = start(Resp::default(), model);

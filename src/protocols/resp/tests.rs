@@ -560,3 +560,63 @@ proptest! {
         resumed_matches_fresh(&wire, &cuts)?;
     }
 }
+
+/// The arguments an inline line splits into, or `None` for unbalanced quotes.
+fn inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut framer = frame::Framer::default();
+    match framer.check(line) {
+        frame::Check::Complete(len) => {
+            let frame = framer.frame(&line[..len]);
+            Some(
+                framer
+                    .args()
+                    .iter()
+                    .map(|&(start, end)| frame[start..end].to_vec())
+                    .collect(),
+            )
+        }
+        frame::Check::Error(frame::ProtocolError::UnbalancedQuotes) => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn inline_lines_split_as_redis_sdssplitargs_does() {
+    let words = |list: &[&[u8]]| Some(list.iter().map(|w| w.to_vec()).collect::<Vec<_>>());
+    for (line, want) in [
+        (
+            &b"SET k \"a b\\x41\\n\"\r\n"[..],
+            words(&[b"SET", b"k", b"a bA\n"]),
+        ),
+        (b"SET k 'x y'\n", words(&[b"SET", b"k", b"x y"])),
+        (b"a\"b c\"  \t''\r\n", words(&[b"ab c", b""])),
+        (
+            b"\"\\r\\t\\b\\a\\\\\\\"\\q\\xZZ\\x7e\"\n",
+            words(&[b"\r\t\x08\x07\\\"qxZZ~"]),
+        ),
+        (b"'it\\'s' 'a\\b'\n", words(&[b"it's", b"a\\b"])),
+        (b"a\x0bb \x0c c\n", words(&[b"a\x0bb", b"c"])),
+        (b"GET k\0 ignored\n", words(&[b"GET", b"k"])),
+        (b"   \r\n", words(&[])),
+        (b"set \"\"\"test-key\"\"\" test-value\r\n", None),
+        (b"set \"open\n", None),
+        (b"set 'open\r\n", None),
+        (b"set \"a\"b\n", None),
+        (b"set 'a'b\n", None),
+        (b"set \"a\\\"\n", None),
+    ] {
+        assert_eq!(
+            inline_args(line),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[test]
+fn unbalanced_inline_quotes_get_redis_error_and_close() {
+    let (out, closed) = run(b"SET k \"a b\\x41\\n\"\r\nGET k\r\nset \"\"\"k\"\"\" v\r\nPING\r\n");
+    let want = "+OK\r\n$5\r\na bA\n\r\n-ERR Protocol error: unbalanced quotes in request\r\n";
+    assert_eq!((out.as_str(), closed), (want, true));
+}
