@@ -41,10 +41,21 @@ use store::{Incr, Store};
 /// let running = Server::new(resp).bind("127.0.0.1:6380".parse().unwrap())?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Resp {
     /// The data, shared by all connections, workers and threads.
     store: Store,
+    /// The longest bulk string a command may carry.
+    max_bulk: usize,
+}
+
+impl Default for Resp {
+    fn default() -> Self {
+        Resp {
+            store: Store::default(),
+            max_bulk: MAX_BULK,
+        }
+    }
 }
 
 impl Resp {
@@ -59,6 +70,17 @@ impl Resp {
     /// has no bound, as redis has none by default.
     pub fn with_max_store(mut self, bytes: u64) -> Self {
         self.store = Store::bounded(bytes);
+        self
+    }
+
+    /// Refuse a bulk string (a command's argument) longer than `bytes` with redis's
+    /// `-ERR Protocol error: invalid bulk length`, and close, as redis does past its
+    /// `proto-max-bulk-len`; [`MAX_BULK`] (8 MiB) without this call. A command is held whole
+    /// in the connection's input until it runs, so the server's `Config::max_input` must
+    /// let it in too (the `serve` command raises its default to match), and the server's
+    /// budget (`Config::max_buffered`) counts it like any buffered input.
+    pub fn with_max_bulk(mut self, bytes: usize) -> Self {
+        self.max_bulk = bytes;
         self
     }
 
@@ -143,7 +165,9 @@ impl Handler for Resp {
     type Session = RespSession;
 
     fn open(&self, _ctx: &mut Context<'_>) -> RespSession {
-        RespSession::default()
+        RespSession {
+            framer: Framer::with_max_bulk(self.max_bulk),
+        }
     }
 
     /// Runs the command at the front of `input`, if it is whole; returns its length.

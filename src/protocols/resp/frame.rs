@@ -9,10 +9,18 @@
 //! costs no more than one that arrives whole. This module knows nothing of commands or the
 //! store.
 
-/// The longest bulk string accepted, in bytes (the server's input cap bounds it too).
-pub const MAX_BULK: usize = 512 * 1024;
+/// The longest bulk string accepted by default, in bytes (redis's `proto-max-bulk-len`;
+/// [`Framer::with_max_bulk`] sets another). The server's input cap bounds it too: a
+/// command is held whole in the connection's input, which the server's budget counts.
+pub const MAX_BULK: usize = 8 * 1024 * 1024;
 
 /// The most arguments one multibulk command may announce.
+///
+/// Stricter than redis, which takes any count up to 2^31 - 1 (`*1048577` waits for its
+/// arguments there, and is refused here): the framer keeps a 16-byte span per argument
+/// found, memory the server's budget does not count, and an argument may be as short as
+/// 6 bytes (`$0\r\n\r\n`), so without this bound the spans could take 2.7 times the
+/// input cap. 65,536 arguments hold 1 MiB of spans at most.
 pub const MAX_ARGS: usize = 64 * 1024;
 
 /// The longest inline command line (typed into `nc` or `telnet`), in bytes.
@@ -26,12 +34,10 @@ const MAX_COUNT_LINE: usize = 24;
 pub enum ProtocolError {
     /// `*<count>` is not a number, or is too large.
     MultibulkLength,
-    /// `$<length>` is not a number, is negative, or is above [`MAX_BULK`].
+    /// `$<length>` is not a number, is negative, or is above the framer's bound.
     BulkLength,
     /// A multibulk argument did not start with `$`; carries the byte found.
     ExpectedDollar(u8),
-    /// A bulk string was not followed by CRLF.
-    MissingCrlf,
     /// An inline command line longer than [`MAX_INLINE`].
     InlineTooLong,
     /// An inline command line with a quote not closed, or not followed by a blank.
@@ -52,7 +58,6 @@ impl ProtocolError {
                 out(&[shown]);
                 out(b"'");
             }
-            ProtocolError::MissingCrlf => out(b"expected CRLF after bulk string"),
             ProtocolError::InlineTooLong => out(b"too big inline request"),
             ProtocolError::UnbalancedQuotes => out(b"unbalanced quotes in request"),
         }
@@ -99,7 +104,7 @@ enum Progress {
 /// arguments found so far, so each call scans only what is new (plus at most one
 /// `$<length>` line): a command costs time linear in its size however it is cut, instead
 /// of being scanned again from its first byte on every read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Framer {
     /// Where the scan of the front command stands.
     progress: Progress,
@@ -108,6 +113,14 @@ pub struct Framer {
     /// An inline command's arguments, quotes and escapes resolved (a multibulk command's
     /// arguments are read where they lie in the input).
     inline: Vec<u8>,
+    /// The longest bulk string accepted.
+    max_bulk: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::with_max_bulk(MAX_BULK)
+    }
 }
 
 /// Argument slots a framer keeps between commands; a larger command's are given back, so
@@ -118,6 +131,17 @@ const KEEP_ARGS: usize = 16;
 const KEEP_INLINE: usize = 256;
 
 impl Framer {
+    /// A framer that refuses a bulk string longer than `max_bulk` bytes with
+    /// [`ProtocolError::BulkLength`], as redis refuses one over `proto-max-bulk-len`.
+    pub fn with_max_bulk(max_bulk: usize) -> Self {
+        Framer {
+            progress: Progress::Start,
+            args: Vec::new(),
+            inline: Vec::new(),
+            max_bulk,
+        }
+    }
+
     /// Decide whether `input` starts with a whole command, resuming the previous scan.
     ///
     /// `input` must start where it started on the previous call (that call's input plus
@@ -228,7 +252,7 @@ impl Framer {
     /// that is whole so that it is never read again.
     fn check_multibulk(&mut self, input: &[u8], mut left: usize, mut at: usize) -> Check {
         while left > 0 {
-            match bulk_at(input, at) {
+            match bulk_at(input, at, self.max_bulk) {
                 Ok(Some((start, end))) => {
                     self.args.push((start, end));
                     left -= 1;
@@ -248,8 +272,13 @@ impl Framer {
 }
 
 /// Read the bulk string `$<length>\r\n<bytes>\r\n` starting at `at`: the span of its bytes
-/// once it is whole, `None` while it is not.
-fn bulk_at(input: &[u8], at: usize) -> Result<Option<(usize, usize)>, ProtocolError> {
+/// once it is whole, `None` while it is not. As redis, the two bytes after the string are
+/// skipped without a look (`*1\r\n$4\r\nPINGxx` is `PING`).
+fn bulk_at(
+    input: &[u8],
+    at: usize,
+    max_bulk: usize,
+) -> Result<Option<(usize, usize)>, ProtocolError> {
     let Some(&first) = input.get(at) else {
         return Ok(None);
     };
@@ -259,16 +288,15 @@ fn bulk_at(input: &[u8], at: usize) -> Result<Option<(usize, usize)>, ProtocolEr
     let Some((len, start)) = count_line(input, at, ProtocolError::BulkLength)? else {
         return Ok(None);
     };
-    if !(0..=MAX_BULK as i64).contains(&len) {
-        return Err(ProtocolError::BulkLength);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= max_bulk)
+        .ok_or(ProtocolError::BulkLength)?;
+    let end = start + len;
+    if input.len() < end + 2 {
+        return Ok(None);
     }
-    // In range 0..=MAX_BULK, so it fits a usize.
-    let end = start + len as usize;
-    match input.get(end..end + 2) {
-        None => Ok(None),
-        Some(b"\r\n") => Ok(Some((start, end))),
-        Some(_) => Err(ProtocolError::MissingCrlf),
-    }
+    Ok(Some((start, end)))
 }
 
 /// Split an inline command line (without its line end) into arguments as redis's
