@@ -29,7 +29,10 @@ use frame::{Check, Framer, parse_i64};
 pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
 pub use store::ENTRY_OVERHEAD as STORE_ENTRY_OVERHEAD;
 
-use store::{Incr, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use store::{Condition, Incr, LONGEST_TTL, SetOptions, Store};
 
 /// A RESP2 key-value server; one value serves every connection, and they share its data.
 ///
@@ -47,6 +50,8 @@ pub struct Resp {
     store: Store,
     /// The longest bulk string a command may carry.
     max_bulk: usize,
+    /// Some connection's timer sweeps expired keys (see [`SWEEP_EVERY`]).
+    sweeper: AtomicBool,
 }
 
 impl Default for Resp {
@@ -54,6 +59,7 @@ impl Default for Resp {
         Resp {
             store: Store::default(),
             max_bulk: MAX_BULK,
+            sweeper: AtomicBool::new(false),
         }
     }
 }
@@ -93,7 +99,12 @@ impl Resp {
 
 /// Every command served: name, and the least and most arguments it takes (its name
 /// included). `SET` takes more so that options get "syntax error", as in redis.
-const COMMANDS: [(&str, usize, usize); 18] = [
+const COMMANDS: [(&str, usize, usize); 23] = [
+    ("expire", 3, 4),
+    ("pexpire", 3, 4),
+    ("ttl", 2, 2),
+    ("pttl", 2, 2),
+    ("persist", 2, 2),
     ("get", 2, 2),
     ("set", 3, usize::MAX),
     ("ping", 1, 2),
@@ -119,7 +130,17 @@ const COMMANDS: [(&str, usize, usize); 18] = [
 pub struct RespSession {
     /// Resumes the scan of an unfinished command where the previous read left it.
     framer: Framer,
+    /// This connection's timer sweeps the store's expired keys.
+    sweeps: bool,
 }
+
+/// How often the connection that holds the sweeper's job sweeps expired keys (redis's
+/// `hz 10`), and how soon again when a sweep left keys due.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+const SWEEP_AGAIN: Duration = Duration::from_millis(1);
+
+/// Deadlines one sweep looks at, at most: the bound on a timer callback's work.
+pub const SWEEP_BUDGET: usize = 200;
 
 /// Whether the client stays after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +188,35 @@ impl Handler for Resp {
     fn open(&self, _ctx: &mut Context<'_>) -> RespSession {
         RespSession {
             framer: Framer::with_max_bulk(self.max_bulk),
+            sweeps: false,
+        }
+    }
+
+    /// The sweeper's turn: remove up to [`SWEEP_BUDGET`] expired keys, then re-arm (sooner
+    /// if keys are still due), or give the job up once no key has a deadline.
+    fn timer(&self, session: &mut RespSession, ctx: &mut Context<'_>) {
+        if !session.sweeps {
+            return;
+        }
+        let (_, more) = self.store.sweep(ctx.now(), SWEEP_BUDGET);
+        if more {
+            ctx.set_timer(SWEEP_AGAIN);
+        } else if self.store.has_deadlines() {
+            ctx.set_timer(SWEEP_EVERY);
+        } else {
+            session.sweeps = false;
+            self.sweeper.store(false, Ordering::Release);
+            // A deadline set meanwhile by a connection that saw the job taken.
+            if self.store.has_deadlines() {
+                self.take_sweep(session, ctx);
+            }
+        }
+    }
+
+    /// The sweeper's connection is gone: the job is free for the next command to take.
+    fn close(&self, session: RespSession, _id: crate::ConnId, _reason: crate::CloseReason) {
+        if session.sweeps {
+            self.sweeper.store(false, Ordering::Release);
         }
     }
 
@@ -192,6 +242,9 @@ impl Handler for Resp {
             }
         }
         framer.finish();
+        if !session.sweeps && self.store.has_deadlines() {
+            self.take_sweep(session, ctx);
+        }
         len
     }
 
@@ -207,6 +260,12 @@ pub const BUSY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// redis's reply to a write refused because the store is at its bound.
 pub const OOM: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
 
+/// `millis` (positive) after `now`, at most [`LONGEST_TTL`] ahead.
+fn deadline(now: Instant, millis: i64) -> Instant {
+    let ahead = Duration::from_millis(millis.unsigned_abs()).min(LONGEST_TTL);
+    now + ahead
+}
+
 /// redis's reply to an argument, or a value, that should be an integer and is not.
 const NOT_INTEGER: &[u8] = b"-ERR value is not an integer or out of range\r\n";
 
@@ -218,6 +277,18 @@ fn protocol_error(ctx: &mut Context<'_>, err: frame::ProtocolError, buffered: us
 }
 
 impl Resp {
+    /// Take the sweeper's job for this connection if no connection holds it.
+    fn take_sweep(&self, session: &mut RespSession, ctx: &mut Context<'_>) {
+        let free = self
+            .sweeper
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if free {
+            session.sweeps = true;
+            ctx.set_timer(SWEEP_EVERY);
+        }
+    }
+
     /// Run one command and queue its reply.
     fn run(&self, ctx: &mut Context<'_>, args: Args<'_>) -> After {
         let name = args.get(0);
@@ -246,15 +317,28 @@ impl Resp {
     /// Run `command` (a name from [`COMMANDS`]), whose argument count is right.
     fn run_known(&self, ctx: &mut Context<'_>, args: Args<'_>, command: &str) -> After {
         match command {
-            "get" => self.store.get(args.get(1), |value| match value {
+            "get" => self.store.get(args.get(1), ctx.now(), |value| match value {
                 Some(value) => write_bulk(ctx, value),
                 None => ctx.write(b"$-1\r\n"),
             }),
-            "set" if args.len() > 3 => ctx.write(b"-ERR syntax error\r\n"),
-            "set" => match self.store.set(args.get(1), args.get(2)) {
-                Ok(()) => ctx.write(b"+OK\r\n"),
-                Err(store::Full) => ctx.write(OOM),
-            },
+            "set" => self.set(ctx, args),
+            "expire" | "pexpire" => self.expire(ctx, args, command == "expire"),
+            "ttl" | "pttl" => {
+                let reply = match self.store.ttl(args.get(1), ctx.now()) {
+                    None => -2,
+                    Some(None) => -1,
+                    // redis rounds a TTL in seconds to the nearest second.
+                    Some(Some(left)) if command == "ttl" => {
+                        ((left.as_millis() + 500) / 1000) as i64
+                    }
+                    Some(Some(left)) => left.as_millis() as i64,
+                };
+                write_integer(ctx, b':', reply);
+            }
+            "persist" => {
+                let done = self.store.persist(args.get(1), ctx.now());
+                write_integer(ctx, b':', i64::from(done));
+            }
             "ping" if args.len() == 1 => ctx.write(b"+PONG\r\n"),
             "ping" | "echo" => write_bulk(ctx, args.get(1)),
             "incr" => self.incr(ctx, args.get(1), 1),
@@ -280,11 +364,19 @@ impl Resp {
             }
             "dbsize" => write_integer(ctx, b':', self.store.len() as i64),
             "del" => {
-                let removed = args.rest().filter(|key| self.store.remove(key)).count();
+                let now = ctx.now();
+                let removed = args
+                    .rest()
+                    .filter(|key| self.store.remove(key, now))
+                    .count();
                 write_integer(ctx, b':', removed as i64);
             }
             "exists" => {
-                let found = args.rest().filter(|key| self.store.contains(key)).count();
+                let now = ctx.now();
+                let found = args
+                    .rest()
+                    .filter(|key| self.store.contains(key, now))
+                    .count();
                 write_integer(ctx, b':', found as i64);
             }
             // As redis: the index must be an integer in C `int` range; there is one
@@ -312,12 +404,162 @@ impl Resp {
     /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add `delta` to an integer value (a missing key
     /// counts as 0).
     fn incr(&self, ctx: &mut Context<'_>, key: &[u8], delta: i64) {
-        match self.store.incr_by(key, delta) {
+        match self.store.incr_by(key, delta, ctx.now()) {
             Ok(next) => write_integer(ctx, b':', next),
             Err(Incr::NotInteger) => ctx.write(NOT_INTEGER),
             Err(Incr::Overflow) => ctx.write(b"-ERR increment or decrement would overflow\r\n"),
             Err(Incr::Full) => ctx.write(OOM),
         }
+    }
+
+    /// `SET key value [NX|XX] [GET] [EX s|PX ms|KEEPTTL]`, its options parsed and refused
+    /// as redis 7.0 parses them (`EXAT` and `PXAT` are not served: syntax error).
+    fn set(&self, ctx: &mut Context<'_>, args: Args<'_>) {
+        let mut options = SetOptions::default();
+        let mut get = false;
+        // The expiry's argument and whether it is in seconds.
+        let mut expiry: Option<(&[u8], bool)> = None;
+        let mut at = 3;
+        while at < args.len() {
+            let option = args.get(at);
+            let is = |name: &[u8]| option.eq_ignore_ascii_case(name);
+            let has_next = at + 1 < args.len();
+            if is(b"nx") && options.condition != Condition::Present {
+                options.condition = Condition::Absent;
+            } else if is(b"xx") && options.condition != Condition::Absent {
+                options.condition = Condition::Present;
+            } else if is(b"get") {
+                get = true;
+            } else if is(b"keepttl") && expiry.is_none() {
+                options.keep_ttl = true;
+            } else if is(b"ex")
+                && !options.keep_ttl
+                && expiry.is_none_or(|(_, seconds)| seconds)
+                && has_next
+            {
+                at += 1;
+                expiry = Some((args.get(at), true));
+            } else if is(b"px")
+                && !options.keep_ttl
+                && expiry.is_none_or(|(_, seconds)| !seconds)
+                && has_next
+            {
+                at += 1;
+                expiry = Some((args.get(at), false));
+            } else {
+                ctx.write(b"-ERR syntax error\r\n");
+                return;
+            }
+            at += 1;
+        }
+        let now = ctx.now();
+        if let Some((text, seconds)) = expiry {
+            let Some(amount) = parse_i64(text) else {
+                ctx.write(NOT_INTEGER);
+                return;
+            };
+            let millis = match seconds {
+                true => amount.checked_mul(1000),
+                false => Some(amount),
+            };
+            match millis {
+                Some(millis) if millis > 0 => {
+                    options.expires = Some(deadline(now, millis));
+                }
+                _ => {
+                    ctx.write(b"-ERR invalid expire time in 'set' command\r\n");
+                    return;
+                }
+            }
+        }
+        let mut old_reply = Vec::new();
+        let written = self
+            .store
+            .set_with(args.get(1), args.get(2), now, options, |old| {
+                if get {
+                    match old {
+                        Some(value) => {
+                            old_reply.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+                            old_reply.extend_from_slice(value);
+                            old_reply.extend_from_slice(b"\r\n");
+                        }
+                        None => old_reply.extend_from_slice(b"$-1\r\n"),
+                    }
+                }
+            });
+        match written {
+            Err(store::Full) => ctx.write(OOM),
+            Ok(_) if get => ctx.write(&old_reply),
+            Ok(true) => ctx.write(b"+OK\r\n"),
+            Ok(false) => ctx.write(b"$-1\r\n"),
+        }
+    }
+
+    /// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE key ms [...]`: 1 if the key's expiry
+    /// was set (a time not in the future deletes it), 0 if the key is absent or the
+    /// option refused it.
+    fn expire(&self, ctx: &mut Context<'_>, args: Args<'_>, seconds: bool) {
+        let name = if seconds { "expire" } else { "pexpire" };
+        #[derive(PartialEq)]
+        enum Only {
+            Any,
+            Nx,
+            Xx,
+            Gt,
+            Lt,
+        }
+        let only = match args.get(3) {
+            [] => Only::Any,
+            flag if flag.eq_ignore_ascii_case(b"nx") => Only::Nx,
+            flag if flag.eq_ignore_ascii_case(b"xx") => Only::Xx,
+            flag if flag.eq_ignore_ascii_case(b"gt") => Only::Gt,
+            flag if flag.eq_ignore_ascii_case(b"lt") => Only::Lt,
+            flag => {
+                write_parts(
+                    ctx,
+                    &[
+                        b"-ERR Unsupported option ",
+                        &no_newlines(flag.to_vec()),
+                        b"\r\n",
+                    ],
+                );
+                return;
+            }
+        };
+        let Some(amount) = parse_i64(args.get(2)) else {
+            ctx.write(NOT_INTEGER);
+            return;
+        };
+        let Some(millis) = (if seconds {
+            amount.checked_mul(1000)
+        } else {
+            Some(amount)
+        }) else {
+            write_parts(
+                ctx,
+                &[
+                    b"-ERR invalid expire time in '",
+                    name.as_bytes(),
+                    b"' command\r\n",
+                ],
+            );
+            return;
+        };
+        let now = ctx.now();
+        let when = if millis <= 0 {
+            now
+        } else {
+            deadline(now, millis)
+        };
+        let allow = |current: Option<Instant>| match only {
+            Only::Any => true,
+            Only::Nx => current.is_none(),
+            Only::Xx => current.is_some(),
+            Only::Gt => current.is_some_and(|at| when > at),
+            Only::Lt => current.is_none_or(|at| when < at),
+        };
+        let done = self.store.expire(args.get(1), now, when, allow);
+        write_integer(ctx, b':', i64::from(done == Some(true)));
     }
 
     /// `INFO [section...]`: the `memory` section (`used_memory`, the store's size as

@@ -105,7 +105,7 @@ fn errors_keep_the_client(model: Model) {
     );
     call(
         &mut s,
-        &[b"SET", b"k", b"v", b"NX"],
+        &[b"SET", b"k", b"v", b"EXAT", b"1"],
         b"-ERR syntax error\r\n",
     );
     call(&mut s, &[b"SET", b"k", b"v"], b"+OK\r\n");
@@ -226,7 +226,118 @@ for_each_model!(
     counters_flushes_and_select_answer_as_redis_does,
     inline_quotes_split_as_redis_does,
     a_bulk_is_bounded_by_its_setting_and_a_4_mib_value_passes,
+    set_options_answer_as_redis_does,
+    keys_expire_on_access_and_by_the_timer_sweep,
 );
+
+fn set_options_answer_as_redis_does(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    call(&mut s, &[b"SET", b"k", b"1", b"XX"], b"$-1\r\n");
+    call(&mut s, &[b"SET", b"k", b"1", b"NX"], b"+OK\r\n");
+    call(&mut s, &[b"SET", b"k", b"2", b"NX"], b"$-1\r\n");
+    call(&mut s, &[b"SET", b"k", b"3", b"xx", b"get"], b"$1\r\n1\r\n");
+    call(&mut s, &[b"SET", b"new", b"v", b"GET"], b"$-1\r\n");
+    call(&mut s, &[b"GET", b"k"], b"$1\r\n3\r\n");
+    for bad in [
+        &[&b"SET"[..], b"k", b"v", b"NX", b"XX"][..],
+        &[b"SET", b"k", b"v", b"EX", b"10", b"PX", b"100"],
+        &[b"SET", b"k", b"v", b"EX", b"10", b"KEEPTTL"],
+        &[b"SET", b"k", b"v", b"EX"],
+        &[b"SET", b"k", b"v", b"FOREVER"],
+    ] {
+        call(&mut s, bad, b"-ERR syntax error\r\n");
+    }
+    call(
+        &mut s,
+        &[b"SET", b"k", b"v", b"EX", b"ten"],
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    for bad in [&b"0"[..], b"-5", b"9223372036854775807"] {
+        call(
+            &mut s,
+            &[b"SET", b"k", b"v", b"EX", bad],
+            b"-ERR invalid expire time in 'set' command\r\n",
+        );
+    }
+    call(&mut s, &[b"SET", b"k", b"v", b"EX", b"100"], b"+OK\r\n");
+    call(&mut s, &[b"TTL", b"k"], b":100\r\n");
+    call(&mut s, &[b"SET", b"k", b"w", b"KEEPTTL"], b"+OK\r\n");
+    call(&mut s, &[b"TTL", b"k"], b":100\r\n");
+    call(&mut s, &[b"INCR", b"n"], b":1\r\n");
+    call(&mut s, &[b"PEXPIRE", b"n", b"50000"], b":1\r\n");
+    call(&mut s, &[b"INCR", b"n"], b":2\r\n");
+    send(&mut s, &command(&[b"PTTL", b"n"]));
+    let reply = String::from_utf8(recv_to_crlf(&mut s)).unwrap();
+    let left: i64 = reply[1..reply.len() - 2].parse().unwrap();
+    assert!(
+        left > 40_000 && left <= 50_000,
+        "PTTL after INCR: {reply:?}"
+    );
+    call(&mut s, &[b"SET", b"k", b"plain"], b"+OK\r\n");
+    call(&mut s, &[b"TTL", b"k"], b":-1\r\n");
+    call(&mut s, &[b"TTL", b"missing"], b":-2\r\n");
+    call(&mut s, &[b"EXPIRE", b"missing", b"10"], b":0\r\n");
+    call(&mut s, &[b"EXPIRE", b"k", b"10", b"XX"], b":0\r\n");
+    call(&mut s, &[b"EXPIRE", b"k", b"10", b"NX"], b":1\r\n");
+    call(&mut s, &[b"EXPIRE", b"k", b"5", b"GT"], b":0\r\n");
+    call(&mut s, &[b"EXPIRE", b"k", b"5", b"LT"], b":1\r\n");
+    call(
+        &mut s,
+        &[b"EXPIRE", b"k", b"5", b"SOON"],
+        b"-ERR Unsupported option SOON\r\n",
+    );
+    call(&mut s, &[b"PERSIST", b"k"], b":1\r\n");
+    call(&mut s, &[b"PERSIST", b"k"], b":0\r\n");
+    call(&mut s, &[b"TTL", b"k"], b":-1\r\n");
+    // A time in the past deletes the key, as in redis.
+    call(&mut s, &[b"EXPIRE", b"k", b"-1"], b":1\r\n");
+    call(&mut s, &[b"EXISTS", b"k"], b":0\r\n");
+}
+
+/// Read one reply line, up to and including its CRLF.
+fn recv_to_crlf(stream: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.extend(recv_exact(stream, 1));
+    }
+    line
+}
+
+fn keys_expire_on_access_and_by_the_timer_sweep(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    // On access: a key read after its deadline is gone, whether or not a sweep ran.
+    call(&mut s, &[b"SET", b"soon", b"v", b"PX", b"50"], b"+OK\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    call(&mut s, &[b"GET", b"soon"], b"$-1\r\n");
+    // By the sweep: 1000 keys never read again leave the store (DBSIZE counts keys that
+    // expired but are not removed yet, as redis's does).
+    let mut batch = Vec::new();
+    for n in 0..1000 {
+        batch.extend(command(&[
+            b"SET",
+            format!("k{n}").as_bytes(),
+            b"v",
+            b"PX",
+            b"100",
+        ]));
+    }
+    batch.extend(command(&[b"SET", b"stays", b"v"]));
+    send(&mut s, &batch);
+    expect_reply(&mut s, &b"+OK\r\n".repeat(1001));
+    call(&mut s, &[b"DBSIZE"], b":1001\r\n");
+    // The client that set them goes: the sweep is another connection's job then.
+    drop(s);
+    let mut other = connect(server.local_addr());
+    call(&mut other, &[b"PING"], b"+PONG\r\n");
+    let swept = fixtures::wait_until(std::time::Duration::from_secs(10), || {
+        send(&mut other, &command(&[b"DBSIZE"]));
+        recv_to_crlf(&mut other) == b":1\r\n"
+    });
+    assert!(swept, "expired keys were not swept within 10 s");
+    call(&mut other, &[b"GET", b"stays"], b"$1\r\nv\r\n");
+}
 
 fn a_bulk_is_bounded_by_its_setting_and_a_4_mib_value_passes(model: Model) {
     let value: Vec<u8> = (0..4u32 << 20).map(|n| (n % 253) as u8).collect();
