@@ -52,6 +52,8 @@ pub struct Resp {
     max_bulk: usize,
     /// Some connection's timer sweeps expired keys (see [`SWEEP_EVERY`]).
     sweeper: AtomicBool,
+    /// When the server was made (`INFO server`'s uptime).
+    started: Instant,
 }
 
 impl Default for Resp {
@@ -60,6 +62,7 @@ impl Default for Resp {
             store: Store::default(),
             max_bulk: MAX_BULK,
             sweeper: AtomicBool::new(false),
+            started: Instant::now(),
         }
     }
 }
@@ -99,7 +102,8 @@ impl Resp {
 
 /// Every command served: name, and the least and most arguments it takes (its name
 /// included). `SET` takes more so that options get "syntax error", as in redis.
-const COMMANDS: [(&str, usize, usize); 23] = [
+const COMMANDS: [(&str, usize, usize); 24] = [
+    ("hello", 1, usize::MAX),
     ("expire", 3, 4),
     ("pexpire", 3, 4),
     ("ttl", 2, 2),
@@ -389,7 +393,8 @@ impl Resp {
                 _ => ctx.write(NOT_INTEGER),
             },
             // redis-cli asks for command docs at start-up; it copes with having none.
-            "command" => ctx.write(b"*0\r\n"),
+            "command" => command_command(ctx, args),
+            "hello" => hello(ctx, args),
             "config" => self.config(ctx, args),
             "info" => self.info(ctx, args),
             // QUIT.
@@ -575,7 +580,22 @@ impl Resp {
         let wants = |name: &[u8]| all || args.rest().any(|s| s.eq_ignore_ascii_case(name));
         // Only this command formats text; it may allocate.
         let mut text = String::new();
+        if wants(b"server") {
+            text.push_str(&format!(
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+                 os:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\
+                 server_name:tcp-reactor\r\nserver_version:{}\r\n",
+                std::env::consts::OS,
+                usize::BITS,
+                std::process::id(),
+                self.started.elapsed().as_secs(),
+                env!("CARGO_PKG_VERSION"),
+            ));
+        }
         if wants(b"memory") {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
             let used = self.store.used();
             let limit = self.store.limit().unwrap_or(0);
             text.push_str(&format!(
@@ -626,6 +646,86 @@ impl Resp {
             write_bulk(ctx, name);
             write_bulk(ctx, value);
         }
+    }
+}
+
+/// The redis version reported by `HELLO` and `INFO`: the one whose replies these follow
+/// (clients pick features by it).
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// `HELLO [protover [SETNAME name]]`: protocol 2 answers redis 7's map (as a flat array in
+/// RESP2); 3 gets `-NOPROTO`, as from a redis without RESP3, so that clients fall back.
+fn hello(ctx: &mut Context<'_>, args: Args<'_>) {
+    if args.len() >= 2 {
+        match parse_i64(args.get(1)) {
+            None => {
+                ctx.write(b"-ERR Protocol version is not an integer or out of range\r\n");
+                return;
+            }
+            Some(2) => {}
+            Some(_) => {
+                ctx.write(b"-NOPROTO sorry, this protocol version is not supported.\r\n");
+                return;
+            }
+        }
+    }
+    // Options: SETNAME's name is taken and not kept (CLIENT is not served); others are
+    // refused as redis words it.
+    let mut at = 2;
+    while at < args.len() {
+        let option = args.get(at);
+        if option.eq_ignore_ascii_case(b"setname") && at + 1 < args.len() {
+            at += 2;
+            continue;
+        }
+        write_parts(
+            ctx,
+            &[
+                b"-ERR Syntax error in HELLO option '",
+                &no_newlines(option.to_vec()),
+                b"'\r\n",
+            ],
+        );
+        return;
+    }
+    ctx.write(b"*14\r\n");
+    for (name, value) in [
+        (&b"server"[..], &b"redis"[..]),
+        (b"version", REDIS_VERSION.as_bytes()),
+    ] {
+        write_bulk(ctx, name);
+        write_bulk(ctx, value);
+    }
+    write_bulk(ctx, b"proto");
+    ctx.write(b":2\r\n");
+    write_bulk(ctx, b"id");
+    write_integer(ctx, b':', ctx.id().0 as i64);
+    for (name, value) in [(&b"mode"[..], &b"standalone"[..]), (b"role", b"master")] {
+        write_bulk(ctx, name);
+        write_bulk(ctx, value);
+    }
+    write_bulk(ctx, b"modules");
+    ctx.write(b"*0\r\n");
+}
+
+/// `COMMAND COUNT` (the commands served), `COMMAND DOCS` (none: an empty map, which
+/// redis-cli copes with); `COMMAND` alone lists nothing. Other subcommands get redis's
+/// error.
+fn command_command(ctx: &mut Context<'_>, args: Args<'_>) {
+    let sub = args.get(1);
+    if args.len() == 1 || sub.eq_ignore_ascii_case(b"docs") {
+        ctx.write(b"*0\r\n");
+    } else if sub.eq_ignore_ascii_case(b"count") && args.len() == 2 {
+        write_integer(ctx, b':', COMMANDS.len() as i64);
+    } else {
+        write_parts(
+            ctx,
+            &[
+                b"-ERR unknown subcommand '",
+                &no_newlines(sub.iter().copied().take(128).collect()),
+                b"'. Try COMMAND HELP.\r\n",
+            ],
+        );
     }
 }
 

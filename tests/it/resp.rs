@@ -228,7 +228,57 @@ for_each_model!(
     a_bulk_is_bounded_by_its_setting_and_a_4_mib_value_passes,
     set_options_answer_as_redis_does,
     keys_expire_on_access_and_by_the_timer_sweep,
+    hello_info_and_command_answer_what_clients_ask,
 );
+
+fn hello_info_and_command_answer_what_clients_ask(model: Model) {
+    let server = start(Resp::default(), model);
+    let mut s = connect(server.local_addr());
+    call(
+        &mut s,
+        &[b"HELLO", b"3"],
+        b"-NOPROTO sorry, this protocol version is not supported.\r\n",
+    );
+    call(
+        &mut s,
+        &[b"HELLO", b"two"],
+        b"-ERR Protocol version is not an integer or out of range\r\n",
+    );
+    send(&mut s, &command(&[b"HELLO", b"2", b"SETNAME", b"me"]));
+    let head = b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n\
+                 $5\r\nproto\r\n:2\r\n$2\r\nid\r\n";
+    expect_reply(&mut s, head);
+    let id = recv_to_crlf(&mut s);
+    assert!(id.starts_with(b":"), "{id:?}");
+    expect_reply(
+        &mut s,
+        b"$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n\
+          $7\r\nmodules\r\n*0\r\n",
+    );
+    call(&mut s, &[b"COMMAND", b"DOCS"], b"*0\r\n");
+    send(&mut s, &command(&[b"COMMAND", b"COUNT"]));
+    let count = recv_to_crlf(&mut s);
+    assert!(count.starts_with(b":") && count != b":0\r\n", "{count:?}");
+    call(
+        &mut s,
+        &[b"COMMAND", b"FLY"],
+        b"-ERR unknown subcommand 'FLY'. Try COMMAND HELP.\r\n",
+    );
+    send(&mut s, &command(&[b"INFO", b"server"]));
+    let len = recv_to_crlf(&mut s);
+    let len: usize = std::str::from_utf8(&len[1..len.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = String::from_utf8(recv_exact(&mut s, len + 2)).unwrap();
+    assert!(
+        text.starts_with("# Server\r\nredis_version:7.0.15\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nuptime_in_seconds:"), "{text}");
+    assert!(!text.contains("# Memory"), "{text}");
+    call(&mut s, &[b"PING"], b"+PONG\r\n");
+}
 
 fn set_options_answer_as_redis_does(model: Model) {
     let server = start(Resp::default(), model);
