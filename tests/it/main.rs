@@ -32,6 +32,7 @@ mod process_faults;
 mod protocol_bad_input;
 mod proxy;
 mod proxy_memory;
+mod redis_py;
 mod resp;
 mod resp_costs;
 mod resp_memory;
