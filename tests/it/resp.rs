@@ -105,7 +105,7 @@ fn errors_keep_the_client(model: Model) {
     );
     call(
         &mut s,
-        &[b"SET", b"k", b"v", b"EXAT", b"1"],
+        &[b"SET", b"k", b"v", b"EXPIRES", b"1"],
         b"-ERR syntax error\r\n",
     );
     call(&mut s, &[b"SET", b"k", b"v"], b"+OK\r\n");

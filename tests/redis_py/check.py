@@ -63,6 +63,7 @@ assert r.ttl("missing") == -2
 assert r.set("gone", "x", px=50) is True
 time.sleep(0.1)
 assert r.get("gone") is None and r.exists("k") == 0
+assert r.set("k", "6", exat=int(time.time()) + 200) is True and 198 <= r.ttl("k") <= 200
 try:
     r.set("k", "v", ex=0)
     raise AssertionError("EX 0 accepted")
@@ -96,7 +97,7 @@ pipe = r.pipeline(transaction=False)
 for n in range(5000):
     pipe.get(f"p:{n}")
 assert pipe.execute() == [str(n).encode() for n in range(5000)]
-assert r.dbsize() == 5011  # and the binary key
+assert r.dbsize() == 5012  # and the binary key, and k (EXAT)
 assert r.flushdb() is True and r.dbsize() == 0
 print("pipelines: ok")
 

@@ -208,7 +208,7 @@ fn incr_refuses_leading_zeros_and_negative_zero_as_redis_does() {
 fn unknown_commands_and_bad_arity_are_errors_and_the_client_stays() {
     let mut wire = multibulk(&[b"FLY", b"a\r\n", b"b"]);
     wire.extend(multibulk(&[b"GET"]));
-    wire.extend(multibulk(&[b"SET", b"k", b"v", b"EXAT", b"10"]));
+    wire.extend(multibulk(&[b"SET", b"k", b"v", b"EXPIRES", b"10"]));
     wire.extend(multibulk(&[b"PING"]));
     let want = "-ERR unknown command 'FLY', with args beginning with: 'a  ' 'b' \r\n\
                 -ERR wrong number of arguments for 'get' command\r\n-ERR syntax error\r\n+PONG\r\n";
