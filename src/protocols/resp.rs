@@ -3,10 +3,8 @@
 //! This module owns command dispatch and replies. Framing lives in `frame` (check, then
 //! parse), the data in `store` (shared by every connection). It must not touch sockets.
 //!
-//! Commands: `PING [msg]`, `ECHO msg`, `SET key value`, `GET key`, `DEL key...`,
-//! `EXISTS key...`, `INCR key`, `SELECT 0`, `QUIT`, `INFO [memory|keyspace]`, and just
-//! enough of `COMMAND` and `CONFIG GET` for client start-up. `SET` takes no options (`EX`,
-//! `NX`, ... get `-ERR syntax error`). A store with a bound ([`Resp::with_max_store`],
+//! Commands: see docs/protocols.md (strings, counters, expiry, and what clients send at
+//! start-up). A store with a bound ([`Resp::with_max_store`],
 //! redis's `maxmemory`) refuses a `SET` or `INCR` that would take it past the bound with
 //! redis's `-OOM` error; reads and `DEL` always work. Unknown commands and wrong arguments get a RESP error and the
 //! client stays; broken framing gets `-ERR Protocol error: ...` and the client is closed.
@@ -142,6 +140,8 @@ pub struct RespSession {
 /// How often the connection that holds the sweeper's job sweeps expired keys (redis's
 /// `hz 10`), and how soon again when a sweep left keys due.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// How soon the sweeper runs again when its last run left keys due.
 const SWEEP_AGAIN: Duration = Duration::from_millis(1);
 
 /// Deadlines one sweep looks at, at most: the bound on a timer callback's work.
