@@ -48,9 +48,10 @@ fn expected(stream: &[u8]) -> Expected {
         match framer.check(rest) {
             Check::Complete(len) => {
                 let args = framer.args();
+                let frame = framer.frame(&rest[..len]);
                 let quit = args
                     .first()
-                    .is_some_and(|&(start, end)| rest[start..end].eq_ignore_ascii_case(b"quit"));
+                    .is_some_and(|&(start, end)| frame[start..end].eq_ignore_ascii_case(b"quit"));
                 replies += usize::from(!args.is_empty());
                 framer.finish();
                 at += len;

@@ -8,37 +8,38 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcp_reactor::fuzzing::{Check, Framer};
+use tcp_reactor::fuzzing::{Check, Framer, MAX_INLINE};
 use tcp_reactor_fuzz::Plan;
 
 /// Argument slots a framer may keep between commands (`KEEP_ARGS` in the framer).
 const KEEP_ARGS: usize = 16;
 
-/// The arguments `framer` found, as bytes of `input`.
-fn args<'a>(framer: &Framer, input: &'a [u8], len: usize) -> Vec<&'a [u8]> {
+/// The arguments `framer` found in the command of `len` bytes at the front of `input`.
+fn args(framer: &Framer, input: &[u8], len: usize) -> Vec<Vec<u8>> {
+    let frame = framer.frame(&input[..len]);
     let mut previous_end = 0;
     framer
         .args()
         .iter()
         .map(|&(start, end)| {
             assert!(
-                previous_end <= start && start <= end && end <= len,
+                previous_end <= start && start <= end && end <= frame.len(),
                 "span {start}..{end}"
             );
             previous_end = end;
-            &input[start..end]
+            frame[start..end].to_vec()
         })
         .collect()
 }
 
 /// Check a whole command of `len` bytes at the front of `input`, its arguments `found`.
-fn check_command(input: &[u8], len: usize, found: &[&[u8]]) {
+fn check_command(input: &[u8], len: usize, found: &[Vec<u8>]) {
     assert!(
         len > 0 && len <= input.len(),
         "complete at {len} of {} bytes",
         input.len()
     );
-    if input[0] == b'*' {
+    let wire = if input[0] == b'*' {
         // Encoded canonically, the same arguments frame to the same arguments.
         let mut wire = format!("*{}\r\n", found.len()).into_bytes();
         for arg in found {
@@ -46,20 +47,34 @@ fn check_command(input: &[u8], len: usize, found: &[&[u8]]) {
             wire.extend_from_slice(arg);
             wire.extend_from_slice(b"\r\n");
         }
-        let mut again = Framer::default();
-        assert_eq!(again.check(&wire), Check::Complete(wire.len()));
-        assert_eq!(args(&again, &wire, wire.len()), found);
+        wire
     } else {
-        // An inline line: words with no blank in them, and the line ends at its `\n`.
+        // An inline line ends at its `\n`; its arguments, each written in double quotes
+        // with every byte as `\xHH`, split into the same arguments.
         assert_eq!(input[len - 1], b'\n');
         assert!(!input[..len - 1].contains(&b'\n'));
+        let mut wire = b"x".to_vec();
         for arg in found {
-            assert!(
-                !arg.is_empty() && !arg.iter().any(|b| b" \t\r\n".contains(b)),
-                "{arg:?}"
-            );
+            wire.extend_from_slice(b" \"");
+            for byte in arg {
+                wire.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+            }
+            wire.push(b'"');
         }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    };
+    if wire.len() >= MAX_INLINE {
+        // Too long to send inline: the round trip does not apply.
+        return;
     }
+    let mut again = Framer::default();
+    assert_eq!(again.check(&wire), Check::Complete(wire.len()));
+    let mut again_args = args(&again, &wire, wire.len());
+    if input[0] != b'*' {
+        again_args.remove(0);
+    }
+    assert_eq!(again_args, found);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -35,6 +35,7 @@ mod protocol_bad_input;
 mod proxy;
 mod proxy_memory;
 mod proxy_protocol;
+mod redis_py;
 mod resp;
 mod resp_costs;
 mod resp_memory;

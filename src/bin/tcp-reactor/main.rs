@@ -120,6 +120,11 @@ struct ServeArgs {
     /// do not grow the store go on working. Default: none, as redis (0 also means none).
     #[arg(long, value_name = "BYTES")]
     max_store: Option<u64>,
+    /// resp: longest bulk string (command argument) accepted, as redis's
+    /// proto-max-bulk-len; a longer one gets redis's protocol error and the client is
+    /// closed.
+    #[arg(long, value_name = "BYTES", default_value_t = protocols::RESP_MAX_BULK)]
+    max_bulk: usize,
     /// Log a one-line summary every this many seconds (0: never).
     #[arg(long, default_value_t = 0.0)]
     stats_interval: f64,
@@ -134,9 +139,10 @@ struct ServeArgs {
     /// Seconds a closing client may take to receive its last output.
     #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
     linger: f64,
-    /// Cap on a client's unconsumed input, in bytes.
-    #[arg(long, default_value_t = Config::default().max_input)]
-    max_input: usize,
+    /// Cap on a client's unconsumed input, in bytes [default: 1048576; resp: max-bulk
+    /// plus 64 KiB, so that a command carrying the longest bulk fits].
+    #[arg(long)]
+    max_input: Option<usize>,
     /// Cap on a client's unsent output, in bytes.
     #[arg(long, default_value_t = Config::default().max_output)]
     max_output: usize,
@@ -275,7 +281,7 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
     let tls = false;
     let unix = args.addr.iter().any(|addr| addr.starts_with("unix:"));
     let protocol = value_name(args.protocol);
-    let rules: [(&str, &str, bool, String); 12] = [
+    let rules: [(&str, &str, bool, String); 13] = [
         (
             "send_proxy",
             "--send-proxy",
@@ -309,6 +315,12 @@ fn check_scope(args: &ServeArgs, given: impl Fn(&str) -> bool) -> io::Result<()>
         (
             "max_store",
             "--max-store",
+            resp,
+            format!("--protocol resp (not {protocol})"),
+        ),
+        (
+            "max_bulk",
+            "--max-bulk",
             resp,
             format!("--protocol resp (not {protocol})"),
         ),
@@ -376,9 +388,10 @@ fn serve(args: &ServeArgs, inherited: Inherited) -> io::Result<()> {
             serve_with(http, config, args, i, &draining)
         }
         ProtocolName::Resp => {
+            let resp = protocols::Resp::default().with_max_bulk(args.max_bulk);
             let resp = match args.max_store {
-                None | Some(0) => protocols::Resp::default(),
-                Some(bytes) => protocols::Resp::default().with_max_store(bytes),
+                None | Some(0) => resp,
+                Some(bytes) => resp.with_max_store(bytes),
             };
             serve_with(resp, config, args, i, &draining)
         }
@@ -442,7 +455,10 @@ fn config_from(args: &ServeArgs) -> io::Result<Config> {
         .with_read_budget(args.read_budget)
         .with_high_water(args.high_water)
         .with_low_water(args.low_water)
-        .with_max_input(args.max_input)
+        .with_max_input(args.max_input.unwrap_or(match args.protocol {
+            ProtocolName::Resp => args.max_bulk.saturating_add(64 * 1024),
+            _ => Config::default().max_input,
+        }))
         .with_max_output(args.max_output)
         // On the command line 0 means "never", the library's `None`.
         .with_idle_timeout((!idle.is_zero()).then_some(idle))

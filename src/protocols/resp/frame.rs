@@ -9,10 +9,18 @@
 //! costs no more than one that arrives whole. This module knows nothing of commands or the
 //! store.
 
-/// The longest bulk string accepted, in bytes (the server's input cap bounds it too).
-pub const MAX_BULK: usize = 512 * 1024;
+/// The longest bulk string accepted by default, in bytes (redis's `proto-max-bulk-len`;
+/// [`Framer::with_max_bulk`] sets another). The server's input cap bounds it too: a
+/// command is held whole in the connection's input, which the server's budget counts.
+pub const MAX_BULK: usize = 8 * 1024 * 1024;
 
 /// The most arguments one multibulk command may announce.
+///
+/// Stricter than redis, which takes any count up to 2^31 - 1 (`*1048577` waits for its
+/// arguments there, and is refused here): the framer keeps a 16-byte span per argument
+/// found, memory the server's budget does not count, and an argument may be as short as
+/// 6 bytes (`$0\r\n\r\n`), so without this bound the spans could take 2.7 times the
+/// input cap. 65,536 arguments hold 1 MiB of spans at most.
 pub const MAX_ARGS: usize = 64 * 1024;
 
 /// The longest inline command line (typed into `nc` or `telnet`), in bytes.
@@ -26,14 +34,14 @@ const MAX_COUNT_LINE: usize = 24;
 pub enum ProtocolError {
     /// `*<count>` is not a number, or is too large.
     MultibulkLength,
-    /// `$<length>` is not a number, is negative, or is above [`MAX_BULK`].
+    /// `$<length>` is not a number, is negative, or is above the framer's bound.
     BulkLength,
     /// A multibulk argument did not start with `$`; carries the byte found.
     ExpectedDollar(u8),
-    /// A bulk string was not followed by CRLF.
-    MissingCrlf,
     /// An inline command line longer than [`MAX_INLINE`].
     InlineTooLong,
+    /// An inline command line with a quote not closed, or not followed by a blank.
+    UnbalancedQuotes,
 }
 
 impl ProtocolError {
@@ -50,8 +58,8 @@ impl ProtocolError {
                 out(&[shown]);
                 out(b"'");
             }
-            ProtocolError::MissingCrlf => out(b"expected CRLF after bulk string"),
             ProtocolError::InlineTooLong => out(b"too big inline request"),
+            ProtocolError::UnbalancedQuotes => out(b"unbalanced quotes in request"),
         }
         out(b"\r\n");
     }
@@ -96,19 +104,44 @@ enum Progress {
 /// arguments found so far, so each call scans only what is new (plus at most one
 /// `$<length>` line): a command costs time linear in its size however it is cut, instead
 /// of being scanned again from its first byte on every read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Framer {
     /// Where the scan of the front command stands.
     progress: Progress,
-    /// `(start, end)` of each argument found so far, within the command's bytes.
+    /// `(start, end)` of each argument found so far, within [`Framer::frame`].
     args: Vec<(usize, usize)>,
+    /// An inline command's arguments, quotes and escapes resolved (a multibulk command's
+    /// arguments are read where they lie in the input).
+    inline: Vec<u8>,
+    /// The longest bulk string accepted.
+    max_bulk: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::with_max_bulk(MAX_BULK)
+    }
 }
 
 /// Argument slots a framer keeps between commands; a larger command's are given back, so
 /// an idle connection does not hold memory for the largest command it ever sent.
 const KEEP_ARGS: usize = 16;
 
+/// Bytes of inline arguments a framer keeps between commands (the rest is given back).
+const KEEP_INLINE: usize = 256;
+
 impl Framer {
+    /// A framer that refuses a bulk string longer than `max_bulk` bytes with
+    /// [`ProtocolError::BulkLength`], as redis refuses one over `proto-max-bulk-len`.
+    pub fn with_max_bulk(max_bulk: usize) -> Self {
+        Framer {
+            progress: Progress::Start,
+            args: Vec::new(),
+            inline: Vec::new(),
+            max_bulk,
+        }
+    }
+
     /// Decide whether `input` starts with a whole command, resuming the previous scan.
     ///
     /// `input` must start where it started on the previous call (that call's input plus
@@ -146,10 +179,20 @@ impl Framer {
     }
 
     /// The arguments of the command [`check`](Framer::check) last found whole, as
-    /// `(start, end)` within its bytes. Empty means there is nothing to run (an empty
-    /// line, `*0`).
+    /// `(start, end)` within [`frame`](Framer::frame). Empty means there is nothing to run
+    /// (an empty line, `*0`).
     pub fn args(&self) -> &[(usize, usize)] {
         &self.args
+    }
+
+    /// The bytes [`args`](Framer::args) index into, for the command found whole at the
+    /// front of `input`: `input` itself for a multibulk command, the framer's own copy of
+    /// an inline command's arguments (its quotes and escapes resolved).
+    pub fn frame<'a>(&'a self, input: &'a [u8]) -> &'a [u8] {
+        match self.progress {
+            Progress::Inline { .. } => &self.inline,
+            _ => input,
+        }
     }
 
     /// Forget the command at the front (it was run, or the input is dropped), ready for the
@@ -158,6 +201,8 @@ impl Framer {
         self.progress = Progress::Start;
         self.args.clear();
         self.args.shrink_to(KEEP_ARGS);
+        self.inline.clear();
+        self.inline.shrink_to(KEEP_INLINE);
     }
 
     /// Room kept for arguments, in arguments (tests and fuzz targets check that it shrinks).
@@ -186,8 +231,14 @@ impl Framer {
                 let newline = scanned + offset;
                 // Checking again before `finish` finds the same line at once.
                 self.progress = Progress::Inline { scanned: newline };
-                split_inline(&input[..=newline], &mut self.args);
-                Check::Complete(newline + 1)
+                // redis drops one `\r` before the `\n`.
+                let line = &input[..newline];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if split_inline(line, &mut self.inline, &mut self.args) {
+                    Check::Complete(newline + 1)
+                } else {
+                    Check::Error(ProtocolError::UnbalancedQuotes)
+                }
             }
             None if window < MAX_INLINE => {
                 self.progress = Progress::Inline { scanned: window };
@@ -201,7 +252,7 @@ impl Framer {
     /// that is whole so that it is never read again.
     fn check_multibulk(&mut self, input: &[u8], mut left: usize, mut at: usize) -> Check {
         while left > 0 {
-            match bulk_at(input, at) {
+            match bulk_at(input, at, self.max_bulk) {
                 Ok(Some((start, end))) => {
                     self.args.push((start, end));
                     left -= 1;
@@ -221,8 +272,13 @@ impl Framer {
 }
 
 /// Read the bulk string `$<length>\r\n<bytes>\r\n` starting at `at`: the span of its bytes
-/// once it is whole, `None` while it is not.
-fn bulk_at(input: &[u8], at: usize) -> Result<Option<(usize, usize)>, ProtocolError> {
+/// once it is whole, `None` while it is not. As redis, the two bytes after the string are
+/// skipped without a look (`*1\r\n$4\r\nPINGxx` is `PING`).
+fn bulk_at(
+    input: &[u8],
+    at: usize,
+    max_bulk: usize,
+) -> Result<Option<(usize, usize)>, ProtocolError> {
     let Some(&first) = input.get(at) else {
         return Ok(None);
     };
@@ -232,35 +288,102 @@ fn bulk_at(input: &[u8], at: usize) -> Result<Option<(usize, usize)>, ProtocolEr
     let Some((len, start)) = count_line(input, at, ProtocolError::BulkLength)? else {
         return Ok(None);
     };
-    if !(0..=MAX_BULK as i64).contains(&len) {
-        return Err(ProtocolError::BulkLength);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= max_bulk)
+        .ok_or(ProtocolError::BulkLength)?;
+    let end = start + len;
+    if input.len() < end + 2 {
+        return Ok(None);
     }
-    // In range 0..=MAX_BULK, so it fits a usize.
-    let end = start + len as usize;
-    match input.get(end..end + 2) {
-        None => Ok(None),
-        Some(b"\r\n") => Ok(Some((start, end))),
-        Some(_) => Err(ProtocolError::MissingCrlf),
+    Ok(Some((start, end)))
+}
+
+/// Split an inline command line (without its line end) into arguments as redis's
+/// `sdssplitargs` does, writing them into `out` and their spans into `args`; false if its
+/// quotes are unbalanced.
+///
+/// Arguments are separated by blanks (C's `isspace`). Within `"..."`, `\n \r \t \b \a`
+/// and `\xHH` stand for their bytes and `\` before any other byte for that byte; within
+/// `'...'`, `\'` stands for `'`. A quote may open mid-argument (`a"b c"` is `ab c`), but
+/// a closing quote must be followed by a blank or the end of the line. A NUL byte ends the
+/// line, as it ends the C string redis splits.
+fn split_inline(line: &[u8], out: &mut Vec<u8>, args: &mut Vec<(usize, usize)>) -> bool {
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+    // The byte at `i`, 0 past the end (the C string's terminator).
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let blank = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    out.clear();
+    args.clear();
+    let mut p = 0;
+    loop {
+        while blank(at(p)) {
+            p += 1;
+        }
+        if at(p) == 0 {
+            return true;
+        }
+        let start = out.len();
+        let (mut in_double, mut in_single, mut done) = (false, false, false);
+        while !done {
+            let byte = at(p);
+            if in_double {
+                match (byte, at(p + 1)) {
+                    (b'\\', b'x')
+                        if at(p + 2).is_ascii_hexdigit() && at(p + 3).is_ascii_hexdigit() =>
+                    {
+                        out.push(hex_value(at(p + 2)) * 16 + hex_value(at(p + 3)));
+                        p += 3;
+                    }
+                    (b'\\', next) if next != 0 => {
+                        p += 1;
+                        out.push(match next {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    }
+                    (b'"', next) if next != 0 && !blank(next) => return false,
+                    (b'"', _) => done = true,
+                    (0, _) => return false,
+                    _ => out.push(byte),
+                }
+            } else if in_single {
+                match (byte, at(p + 1)) {
+                    (b'\\', b'\'') => {
+                        p += 1;
+                        out.push(b'\'');
+                    }
+                    (b'\'', next) if next != 0 && !blank(next) => return false,
+                    (b'\'', _) => done = true,
+                    (0, _) => return false,
+                    _ => out.push(byte),
+                }
+            } else {
+                match byte {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => done = true,
+                    b'"' => in_double = true,
+                    b'\'' => in_single = true,
+                    _ => out.push(byte),
+                }
+            }
+            if at(p) != 0 {
+                p += 1;
+            }
+        }
+        args.push((start, out.len()));
     }
 }
 
-/// Split an inline command line on spaces and tabs (quotes are not interpreted).
-fn split_inline(frame: &[u8], args: &mut Vec<(usize, usize)>) {
-    args.clear();
-    let mut start = None;
-    for (at, &byte) in frame.iter().enumerate() {
-        let blank = matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
-        match (blank, start) {
-            (false, None) => start = Some(at),
-            (true, Some(from)) => {
-                args.push((from, at));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(from) = start {
-        args.push((from, frame.len()));
+/// The value of an ASCII hex digit.
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
     }
 }
 

@@ -24,9 +24,11 @@
 //! as the store shrinks by halves, each a walk of the heap that takes tens of milliseconds
 //! for gigabytes, off the server's threads).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::frame::parse_i64;
 
@@ -49,8 +51,52 @@ pub const REUSE_SLACK: usize = 64;
 /// the system.
 pub const GIVE_BACK_AFTER: u64 = 64 << 20;
 
-/// Keys and their values.
-type Keys = HashMap<Vec<u8>, Vec<u8>>;
+/// A value, and when it expires.
+#[derive(Debug)]
+struct Entry {
+    /// The value.
+    value: Vec<u8>,
+    /// When the key expires, if it does.
+    expires: Option<Instant>,
+}
+
+/// One shard's keys and values, and the deadlines of its keys that expire.
+#[derive(Debug, Default)]
+struct Keys {
+    /// The data.
+    map: HashMap<Vec<u8>, Entry>,
+    /// `(deadline, key)` for each expiry set, soonest first. An entry whose key has since
+    /// been deleted or given another deadline is stale, and dropped when it comes up; the
+    /// heap is rebuilt from the map when stale entries could outnumber the keys.
+    deadlines: BinaryHeap<Reverse<(Instant, Vec<u8>)>>,
+}
+
+/// How far an expiry may lie ahead: a later one is taken as this (about 100 years), so
+/// that no deadline overflows the clock.
+pub const LONGEST_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Whether a `SET` depends on the key being there (`NX`, `XX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// Set it either way.
+    #[default]
+    Always,
+    /// `NX`: only if the key is absent.
+    Absent,
+    /// `XX`: only if the key is there.
+    Present,
+}
+
+/// A `SET`'s options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetOptions {
+    /// When the key expires; `None` for never (or, with `keep_ttl`, as before).
+    pub expires: Option<Instant>,
+    /// `KEEPTTL`: keep the key's current expiry.
+    pub keep_ttl: bool,
+    /// `NX` or `XX`.
+    pub condition: Condition,
+}
 
 /// One lock and the keys hashed to it, alone on a cache line.
 #[derive(Debug, Default)]
@@ -78,7 +124,7 @@ pub struct Full;
 pub enum Incr {
     /// The value is not a decimal integer in `i64` range.
     NotInteger,
-    /// The value is `i64::MAX`.
+    /// The sum is out of `i64` range.
     Overflow,
     /// The new value would take the store past its bound.
     Full,
@@ -95,6 +141,10 @@ pub struct Store {
     bound: Option<Bound>,
     /// Bytes freed since free memory was last given back to the system.
     freed: AtomicU64,
+    /// Entries in every shard's `deadlines`: zero when no key expires.
+    deadlines: AtomicU64,
+    /// The shard the next sweep starts at.
+    sweep_from: AtomicU64,
 }
 
 /// The size of a bounded store, kept across shards.
@@ -112,6 +162,8 @@ impl Default for Store {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             bound: None,
             freed: AtomicU64::new(0),
+            deadlines: AtomicU64::new(0),
+            sweep_from: AtomicU64::new(0),
         }
     }
 }
@@ -151,31 +203,75 @@ impl Store {
         }
     }
 
-    /// Keys in the store.
+    /// Keys in the store, counting those expired but not yet removed (as redis's
+    /// `DBSIZE` does).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards.iter().map(|shard| lock(shard).map.len()).sum()
     }
 
-    /// Call `read` with `key`'s value (`None` if absent), under the key's lock.
-    pub fn get<R>(&self, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        let (keys, _) = self.shard(key);
-        read(keys.get(key).map(Vec::as_slice))
-    }
-
-    /// Store `value` under `key`, unless that would take the store past its bound.
-    pub fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Full> {
+    /// Call `read` with `key`'s value (`None` if absent or expired by `now`), under the
+    /// key's lock.
+    pub fn get<R>(&self, key: &[u8], now: Instant, read: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let (mut keys, shard) = self.shard(key);
-        self.put(&mut keys, shard, key, value)
+        self.expire_if_due(&mut keys, shard, key, now);
+        read(keys.map.get(key).map(|entry| entry.value.as_slice()))
+    }
+
+    /// Store `value` under `key` with no expiry, unless that would take the store past its
+    /// bound.
+    #[cfg(test)]
+    pub fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Full> {
+        let now = Instant::now();
+        self.set_with(key, value, now, SetOptions::default(), |_| ())
+            .map(drop)
+    }
+
+    /// `SET` with its options, at `now`: `old` is called first with the value the key had
+    /// (for `GET`); then the value is stored unless the condition fails (false) or the
+    /// store would pass its bound.
+    pub fn set_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: Instant,
+        options: SetOptions,
+        old: impl FnOnce(Option<&[u8]>),
+    ) -> Result<bool, Full> {
+        let (mut keys, shard) = self.shard(key);
+        self.expire_if_due(&mut keys, shard, key, now);
+        let current = keys.map.get(key);
+        old(current.map(|entry| entry.value.as_slice()));
+        let found = current.is_some();
+        match options.condition {
+            Condition::Absent if found => return Ok(false),
+            Condition::Present if !found => return Ok(false),
+            _ => {}
+        }
+        let expires = match options.keep_ttl {
+            true => current.and_then(|entry| entry.expires),
+            false => options.expires,
+        };
+        self.put(&mut keys, shard, key, value)?;
+        self.set_expiry(&mut keys, key, expires);
+        Ok(true)
     }
 
     /// Add one to `key`'s integer value (a missing key counts as 0); returns the new value.
+    #[cfg(test)]
     pub fn incr(&self, key: &[u8]) -> Result<i64, Incr> {
+        self.incr_by(key, 1, Instant::now())
+    }
+
+    /// Add `delta` to `key`'s integer value (a missing or expired key counts as 0); returns
+    /// the new value. The key keeps its expiry, as in redis.
+    pub fn incr_by(&self, key: &[u8], delta: i64, now: Instant) -> Result<i64, Incr> {
         let (mut keys, shard) = self.shard(key);
-        let current = match keys.get(key) {
+        self.expire_if_due(&mut keys, shard, key, now);
+        let current = match keys.map.get(key) {
             None => 0,
-            Some(value) => parse_i64(value).ok_or(Incr::NotInteger)?,
+            Some(entry) => parse_i64(&entry.value).ok_or(Incr::NotInteger)?,
         };
-        let next = current.checked_add(1).ok_or(Incr::Overflow)?;
+        let next = current.checked_add(delta).ok_or(Incr::Overflow)?;
         let mut digits = [0; 20];
         let text = super::format_i64(next, &mut digits);
         self.put(&mut keys, shard, key, text)
@@ -183,27 +279,181 @@ impl Store {
         Ok(next)
     }
 
-    /// Remove `key`; true if it was there.
-    pub fn remove(&self, key: &[u8]) -> bool {
+    /// Remove `key`; true if it was there (and not expired by `now`).
+    pub fn remove(&self, key: &[u8], now: Instant) -> bool {
         let (mut keys, shard) = self.shard(key);
-        let Some((key, value)) = keys.remove_entry(key) else {
-            return false;
-        };
-        let freed = size(&key, &value);
-        // A table emptied by deletes gives its slots back (growing again later costs a
-        // rehash per doubling, as it did the first time).
-        if keys.capacity() > 64 && keys.len() * 4 < keys.capacity() {
-            let len = keys.len();
-            keys.shrink_to(len * 2);
-        }
-        drop((key, value));
-        self.resized(shard, freed, 0);
-        true
+        self.expire_if_due(&mut keys, shard, key, now);
+        self.remove_locked(&mut keys, shard, key)
     }
 
-    /// True if `key` is there.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.shard(key).0.contains_key(key)
+    /// True if `key` is there and not expired by `now`.
+    pub fn contains(&self, key: &[u8], now: Instant) -> bool {
+        let (mut keys, shard) = self.shard(key);
+        self.expire_if_due(&mut keys, shard, key, now);
+        keys.map.contains_key(key)
+    }
+
+    /// Give `key` a deadline (`EXPIRE`, `PEXPIRE`): `None` if the key is absent; else
+    /// whether `allow` (given its current deadline) let it change. A deadline not after
+    /// `now` deletes the key, as redis does.
+    pub fn expire(
+        &self,
+        key: &[u8],
+        now: Instant,
+        deadline: Instant,
+        allow: impl FnOnce(Option<Instant>) -> bool,
+    ) -> Option<bool> {
+        let (mut keys, shard) = self.shard(key);
+        self.expire_if_due(&mut keys, shard, key, now);
+        let current = keys.map.get(key)?.expires;
+        if !allow(current) {
+            return Some(false);
+        }
+        if deadline <= now {
+            self.remove_locked(&mut keys, shard, key);
+        } else {
+            self.set_expiry(&mut keys, key, Some(deadline));
+        }
+        Some(true)
+    }
+
+    /// `key`'s time to live at `now`: `None` if absent, `Some(None)` if it never expires.
+    pub fn ttl(&self, key: &[u8], now: Instant) -> Option<Option<Duration>> {
+        let (mut keys, shard) = self.shard(key);
+        self.expire_if_due(&mut keys, shard, key, now);
+        let entry = keys.map.get(key)?;
+        Some(entry.expires.map(|at| at.saturating_duration_since(now)))
+    }
+
+    /// Remove `key`'s expiry (`PERSIST`); true if it had one.
+    pub fn persist(&self, key: &[u8], now: Instant) -> bool {
+        let (mut keys, shard) = self.shard(key);
+        self.expire_if_due(&mut keys, shard, key, now);
+        match keys.map.get_mut(key) {
+            Some(entry) if entry.expires.is_some() => {
+                // Its deadline in the heap is now stale.
+                entry.expires = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while some key has (or recently had) a deadline: a sweep may find work.
+    pub fn has_deadlines(&self) -> bool {
+        self.deadlines.load(Ordering::Relaxed) > 0
+    }
+
+    /// Remove keys whose deadline passed by `now`, looking at no more than `budget`
+    /// deadlines, from the shard after the one the last sweep ended at; returns the keys
+    /// removed and whether the budget ran out with deadlines still due.
+    pub fn sweep(&self, now: Instant, budget: usize) -> (usize, bool) {
+        let mut looked = 0;
+        let mut removed = 0;
+        let first = self.sweep_from.fetch_add(1, Ordering::Relaxed) as usize;
+        for turn in 0..SHARDS {
+            let shard = &self.shards[(first + turn) % SHARDS];
+            let mut keys = lock(shard);
+            while looked < budget {
+                let Some(Reverse((at, _))) = keys.deadlines.peek() else {
+                    break;
+                };
+                if *at > now {
+                    break;
+                }
+                let Some(Reverse((at, key))) = keys.deadlines.pop() else {
+                    break;
+                };
+                self.deadlines.fetch_sub(1, Ordering::Relaxed);
+                looked += 1;
+                let due = keys
+                    .map
+                    .get(&key)
+                    .is_some_and(|entry| entry.expires == Some(at));
+                if due {
+                    self.remove_locked(&mut keys, shard, &key);
+                    removed += 1;
+                }
+            }
+            if looked >= budget {
+                let more = keys
+                    .deadlines
+                    .peek()
+                    .is_some_and(|Reverse((at, _))| *at <= now);
+                return (removed, more || turn + 1 < SHARDS);
+            }
+        }
+        (removed, false)
+    }
+
+    /// Remove every key (`FLUSHDB`, `FLUSHALL`).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut keys = lock(shard);
+            let emptied = std::mem::take(&mut *keys);
+            self.deadlines
+                .fetch_sub(emptied.deadlines.len() as u64, Ordering::Relaxed);
+            let old = shard.size.load(Ordering::Relaxed);
+            drop(emptied);
+            self.resized(shard, old, 0);
+        }
+    }
+
+    /// Remove `key` from `keys` (`shard`'s keys, locked) if its deadline passed by `now`.
+    fn expire_if_due(&self, keys: &mut Keys, shard: &Shard, key: &[u8], now: Instant) {
+        let due = keys
+            .map
+            .get(key)
+            .and_then(|entry| entry.expires)
+            .is_some_and(|at| at <= now);
+        if due {
+            self.remove_locked(keys, shard, key);
+        }
+    }
+
+    /// Set the expiry of `key` (which is in `keys`, locked) to `expires`.
+    fn set_expiry(&self, keys: &mut Keys, key: &[u8], expires: Option<Instant>) {
+        let Some(entry) = keys.map.get_mut(key) else {
+            return;
+        };
+        if entry.expires == expires {
+            return;
+        }
+        entry.expires = expires;
+        let Some(at) = expires else {
+            return;
+        };
+        keys.deadlines.push(Reverse((at, key.to_vec())));
+        self.deadlines.fetch_add(1, Ordering::Relaxed);
+        // Stale deadlines could outnumber the keys: rebuild the heap from the map.
+        if keys.deadlines.len() > 2 * keys.map.len() + 64 {
+            let before = keys.deadlines.len() as u64;
+            let rebuilt: BinaryHeap<_> = keys
+                .map
+                .iter()
+                .filter_map(|(key, entry)| entry.expires.map(|at| Reverse((at, key.clone()))))
+                .collect();
+            self.deadlines
+                .fetch_sub(before - rebuilt.len() as u64, Ordering::Relaxed);
+            keys.deadlines = rebuilt;
+        }
+    }
+
+    /// Remove `key` from `keys` (`shard`'s keys, locked); true if it was there.
+    fn remove_locked(&self, keys: &mut Keys, shard: &Shard, key: &[u8]) -> bool {
+        let Some((key, entry)) = keys.map.remove_entry(key) else {
+            return false;
+        };
+        let freed = size(&key, &entry.value);
+        // A table emptied by deletes gives its slots back (growing again later costs a
+        // rehash per doubling, as it did the first time).
+        if keys.map.capacity() > 64 && keys.map.len() * 4 < keys.map.capacity() {
+            let len = keys.map.len();
+            keys.map.shrink_to(len * 2);
+        }
+        drop((key, entry));
+        self.resized(shard, freed, 0);
+        true
     }
 
     /// The shard that holds `key`: its keys, locked, and the shard (for its counts).
@@ -215,12 +465,14 @@ impl Store {
     /// Store `value` under `key` in `keys` (`shard`'s keys, locked), reusing the old
     /// value's buffer when it is not far larger than `value`; refused if that would take
     /// the store past its bound. One lookup for an existing key, as a plain map's `SET`.
+    /// The key keeps its expiry.
     fn put(&self, keys: &mut Keys, shard: &Shard, key: &[u8], value: &[u8]) -> Result<(), Full> {
         // What the key will count for when its value is a fresh allocation: `to_vec`
         // allocates exactly the length.
         let fresh = key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD;
-        let (old, new) = match keys.get_mut(key) {
-            Some(stored) => {
+        let (old, new) = match keys.map.get_mut(key) {
+            Some(entry) => {
+                let stored = &mut entry.value;
                 let old = size(key, stored);
                 let capacity = stored.capacity();
                 if capacity >= value.len() && capacity <= 2 * value.len() + REUSE_SLACK {
@@ -236,7 +488,11 @@ impl Store {
             }
             None => {
                 self.reserve(0, fresh)?;
-                keys.insert(key.to_vec(), value.to_vec());
+                let entry = Entry {
+                    value: value.to_vec(),
+                    expires: None,
+                };
+                keys.map.insert(key.to_vec(), entry);
                 (0, fresh)
             }
         };
@@ -381,7 +637,12 @@ mod tests {
 
     /// The capacity of `key`'s value.
     fn capacity(store: &Store, key: &[u8]) -> usize {
-        store.shard(key).0.get(key).map_or(0, Vec::capacity)
+        store
+            .shard(key)
+            .0
+            .map
+            .get(key)
+            .map_or(0, |entry| entry.value.capacity())
     }
 
     #[test]
@@ -392,7 +653,9 @@ mod tests {
         store.set(b"k", b"x").unwrap();
         assert_eq!(capacity(&store, b"k"), 1);
         assert_eq!(store.used(), 1 + 1 + ENTRY_OVERHEAD);
-        store.get(b"k", |value| assert_eq!(value, Some(&b"x"[..])));
+        store.get(b"k", Instant::now(), |value| {
+            assert_eq!(value, Some(&b"x"[..]))
+        });
     }
 
     #[test]
@@ -402,7 +665,9 @@ mod tests {
         store.set(b"k", &[2; 600]).unwrap();
         assert_eq!(capacity(&store, b"k"), 1000);
         assert_eq!(store.used(), 1 + 1000 + ENTRY_OVERHEAD);
-        store.get(b"k", |value| assert_eq!(value, Some(&[2; 600][..])));
+        store.get(b"k", Instant::now(), |value| {
+            assert_eq!(value, Some(&[2; 600][..]))
+        });
         // Too small for the old buffer to be worth keeping: replaced.
         store.set(b"k", &[3; 400]).unwrap();
         assert_eq!(capacity(&store, b"k"), 400);
@@ -417,9 +682,9 @@ mod tests {
             assert_eq!(store.incr(b"a"), Err(Incr::NotInteger));
             let n_capacity = capacity(&store, b"n") as u64;
             assert_eq!(store.used(), 1 + 5 + 1 + n_capacity + 2 * ENTRY_OVERHEAD);
-            assert!(store.remove(b"a"));
-            assert!(!store.remove(b"a"));
-            assert!(store.remove(b"n"));
+            assert!(store.remove(b"a", Instant::now()));
+            assert!(!store.remove(b"a", Instant::now()));
+            assert!(store.remove(b"n", Instant::now()));
             assert_eq!(store.used(), 0);
             assert_eq!(store.len(), 0);
         }
@@ -439,9 +704,9 @@ mod tests {
         // Writes that do not grow it, and deletes, go through.
         store.set(b"a", &[1; 100]).unwrap();
         store.set(b"b", b"small").unwrap();
-        assert!(store.remove(b"c"));
+        assert!(store.remove(b"c", Instant::now()));
         store.set(b"d", b"fits again").unwrap();
-        assert!(!store.contains(b"n"));
+        assert!(!store.contains(b"n", Instant::now()));
         assert!(store.used() <= 3 * entry);
     }
 }

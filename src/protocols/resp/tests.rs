@@ -56,6 +56,52 @@ fn each_command_gets_its_redis_reply() {
 }
 
 #[test]
+fn counters_flushes_and_select_answer_as_redis_does() {
+    let mut wire = Vec::new();
+    for args in [
+        &[&b"INCRBY"[..], b"n", b"10"][..],
+        &[b"DECR", b"n"],
+        &[b"DECRBY", b"n", b"-5"],
+        &[b"INCRBY", b"n", b"x"],
+        &[b"DECRBY", b"n", b"-9223372036854775808"],
+        &[b"INCRBY", b"n", b"9223372036854775807"],
+        &[b"DBSIZE"],
+        &[b"FLUSHDB", b"now"],
+        &[b"FLUSHALL", b"ASYNC"],
+        &[b"DBSIZE"],
+        &[b"SELECT", b"abc"],
+        &[b"SELECT", b"00"],
+        &[b"SELECT", b" 0"],
+        &[b"SELECT", b"99999999999"],
+        &[b"SELECT", b"-1"],
+        &[b"SELECT", b"0"],
+    ] {
+        wire.extend(multibulk(args));
+    }
+    let not_integer = "-ERR value is not an integer or out of range\r\n";
+    let want = format!(
+        ":10\r\n:9\r\n:14\r\n{not_integer}-ERR decrement would overflow\r\n\
+         -ERR increment or decrement would overflow\r\n:1\r\n-ERR syntax error\r\n+OK\r\n\
+         :0\r\n{}-ERR DB index is out of range\r\n+OK\r\n",
+        not_integer.repeat(4)
+    );
+    assert_eq!(run(&wire), (want, false));
+}
+
+#[test]
+fn an_unknown_command_is_named_as_redis_names_it() {
+    // C strings: cut at NUL; CR and LF become spaces; the argument list stops near 128.
+    let long = [b'a'; 100];
+    let wire = multibulk(&[b"NO\x01PE\0tail", b"x\ny", &long, &long, b"never"]);
+    let want = format!(
+        "-ERR unknown command 'NO\x01PE', with args beginning with: 'x y' '{}' '{}' \r\n",
+        "a".repeat(100),
+        "a".repeat(128 - 6 - 103)
+    );
+    assert_eq!(run(&wire), (want, false));
+}
+
+#[test]
 fn one_data_call_runs_one_command_so_the_model_can_stop_between_them() {
     let ping = multibulk(&[b"PING"]);
     let (used, output) = one_call(&Resp::default(), &[&ping[..], b"PING\r\n", &ping].concat());
@@ -162,7 +208,7 @@ fn incr_refuses_leading_zeros_and_negative_zero_as_redis_does() {
 fn unknown_commands_and_bad_arity_are_errors_and_the_client_stays() {
     let mut wire = multibulk(&[b"FLY", b"a\r\n", b"b"]);
     wire.extend(multibulk(&[b"GET"]));
-    wire.extend(multibulk(&[b"SET", b"k", b"v", b"EX", b"10"]));
+    wire.extend(multibulk(&[b"SET", b"k", b"v", b"EXPIRES", b"10"]));
     wire.extend(multibulk(&[b"PING"]));
     let want = "-ERR unknown command 'FLY', with args beginning with: 'a  ' 'b' \r\n\
                 -ERR wrong number of arguments for 'get' command\r\n-ERR syntax error\r\n+PONG\r\n";
@@ -192,7 +238,6 @@ fn broken_framing_gets_a_protocol_error_and_closes() {
         (b"*1\r\n:1\r\n", "expected '$', got ':'"),
         (b"*1\r\n$-2\r\n", "invalid bulk length"),
         (b"*1\r\n$999999999\r\n", "invalid bulk length"),
-        (b"*1\r\n$2\r\nabcd\r\n", "expected CRLF after bulk string"),
         (
             b"*1111111111111111111111111111111",
             "invalid multibulk length",
@@ -214,9 +259,31 @@ fn broken_framing_gets_a_protocol_error_and_closes() {
 #[test]
 fn commands_before_a_protocol_error_are_answered() {
     let mut wire = multibulk(&[b"PING"]);
-    wire.extend_from_slice(b"*1\r\n$1\r\nxyz");
-    let want = "+PONG\r\n-ERR Protocol error: expected CRLF after bulk string\r\n";
+    wire.extend_from_slice(b"*1\r\n$-2\r\nxyz");
+    let want = "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n";
     assert_eq!(run(&wire), (want.to_string(), true));
+}
+
+#[test]
+fn the_two_bytes_after_a_bulk_are_skipped_unread_as_redis_does() {
+    // redis answers `*1\r\n$4\r\nPINGxx` with +PONG; what follows is the next command.
+    let (out, closed) = run(b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n");
+    assert_eq!((out.as_str(), closed), ("+PONG\r\n+PONG\r\n", false));
+}
+
+#[test]
+fn a_bulk_is_bounded_by_the_setting() {
+    let value = vec![b'v'; 1000];
+    let set = multibulk(&[b"SET", b"k", &value]);
+    let got = drive(&Resp::default().with_max_bulk(1000), &[&set]);
+    assert_eq!((&got.output[..], got.closed), (&b"+OK\r\n"[..], false));
+    let got = drive(&Resp::default().with_max_bulk(999), &[&set]);
+    let want = b"-ERR Protocol error: invalid bulk length\r\n";
+    assert_eq!((&got.output[..], got.closed), (&want[..], true));
+    // The default lets redis's "Very big payload" (4 MiB) through.
+    let big = vec![b'x'; 4 << 20];
+    let got = drive(&Resp::default(), &[&multibulk(&[b"SET", b"k", &big])]);
+    assert_eq!((&got.output[..], got.closed), (&b"+OK\r\n"[..], false));
 }
 
 #[test]
@@ -513,4 +580,64 @@ proptest! {
         wire.extend(noise);
         resumed_matches_fresh(&wire, &cuts)?;
     }
+}
+
+/// The arguments an inline line splits into, or `None` for unbalanced quotes.
+fn inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut framer = frame::Framer::default();
+    match framer.check(line) {
+        frame::Check::Complete(len) => {
+            let frame = framer.frame(&line[..len]);
+            Some(
+                framer
+                    .args()
+                    .iter()
+                    .map(|&(start, end)| frame[start..end].to_vec())
+                    .collect(),
+            )
+        }
+        frame::Check::Error(frame::ProtocolError::UnbalancedQuotes) => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn inline_lines_split_as_redis_sdssplitargs_does() {
+    let words = |list: &[&[u8]]| Some(list.iter().map(|w| w.to_vec()).collect::<Vec<_>>());
+    for (line, want) in [
+        (
+            &b"SET k \"a b\\x41\\n\"\r\n"[..],
+            words(&[b"SET", b"k", b"a bA\n"]),
+        ),
+        (b"SET k 'x y'\n", words(&[b"SET", b"k", b"x y"])),
+        (b"a\"b c\"  \t''\r\n", words(&[b"ab c", b""])),
+        (
+            b"\"\\r\\t\\b\\a\\\\\\\"\\q\\xZZ\\x7e\"\n",
+            words(&[b"\r\t\x08\x07\\\"qxZZ~"]),
+        ),
+        (b"'it\\'s' 'a\\b'\n", words(&[b"it's", b"a\\b"])),
+        (b"a\x0bb \x0c c\n", words(&[b"a\x0bb", b"c"])),
+        (b"GET k\0 ignored\n", words(&[b"GET", b"k"])),
+        (b"   \r\n", words(&[])),
+        (b"set \"\"\"test-key\"\"\" test-value\r\n", None),
+        (b"set \"open\n", None),
+        (b"set 'open\r\n", None),
+        (b"set \"a\"b\n", None),
+        (b"set 'a'b\n", None),
+        (b"set \"a\\\"\n", None),
+    ] {
+        assert_eq!(
+            inline_args(line),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[test]
+fn unbalanced_inline_quotes_get_redis_error_and_close() {
+    let (out, closed) = run(b"SET k \"a b\\x41\\n\"\r\nGET k\r\nset \"\"\"k\"\"\" v\r\nPING\r\n");
+    let want = "+OK\r\n$5\r\na bA\n\r\n-ERR Protocol error: unbalanced quotes in request\r\n";
+    assert_eq!((out.as_str(), closed), (want, true));
 }
