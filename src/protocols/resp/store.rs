@@ -96,6 +96,8 @@ pub struct SetOptions {
     pub keep_ttl: bool,
     /// `NX` or `XX`.
     pub condition: Condition,
+    /// `GET`: the old value is wanted.
+    pub get: bool,
 }
 
 /// One lock and the keys hashed to it, alone on a cache line.
@@ -239,6 +241,15 @@ impl Store {
     ) -> Result<bool, Full> {
         let (mut keys, shard) = self.shard(key);
         self.expire_if_due(&mut keys, shard, key, now);
+        let plain = options.condition == Condition::Always && !options.keep_ttl && !options.get;
+        if plain {
+            // A plain SET (redis-benchmark's): one lookup, in `put`.
+            self.put(&mut keys, shard, key, value)?;
+            if options.expires.is_some() || !keys.deadlines.is_empty() {
+                self.set_expiry(&mut keys, key, options.expires);
+            }
+            return Ok(true);
+        }
         let current = keys.map.get(key);
         old(current.map(|entry| entry.value.as_slice()));
         let found = current.is_some();
@@ -401,6 +412,10 @@ impl Store {
 
     /// Remove `key` from `keys` (`shard`'s keys, locked) if its deadline passed by `now`.
     fn expire_if_due(&self, keys: &mut Keys, shard: &Shard, key: &[u8], now: Instant) {
+        // Every key with a deadline has an entry in the heap: none, no lookup.
+        if keys.deadlines.is_empty() {
+            return;
+        }
         let due = keys
             .map
             .get(key)
