@@ -620,7 +620,7 @@ impl Resp {
                 std::env::consts::OS,
                 usize::BITS,
                 std::process::id(),
-                self.started.elapsed().as_secs(),
+                ctx.now().saturating_duration_since(self.started).as_secs(),
                 env!("CARGO_PKG_VERSION"),
             ));
         }
