@@ -101,13 +101,6 @@ impl Resp {
 /// Every command served: name, and the least and most arguments it takes (its name
 /// included). `SET` takes more so that options get "syntax error", as in redis.
 const COMMANDS: [(&str, usize, usize); 25] = [
-    ("function", 2, usize::MAX),
-    ("hello", 1, usize::MAX),
-    ("expire", 3, 4),
-    ("pexpire", 3, 4),
-    ("ttl", 2, 2),
-    ("pttl", 2, 2),
-    ("persist", 2, 2),
     ("get", 2, 2),
     ("set", 3, usize::MAX),
     ("ping", 1, 2),
@@ -126,6 +119,13 @@ const COMMANDS: [(&str, usize, usize); 25] = [
     ("config", 3, usize::MAX),
     ("quit", 1, usize::MAX),
     ("info", 1, usize::MAX),
+    ("function", 2, usize::MAX),
+    ("hello", 1, usize::MAX),
+    ("expire", 3, 4),
+    ("pexpire", 3, 4),
+    ("ttl", 2, 2),
+    ("pttl", 2, 2),
+    ("persist", 2, 2),
 ];
 
 /// Per-connection state: how far the command at the front of the input has been framed.
@@ -455,6 +455,7 @@ impl Resp {
                 options.condition = Condition::Present;
             } else if is(b"get") {
                 get = true;
+                options.get = true;
             } else if is(b"keepttl") && expiry.is_none() {
                 options.keep_ttl = true;
             } else if let Some(kind) = [
@@ -619,7 +620,7 @@ impl Resp {
                 std::env::consts::OS,
                 usize::BITS,
                 std::process::id(),
-                self.started.elapsed().as_secs(),
+                ctx.now().saturating_duration_since(self.started).as_secs(),
                 env!("CARGO_PKG_VERSION"),
             ));
         }

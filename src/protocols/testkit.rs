@@ -62,6 +62,14 @@ pub(crate) struct Driver<'h, H: Handler> {
     pub(crate) closed: bool,
 }
 
+/// The time every driven connection sees: one instant for the whole process, standing
+/// still, so that replies which depend on the clock (a key's TTL) are the same however
+/// the input is cut and whenever it is fed.
+fn clock() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
 impl<'h, H: Handler> Driver<'h, H> {
     /// Open connection `id` on `handler`.
     pub(crate) fn open(handler: &'h H, id: ConnId) -> Self {
@@ -70,7 +78,7 @@ impl<'h, H: Handler> Driver<'h, H> {
         let session = handler.open(&mut Context::new(
             id,
             peer(),
-            Instant::now(),
+            clock(),
             &mut output,
             &mut actions,
             &mut outbox,
@@ -101,7 +109,7 @@ impl<'h, H: Handler> Driver<'h, H> {
             let mut ctx = Context::new(
                 self.id,
                 peer(),
-                Instant::now(),
+                clock(),
                 &mut self.output,
                 &mut actions,
                 &mut self.outbox,
@@ -134,7 +142,7 @@ pub(crate) fn one_call<H: Handler>(handler: &H, input: &[u8]) -> (usize, Vec<u8>
     let mut ctx = Context::new(
         conn.id,
         peer(),
-        Instant::now(),
+        clock(),
         &mut conn.output,
         &mut actions,
         &mut conn.outbox,

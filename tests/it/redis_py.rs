@@ -16,6 +16,11 @@ const NO_MODULE: i32 = 3;
 fn redis_py_gets_right_answers(model: Model) {
     let server = ServerProcess::spawn(&["--protocol", "resp", "--model", model_arg(model)], None);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/redis_py/check.py");
+    if !std::path::Path::new(script).exists() {
+        // The published crate leaves the script out.
+        eprintln!("SKIPPED: {script} is missing");
+        return;
+    }
     let output = match Command::new("python3")
         .arg(script)
         .arg(server.addr.ip().to_string())

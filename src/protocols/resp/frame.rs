@@ -10,7 +10,7 @@
 //! store.
 
 /// The longest bulk string accepted by default, in bytes (redis's `proto-max-bulk-len`;
-/// [`Framer::with_max_bulk`] sets another). The server's input cap bounds it too: a
+/// `Resp::with_max_bulk` sets another). The server's input cap bounds it too: a
 /// command is held whole in the connection's input, which the server's budget counts.
 pub const MAX_BULK: usize = 8 * 1024 * 1024;
 

@@ -96,6 +96,8 @@ pub struct SetOptions {
     pub keep_ttl: bool,
     /// `NX` or `XX`.
     pub condition: Condition,
+    /// `GET`: the old value is wanted.
+    pub get: bool,
 }
 
 /// One lock and the keys hashed to it, alone on a cache line.
@@ -239,6 +241,15 @@ impl Store {
     ) -> Result<bool, Full> {
         let (mut keys, shard) = self.shard(key);
         self.expire_if_due(&mut keys, shard, key, now);
+        let plain = options.condition == Condition::Always && !options.keep_ttl && !options.get;
+        if plain {
+            // A plain SET (redis-benchmark's): one lookup, in `put`.
+            self.put(&mut keys, shard, key, value)?;
+            if options.expires.is_some() || !keys.deadlines.is_empty() {
+                self.set_expiry(&mut keys, key, options.expires);
+            }
+            return Ok(true);
+        }
         let current = keys.map.get(key);
         old(current.map(|entry| entry.value.as_slice()));
         let found = current.is_some();
@@ -401,6 +412,10 @@ impl Store {
 
     /// Remove `key` from `keys` (`shard`'s keys, locked) if its deadline passed by `now`.
     fn expire_if_due(&self, keys: &mut Keys, shard: &Shard, key: &[u8], now: Instant) {
+        // Every key with a deadline has an entry in the heap: none, no lookup.
+        if keys.deadlines.is_empty() {
+            return;
+        }
         let due = keys
             .map
             .get(key)
@@ -708,5 +723,91 @@ mod tests {
         store.set(b"d", b"fits again").unwrap();
         assert!(!store.contains(b"n", Instant::now()));
         assert!(store.used() <= 3 * entry);
+    }
+
+    /// `SetOptions` with a deadline.
+    fn expiring(at: Instant) -> SetOptions {
+        SetOptions {
+            expires: Some(at),
+            ..SetOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_sweep_removes_due_keys_within_its_budget() {
+        let store = Store::default();
+        let now = Instant::now();
+        for n in 0..500 {
+            let key = format!("k{n}");
+            store
+                .set_with(
+                    key.as_bytes(),
+                    b"v",
+                    now,
+                    expiring(now + Duration::from_millis(1)),
+                    |_| (),
+                )
+                .unwrap();
+        }
+        store.set(b"stays", b"v").unwrap();
+        store
+            .set_with(
+                b"later",
+                b"v",
+                now,
+                expiring(now + Duration::from_secs(60)),
+                |_| (),
+            )
+            .unwrap();
+        let later = now + Duration::from_secs(1);
+        let (removed, more) = store.sweep(later, 200);
+        assert_eq!((removed, more), (200, true));
+        assert_eq!(store.len(), 302);
+        let mut runs = 1;
+        while store.sweep(later, 200).1 {
+            runs += 1;
+            assert!(runs < 10, "the sweep never finished");
+        }
+        assert_eq!(store.len(), 2);
+        // The key due in a minute keeps its deadline, so the sweeper's job goes on.
+        assert!(store.has_deadlines());
+        assert!(store.contains(b"later", later) && store.contains(b"stays", later));
+        assert_eq!(used_of(&store), store.used());
+    }
+
+    /// The size the store's keys add up to, counted afresh.
+    fn used_of(store: &Store) -> u64 {
+        store
+            .shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .map
+                    .iter()
+                    .map(|(key, entry)| size(key, &entry.value))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn stale_deadlines_do_not_pile_up() {
+        let store = Store::default();
+        let now = Instant::now();
+        assert_eq!(store.expire(b"k", now, now, |_| true), None);
+        for n in 0..10_000u64 {
+            let at = now + Duration::from_secs(1000 + n);
+            if n > 0 {
+                assert_eq!(store.expire(b"k", now, at, |_| true), Some(true));
+            }
+            store
+                .set_with(b"k", b"v", now, expiring(at), |_| ())
+                .unwrap();
+        }
+        let heap = lock(&store.shards[shard_index(b"k")]).deadlines.len();
+        assert!(heap <= 2 + 64 + 1, "{heap} deadlines kept for one key");
+        assert_eq!(store.deadlines.load(Ordering::Relaxed), heap as u64);
+        assert!(store.persist(b"k", now));
+        assert_eq!(store.ttl(b"k", now), Some(None));
     }
 }
