@@ -164,18 +164,7 @@ pub(crate) fn recv_flags(
 /// `recv` with `MSG_DONTWAIT`: what has already arrived on `fd`, without blocking
 /// (`WouldBlock` if nothing has), even on a blocking socket.
 pub(crate) fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and the
-    // descriptor is borrowed for it.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    // A negative count means failure, with the reason in errno.
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    recv_flags(fd, buf, libc::MSG_DONTWAIT)
 }
 
 /// `send` with `MSG_NOSIGNAL`: a peer that has gone yields `EPIPE` instead of raising
