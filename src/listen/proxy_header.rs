@@ -205,6 +205,11 @@ fn parse_v1(input: &[u8]) -> Result<Parsed, HeaderError> {
     if len > V1_MAX {
         return Err(HeaderError::V1TooLong);
     }
+    // The line ends in CRLF, whatever it holds: a CR followed by anything else is
+    // malformed (ppp checks the ending only for the address families it reads).
+    if input[cr + 1] != b'\n' {
+        return Err(HeaderError::V1("a CR not followed by LF".into()));
+    }
     let header = v1::Header::try_from(&input[..len]).map_err(|e| HeaderError::V1(e.to_string()))?;
     let source = match header.addresses {
         v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
@@ -468,6 +473,11 @@ mod tests {
     #[test]
     fn bad_headers_are_named() {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Err(HeaderError::NotProxy));
+        // An UNKNOWN line must still end in CRLF (found by the fuzz target).
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN x\r\x01\x00\n"),
+            Err(HeaderError::V1(_))
+        ));
         assert!(matches!(
             parse(b"PROXY TCP4 junk\r\n"),
             Err(HeaderError::V1(_))
