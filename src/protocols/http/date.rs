@@ -3,56 +3,62 @@
 //!
 //! A thread-local cache, not a shared one: the reactor is one thread, and under the
 //! thread-per-client model a shared cache would put a lock or an atomic on every reply of
-//! every thread. A request costs one read of the clock (a vDSO call) and a 37-byte copy.
+//! every thread. A reply within the second its line was made for reads no clock (the turn's
+//! clock, `Context::now`, tells when the second is over) and copies 37 bytes.
 
 use std::cell::Cell;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n`: an IMF-fixdate is always 29 bytes.
 pub(super) const DATE_LINE_LEN: usize = 37;
 
-/// A formatted line, and the second (since the epoch) it was formatted for.
-type Cached = (u64, [u8; DATE_LINE_LEN]);
+/// The cached line and until when it holds: the instant the next second begins, read on
+/// the turn's clock (`Context::now`), so a reply within the same second reads no clock at
+/// all, as nginx caches its time once per turn of its loop.
+type Cached = (Option<Instant>, [u8; DATE_LINE_LEN]);
 
 thread_local! {
-    /// This thread's line; `u64::MAX` until the first reply formats one.
-    static CACHE: Cell<Cached> = const { Cell::new((u64::MAX, [0; DATE_LINE_LEN])) };
+    /// This thread's line and its validity (each worker and client thread keeps its own).
+    static CACHE: Cell<Cached> = const { Cell::new((None, [0; DATE_LINE_LEN])) };
 }
 
 #[cfg(feature = "fuzzing")]
 thread_local! {
-    /// Set by the fuzz targets: every line is the epoch's, so that two runs of the same
-    /// input give the same bytes whatever second each ran in.
+    /// Under fuzzing, dates are frozen at the epoch so that runs compare.
     static FROZEN: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Make this thread's `Date` lines the epoch's from now on (fuzz targets only).
+/// Freeze this thread's dates at the epoch (fuzzing only: replies then compare byte for
+/// byte however the input was cut).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn freeze() {
     FROZEN.with(|frozen| frozen.set(true));
 }
 
-/// The `Date` line for now, CRLF included.
-pub(super) fn date_line() -> [u8; DATE_LINE_LEN] {
+/// The `Date: <IMF-fixdate>\r\n` line for a reply made at `now` (the turn's clock): the
+/// cached line while `now` is before the next second, else the wall clock read and the
+/// line formatted again.
+pub(super) fn date_line(now: Instant) -> [u8; DATE_LINE_LEN] {
     #[cfg(feature = "fuzzing")]
     if FROZEN.with(Cell::get) {
         return format_line(0);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
     CACHE.with(|cache| {
-        let (second, line) = cache.get();
-        if second == now {
+        let (until, line) = cache.get();
+        if until.is_some_and(|until| now < until) {
             return line;
         }
-        let line = format_line(now);
-        cache.set((now, line));
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let line = format_line(since.as_secs());
+        let left = Duration::from_secs(1)
+            .saturating_sub(Duration::from_nanos(u64::from(since.subsec_nanos())));
+        cache.set((Some(now + left), line));
         line
     })
 }
 
-/// Format the line for `second` since the epoch (the once-a-second path).
 fn format_line(second: u64) -> [u8; DATE_LINE_LEN] {
     let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
     let mut line = *b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
@@ -78,10 +84,28 @@ mod tests {
 
     #[test]
     fn the_cached_line_parses_as_now() {
-        let line = date_line();
+        let line = date_line(Instant::now());
         let text = std::str::from_utf8(&line[6..DATE_LINE_LEN - 2]).unwrap();
         let parsed = httpdate::parse_http_date(text).unwrap();
         let age = SystemTime::now().duration_since(parsed).unwrap();
         assert!(age < Duration::from_secs(5), "{text}");
+    }
+
+    #[test]
+    fn the_line_is_kept_until_the_next_second_on_the_turns_clock() {
+        let now = Instant::now();
+        let first = date_line(now);
+        // Within the same second of the turn's clock: the cached line, whatever the wall
+        // clock says meanwhile.
+        assert_eq!(date_line(now), first);
+        // Two seconds later on the turn's clock, the line is made again, for a later second.
+        let later = date_line(now + Duration::from_secs(2));
+        let parse = |line: &[u8; DATE_LINE_LEN]| {
+            let text = std::str::from_utf8(&line[6..DATE_LINE_LEN - 2])
+                .unwrap()
+                .to_owned();
+            httpdate::parse_http_date(&text).unwrap()
+        };
+        assert!(parse(&later) >= parse(&first));
     }
 }
