@@ -563,10 +563,13 @@ fn a_fleet_behind_haproxy_is_upgraded_and_stopped_under_wrk_with_no_error() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start haproxy");
+    // The servers may still be starting: a refused connect means "not yet", not a failure.
+    let healthy = |port: u16| {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        TcpStream::connect(addr).is_ok() && status_of(addr, "/healthz") == 200
+    };
     fixtures::eventually("both servers healthy and HAProxy up", || {
-        status_of(SocketAddr::from(([127, 0, 0, 1], metrics_a)), "/healthz") == 200
-            && status_of(SocketAddr::from(([127, 0, 0, 1], metrics_b)), "/healthz") == 200
-            && TcpStream::connect(("127.0.0.1", front)).is_ok()
+        healthy(metrics_a) && healthy(metrics_b) && TcpStream::connect(("127.0.0.1", front)).is_ok()
     });
     // Let HAProxy's checks see both up (rise 2 at 100 ms).
     thread::sleep(Duration::from_millis(500));
