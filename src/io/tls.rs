@@ -37,6 +37,21 @@ pub(crate) fn needs_own_alert(conn: &rustls::CommonState) -> bool {
         && conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
 }
 
+/// The socket as rustls's `read_tls` sees it, noting whether its read was short (fewer
+/// bytes than offered: the socket had no more).
+struct NoteShort<'a, S> {
+    stream: &'a mut S,
+    short: bool,
+}
+
+impl<S: Read> Read for NoteShort<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
 /// One TLS session, server or client side.
 #[derive(Debug)]
 pub(crate) struct TlsSession {
@@ -103,8 +118,15 @@ impl TlsSession {
     /// the socket until `buf` is full or the socket has nothing more (so that a short
     /// result means the socket was drained, as with a plaintext read). Handshake
     /// messages are answered on the way.
+    ///
+    /// A socket read that returned less than it was offered drained the socket: on
+    /// Linux, bytes arriving after it raise a new edge, so once it gave plaintext there is
+    /// no read to make that would only meet `WouldBlock` (one syscall per request, as for
+    /// plaintext). With no plaintext yet, reading goes on until `WouldBlock`: an EOF that
+    /// arrived with a record carrying none must still be seen.
     pub(crate) fn read<S: Read + Write>(&mut self, stream: &mut S, buf: &mut [u8]) -> ReadOutcome {
         let mut filled = 0;
+        let mut drained = false;
         loop {
             match self.conn.reader().read(&mut buf[filled..]) {
                 // The peer's close_notify: a clean end of its data.
@@ -115,6 +137,12 @@ impl TlsSession {
                     if filled == buf.len() {
                         return ReadOutcome::Data(filled);
                     }
+                    // Take what else rustls holds before reading the socket.
+                    continue;
+                }
+                // Nothing decrypted is waiting, and the socket had nothing more.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock && drained && filled > 0 => {
+                    return ReadOutcome::Data(filled);
                 }
                 // Nothing decrypted is waiting: read records below.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -123,7 +151,13 @@ impl TlsSession {
                 Err(err) if filled == 0 => return ReadOutcome::Failed(err),
                 Err(_) => return ReadOutcome::Data(filled),
             }
-            match self.conn.read_tls(stream) {
+            let mut socket = NoteShort {
+                stream: &mut *stream,
+                short: false,
+            };
+            let read = self.conn.read_tls(&mut socket);
+            drained = socket.short;
+            match read {
                 // TCP EOF: rustls records it; the reader above says what it means.
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -196,5 +230,132 @@ impl TlsSession {
     pub(crate) fn close_notify<S: Read + Write>(&mut self, stream: &mut S) {
         self.conn.send_close_notify();
         let _ = self.push_records(stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::io::tls_config;
+
+    /// One end of an in-memory socket pair: reads take what the other end wrote, or
+    /// `WouldBlock`; every read is counted.
+    #[derive(Default)]
+    struct Pipe {
+        incoming: VecDeque<u8>,
+        outgoing: Vec<u8>,
+        reads: usize,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.incoming.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.incoming.len());
+            for (slot, byte) in buf.iter_mut().zip(self.incoming.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.outgoing.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server and a client session over in-memory pipes, the handshake done.
+    fn handshaken() -> (TlsSession, Pipe, TlsSession, Pipe) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let server_config = tls_config::server_from_pem(&cert_path, &key_path, &[]).unwrap();
+        let client_config = tls_config::client_from_pem(Some(&cert_path)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut server = TlsSession::new(&server_config).unwrap();
+        let mut client = TlsSession::client(&client_config, name).unwrap();
+        let (mut server_end, mut client_end) = (Pipe::default(), Pipe::default());
+        let mut buf = [0u8; 256];
+        for _ in 0..10 {
+            let _ = client.push_records(&mut client_end);
+            server_end.incoming.extend(client_end.outgoing.drain(..));
+            let _ = server.read(&mut server_end, &mut buf);
+            client_end.incoming.extend(server_end.outgoing.drain(..));
+            let _ = client.read(&mut client_end, &mut buf);
+            if !server.is_handshaking() && !client.is_handshaking() {
+                server_end.incoming.extend(client_end.outgoing.drain(..));
+                let _ = server.read(&mut server_end, &mut buf);
+                return (server, server_end, client, client_end);
+            }
+        }
+        panic!("the in-memory handshake did not complete");
+    }
+
+    #[test]
+    fn a_record_read_whole_gives_its_plaintext_in_one_socket_read() {
+        let (mut server, mut server_end, mut client, mut client_end) = handshaken();
+        assert_eq!(
+            client
+                .write(&mut client_end, b"GET / HTTP/1.1\r\n\r\n")
+                .unwrap(),
+            18
+        );
+        server_end.incoming.extend(client_end.outgoing.drain(..));
+        server_end.reads = 0;
+        let mut buf = [0u8; 4096];
+        match server.read(&mut server_end, &mut buf) {
+            ReadOutcome::Data(n) => assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n"),
+            other => panic!("expected the request, got {other:?}"),
+        }
+        assert_eq!(
+            server_end.reads, 1,
+            "a short socket read means the socket is drained"
+        );
+    }
+
+    #[test]
+    fn a_record_split_across_socket_reads_is_read_until_it_is_whole() {
+        let (mut server, mut server_end, mut client, mut client_end) = handshaken();
+        client.write(&mut client_end, &[7u8; 1000]).unwrap();
+        let record = std::mem::take(&mut client_end.outgoing);
+        let mut buf = [0u8; 4096];
+        // Half the record: no plaintext yet, and nothing more to read.
+        server_end.incoming.extend(&record[..record.len() / 2]);
+        assert!(matches!(
+            server.read(&mut server_end, &mut buf),
+            ReadOutcome::WouldBlock
+        ));
+        server_end.incoming.extend(&record[record.len() / 2..]);
+        match server.read(&mut server_end, &mut buf) {
+            ReadOutcome::Data(n) => assert_eq!(&buf[..n], &[7u8; 1000][..]),
+            other => panic!("expected the plaintext, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_eof_after_a_record_without_plaintext_is_still_seen() {
+        let (mut server, mut server_end, mut client, mut client_end) = handshaken();
+        client.close_notify(&mut client_end);
+        server_end.incoming.extend(client_end.outgoing.drain(..));
+        let mut buf = [0u8; 64];
+        assert!(matches!(
+            server.read(&mut server_end, &mut buf),
+            ReadOutcome::Eof
+        ));
     }
 }
