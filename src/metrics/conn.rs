@@ -24,6 +24,12 @@ const MAX_INPUT: usize = MAX_HEAD + MAX_BODY;
 /// `lingering_close`); shorter if the request timeout is.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long after it was accepted a connection that has sent nothing yet may still send
+/// its first request once the endpoint is stopping. During an upgrade the old process can
+/// accept a client that connected a moment ago and whose request is still on its way;
+/// closing it at once would answer that request with a reset.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -67,6 +73,8 @@ pub(super) struct Conn {
     peer_done: bool,
     /// The endpoint is stopping: answer the request under way, if any, then close.
     stopping: bool,
+    /// When it was accepted, while it has sent no byte yet; `None` after its first byte.
+    fresh_since: Option<Instant>,
 }
 
 impl Conn {
@@ -87,14 +95,19 @@ impl Conn {
             deadline: now + timeout,
             peer_done: false,
             stopping: false,
+            fresh_since: Some(now),
         }
     }
 
     /// The endpoint is stopping: the request under way (received whole, or still
     /// arriving within its deadline) is answered with `Connection: close`; an idle
-    /// connection closes when next driven.
+    /// connection closes when next driven, unless it was accepted moments ago and has sent
+    /// nothing yet: that one gets until [`FIRST_REQUEST_GRACE`] after its accept.
     pub(super) fn stop(&mut self) {
         self.stopping = true;
+        if let Some(accepted) = self.fresh_since {
+            self.deadline = self.deadline.min(accepted + FIRST_REQUEST_GRACE);
+        }
     }
 
     /// When the loop must close it if it has not finished by then.
@@ -131,7 +144,7 @@ impl Conn {
             if self.answer(source) {
                 continue;
             }
-            if self.stopping && self.input.is_empty() {
+            if self.stopping && self.input.is_empty() && !self.awaits_first_request(now) {
                 return Next::Close("the endpoint is stopping");
             }
             if self.peer_done {
@@ -144,6 +157,12 @@ impl Conn {
                 Err(_) => return Next::Close("read failed"),
             }
         }
+    }
+
+    /// It has sent nothing since it was accepted, less than [`FIRST_REQUEST_GRACE`] ago.
+    fn awaits_first_request(&self, now: Instant) -> bool {
+        self.fresh_since
+            .is_some_and(|accepted| now < accepted + FIRST_REQUEST_GRACE)
     }
 
     /// The deadline passed: say so when a request was under way (one attempt at `408`),
@@ -244,6 +263,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
+                    self.fresh_since = None;
                     return Ok(true);
                 }
                 // Nothing more for now: a readable event will come with the next bytes.

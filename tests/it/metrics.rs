@@ -542,6 +542,38 @@ fn stopping_the_endpoint_closes_its_connections() {
     running.stop().expect("stop");
 }
 
+/// A client the endpoint accepted just before it began to stop, whose request is still on
+/// its way, is answered (with `Connection: close`) rather than reset: during an upgrade the
+/// old process can accept a scraper that connected a moment ago.
+#[test]
+fn a_request_sent_just_after_the_stop_on_a_fresh_connection_is_answered() {
+    let config = EndpointConfig::default().with_request_timeout(Duration::from_secs(20));
+    let (running, endpoint) = endpoint(&config);
+    let addr = endpoint.local_addr();
+    let mut fresh = connect_within(addr, SCRAPE_PATIENCE);
+    // Accepted in order: once a later client is answered, `fresh` has been accepted.
+    scrape_within_patience(addr);
+    let stopper = thread::spawn(move || endpoint.stop());
+    // The listener closes as the stop begins; from then on a connect is refused.
+    let began = std::time::Instant::now();
+    while let Ok(probe) = TcpStream::connect(addr) {
+        drop(probe);
+        assert!(began.elapsed() < SCRAPE_PATIENCE, "the stop never began");
+        thread::sleep(Duration::from_millis(1));
+    }
+    fresh
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("send the request");
+    let (head, body) = read_reply(&mut fresh, false);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(body.contains("tcp_reactor_connections_open "), "{body}");
+    expect_eof(&mut fresh);
+    drop(fresh);
+    stopper.join().expect("the stop returns");
+    running.stop().expect("stop");
+}
+
 /// Zero limits are refused when the endpoint starts.
 #[test]
 fn zero_limits_are_refused() {
