@@ -1,7 +1,9 @@
 //! RESP2: a small in-memory key-value server that `redis-cli` and `redis-benchmark` speak to.
 //!
-//! This module owns command dispatch and replies. Framing lives in `frame` (check, then
-//! parse), the data in `store` (shared by every connection). It must not touch sockets.
+//! This module owns command dispatch and the commands on data. Framing lives in `frame`
+//! (check, then parse), the data in `store` (shared by every connection), the commands
+//! clients send to look around (`INFO`, `HELLO`, ...) in `introspect`, and reply writers in
+//! `reply`. It must not touch sockets.
 //!
 //! Commands: see docs/protocols.md (strings, counters, expiry, and what clients send at
 //! start-up). A store with a bound ([`Resp::with_max_store`],
@@ -19,12 +21,17 @@
 //! idle connection costs a few bytes whatever it once sent.
 
 pub(crate) mod frame;
+mod introspect;
+mod reply;
 mod store;
 
 use crate::{Context, Handler};
 
 use frame::{Check, Framer, parse_i64};
 pub use frame::{MAX_ARGS, MAX_BULK, MAX_INLINE};
+pub use introspect::REDIS_VERSION;
+use introspect::{command_command, hello, unknown_command};
+use reply::{no_newlines, write_bulk, write_integer, write_parts};
 pub use store::ENTRY_OVERHEAD as STORE_ENTRY_OVERHEAD;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,7 +165,7 @@ enum After {
 
 /// The arguments of one command, as slices of its frame.
 #[derive(Debug, Clone, Copy)]
-struct Args<'a> {
+pub(super) struct Args<'a> {
     /// The whole command's bytes.
     frame: &'a [u8],
     /// Where each argument lies in `frame`; never empty.
@@ -167,19 +174,19 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     /// Argument `index` (0 is the command name); empty when out of range.
-    fn get(&self, index: usize) -> &'a [u8] {
+    pub(super) fn get(&self, index: usize) -> &'a [u8] {
         self.spans
             .get(index)
             .map_or(&[][..], |&(start, end)| &self.frame[start..end])
     }
 
     /// Number of arguments, the command name included.
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.spans.len()
     }
 
     /// Every argument after the command name.
-    fn rest(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(super) fn rest(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let frame = self.frame;
         self.spans[1..]
             .iter()
@@ -598,258 +605,6 @@ impl Resp {
         let done = self.store.expire(args.get(1), now, when, allow);
         write_integer(ctx, b':', i64::from(done == Some(true)));
     }
-
-    /// `INFO [section...]`: the `memory` section (`used_memory`, the store's size as
-    /// counted against its bound, and `maxmemory`, 0 for none) and the `keyspace` section,
-    /// in redis's format; every section without one, unknown sections give nothing.
-    fn info(&self, ctx: &mut Context<'_>, args: Args<'_>) {
-        let all = args.len() == 1
-            || args.rest().any(|section| {
-                [&b"all"[..], b"default", b"everything"]
-                    .iter()
-                    .any(|name| section.eq_ignore_ascii_case(name))
-            });
-        let wants = |name: &[u8]| all || args.rest().any(|s| s.eq_ignore_ascii_case(name));
-        // Only this command formats text; it may allocate.
-        let mut text = String::new();
-        if wants(b"server") {
-            text.push_str(&format!(
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-                 os:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\
-                 server_name:tcp-reactor\r\nserver_version:{}\r\n",
-                std::env::consts::OS,
-                usize::BITS,
-                std::process::id(),
-                ctx.now().saturating_duration_since(self.started).as_secs(),
-                env!("CARGO_PKG_VERSION"),
-            ));
-        }
-        if wants(b"memory") {
-            if !text.is_empty() {
-                text.push_str("\r\n");
-            }
-            let used = self.store.used();
-            let limit = self.store.limit().unwrap_or(0);
-            text.push_str(&format!(
-                "# Memory\r\nused_memory:{used}\r\nmaxmemory:{limit}\r\n\
-                 maxmemory_policy:noeviction\r\n"
-            ));
-        }
-        if wants(b"keyspace") {
-            if !text.is_empty() {
-                text.push_str("\r\n");
-            }
-            text.push_str("# Keyspace\r\n");
-            let keys = self.store.len();
-            if keys > 0 {
-                text.push_str(&format!("db0:keys={keys},expires=0,avg_ttl=0\r\n"));
-            }
-        }
-        write_bulk(ctx, text.as_bytes());
-    }
-
-    /// `CONFIG GET name...`: the settings `redis-benchmark` asks for (`save`,
-    /// `appendonly`) with the values of a store that never persists, and `maxmemory`;
-    /// other names are not listed.
-    fn config(&self, ctx: &mut Context<'_>, args: Args<'_>) {
-        if !args.get(1).eq_ignore_ascii_case(b"get") {
-            ctx.write(b"-ERR unknown subcommand for 'config'\r\n");
-            return;
-        }
-        let mut digits = [0; 20];
-        let limit = format_i64(
-            i64::try_from(self.store.limit().unwrap_or(0)).unwrap_or(i64::MAX),
-            &mut digits,
-        );
-        let answer = |name: &[u8]| -> Option<(&'static [u8], &[u8])> {
-            if name.eq_ignore_ascii_case(b"save") {
-                Some((b"save", b""))
-            } else if name.eq_ignore_ascii_case(b"appendonly") {
-                Some((b"appendonly", b"no"))
-            } else if name.eq_ignore_ascii_case(b"maxmemory") {
-                Some((b"maxmemory", limit))
-            } else {
-                None
-            }
-        };
-        let found = args.rest().skip(1).filter_map(answer).count();
-        write_integer(ctx, b'*', 2 * found as i64);
-        for (name, value) in args.rest().skip(1).filter_map(answer) {
-            write_bulk(ctx, name);
-            write_bulk(ctx, value);
-        }
-    }
-}
-
-/// The redis version reported by `HELLO` and `INFO`: the one whose replies these follow
-/// (clients pick features by it).
-pub const REDIS_VERSION: &str = "7.0.15";
-
-/// `HELLO [protover [SETNAME name]]`: protocol 2 answers redis 7's map (as a flat array in
-/// RESP2); 3 gets `-NOPROTO`, as from a redis without RESP3, so that clients fall back.
-fn hello(ctx: &mut Context<'_>, args: Args<'_>) {
-    if args.len() >= 2 {
-        match parse_i64(args.get(1)) {
-            None => {
-                ctx.write(b"-ERR Protocol version is not an integer or out of range\r\n");
-                return;
-            }
-            Some(2) => {}
-            Some(_) => {
-                ctx.write(b"-NOPROTO sorry, this protocol version is not supported.\r\n");
-                return;
-            }
-        }
-    }
-    // Options: SETNAME's name is taken and not kept (CLIENT is not served); others are
-    // refused as redis words it.
-    let mut at = 2;
-    while at < args.len() {
-        let option = args.get(at);
-        if option.eq_ignore_ascii_case(b"setname") && at + 1 < args.len() {
-            at += 2;
-            continue;
-        }
-        write_parts(
-            ctx,
-            &[
-                b"-ERR Syntax error in HELLO option '",
-                &no_newlines(option.to_vec()),
-                b"'\r\n",
-            ],
-        );
-        return;
-    }
-    ctx.write(b"*14\r\n");
-    for (name, value) in [
-        (&b"server"[..], &b"redis"[..]),
-        (b"version", REDIS_VERSION.as_bytes()),
-    ] {
-        write_bulk(ctx, name);
-        write_bulk(ctx, value);
-    }
-    write_bulk(ctx, b"proto");
-    ctx.write(b":2\r\n");
-    write_bulk(ctx, b"id");
-    write_integer(ctx, b':', ctx.id().0 as i64);
-    for (name, value) in [(&b"mode"[..], &b"standalone"[..]), (b"role", b"master")] {
-        write_bulk(ctx, name);
-        write_bulk(ctx, value);
-    }
-    write_bulk(ctx, b"modules");
-    ctx.write(b"*0\r\n");
-}
-
-/// `COMMAND COUNT` (the commands served), `COMMAND DOCS` (none: an empty map, which
-/// redis-cli copes with); `COMMAND` alone lists nothing. Other subcommands get redis's
-/// error.
-fn command_command(ctx: &mut Context<'_>, args: Args<'_>) {
-    let sub = args.get(1);
-    if args.len() == 1 || sub.eq_ignore_ascii_case(b"docs") {
-        ctx.write(b"*0\r\n");
-    } else if sub.eq_ignore_ascii_case(b"count") && args.len() == 2 {
-        write_integer(ctx, b':', COMMANDS.len() as i64);
-    } else {
-        write_parts(
-            ctx,
-            &[
-                b"-ERR unknown subcommand '",
-                &no_newlines(sub.iter().copied().take(128).collect()),
-                b"'. Try COMMAND HELP.\r\n",
-            ],
-        );
-    }
-}
-
-/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `, built as redis
-/// 7.0 builds it: the name and each argument end at their first NUL byte (redis formats
-/// them as C strings), the name is cut at 128 bytes, arguments are added while the list
-/// is under 128 bytes (the last one cut to fit), and CR and LF become spaces.
-fn unknown_command(ctx: &mut Context<'_>, args: Args<'_>) {
-    let c_string = |text: &'_ [u8]| -> Vec<u8> {
-        let end = text
-            .iter()
-            .position(|&byte| byte == 0)
-            .unwrap_or(text.len());
-        text[..end].to_vec()
-    };
-    let mut name = c_string(args.get(0));
-    name.truncate(128);
-    let mut list = Vec::new();
-    for arg in args.rest() {
-        if list.len() >= 128 {
-            break;
-        }
-        let mut arg = c_string(arg);
-        arg.truncate(128 - list.len());
-        list.push(b'\'');
-        list.extend_from_slice(&arg);
-        list.extend_from_slice(b"' ");
-    }
-    write_parts(
-        ctx,
-        &[
-            b"-ERR unknown command '",
-            &no_newlines(name),
-            b"', with args beginning with: ",
-            &no_newlines(list),
-            b"\r\n",
-        ],
-    );
-}
-
-/// Replace CR and LF by spaces (they would end the reply early), as redis does.
-fn no_newlines(mut text: Vec<u8>) -> Vec<u8> {
-    for byte in &mut text {
-        if *byte == b'\r' || *byte == b'\n' {
-            *byte = b' ';
-        }
-    }
-    text
-}
-
-/// Queue several byte strings in order.
-fn write_parts(ctx: &mut Context<'_>, parts: &[&[u8]]) {
-    for part in parts {
-        ctx.write(part);
-    }
-}
-
-/// Queue `$<len>\r\n<bytes>\r\n`.
-fn write_bulk(ctx: &mut Context<'_>, bytes: &[u8]) {
-    write_integer(ctx, b'$', bytes.len() as i64);
-    ctx.write(bytes);
-    ctx.write(b"\r\n");
-}
-
-/// Queue `<prefix><n>\r\n` (integer replies, bulk and array headers) without allocating.
-fn write_integer(ctx: &mut Context<'_>, prefix: u8, n: i64) {
-    let mut line = [0; 23];
-    line[0] = prefix;
-    let mut digits = [0; 20];
-    let text = format_i64(n, &mut digits);
-    line[1..=text.len()].copy_from_slice(text);
-    line[text.len() + 1..text.len() + 3].copy_from_slice(b"\r\n");
-    ctx.write(&line[..text.len() + 3]);
-}
-
-/// Write `n` in decimal into `buf`, returning the digits used.
-fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
 }
 
 #[cfg(test)]

@@ -284,7 +284,7 @@ impl Store {
         };
         let next = current.checked_add(delta).ok_or(Incr::Overflow)?;
         let mut digits = [0; 20];
-        let text = super::format_i64(next, &mut digits);
+        let text = super::reply::format_i64(next, &mut digits);
         self.put(&mut keys, shard, key, text)
             .map_err(|Full| Incr::Full)?;
         Ok(next)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::frame::parse_i64;
+use super::reply::format_i64;
 use super::*;
 use crate::protocols::testkit::{drive, one_call, split_at};
 
