@@ -42,7 +42,9 @@ for_each_model!(
     redis_cli_over_tls_against_resp,
     tls_begins_after_a_proxy_header_that_names_the_client,
     a_second_connection_resumes_by_ticket,
-    a_tls12_client_with_no_common_signature_scheme_gets_handshake_failure
+    a_tls12_client_with_no_common_signature_scheme_gets_handshake_failure,
+    a_burst_of_one_byte_records_then_silence_is_all_echoed,
+    records_split_at_every_byte_boundary_are_all_echoed
 );
 
 /// True when `openssl` runs; otherwise says which check is skipped.
@@ -399,6 +401,65 @@ fn sealed(client: &mut Client, plaintext: &[u8]) -> Vec<u8> {
         client.conn.write_tls(&mut records).expect("records");
     }
     records
+}
+
+/// Thousands of one-byte records in one write, then nothing: a read that stops once the
+/// socket has been read short must still have taken every record (no new edge comes for
+/// records left behind).
+fn a_burst_of_one_byte_records_then_silence_is_all_echoed(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut client, b"handshake done");
+    let plaintext: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut records = Vec::new();
+    for byte in &plaintext {
+        records.extend(sealed(&mut client, std::slice::from_ref(byte)));
+    }
+    assert!(records.len() > 20 * plaintext.len(), "one record per byte");
+    client.sock.write_all(&records).expect("the burst");
+    let mut back = vec![0; plaintext.len()];
+    client.read_exact(&mut back).expect("every byte echoed");
+    assert_eq!(back, plaintext);
+    echo_round(&mut client, b"still served");
+    drop(client);
+    stop_checked(running);
+}
+
+/// Records whose bytes arrive split at every possible place (each write ends inside a
+/// record, at a different offset) are each read once whole, and nothing is lost.
+fn records_split_at_every_byte_boundary_are_all_echoed(model: Model) {
+    let certificate = Certificate::generate();
+    let running = start_tls(Echo, &certificate, model, Config::default());
+    let mut client = tls_connect(running.local_addr(), &certificate.client());
+    echo_round(&mut client, b"handshake done");
+    let message = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let probe = sealed(&mut client, message);
+    let record_len = probe.len();
+    client.sock.write_all(&probe).expect("a probe record");
+    client
+        .read_exact(&mut [0; 36])
+        .expect("the echo of the probe record");
+    for cut in 1..record_len {
+        let two = [sealed(&mut client, message), sealed(&mut client, message)].concat();
+        // The first record and part of the second, then the rest after a pause.
+        client
+            .sock
+            .write_all(&two[..record_len + cut])
+            .expect("first part");
+        client.sock.flush().expect("flush");
+        thread::sleep(Duration::from_millis(2));
+        client
+            .sock
+            .write_all(&two[record_len + cut..])
+            .expect("the rest");
+        let mut back = [0; 72];
+        client.read_exact(&mut back).expect("both records echoed");
+        assert_eq!(&back[..36], message, "cut at {cut}");
+        assert_eq!(&back[36..], message, "cut at {cut}");
+    }
+    drop(client);
+    stop_checked(running);
 }
 
 fn a_client_trickling_its_hello_is_closed_at_the_handshake_deadline_and_others_are_served(
