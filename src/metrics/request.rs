@@ -54,7 +54,8 @@ pub struct Request<'a> {
 /// Why bytes can never become an acceptable request; each maps to one status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
-    /// Not an HTTP/1.x request, or a bad `Content-Length`: `400 Bad Request`.
+    /// Not an HTTP/1.x request, a bad `Content-Length`, or an HTTP/1.1 request without
+    /// exactly one `Host` header (RFC 9112, section 3.2): `400 Bad Request`.
     Malformed,
     /// A head longer than [`MAX_HEAD`] or with more than [`MAX_HEADERS`] headers:
     /// `431 Request Header Fields Too Large`.
@@ -97,6 +98,11 @@ pub fn parse(input: &[u8]) -> Parsed<'_> {
         Ok(framing) => framing,
         Err(invalid) => return Parsed::Invalid(invalid),
     };
+    // HTTP/1.1 requires one Host header, and a server must refuse a request with none or
+    // several (RFC 9112, section 3.2); HTTP/1.0 predates it.
+    if minor_version == 1 && framing.hosts != 1 {
+        return Parsed::Invalid(Invalid::Malformed);
+    }
     // `body_len <= MAX_BODY`, so this cannot overflow.
     let len = head_len + framing.body_len;
     let Some(body) = input.get(head_len..len) else {
@@ -126,10 +132,12 @@ struct Framing {
     close: bool,
     /// `Connection: keep-alive`.
     keep_alive: bool,
+    /// How many `Host` headers the request carries.
+    hosts: usize,
 }
 
 /// Read the headers that frame the request: `Content-Length`, `Transfer-Encoding` and
-/// `Connection`.
+/// `Connection`; and count `Host`.
 fn read_headers(headers: &[httparse::Header<'_>]) -> Result<Framing, Invalid> {
     let mut framing = Framing::default();
     let mut length = None;
@@ -144,6 +152,8 @@ fn read_headers(headers: &[httparse::Header<'_>]) -> Result<Framing, Invalid> {
             length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(Invalid::NotImplemented);
+        } else if name.eq_ignore_ascii_case("host") {
+            framing.hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             for option in header.value.split(|&byte| byte == b',') {
                 let option = option.trim_ascii();
@@ -229,10 +239,28 @@ mod tests {
     }
 
     #[test]
+    fn an_http11_request_needs_exactly_one_host() {
+        for input in [
+            &b"GET /metrics HTTP/1.1\r\n\r\n"[..],
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert_eq!(parse(input), Parsed::Invalid(Invalid::Malformed));
+        }
+        // HTTP/1.0 has no Host requirement.
+        assert_eq!(request(b"GET /metrics HTTP/1.0\r\n\r\n").path, "/metrics");
+        assert_eq!(
+            request(b"GET /metrics HTTP/1.1\r\nhost: h\r\n\r\n").path,
+            "/metrics"
+        );
+    }
+
+    #[test]
     fn persistence_follows_the_version_and_the_connection_header() {
         let keep = |input: &'static [u8]| request(input).keep_alive;
-        assert!(keep(b"GET / HTTP/1.1\r\n\r\n"));
-        assert!(!keep(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(keep(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(!keep(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"
+        ));
         assert!(!keep(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(keep(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
         assert!(!keep(
@@ -242,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_body_is_part_of_the_request_and_waited_for() {
-        let input = b"POST /step HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET";
+        let input = b"POST /step HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET";
         let post = request(input);
         assert_eq!(post.body, b"abc");
         assert_eq!(&input[post.len..], b"GET");
@@ -254,8 +282,8 @@ mod tests {
         for input in [
             &b"GARBAGE\r\n\r\n"[..],
             b"GET /metrics HTTP/2.0\r\n\r\n",
-            b"GET /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"\x00\x01\x02",
         ] {
             assert_eq!(
@@ -266,26 +294,26 @@ mod tests {
             );
         }
         assert_eq!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Parsed::Invalid(Invalid::NotImplemented)
         );
     }
 
     #[test]
     fn sizes_are_bounded_by_length_alone() {
-        let mut long = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        let mut long = b"GET /metrics HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         long.resize(MAX_HEAD, b'a');
         assert_eq!(parse(&long), Parsed::NeedMore);
         long.push(b'a');
         assert_eq!(parse(&long), Parsed::Invalid(Invalid::HeadTooLarge));
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
         for _ in 0..=MAX_HEADERS {
             many.extend_from_slice(b"X: y\r\n");
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse(&many), Parsed::Invalid(Invalid::HeadTooLarge));
         let big = format!(
-            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         );
         assert_eq!(
@@ -296,16 +324,19 @@ mod tests {
 
     #[test]
     fn an_absolute_target_is_reduced_to_its_path() {
-        let scrape = request(b"GET http://host:9100/metrics?a HTTP/1.1\r\n\r\n");
+        let scrape = request(b"GET http://host:9100/metrics?a HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((scrape.path, scrape.query), ("/metrics", "a"));
-        assert_eq!(request(b"GET HTTP://host HTTP/1.1\r\n\r\n").path, "/");
+        assert_eq!(
+            request(b"GET HTTP://host HTTP/1.1\r\nHost: h\r\n\r\n").path,
+            "/"
+        );
     }
 
     #[test]
     fn a_head_too_large_is_so_however_it_was_cut() {
         // Found by the fuzz target: a head over the limit with a bad byte after it was
         // 431 when a read ended at the limit and 400 when it arrived whole.
-        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         head.resize(MAX_HEAD + 100, b'a');
         head.extend_from_slice(b"\x01\r\n\r\n");
         for len in [MAX_HEAD + 1, MAX_HEAD + 101, head.len()] {

@@ -45,10 +45,13 @@ impl Response {
     /// says the connection closes after it; `minor_version` is the request's, so that an
     /// HTTP/1.0 client that asked to stay open hears `Connection: keep-alive`.
     pub(crate) fn to_bytes(&self, head_only: bool, close: bool, minor_version: u8) -> Vec<u8> {
+        // Every reply is dated (RFC 9110, section 6.6.1): an origin server with a clock
+        // must send `Date`.
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             self.status,
             reason(self.status),
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
             self.content_type,
             self.body.len()
         );

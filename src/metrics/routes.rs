@@ -141,10 +141,10 @@ mod tests {
 
     #[test]
     fn metrics_answer_get_and_head_with_the_exposition() {
-        let get = reply(b"GET /metrics HTTP/1.1\r\n\r\n");
+        let get = reply(b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
         assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
         assert!(get.contains("tcp_reactor_connections_open 0\n"), "{get}");
-        let head = reply(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        let head = reply(b"HEAD /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
         let (head, body) = head.split_once("\r\n\r\n").expect("a head");
         assert!(head.contains("Content-Length: "), "{head}");
         assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
@@ -153,8 +153,11 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
-        assert!(reply(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
-        let post = reply(b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(
+            reply(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n")
+                .starts_with("HTTP/1.1 404 Not Found\r\n")
+        );
+        let post = reply(b"POST /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         assert!(
             post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
             "{post}"

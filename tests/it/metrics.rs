@@ -127,7 +127,7 @@ fn metrics_report_known_traffic(model: Model) {
     let (head, _) = {
         let mut stream = connect(endpoint.local_addr());
         stream
-            .write_all(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /nope HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
             .expect("send");
         let mut reply = String::new();
         stream.read_to_string(&mut reply).expect("read");
@@ -304,7 +304,7 @@ impl Trickler {
         let stop = Arc::new(AtomicBool::new(false));
         let gave_up = Arc::new(AtomicBool::new(false));
         let (flag, done) = (Arc::clone(&stop), Arc::clone(&gave_up));
-        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        let head = b"GET /metrics HTTP/1.1\r\nHost: h\r\nX-Slow: ";
         // Its first byte is in before anyone else connects.
         writer
             .write_all(&head[..1])
@@ -466,26 +466,33 @@ fn a_request_with_bare_lf_line_ends_is_answered() {
 
 /// One keep-alive connection: `GET`, `HEAD`, an unknown path (404) and a wrong method (405
 /// with `Allow`) are each answered and leave it open; `Connection: close` closes it after
-/// the reply. HTTP/1.0 closes by default; a malformed request gets 400 and an oversized
-/// head 431, each then closed.
+/// the reply. Every reply is dated. HTTP/1.0 closes by default; a malformed request
+/// (HTTP/1.1 without one `Host` too) gets 400 and an oversized head 431, each then closed.
 #[test]
 fn the_endpoint_speaks_http_1_1() {
     let (running, endpoint) = endpoint(&EndpointConfig::default());
     let addr = endpoint.local_addr();
     let mut stream = connect(addr);
-    let (head, body) = exchange(&mut stream, b"GET /metrics?x=1 HTTP/1.1\r\n\r\n");
+    let (head, body) = exchange(&mut stream, b"GET /metrics?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    // Dated, as an origin server with a clock must (RFC 9110, section 6.6.1): an
+    // IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
+    let date = head
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("Date: "))
+        .unwrap_or_else(|| panic!("no Date: {head}"));
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     assert!(body.contains("tcp_reactor_connections_open "), "{body}");
     // No body follows a HEAD's head: the next reply on the connection starts cleanly.
-    let (head, _) = exchange(&mut stream, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    let (head, _) = exchange(&mut stream, b"HEAD /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
-    let (head, _) = exchange(&mut stream, b"GET /nope HTTP/1.1\r\n\r\n");
+    let (head, _) = exchange(&mut stream, b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
     let (head, _) = exchange(
         &mut stream,
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST /metrics HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
     );
     assert!(
         head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
@@ -494,7 +501,7 @@ fn the_endpoint_speaks_http_1_1() {
     assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
     let (head, _) = exchange(
         &mut stream,
-        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     );
     assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
     expect_eof(&mut stream);
@@ -504,7 +511,18 @@ fn the_endpoint_speaks_http_1_1() {
     assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
     expect_eof(&mut old);
 
-    let mut oversized = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    // HTTP/1.1 without Host, or with two, is refused (RFC 9112, section 3.2).
+    for request in [
+        &b"GET /metrics HTTP/1.1\r\n\r\n"[..],
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let mut hostless = connect(addr);
+        let (head, _) = exchange(&mut hostless, request);
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        expect_eof(&mut hostless);
+    }
+
+    let mut oversized = b"GET /metrics HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
     oversized.resize(9 * 1024, b'a');
     for (request, status) in [
         (
