@@ -26,6 +26,10 @@ After the rounds, one more run per side is made under `perf stat -e raw_syscalls
 both sides; `--profile` breaks those down by syscall and adds context switches. Those runs are
 not timed: counting slows both sides.
 
+`--breakdown` adds one more run per side under `perf record` (the server only, by pid), and
+splits the server's CPU per request by where the samples fell: user space, epoll, scheduling
+(sleeping and waking), syscall entry and exit, and the rest of the kernel (the TCP path).
+
 `--idle` adds the memory of idle connections: the server's resident memory (VmRSS, children
 included) before and after IDLE clients each exchange one message and stay silent.
 
@@ -390,6 +394,63 @@ def counted_run(cell, side, args, work):
             "load": per(read_perf(load_out))}
 
 
+# Kernel symbols by what they do, for --breakdown; the first match wins, the rest is the
+# TCP/IP path and everything else in the kernel.
+BUCKETS = [
+    ("epoll", re.compile(r"^(ep_|__ep_|do_epoll|__x64_sys_epoll|epoll_|ep_poll)")),
+    ("scheduling", re.compile(
+        r"(schedule|finish_task_switch|__switch_to|switch_mm|pick_next|pick_task|put_prev|"
+        r"set_next|dequeue_|enqueue_|update_curr|update_load|update_cfs|try_to_wake_up|ttwu|"
+        r"select_task_rq|psi_|hrtimer|cpuidle|do_idle|newidle|load_balance|reweight|"
+        r"account_|cpuacct|__wake_up|wake_up|autoremove_wake|default_wake|prepare_to_wait|"
+        r"raw_spin_rq|sched_|task_tick|native_sched|record_times|update_rq|rb_erase|"
+        r"rb_insert|avg_vruntime|place_entity|check_preempt|resched|_raw_spin_unlock_irq)")),
+    ("syscall entry/exit", re.compile(
+        r"^(entry_SYSCALL|do_syscall_64|syscall_exit|syscall_return|__x64_sys_|x64_sys_call|"
+        r"exit_to_user|fpregs_|restore_fpregs|switch_fpu|srso_|__fdget|fdget|fput|__fget|"
+        r"__rseq|rseq_|clear_bhb|audit_|__audit|__secure_computing)")),
+]
+
+
+def breakdown_run(cell, side, args, work):
+    """One run with `perf record` on the server: its CPU per request by bucket (µs)."""
+    port = args.port_base + (0 if side == "ours" else 1)
+    cmd = cell.ours(port) if side == "ours" else cell.peer(port)
+    data = os.path.join(work, f"perf-{side}.data")
+    with Server(side if side == "ours" else cell.peer_name, cmd, port, work=work) as server:
+        time.sleep(0.2)
+        pids = [server.pid] + children(server.pid)
+        perf = subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-o", data, "-p",
+                                 ",".join(map(str, pids))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        t0 = cpu_ticks(server.pid)
+        out = run_load(cell.load(port), args.duration * 4 + 60)
+        t1 = cpu_ticks(server.pid)
+        perf.send_signal(signal.SIGINT)
+        perf.wait(30)
+    requests = cell.parse(out, cell.requests)[0]
+    report = subprocess.run(["perf", "report", "-i", data, "--stdio", "-q", "-n", "--no-children",
+                             "--sort", "sym"], capture_output=True, text=True).stdout
+    samples = {name: 0 for name in ["user space"] + [b for b, _ in BUCKETS] + ["rest of kernel"]}
+    for line in report.splitlines():
+        # "  12.34%  1234  [k] symbol" or "[.] symbol"
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+\[(.)\]\s+(\S+)", line)
+        if not m:
+            continue
+        count, where, sym = int(m.group(1)), m.group(2), m.group(3)
+        if where != "k":
+            samples["user space"] += count
+            continue
+        bucket = next((b for b, rx in BUCKETS if rx.search(sym)), "rest of kernel")
+        samples[bucket] += count
+    total = sum(samples.values())
+    cpu_us = (t1 - t0) / HZ * 1e6 / requests if requests else float("nan")
+    return {"side": side, "requests": requests, "cpu_us": cpu_us,
+            "buckets": {k: cpu_us * v / total if total else float("nan")
+                        for k, v in samples.items()}}
+
+
 # ---- idle memory -----------------------------------------------------------------------
 
 def idle_bytes(host_port, pid, n, tls_ca=None, ping=b"x"):
@@ -462,7 +523,7 @@ def spread(values):
 
 def run_cell(cell, args, work):
     up = start_upstream(args, work) if cell.upstream else None
-    runs, counted = [], []
+    runs, counted, broken = [], [], []
     try:
         for r in range(args.rounds):
             order = ("ours", "peer") if r % 2 == 0 else ("peer", "ours")
@@ -475,11 +536,14 @@ def run_cell(cell, args, work):
         if not args.no_syscalls:
             for side in ("ours", "peer"):
                 counted.append(counted_run(cell, side, args, work))
+        if args.breakdown:
+            for side in ("ours", "peer"):
+                broken.append(breakdown_run(cell, side, args, work))
     finally:
         if up:
             up.__exit__()
     return {"cell": cell.name, "load": cell.load_desc, "peer": cell.peer_name, "runs": runs,
-            "syscalls": counted, "rate_goal": cell.rate_goal, "cpu_goal": cell.cpu_goal}
+            "syscalls": counted, "breakdown": broken, "rate_goal": cell.rate_goal, "cpu_goal": cell.cpu_goal}
 
 
 def summarize(result):
@@ -541,6 +605,19 @@ def table(results, args, idle):
                          if c["server"].get(k, 0) >= 0.005 or c["load"].get(k, 0) >= 0.005]
                 who = "ours" if c["side"] == "ours" else r["peer"]
                 lines.append(f"- {r['cell']}, {who}: " + ", ".join(parts))
+    if args.breakdown:
+        names = ["user space"] + [b for b, _ in BUCKETS] + ["rest of kernel"]
+        lines += ["", "Server CPU per request by where it went, µs (one `perf record` run per "
+                  "side; ours / peer):", "",
+                  "| cell | CPU µs/req | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for r in results:
+            by = {b["side"]: b for b in r.get("breakdown", [])}
+            if set(by) != {"ours", "peer"}:
+                continue
+            o, q = by["ours"], by["peer"]
+            cells_ = " | ".join(f"{o['buckets'][n]:.2f} / {q['buckets'][n]:.2f}" for n in names)
+            lines.append(f"| {r['cell']} | {o['cpu_us']:.2f} / {q['cpu_us']:.2f} | {cells_} |")
     if idle:
         lines += ["", f"Memory per idle connection ({args.idle} clients, one message each, then "
                   "silent; server VmRSS after minus before):", "",
@@ -562,6 +639,8 @@ def main():
     p.add_argument("--cells", help="comma-separated cell names (default: all)")
     p.add_argument("--profile", action="store_true", help="syscalls per request by name")
     p.add_argument("--no-syscalls", action="store_true", help="skip the perf-counted runs")
+    p.add_argument("--breakdown", action="store_true",
+                   help="split server CPU per request by where it went (perf record)")
     p.add_argument("--idle", type=int, default=0, metavar="N",
                    help="also measure memory per idle connection with N clients (e.g. 2000)")
     p.add_argument("--port-base", type=int, default=18480)

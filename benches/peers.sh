@@ -3,7 +3,7 @@
 # tokio echo server, cell by cell, in alternated rounds (benches/peers.py says how).
 #
 #   benches/peers.sh [--install] [peers.py options: --rounds 5 --duration 5 --cells a,b
-#                    --profile --idle 2000 --no-syscalls]
+#                    --profile --breakdown --idle 2000 --no-syscalls]
 #
 # --install  apt-get the peers and load generators first (redis-server redis-tools
 #            nginx-light haproxy wrk openssl linux-perf). CI does not run this script.
