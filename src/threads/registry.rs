@@ -12,15 +12,32 @@ use std::sync::{Arc, PoisonError, RwLock};
 use super::peer::Peer;
 use crate::ConnId;
 
+/// How many parts the registry's map is split into, each under a lock of its own. Ids are
+/// handed out in sequence, so consecutive clients land in different shards: thousands of
+/// threads opening, closing and sending at once rarely wait for the same lock.
+const SHARDS: usize = 64;
+
+/// Live clients whose ids fall in one shard.
+type Shard = RwLock<HashMap<ConnId, Arc<Peer>>>;
+
 /// Every live client of a server's threads-model workers, by id, for `send_to`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     /// The last id handed out; ids are never reused while the server runs. Shared with
     /// the mints of client threads, which number the connections their handlers dial.
     last_id: Arc<AtomicU64>,
-    /// Live clients. Read-locked per message sent to another client, write-locked only
-    /// when a client comes or goes.
-    peers: RwLock<HashMap<ConnId, Arc<Peer>>>,
+    /// Live clients, sharded by id. A shard is read-locked per message sent to one of its
+    /// clients, write-locked only when one of its clients comes or goes.
+    shards: Box<[Shard]>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            last_id: Arc::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
 }
 
 impl Registry {
@@ -34,9 +51,14 @@ impl Registry {
         Arc::clone(&self.last_id)
     }
 
+    /// The shard that holds (or would hold) the client with this id.
+    fn shard(&self, id: ConnId) -> &Shard {
+        &self.shards[(id.0 % SHARDS as u64) as usize]
+    }
+
     /// Make `peer` reachable by its id.
     pub(super) fn insert(&self, id: ConnId, peer: Arc<Peer>) {
-        self.peers
+        self.shard(id)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, peer);
@@ -44,7 +66,7 @@ impl Registry {
 
     /// Forget a client; messages to it are dropped from now on.
     pub(super) fn remove(&self, id: ConnId) {
-        self.peers
+        self.shard(id)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
@@ -52,18 +74,26 @@ impl Registry {
 
     /// The client with this id, if it is still connected.
     pub(super) fn get(&self, id: ConnId) -> Option<Arc<Peer>> {
-        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        let peers = self.shard(id).read().unwrap_or_else(PoisonError::into_inner);
         peers.get(&id).cloned()
+    }
+
+    /// Call `visit` with each live client, one shard locked (for reading) at a time.
+    fn for_each(&self, mut visit: impl FnMut(ConnId, &Arc<Peer>)) {
+        for shard in &self.shards {
+            let peers = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for (&id, peer) in peers.iter() {
+                visit(id, peer);
+            }
+        }
     }
 
     /// For the live page: each live client's worker, id, peer address and thread name
     /// (accepted clients run on `tcp-client-ID`, dialed ones on `tcp-dialed-ID`).
     pub(super) fn rows(&self) -> Vec<(usize, crate::worker::watch::ConnRow)> {
         use crate::io::stream::BlockingStream;
-        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
-        peers
-            .iter()
-            .map(|(id, peer)| {
+        let mut rows = Vec::new();
+        self.for_each(|id, peer| {
                 let addr = match &peer.stream {
                     BlockingStream::Tcp(stream) => stream.peer_addr().map(|a| a.to_string()),
                     BlockingStream::Unix(stream) => {
@@ -82,18 +112,19 @@ impl Registry {
                     thread: format!("tcp-{kind}-{id}"),
                     ..Default::default()
                 };
-                (peer.worker, row)
-            })
-            .collect()
+                rows.push((peer.worker, row));
+        });
+        rows
     }
 
     /// Shut down the read side of every client of `worker`, so each blocked `read`
     /// returns 0 and its thread notices the stop flag.
     pub(super) fn shut_reads(&self, worker: usize) {
-        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
-        for peer in peers.values().filter(|peer| peer.worker == worker) {
-            // An error means the socket is already shut or broken: its thread will notice.
-            let _ = peer.stream.shutdown(Shutdown::Read);
-        }
+        self.for_each(|_, peer| {
+            if peer.worker == worker {
+                // An error means the socket is already shut or broken: its thread will notice.
+                let _ = peer.stream.shutdown(Shutdown::Read);
+            }
+        });
     }
 }
