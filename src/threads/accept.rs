@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::thread::{self, JoinHandle};
 
 use super::connection::{Client, Finished};
@@ -34,9 +34,8 @@ pub(super) struct AcceptLoop<H> {
     pub(super) handover: Arc<AtomicBool>,
     /// Client threads not yet joined, by connection id.
     pub(super) clients: HashMap<ConnId, JoinHandle<Finished>>,
-    /// Cloned into each client thread, which sends its id as it ends.
-    pub(super) done_tx: Sender<ConnId>,
-    /// Ids of client threads that have ended and can be joined without waiting.
+    /// Ids of client threads (accepted or dialed) that have ended and can be joined
+    /// without waiting.
     pub(super) done_rx: Receiver<ConnId>,
     /// Counters of this worker.
     pub(super) stats: Stats,
@@ -58,12 +57,19 @@ impl<H: Handler> AcceptLoop<H> {
         for (_, thread) in clients {
             self.join(thread);
         }
-        // Dialed connections end with the clients that dialed them, or by the stop.
-        let dialed =
-            std::mem::take(&mut *self.shared.dialed.lock().unwrap_or_else(|p| p.into_inner()));
-        for thread in dialed {
-            self.stats.connected += 1;
-            self.join(thread);
+        // Dialed connections end with the clients that dialed them, or by the stop. One
+        // may dial another before it ends (its thread is added before the dialer's ends):
+        // go on until a round finds none left.
+        loop {
+            let dialed =
+                std::mem::take(&mut *self.shared.dialed.lock().unwrap_or_else(|p| p.into_inner()));
+            if dialed.is_empty() {
+                break;
+            }
+            for (_, thread) in dialed {
+                self.stats.connected += 1;
+                self.join(thread);
+            }
         }
         log::debug!("threads worker {} stopped", self.shared.index);
         result.map(|()| std::mem::take(&mut self.stats))
@@ -180,7 +186,6 @@ impl<H: Handler> AcceptLoop<H> {
         let guard = Departure {
             shared: Arc::clone(&self.shared),
             id,
-            done: self.done_tx.clone(),
         };
         let client = Client::new(Arc::clone(&self.shared), id, addr, peer);
         let spawned = thread::Builder::new()
@@ -243,24 +248,23 @@ impl<H: Handler> AcceptLoop<H> {
         }
     }
 
-    /// Join client threads that have ended, adding their counters.
+    /// Join client threads (accepted or dialed) that have ended, adding their counters.
     fn reap(&mut self) {
         while let Ok(id) = self.done_rx.try_recv() {
             if let Some(thread) = self.clients.remove(&id) {
                 self.join(thread);
+                continue;
             }
-        }
-        let finished: Vec<_> = {
-            let mut dialed = self.shared.dialed.lock().unwrap_or_else(|p| p.into_inner());
-            let (done, running) = std::mem::take(&mut *dialed)
-                .into_iter()
-                .partition(|thread| thread.is_finished());
-            *dialed = running;
-            done
-        };
-        for thread in finished {
-            self.stats.connected += 1;
-            self.join(thread);
+            let dialed = self
+                .shared
+                .dialed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            if let Some(thread) = dialed {
+                self.stats.connected += 1;
+                self.join(thread);
+            }
         }
     }
 
@@ -293,8 +297,6 @@ struct Departure<H> {
     shared: Arc<WorkerShared<H>>,
     /// The client.
     id: ConnId,
-    /// Tells the accept thread.
-    done: Sender<ConnId>,
 }
 
 impl<H> Drop for Departure<H> {
@@ -303,6 +305,6 @@ impl<H> Drop for Departure<H> {
         self.shared.live.closed();
         // The accept thread may be gone (it joins everyone before leaving, so only when
         // the thread could not be spawned): nothing to tell then.
-        let _ = self.done.send(self.id);
+        let _ = self.shared.done.send(self.id);
     }
 }

@@ -28,12 +28,12 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::worker::{Live, Prepared, WorkerSetup};
-use crate::{Config, Handler, Stats};
+use crate::{Config, ConnId, Handler, Stats};
 
 mod accept;
 mod connection;
@@ -66,8 +66,13 @@ struct WorkerShared<H> {
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
     registry: Arc<Registry>,
-    /// Threads of connections this worker's handlers dialed, joined by the accept thread.
-    dialed: Mutex<Vec<JoinHandle<Finished>>>,
+    /// Threads of connections this worker's handlers dialed, by connection id, joined by
+    /// the accept thread once each sends its id on `done`. A thread is added while this
+    /// lock is held, so its id never arrives before its handle is here.
+    dialed: Mutex<HashMap<ConnId, JoinHandle<Finished>>>,
+    /// Every client thread (accepted or dialed) sends its connection's id as it ends, so
+    /// the accept thread can join it without waiting.
+    done: Sender<ConnId>,
     /// Serve TLS with this configuration; `None` serves plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -97,6 +102,7 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
     let (wake_rx, wake_tx) = io::pipe()?;
     set_nonblocking(&wake_rx)?;
     set_nonblocking(&wake_tx)?;
+    let (done_tx, done_rx) = mpsc::channel();
     let shared = Arc::new(WorkerShared {
         index: setup.index,
         handler: setup.handler,
@@ -104,7 +110,8 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         stop: setup.stop,
         live: setup.live,
         registry,
-        dialed: Mutex::new(Vec::new()),
+        dialed: Mutex::new(HashMap::new()),
+        done: done_tx,
         #[cfg(feature = "tls")]
         tls: setup.tls,
     });
@@ -122,14 +129,12 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
     let listeners = setup.listeners;
     let handover = setup.handover;
     let run = Box::new(move || {
-        let (done_tx, done_rx) = mpsc::channel();
         let mut worker = AcceptLoop {
             shared,
             listeners,
             wake: wake_rx,
             handover,
             clients: HashMap::new(),
-            done_tx,
             done_rx,
             stats: Stats::default(),
         };

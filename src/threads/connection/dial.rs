@@ -67,6 +67,9 @@ pub(in crate::threads) fn dial<H: Handler>(
         shared: Arc::clone(shared),
         id,
     };
+    // Spawned with the lock held, so the handle is in the map before the thread can end
+    // and send its id to the accept thread, which then takes the handle from the map.
+    let mut dialed = shared.dialed.lock().unwrap_or_else(|p| p.into_inner());
     let spawned = thread::Builder::new()
         .name(format!("tcp-dialed-{id}"))
         .stack_size(CLIENT_STACK)
@@ -75,12 +78,11 @@ pub(in crate::threads) fn dial<H: Handler>(
             client.serve_dialed(by)
         });
     match spawned {
-        Ok(thread) => shared
-            .dialed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(thread),
+        Ok(thread) => {
+            dialed.insert(id, thread);
+        }
         Err(err) => {
+            drop(dialed);
             log::warn!("could not start a thread for dialed {id} ({addr}): {err}");
             // No thread will finish this connect: abort it, and let senders fail at once.
             let _ = peer.stream.shutdown(Shutdown::Both);
@@ -137,7 +139,8 @@ pub(in crate::threads) fn fail_unborn<H: Handler>(
     handler.close(session, id, reason);
 }
 
-/// Leaves the registry and the gauges when a dialed connection's thread ends.
+/// Leaves the registry and the gauges when a dialed connection's thread ends, and tells
+/// the accept thread it can be joined.
 struct Leaving<H> {
     /// Gauges and registry.
     shared: Arc<WorkerShared<H>>,
@@ -149,6 +152,9 @@ impl<H> Drop for Leaving<H> {
     fn drop(&mut self) {
         self.shared.registry.remove(self.id);
         self.shared.live.closed();
+        // The accept thread may be gone (it joins every thread before leaving, so only
+        // when this thread could not be spawned): nothing to tell then.
+        let _ = self.shared.done.send(self.id);
     }
 }
 
