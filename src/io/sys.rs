@@ -63,6 +63,25 @@ pub(crate) fn poll_one(
     Ok(fds[0].revents())
 }
 
+/// `connect(fd, AF_UNSPEC)`: dissolve a connected TCP socket's association at once. An
+/// established or half-closed connection sends its peer a reset, and the socket reports
+/// `ECONNRESET` (`POLLERR`, `POLLHUP`) to whoever polls or reads it, which wakes a thread
+/// blocked on it even when no other event could come. The descriptor stays open.
+pub(crate) fn disconnect(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: an all-zero `sockaddr` is a valid value (family 0 is `AF_UNSPEC`).
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: `fd` is borrowed, so open, for the call; `addr` is a valid sockaddr of
+    // `len` bytes, which connect only reads.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), &raw const addr, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Put `fd` in nonblocking mode (`O_NONBLOCK`), keeping its other status flags.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `F_GETFL` only reads the status flags of a descriptor borrowed for the call.

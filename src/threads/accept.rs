@@ -51,6 +51,7 @@ impl<H: Handler> AcceptLoop<H> {
         self.listeners.clear();
         self.shared.live.stopped_accepting();
         if result.is_err() {
+            self.shared.ending.raise();
             self.shared.registry.shut_reads(self.shared.index);
         }
         let clients: Vec<_> = self.clients.drain().collect();

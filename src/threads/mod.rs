@@ -62,6 +62,9 @@ struct WorkerShared<H> {
     config: Config,
     /// Raised when the server must stop.
     stop: Arc<AtomicBool>,
+    /// Readable once this worker's clients must end (a stop, or a broken listener), for
+    /// threads that wait on a socket no read-side shutdown can wake (half-closed ones).
+    ending: Arc<EndSignal>,
     /// Server-wide gauges.
     live: Arc<Live>,
     /// Every client of the server (all workers), for `send_to` and stops.
@@ -103,11 +106,13 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
     set_nonblocking(&wake_rx)?;
     set_nonblocking(&wake_tx)?;
     let (done_tx, done_rx) = mpsc::channel();
+    let ending = Arc::new(EndSignal::new()?);
     let shared = Arc::new(WorkerShared {
         index: setup.index,
         handler: setup.handler,
         config: setup.config,
         stop: setup.stop,
+        ending: Arc::clone(&ending),
         live: setup.live,
         registry,
         dialed: Mutex::new(HashMap::new()),
@@ -123,6 +128,7 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         let _ = (&wake_tx).write(&[1]);
         // Woken for a handover, clients go on; woken for a stop, each blocked read ends.
         if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            ending.raise();
             registry_owner.shut_reads(index);
         }
     });
@@ -141,6 +147,38 @@ fn prepare_one<H: Handler>(setup: WorkerSetup<H>, registry: Arc<Registry>) -> io
         worker.run()
     });
     Ok(Prepared { run, wake })
+}
+
+/// A pipe that becomes readable for good once raised (nothing ever reads it), so every
+/// thread that polls it, now or later, sees that its worker's clients must end.
+#[derive(Debug)]
+struct EndSignal {
+    /// Polled for `POLLIN` by waiting threads.
+    rx: io::PipeReader,
+    /// Written once to raise the signal.
+    tx: io::PipeWriter,
+}
+
+impl EndSignal {
+    /// A signal not yet raised.
+    fn new() -> io::Result<Self> {
+        let (rx, tx) = io::pipe()?;
+        // Raising never blocks, even if it was raised often enough to fill the pipe.
+        set_nonblocking(&tx)?;
+        Ok(EndSignal { rx, tx })
+    }
+
+    /// Make the signal readable (again, harmlessly, if it already is).
+    fn raise(&self) {
+        // A full pipe is readable already: nothing is lost when this write fails.
+        let _ = (&self.tx).write(&[1]);
+    }
+
+    /// The descriptor to poll for `POLLIN`.
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.rx.as_raw_fd()
+    }
 }
 
 /// Put a pipe end in nonblocking mode.

@@ -29,6 +29,9 @@ pub(super) struct Peer {
     /// Set when a handler reset this connection (`Context::reset_conn`): its owner drops it
     /// without a FIN, so `SO_LINGER` 0 turns the close into a reset.
     pub(super) reset: AtomicBool,
+    /// Set while its thread waits half-closed, where a shut read side no longer wakes it:
+    /// a reset is then carried out at once by the thread that asks for it.
+    pub(super) half_closed: AtomicBool,
     /// What bytes travel through: the socket itself, or TLS over it.
     pub(super) wire: Wire,
     /// For a connection a handler dialed: when its connect must have completed. Its
@@ -45,6 +48,7 @@ impl Peer {
             gate: Gate::default(),
             overflowed: AtomicBool::new(false),
             reset: AtomicBool::new(false),
+            half_closed: AtomicBool::new(false),
             wire,
             connect_deadline: None,
         }

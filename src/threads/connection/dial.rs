@@ -20,14 +20,11 @@ use std::time::{Duration, Instant};
 use super::{Client, Finished, write_slice};
 use crate::handler::{Actions, IdMint, Outbox};
 use crate::io::stream::BlockingStream;
-use crate::io::sys;
+use crate::io::sys::{self, PollFd};
 use crate::rules::{Connect, Ending};
 use crate::threads::peer::Peer;
 use crate::threads::{CLIENT_STACK, WorkerShared};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
-
-/// How often a half-closed client thread looks at the stop flag and its idle deadline.
-const HALF_CLOSED_TICK: Duration = Duration::from_millis(50);
 
 /// Start connecting to `addr` as connection `id`, dialed by `by`, and give it a thread.
 /// A connect that fails at once is reported to the handler on this thread.
@@ -282,29 +279,51 @@ impl<H: Handler> Client<H> {
     }
 
     /// Half-closed: wait until our sending side is shut as well (`POLLHUP`: both
-    /// directions done), a reset, the stop, or the idle timeout.
+    /// directions done), a reset (the peer's, or one a handler asked for), the end of the
+    /// worker's clients (a stop), or the idle timeout. One `poll` waits for all of them:
+    /// nothing wakes the thread until one happens.
     fn wait_write_shut(&mut self) -> Ending {
         let fd = self.peer.stream.as_raw_fd();
+        // Set before the reset flag is read: a handler's reset either is seen below or
+        // is carried out on the socket, which wakes the poll (see `requests`).
+        self.peer.half_closed.store(true, Ordering::SeqCst);
         loop {
-            if self.peer.reset.load(Ordering::Relaxed) {
+            if self.peer.reset.load(Ordering::SeqCst) {
                 return Ending::Abrupt(CloseReason::Reset);
             }
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Ending::Graceful(CloseReason::Shutdown);
             }
-            if let Some(idle) = self.shared.config.idle_timeout
-                && Instant::now() >= self.last_progress + idle
-            {
-                return Ending::Graceful(CloseReason::IdleTimeout);
-            }
-            let tick = HALF_CLOSED_TICK.as_millis() as i32;
+            let timeout = match self.shared.config.idle_timeout {
+                Some(idle) => {
+                    let left =
+                        (self.last_progress + idle).saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ending::Graceful(CloseReason::IdleTimeout);
+                    }
+                    // Rounded up, so the poll does not end just before the deadline.
+                    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                }
+                None => -1,
+            };
+            // No events asked of the socket: `POLLERR` and `POLLHUP` are always reported.
+            let mut fds = [
+                PollFd::new(fd, 0),
+                PollFd::new(self.shared.ending.fd(), libc::POLLIN),
+            ];
             // A failed poll (a signal) reports nothing: the loop looks again.
-            let revents = sys::poll_one(fd, 0, tick).unwrap_or(0);
-            if revents & libc::POLLERR != 0 {
+            if sys::poll(&mut fds, timeout).is_err() {
+                continue;
+            }
+            let revents = fds[0].revents();
+            if self.peer.reset.load(Ordering::SeqCst) || revents & libc::POLLERR != 0 {
                 return Ending::Abrupt(CloseReason::Reset);
             }
             if revents & libc::POLLHUP != 0 {
                 return Ending::Graceful(CloseReason::Eof);
+            }
+            if fds[1].revents() != 0 {
+                return Ending::Graceful(CloseReason::Shutdown);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! writer's own thread by its slowest receiver.
 
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -44,8 +45,16 @@ pub(in crate::threads) fn carry_out(registry: &Registry, requests: &[Request]) {
         };
         if let Request::Reset(_) = request {
             // Its thread wakes from the shut read side and drops the socket without a FIN.
-            peer.reset.store(true, Ordering::Relaxed);
+            peer.reset.store(true, Ordering::SeqCst);
             let _ = socket2::SockRef::from(&peer.stream).set_linger(Some(Duration::ZERO));
+            // A half-closed thread has read its EOF already: a shut read side would not
+            // wake it. Reset the connection here; its thread wakes to the error. (The
+            // flags are set and read in opposite orders on the two threads, so one of
+            // them sees the other's.)
+            if peer.half_closed.load(Ordering::SeqCst) {
+                let _ = crate::io::sys::disconnect(peer.stream.as_fd());
+                continue;
+            }
         }
         // An error means the socket is already shut or broken: its thread will notice.
         let _ = peer.stream.shutdown(how);
