@@ -230,6 +230,16 @@ impl Outbox {
         self.bytes.len() + self.index.len() * mem::size_of::<(ConnId, usize)>()
     }
 
+    /// When every queued message goes to one connection: that connection and all the
+    /// bytes, in order (the arena holds them back to back). `None` when nothing is queued
+    /// or messages go to several connections.
+    pub(crate) fn sole_recipient(&self) -> Option<(ConnId, &[u8])> {
+        let (&(to, _), rest) = self.index.split_first()?;
+        rest.iter()
+            .all(|&(other, _)| other == to)
+            .then_some((to, &self.bytes[..]))
+    }
+
     /// Hand every queued message to `deliver`, in order, and empty the outbox.
     pub(crate) fn drain(&mut self, mut deliver: impl FnMut(ConnId, &[u8])) {
         let mut start = 0;

@@ -74,7 +74,10 @@ impl Registry {
 
     /// The client with this id, if it is still connected.
     pub(super) fn get(&self, id: ConnId) -> Option<Arc<Peer>> {
-        let peers = self.shard(id).read().unwrap_or_else(PoisonError::into_inner);
+        let peers = self
+            .shard(id)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         peers.get(&id).cloned()
     }
 
@@ -94,25 +97,23 @@ impl Registry {
         use crate::io::stream::BlockingStream;
         let mut rows = Vec::new();
         self.for_each(|id, peer| {
-                let addr = match &peer.stream {
-                    BlockingStream::Tcp(stream) => stream.peer_addr().map(|a| a.to_string()),
-                    BlockingStream::Unix(stream) => {
-                        stream.peer_addr().map(|a| format!("unix {a:?}"))
-                    }
-                };
-                let kind = if peer.connect_deadline.is_some() {
-                    "dialed"
-                } else {
-                    "client"
-                };
-                let row = crate::worker::watch::ConnRow {
-                    id: id.to_string(),
-                    peer: addr.unwrap_or_else(|err| format!("({err})")),
-                    phase: "open".into(),
-                    thread: format!("tcp-{kind}-{id}"),
-                    ..Default::default()
-                };
-                rows.push((peer.worker, row));
+            let addr = match &peer.stream {
+                BlockingStream::Tcp(stream) => stream.peer_addr().map(|a| a.to_string()),
+                BlockingStream::Unix(stream) => stream.peer_addr().map(|a| format!("unix {a:?}")),
+            };
+            let kind = if peer.connect_deadline.is_some() {
+                "dialed"
+            } else {
+                "client"
+            };
+            let row = crate::worker::watch::ConnRow {
+                id: id.to_string(),
+                peer: addr.unwrap_or_else(|err| format!("({err})")),
+                phase: "open".into(),
+                thread: format!("tcp-{kind}-{id}"),
+                ..Default::default()
+            };
+            rows.push((peer.worker, row));
         });
         rows
     }
