@@ -1,7 +1,8 @@
 //! A connection's life from the server's side, over real sockets on 127.0.0.1, under every
 //! model: a callback's requests stay with its own connection even when the peer resets
-//! mid-reply, the peak of open connections is the server-wide one, and a graceful stop
-//! answers what arrived and closes with EOF, never with a reset.
+//! mid-reply, the peak of open connections is the server-wide one, a graceful stop
+//! answers what arrived and closes with EOF, never with a reset, and ends a connection its
+//! handler keeps half open.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -274,8 +275,56 @@ fn sigterm_answers_and_closes_without_reset(model: Model) {
     ping_pong_through_stop(server.addr, || stat(&server.stop(), "shutdown"));
 }
 
+/// Keeps every connection half open after the client's EOF, and never shuts it.
+struct KeepsHalfOpen;
+
+impl Handler for KeepsHalfOpen {
+    type Session = ();
+    fn open(&self, _ctx: &mut Context<'_>) {}
+    fn data(&self, _session: &mut (), _ctx: &mut Context<'_>, input: &[u8]) -> usize {
+        input.len()
+    }
+    fn read_closed(&self, _session: &mut (), _ctx: &mut Context<'_>) -> bool {
+        true
+    }
+}
+
+fn a_stop_ends_a_connection_its_handler_keeps_half_open(model: Model) {
+    let running = start(KeepsHalfOpen, model);
+    let mut client = connect(running.local_addr());
+    send(&mut client, b"hello");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    // The server has read the EOF and keeps the connection (no idle timeout).
+    thread::sleep(Duration::from_millis(100));
+    wait_connections(&running, 1);
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    thread::spawn(move || {
+        let _ = stopped_tx.send(running.stop());
+    });
+    let stats = stopped_rx
+        .recv_timeout(fixtures::PATIENCE)
+        .expect("the stop returns")
+        .expect("stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped at once, not after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 1, "{stats}");
+    client
+        .set_read_timeout(Some(fixtures::PATIENCE))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("EOF, not a reset");
+    assert!(rest.is_empty());
+}
+
 for_each_model!(
     graceful_stop_answers_and_closes_without_reset,
+    a_stop_ends_a_connection_its_handler_keeps_half_open,
     sigterm_answers_and_closes_without_reset,
     peak_connections_is_server_wide,
     close_request_of_a_reset_client_stays_with_it,

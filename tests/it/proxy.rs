@@ -1,5 +1,7 @@
 //! The TCP proxy (`protocols::Proxy`) over real sockets: bytes forwarded unchanged for many
-//! pairs, half-close and reset carried across in each direction, an upstream that refuses,
+//! pairs, half-close and reset carried across in each direction (a reset also to a client
+//! that has half-closed), a half-closed pair ended by a stop or the idle timeout while its
+//! upstream stays silent, an upstream that refuses,
 //! one that accepts and never answers, one that cannot even be connected to in time, and a
 //! thousand pairs at once, each freed at the end (both slots).
 //!
@@ -185,6 +187,106 @@ fn an_upstreams_reset_reaches_the_client_as_a_reset(model: Model) {
     let mut buf = [0; 16];
     let got = client.read(&mut buf).map_err(|err| err.kind());
     assert_eq!(got, Err(ErrorKind::ConnectionReset));
+}
+
+/// A one-connection upstream that reads the client's bytes up to the EOF the proxy carries
+/// across, reports them on `eof_tx`, then does what `then` says with the connection.
+fn upstream_after_eof(
+    eof_tx: mpsc::Sender<Vec<u8>>,
+    then: impl FnOnce(TcpStream) + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<()>) {
+    upstream_once(move |mut stream| {
+        let mut all = Vec::new();
+        stream
+            .read_to_end(&mut all)
+            .expect("read to the client's EOF");
+        eof_tx.send(all).expect("tell the test");
+        then(stream);
+    })
+}
+
+/// Keep `stream` open and silent until the test says so (or `PATIENCE` passes).
+fn stay_silent(stream: TcpStream, until: mpsc::Receiver<()>) {
+    let _ = until.recv_timeout(PATIENCE);
+    drop(stream);
+}
+
+fn an_upstreams_reset_reaches_a_half_closed_client_as_a_reset(model: Model) {
+    let (eof_tx, eof_rx) = mpsc::channel();
+    let (up, upstream) = upstream_after_eof(eof_tx, reset);
+    let running = proxy(model, vec![up], Config::default());
+    let mut client = connect(running.local_addr());
+    client.write_all(b"hello").expect("send");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(eof_rx.recv_timeout(PATIENCE).expect("the EOF"), b"hello");
+    let started = Instant::now();
+    upstream.join().expect("upstream");
+    let mut buf = [0; 16];
+    let got = client.read(&mut buf).map_err(|err| err.kind());
+    assert_eq!(got, Err(ErrorKind::ConnectionReset), "not an EOF, not data");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the reset came at once, not after {:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(PATIENCE, || running.connections() == 0));
+}
+
+fn a_stop_closes_a_half_closed_pair_whose_upstream_stays_silent(model: Model) {
+    let (eof_tx, eof_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let (up, upstream) = upstream_after_eof(eof_tx, move |stream| stay_silent(stream, done_rx));
+    // The stop may wait for the silent upstream's EOF up to the linger timeout (the
+    // reactor drains a connection it closes): a short one keeps the test short.
+    let config = Config::default().with_linger(Duration::from_millis(300));
+    let running = proxy(model, vec![up], config);
+    let mut client = connect(running.local_addr());
+    client.write_all(b"hello").expect("send");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(eof_rx.recv_timeout(PATIENCE).expect("the EOF"), b"hello");
+    // No idle timeout and a silent upstream: only the stop can end this pair.
+    let (stopped_tx, stopped_rx) = mpsc::channel();
+    let started = Instant::now();
+    thread::spawn(move || {
+        let _ = stopped_tx.send(running.stop());
+    });
+    let stats = stopped_rx
+        .recv_timeout(PATIENCE)
+        .expect("the stop returns")
+        .expect("stop the proxy");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped within the linger timeout, not after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(recv_to_end(&mut client), b"", "the client reads EOF");
+    assert!(stats.closed_by(CloseReason::Shutdown) >= 1, "{stats}");
+    done_tx.send(()).expect("release the upstream");
+    upstream.join().expect("upstream");
+}
+
+fn a_half_closed_pair_whose_upstream_stays_silent_is_closed_by_the_idle_timeout(model: Model) {
+    let (eof_tx, eof_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let (up, upstream) = upstream_after_eof(eof_tx, move |stream| stay_silent(stream, done_rx));
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(300)));
+    let running = proxy(model, vec![up], config);
+    let mut client = connect(running.local_addr());
+    client.write_all(b"hello").expect("send");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    let started = Instant::now();
+    assert_eq!(eof_rx.recv_timeout(PATIENCE).expect("the EOF"), b"hello");
+    assert_eq!(recv_to_end(&mut client), b"", "the client reads EOF");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed by the idle timeout, not after {:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(PATIENCE, || running.connections() == 0));
+    done_tx.send(()).expect("release the upstream");
+    upstream.join().expect("upstream");
+    let stats = running.stop().expect("stop");
+    assert!(stats.closed_by(CloseReason::IdleTimeout) >= 1, "{stats}");
 }
 
 fn a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after(model: Model) {
@@ -504,6 +606,9 @@ for_each_model!(
     an_upstreams_eof_reaches_the_client_which_can_still_send,
     a_clients_reset_reaches_the_upstream_as_a_reset,
     an_upstreams_reset_reaches_the_client_as_a_reset,
+    an_upstreams_reset_reaches_a_half_closed_client_as_a_reset,
+    a_stop_closes_a_half_closed_pair_whose_upstream_stays_silent,
+    a_half_closed_pair_whose_upstream_stays_silent_is_closed_by_the_idle_timeout,
     a_refusing_upstream_closes_the_client_at_once_and_is_skipped_after,
     a_silent_upstream_is_closed_by_the_idle_timeout,
     an_upstream_that_cannot_be_connected_to_in_time_fails_the_connect,
