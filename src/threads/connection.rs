@@ -523,6 +523,11 @@ impl<H: Handler> Client<H> {
         requests::dial_all(&self.shared, &requests);
         let registry = &self.shared.registry;
         let patience = self.shared.config.linger;
+        // Only requests (a proxy's connect, shutdown or reset): nothing to write.
+        if self.fx.outbox.has_no_mail() {
+            requests::carry_out(registry, &requests);
+            return;
+        }
         // The common case (a proxy, a reply to one other connection): one recipient, whose
         // bytes are written straight from the arena, with no map and no copy.
         if let Some((to, bytes)) = self.fx.outbox.sole_recipient() {
