@@ -22,6 +22,7 @@ use crate::rules::{self, Ending, Fed, Limit, ReadOutcome, Stop};
 use crate::{CloseReason, ConnId, Context, Handler, PeerAddr};
 
 mod admission;
+mod deadlines;
 mod dial;
 mod requests;
 
@@ -295,59 +296,6 @@ impl<H: Handler> Client<H> {
         Ok(())
     }
 
-    /// The earliest of the handler's timer, the idle deadline and the TLS handshake's.
-    fn next_deadline(&self) -> Option<Instant> {
-        let idle = self
-            .shared
-            .config
-            .idle_timeout
-            .map(|idle| self.last_progress + idle);
-        let earliest = match (idle, self.timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match (earliest, self.peer.wire.handshake_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Close an idle client, or fire the handler's timer, when due.
-    fn expire(&mut self, session: &mut H::Session) -> Option<Ending> {
-        // Most connections have no deadline at all: no need to read the clock.
-        let due = self.next_deadline()?;
-        let now = Instant::now();
-        if now < due {
-            return None;
-        }
-        if self
-            .peer
-            .wire
-            .handshake_deadline()
-            .is_some_and(|at| now >= at)
-        {
-            log::debug!("{} ({}): no TLS handshake in time", self.id, self.addr);
-            return Some(Ending::Abrupt(CloseReason::HandshakeTimeout));
-        }
-        if let Some(idle) = self.shared.config.idle_timeout
-            && now >= self.last_progress + idle
-        {
-            log::debug!("{} ({}) idle for {idle:?}", self.id, self.addr);
-            return Some(Ending::Graceful(CloseReason::IdleTimeout));
-        }
-        if self.timer.is_some_and(|at| now >= at) {
-            self.timer = None;
-            let mut actions = Actions::default();
-            let handler = Arc::clone(&self.shared.handler);
-            handler.timer(
-                session,
-                &mut self.fx.context(self.id, self.addr, now, &mut actions),
-            );
-            return self.after_callback(actions, false);
-        }
-        None
-    }
-
     /// Hand `n` freshly read bytes (and any input left over) to the handler. When it
     /// stops only because its output passed the high-water mark, write that output and
     /// go on with the buffered input before reading again.
@@ -510,46 +458,6 @@ impl<H: Handler> Client<H> {
                 self.closed_reason(CloseReason::from_io(&err)),
             )),
         }
-    }
-
-    /// Deliver the callback's messages to other clients; unknown ids are dropped.
-    ///
-    /// Messages for one recipient are joined and written at once (a chat line to many
-    /// clients, or many lines to one, cost one write per recipient, not per message).
-    fn deliver_outbox(&mut self) {
-        // Dialed first, so bytes sent to a new connection reach it; the other requests after
-        // the bytes, so a shutdown follows what was sent before it.
-        let requests = std::mem::take(&mut self.fx.outbox.requests);
-        requests::dial_all(&self.shared, &requests);
-        let registry = &self.shared.registry;
-        let patience = self.shared.config.linger;
-        // Only requests (a proxy's connect, shutdown or reset): nothing to write.
-        if self.fx.outbox.has_no_mail() {
-            requests::carry_out(registry, &requests);
-            return;
-        }
-        // The common case (a proxy, a reply to one other connection): one recipient, whose
-        // bytes are written straight from the arena, with no map and no copy.
-        if let Some((to, bytes)) = self.fx.outbox.sole_recipient() {
-            match registry.get(to) {
-                Some(peer) => self.bytes_out += peer.deliver(to, bytes, patience),
-                None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
-            }
-            self.fx.outbox.drain(|_, _| {});
-            requests::carry_out(registry, &requests);
-            return;
-        }
-        let mut mail: HashMap<ConnId, Vec<u8>> = HashMap::new();
-        self.fx.outbox.drain(|to, bytes| {
-            mail.entry(to).or_default().extend_from_slice(bytes);
-        });
-        for (to, bytes) in mail {
-            match registry.get(to) {
-                Some(peer) => self.bytes_out += peer.deliver(to, &bytes, patience),
-                None => log::trace!("dropped {} bytes for {to}: gone", bytes.len()),
-            }
-        }
-        requests::carry_out(registry, &requests);
     }
 
     /// Close the connection as `ending` says; returns the reason.

@@ -17,7 +17,9 @@
 //! - `accept` — the accept thread: admitting, refusing, joining client threads;
 //! - `connection` — one connection's thread: read, feed, write, deadlines, the close; with
 //!   `connection/dial` (connections a handler dials, each on a thread of its own) and
-//!   `connection/requests` (what a callback asks of connections by id);
+//!   `connection/requests` (what a callback sends to and asks of connections by id),
+//!   `connection/deadlines` (the timer, idle and handshake deadlines) and
+//!   `connection/admission` (the PROXY header and per-address limits);
 //! - `memory` — the budget for buffered bytes, as one client thread applies it;
 //! - `peer` — a client's socket as other threads see it;
 //! - `registry` — every live client by id;
