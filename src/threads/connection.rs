@@ -5,7 +5,6 @@
 //! Limits and a callback's requests mean what `rules` says, as in the reactor. This file
 //! must not touch another client's socket except through its `Peer`.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
